@@ -1,0 +1,5 @@
+//! Subcommands of the `corekv` binary. Each turns flags into library calls and
+//! results into output and exit codes; none contains engine logic.
+
+pub mod cli;
+pub mod serve;

@@ -1,0 +1,152 @@
+//! `corekv serve`: start the engine and the network server on every shard.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+
+use corekv::core::config::EngineConfig;
+use corekv::core::limits::VALUE_BYTES_MAX_DEFAULT;
+use corekv::core::types::Durability;
+use corekv::net::server::{resolve_listen, serve_shard, ServerConfig};
+use corekv::shard::{Engine, ShardExit};
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where data lives; created if missing.
+    #[arg(long, env = "COREKV_DATA_DIR", default_value = "./corekv-data")]
+    pub data_dir: PathBuf,
+    /// Address every shard accepts connections on (port 0: pick a free port).
+    #[arg(long, env = "COREKV_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    /// Number of shards (default: one per usable CPU; fixed once the data
+    /// directory exists).
+    #[arg(long, env = "COREKV_SHARDS")]
+    pub shards: Option<u16>,
+    /// sync: acknowledge writes after fdatasync. async: acknowledge at once, sync
+    /// at least every --sync-interval-ms.
+    #[arg(long, env = "COREKV_DURABILITY", default_value = "sync")]
+    pub durability: Durability,
+    /// In async mode, the longest a write waits for its fdatasync to start.
+    #[arg(long, default_value_t = 10)]
+    pub sync_interval_ms: u64,
+    /// Largest value accepted, in bytes.
+    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
+    pub value_bytes_max: usize,
+    /// Size of each WAL segment file, in bytes.
+    #[arg(long, default_value_t = corekv::core::limits::WAL_SEGMENT_BYTES_DEFAULT)]
+    pub wal_segment_bytes: u64,
+    /// On WAL corruption before the tail, truncate the log there (dropping the
+    /// records after it) instead of refusing to start.
+    #[arg(long)]
+    pub recover_truncate: bool,
+    /// CPUs to pin shards to, comma-separated (default: every usable CPU).
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Connections each shard serves at once.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections_per_shard_max: usize,
+    /// Log format on stderr: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_logging(&args.log_format);
+    let listen = match resolve_listen(&args.listen) {
+        Ok(a) => a,
+        Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
+    };
+    let mut config = EngineConfig::new(&args.data_dir);
+    config.shards = args.shards;
+    config.durability = args.durability;
+    config.sync_interval = Duration::from_millis(args.sync_interval_ms);
+    config.value_bytes_max = args.value_bytes_max;
+    config.wal_segment_bytes = args.wal_segment_bytes;
+    config.recover_truncate = args.recover_truncate;
+    config.cpus = args.cpus.clone();
+    let server = Arc::new(ServerConfig {
+        listen,
+        value_bytes_max: args.value_bytes_max,
+        connections_per_shard_max: args.connections_per_shard_max,
+        frame_timeout: Duration::from_secs(30),
+    });
+    let listening = Arc::new(AtomicUsize::new(0));
+    let service = {
+        let listening = listening.clone();
+        move |ctx| serve_shard(ctx, server.clone(), listening.clone())
+    };
+    let engine = match Engine::start(config, service) {
+        Ok(e) => e,
+        Err(e) => return startup_failed(e.name(), &e.to_string(), &e.fix()),
+    };
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, engine.stop_flag()) {
+            tracing::error!("cannot install the handler for signal {sig}: {e}");
+        }
+    }
+    let shards = engine.info().shard_count;
+    while listening.load(Ordering::SeqCst) < usize::from(shards) && !engine.is_stopping() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    if !engine.is_stopping() {
+        let info = engine.info();
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
+            "corekv serving: data_dir={} listen={} shards={} durability={} cpus={:?}",
+            info.data_dir.display(),
+            listen,
+            info.shard_count,
+            info.durability.name(),
+            info.cpus
+        );
+        let _ = out.flush();
+    }
+    let exits = engine.wait();
+    let mut code = ExitCode::SUCCESS;
+    for exit in &exits {
+        match exit {
+            ShardExit::Clean => {}
+            ShardExit::WalFailed { shard, reason } => {
+                eprintln!("corekv: shard {shard} stopped with WAL_FAILED: {reason}");
+                code = ExitCode::from(3);
+            }
+            ShardExit::Crashed { shard, detail } => {
+                eprintln!("corekv: shard {shard} failed: {detail}");
+                code = ExitCode::from(3);
+            }
+        }
+    }
+    if code == ExitCode::SUCCESS {
+        eprintln!("corekv stopped cleanly");
+    }
+    code
+}
+
+fn startup_failed(name: &str, message: &str, fix: &str) -> ExitCode {
+    eprintln!(
+        "corekv: cannot start: {name}: {message}\n  fix: {fix}\n  see docs/errors.md#{}",
+        name.to_lowercase()
+    );
+    ExitCode::from(2)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("COREKV_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

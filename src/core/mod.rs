@@ -1,0 +1,14 @@
+//! Pure building blocks shared by every layer: types, limits, wire status codes,
+//! checksums, the key→shard hash, configuration, and the WAL byte format.
+//!
+//! Nothing here performs I/O, spawns tasks or touches a clock. Everything here is
+//! deterministic, so the same bytes decode the same way on every machine and in the
+//! simulator.
+
+pub mod checksum;
+pub mod config;
+pub mod hash;
+pub mod limits;
+pub mod status;
+pub mod types;
+pub mod wal_format;

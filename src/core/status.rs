@@ -1,0 +1,110 @@
+//! Wire status codes and their stable names.
+//!
+//! Every response carries a `Status`. Each non-OK status has a name that never
+//! changes once released; docs/errors.md explains every name (cause and fix), and
+//! a test fails if a name here is missing there. Numbers are grouped: 0–99 success,
+//! 100–199 the request was bad (fix the client), 200–299 the server could not
+//! serve it (operator action or retry), 300–399 transactions.
+
+use std::fmt;
+
+macro_rules! statuses {
+    ($($variant:ident = $code:literal, $name:literal, $retry:literal, $doc:literal;)*) => {
+        /// A response status. `#[non_exhaustive]`: clients must treat unknown codes
+        /// as errors.
+        #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        #[repr(u16)]
+        pub enum Status {
+            $(#[doc = $doc] $variant = $code,)*
+        }
+
+        impl Status {
+            /// Every status, in code order.
+            pub const ALL: &'static [Status] = &[$(Status::$variant,)*];
+
+            pub fn from_code(code: u16) -> Option<Status> {
+                match code {
+                    $($code => Some(Status::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The stable name, as printed by the CLI and listed in docs/errors.md.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Status::$variant => $name,)*
+                }
+            }
+
+            /// Whether the same request may succeed if simply sent again later.
+            pub fn retryable(self) -> bool {
+                match self {
+                    $(Status::$variant => $retry,)*
+                }
+            }
+
+            /// One line saying what happened.
+            pub fn describe(self) -> &'static str {
+                match self {
+                    $(Status::$variant => $doc,)*
+                }
+            }
+        }
+    };
+}
+
+statuses! {
+    Ok = 0, "OK", false, "The request succeeded.";
+    NotFound = 1, "NOT_FOUND", false, "The key does not exist.";
+    BadFrame = 100, "BAD_FRAME", false, "The frame header is malformed (wrong magic or reserved bits set); the connection is closed.";
+    UnsupportedVersion = 101, "UNSUPPORTED_VERSION", false, "The frame's protocol version is not one this server speaks; the connection is closed.";
+    UnknownOpcode = 102, "UNKNOWN_OPCODE", false, "The opcode is not defined by this protocol version.";
+    FrameTooLarge = 103, "FRAME_TOO_LARGE", false, "The frame's declared body length exceeds the server's frame limit; the connection is closed.";
+    KeyTooLarge = 104, "KEY_TOO_LARGE", false, "The key is longer than the key limit (64 KiB).";
+    ValueTooLarge = 105, "VALUE_TOO_LARGE", false, "The value is longer than the configured value limit.";
+    MalformedBody = 106, "MALFORMED_BODY", false, "The body does not match its opcode's layout (a length points past the body, or bytes are left over); the connection is closed.";
+    FrameTimeout = 107, "FRAME_TIMEOUT", false, "A frame was started but not completed within the frame deadline; the connection is closed.";
+    WalFailed = 200, "WAL_FAILED", false, "The shard's WAL write or fdatasync failed; the shard refuses writes until restarted (reads still work).";
+    ShuttingDown = 201, "SHUTTING_DOWN", true, "The server is shutting down and takes no new requests.";
+    TooManyConnections = 202, "TOO_MANY_CONNECTIONS", true, "The server is at its connection limit; the connection is closed.";
+    Internal = 203, "INTERNAL", false, "An internal invariant failed; the server log has details.";
+    StorageCorrupt = 204, "STORAGE_CORRUPT", false, "Data needed for this request failed its checksum; nothing was returned for it.";
+    IoError = 205, "IO_ERROR", true, "A read from disk failed; nothing was returned for it.";
+    Overloaded = 206, "OVERLOADED", true, "The shard is past its memory budget for pending work; retry with back-off.";
+}
+
+impl Status {
+    pub fn is_ok(self) -> bool {
+        matches!(self, Status::Ok)
+    }
+
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_and_names_are_unique_and_round_trip() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        for &s in Status::ALL {
+            assert!(codes.insert(s.code()), "duplicate code {}", s.code());
+            assert!(names.insert(s.name()), "duplicate name {}", s.name());
+            assert_eq!(Status::from_code(s.code()), Some(s));
+            assert!(s.name().chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        }
+        assert_eq!(Status::from_code(9999), None);
+    }
+}

@@ -1,0 +1,356 @@
+//! The data directory as a whole: its lock, its metadata file and its layout.
+//!
+//! ```text
+//! <data-dir>/
+//!   corekv.meta          4 KiB: magic, format version, shard count, creation time, CRC32C
+//!   LOCK                 flock()ed by the process that owns the directory
+//!   shard-000/wal/       one WAL segment file per 16-hex-digit sequence number
+//!   shard-001/wal/ ...
+//! ```
+//!
+//! This runs once at startup, before any shard thread exists, so it uses blocking
+//! std calls. The metadata file is replaced atomically (write temp, fsync, rename,
+//! fsync directory); it is exactly one sector long so shards can also open it with
+//! O_DIRECT (see `DmaDisk::prime_device_probe`).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::core::checksum::crc32c;
+use crate::core::limits::{SECTOR_BYTES, SHARDS_MAX};
+
+use super::error::{IoError, IoOp};
+
+pub const META_FILE: &str = "corekv.meta";
+pub const LOCK_FILE: &str = "LOCK";
+const META_MAGIC: &[u8; 8] = b"CKVMETA\x01";
+const META_FORMAT_VERSION: u32 = 1;
+
+/// Directory of one shard's files.
+pub fn shard_dir(data_dir: &Path, shard: u16) -> PathBuf {
+    data_dir.join(format!("shard-{shard:03}"))
+}
+
+/// Directory of one shard's WAL segments.
+pub fn wal_dir(data_dir: &Path, shard: u16) -> PathBuf {
+    shard_dir(data_dir, shard).join("wal")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create or open the data directory {path}: {source}")]
+    Unusable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is locked by another process (pid in {path}/LOCK: {holder})")]
+    Locked { path: PathBuf, holder: String },
+    #[error("{path} is damaged: {detail}")]
+    MetaCorrupt { path: PathBuf, detail: String },
+    #[error("{path} has shard directories but no {META_FILE}; refusing to guess its shard count")]
+    MetaMissing { path: PathBuf },
+    #[error(
+        "data directory {path} was created with {stored} shards but {requested} were requested"
+    )]
+    ShardCountMismatch {
+        path: PathBuf,
+        stored: u16,
+        requested: u16,
+    },
+    #[error("the filesystem of {path} does not support O_DIRECT ({source}); tmpfs and some overlay filesystems cannot hold corekv data")]
+    DirectIoUnsupported {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+impl DataDirError {
+    /// Stable name, listed in docs/errors.md.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DataDirError::Unusable { .. } => "DATA_DIR_UNUSABLE",
+            DataDirError::Locked { .. } => "DATA_DIR_LOCKED",
+            DataDirError::MetaCorrupt { .. } => "DATA_DIR_META_CORRUPT",
+            DataDirError::MetaMissing { .. } => "DATA_DIR_META_MISSING",
+            DataDirError::ShardCountMismatch { .. } => "SHARD_COUNT_MISMATCH",
+            DataDirError::DirectIoUnsupported { .. } => "DIRECT_IO_UNSUPPORTED",
+            DataDirError::Io(_) => "DATA_DIR_IO",
+        }
+    }
+
+    /// What the operator should do.
+    pub fn fix(&self) -> String {
+        match self {
+            DataDirError::Unusable { .. } => {
+                "check that the path exists or can be created and that this user may write it"
+                    .into()
+            }
+            DataDirError::Locked { .. } => {
+                "stop the other corekv process using this directory, or choose another --data-dir"
+                    .into()
+            }
+            DataDirError::MetaCorrupt { .. } => {
+                "restore the directory from a backup (docs/operations.md, 'Restore from backup')"
+                    .into()
+            }
+            DataDirError::MetaMissing { .. } => {
+                "restore corekv.meta from a backup; do not start on a partial directory".into()
+            }
+            DataDirError::ShardCountMismatch { stored, .. } => {
+                format!("start with --shards {stored} (or omit --shards); the shard count of a directory is fixed")
+            }
+            DataDirError::DirectIoUnsupported { .. } => {
+                "put --data-dir on ext4 or xfs on a real block device".into()
+            }
+            DataDirError::Io(_) => {
+                "check the disk and the permissions of the data directory".into()
+            }
+        }
+    }
+}
+
+/// An opened, locked data directory. The lock is held while this value lives.
+#[derive(Debug)]
+pub struct DataDir {
+    pub path: PathBuf,
+    pub shard_count: u16,
+    /// True when this open created the directory's metadata.
+    pub created: bool,
+    _lock: File,
+}
+
+impl DataDir {
+    pub fn meta_path(&self) -> PathBuf {
+        self.path.join(META_FILE)
+    }
+
+    /// Open (or create) `path`. `requested` is the shard count asked for;
+    /// `default_shards` applies to a new directory when nothing was asked.
+    pub fn open(
+        path: &Path,
+        requested: Option<u16>,
+        default_shards: u16,
+    ) -> Result<DataDir, DataDirError> {
+        fs::create_dir_all(path).map_err(|source| DataDirError::Unusable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock = lock(path)?;
+        check_direct_io(path)?;
+        let meta_path = path.join(META_FILE);
+        let (shard_count, created) = match fs::read(&meta_path) {
+            Ok(bytes) => {
+                let stored = decode_meta(&bytes).map_err(|detail| DataDirError::MetaCorrupt {
+                    path: meta_path.clone(),
+                    detail,
+                })?;
+                if let Some(requested) = requested {
+                    if requested != stored {
+                        return Err(DataDirError::ShardCountMismatch {
+                            path: path.to_path_buf(),
+                            stored,
+                            requested,
+                        });
+                    }
+                }
+                (stored, false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if has_shard_dirs(path)? {
+                    return Err(DataDirError::MetaMissing {
+                        path: path.to_path_buf(),
+                    });
+                }
+                let count = requested.unwrap_or(default_shards);
+                assert!(count >= 1 && usize::from(count) <= SHARDS_MAX);
+                write_meta(path, count)?;
+                (count, true)
+            }
+            Err(e) => return Err(IoError::new(IoOp::Read, &meta_path, None, e).into()),
+        };
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            shard_count,
+            created,
+            _lock: lock,
+        })
+    }
+}
+
+fn lock(path: &Path) -> Result<File, DataDirError> {
+    let lock_path = path.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| DataDirError::Unusable {
+            path: lock_path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = fs::read_to_string(&lock_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        return Err(DataDirError::Locked {
+            path: path.to_path_buf(),
+            holder,
+        });
+    }
+    // Record who holds it, for the error message another process would print.
+    file.set_len(0)
+        .map_err(|e| IoError::new(IoOp::Truncate, &lock_path, None, e))?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(|e| IoError::new(IoOp::Write, &lock_path, None, e))?;
+    Ok(file)
+}
+
+fn check_direct_io(path: &Path) -> Result<(), DataDirError> {
+    let probe = path.join(".direct-io-probe");
+    let result = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let _ = fs::remove_file(&probe);
+    match result {
+        Ok(_) => Ok(()),
+        Err(source) if source.raw_os_error() == Some(libc::EINVAL) => {
+            Err(DataDirError::DirectIoUnsupported {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(source) => Err(DataDirError::Unusable {
+            path: probe,
+            source,
+        }),
+    }
+}
+
+fn has_shard_dirs(path: &Path) -> Result<bool, DataDirError> {
+    let entries = fs::read_dir(path).map_err(|e| IoError::new(IoOp::ListDir, path, None, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| IoError::new(IoOp::ListDir, path, None, e))?;
+        if entry.file_name().to_string_lossy().starts_with("shard-") {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+pub fn encode_meta(shard_count: u16, created_unix_ms: u64) -> Vec<u8> {
+    let mut block = vec![0u8; SECTOR_BYTES];
+    block[0..8].copy_from_slice(META_MAGIC);
+    block[8..12].copy_from_slice(&META_FORMAT_VERSION.to_le_bytes());
+    block[12..14].copy_from_slice(&shard_count.to_le_bytes());
+    block[16..24].copy_from_slice(&created_unix_ms.to_le_bytes());
+    let crc = crc32c(&block[..SECTOR_BYTES - 4]);
+    block[SECTOR_BYTES - 4..].copy_from_slice(&crc.to_le_bytes());
+    block
+}
+
+/// The shard count recorded in a metadata block, or what is wrong with it.
+pub fn decode_meta(bytes: &[u8]) -> Result<u16, String> {
+    if bytes.len() != SECTOR_BYTES {
+        return Err(format!(
+            "expected {SECTOR_BYTES} bytes, found {}",
+            bytes.len()
+        ));
+    }
+    if &bytes[0..8] != META_MAGIC {
+        return Err("wrong magic: not a corekv metadata file".into());
+    }
+    let stored_crc = u32::from_le_bytes([bytes[4092], bytes[4093], bytes[4094], bytes[4095]]);
+    let crc = crc32c(&bytes[..SECTOR_BYTES - 4]);
+    if crc != stored_crc {
+        return Err(format!(
+            "checksum mismatch (stored {stored_crc:#010x}, computed {crc:#010x})"
+        ));
+    }
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version != META_FORMAT_VERSION {
+        return Err(format!(
+            "format version {version} is not supported (this build reads {META_FORMAT_VERSION})"
+        ));
+    }
+    let count = u16::from_le_bytes([bytes[12], bytes[13]]);
+    if count == 0 || usize::from(count) > SHARDS_MAX {
+        return Err(format!("impossible shard count {count}"));
+    }
+    Ok(count)
+}
+
+fn write_meta(dir: &Path, shard_count: u16) -> Result<(), DataDirError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let tmp = dir.join(format!("{META_FILE}.tmp"));
+    let dst = dir.join(META_FILE);
+    let mut f = File::create(&tmp).map_err(|e| IoError::new(IoOp::Open, &tmp, None, e))?;
+    f.write_all(&encode_meta(shard_count, now_ms))
+        .map_err(|e| IoError::new(IoOp::Write, &tmp, None, e))?;
+    f.sync_all()
+        .map_err(|e| IoError::new(IoOp::Sync, &tmp, None, e))?;
+    drop(f);
+    fs::rename(&tmp, &dst).map_err(|e| IoError::new(IoOp::Rename, &tmp, None, e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| IoError::new(IoOp::SyncDir, dir, None, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trip_and_damage() {
+        let block = encode_meta(7, 123);
+        assert_eq!(decode_meta(&block), Ok(7));
+        for i in [0usize, 12, 100, 4095] {
+            let mut bad = block.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_meta(&bad).is_err(), "flip at {i} not detected");
+        }
+        assert!(decode_meta(&block[..100]).is_err());
+    }
+
+    #[test]
+    fn create_reopen_and_mismatch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let d = DataDir::open(&path, None, 3).unwrap();
+        assert_eq!(d.shard_count, 3);
+        assert!(d.created);
+        let locked = DataDir::open(&path, None, 3).unwrap_err();
+        assert_eq!(locked.name(), "DATA_DIR_LOCKED");
+        drop(d);
+        let d = DataDir::open(&path, None, 8).unwrap();
+        assert_eq!(d.shard_count, 3, "stored count wins when none is requested");
+        assert!(!d.created);
+        drop(d);
+        let err = DataDir::open(&path, Some(4), 8).unwrap_err();
+        assert_eq!(err.name(), "SHARD_COUNT_MISMATCH");
+        assert!(err.fix().contains("--shards 3"));
+    }
+
+    #[test]
+    fn missing_meta_with_shards_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(shard_dir(dir.path(), 0)).unwrap();
+        let err = DataDir::open(dir.path(), None, 2).unwrap_err();
+        assert_eq!(err.name(), "DATA_DIR_META_MISSING");
+    }
+}

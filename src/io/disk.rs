@@ -1,0 +1,91 @@
+//! The storage seam: the few operations the engine needs from a disk.
+//!
+//! The engine is generic over [`Disk`]; production uses [`crate::io::DmaDisk`]
+//! (glommio, O_DIRECT, io_uring), tests plug in a simulated disk that loses
+//! unsynced writes and injects faults. Keep this interface narrow: every method
+//! added here must be implemented, and faulted, by every implementation.
+//!
+//! Contract for implementations:
+//! - `write_at` writes the whole buffer or returns an error (a short write is an
+//!   error, never a partial success);
+//! - offsets and lengths of reads and writes are multiples of `alignment()`;
+//! - nothing written is durable until a later `fdatasync` on the same file returns
+//!   Ok; a file's existence and name are durable only after `sync_dir` of its
+//!   directory;
+//! - an error is reported once; retrying is the caller's decision (and the WAL's
+//!   decision is: never).
+//!
+//! Futures are deliberately not `Send`: each disk belongs to one shard's thread.
+
+#![allow(async_fn_in_trait)]
+
+use std::ops::Deref;
+use std::path::Path;
+
+use super::error::IoError;
+
+pub type IoResult<T> = Result<T, IoError>;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Create; fail if it exists.
+    CreateNew,
+    /// Open an existing file for reading and writing.
+    ReadWrite,
+    /// Open an existing file for reading only.
+    ReadOnly,
+}
+
+/// An aligned, writable buffer owned by the caller until handed to `write_at`.
+pub trait IoBuf: AsRef<[u8]> + AsMut<[u8]> {}
+
+pub trait Disk: Clone + 'static {
+    type File: DiskFile;
+
+    async fn open(&self, path: &Path, mode: OpenMode) -> IoResult<Self::File>;
+    async fn remove(&self, path: &Path) -> IoResult<()>;
+    async fn rename(&self, from: &Path, to: &Path) -> IoResult<()>;
+    async fn sync_dir(&self, dir: &Path) -> IoResult<()>;
+    async fn create_dir_all(&self, dir: &Path) -> IoResult<()>;
+    /// File names (not paths) in `dir`, in no particular order.
+    async fn list_dir(&self, dir: &Path) -> IoResult<Vec<String>>;
+}
+
+pub trait DiskFile: 'static {
+    type Buf: IoBuf;
+    type ReadBuf: Deref<Target = [u8]>;
+
+    fn path(&self) -> &Path;
+    /// Required alignment of offsets, lengths and buffers.
+    fn alignment(&self) -> usize;
+    /// A zeroed buffer of `len` bytes (`len` a multiple of `alignment()`).
+    fn alloc_buf(&self, len: usize) -> Self::Buf;
+    async fn write_at(&self, buf: Self::Buf, offset: u64) -> IoResult<()>;
+    /// Read `len` bytes at `offset`; shorter only at end of file.
+    async fn read_at(&self, offset: u64, len: usize) -> IoResult<Self::ReadBuf>;
+    async fn fdatasync(&self) -> IoResult<()>;
+    /// Reserve blocks so the file is at least `len` bytes long.
+    async fn allocate(&self, len: u64) -> IoResult<()>;
+    async fn size(&self) -> IoResult<u64>;
+    async fn truncate(&self, len: u64) -> IoResult<()>;
+    async fn close(self) -> IoResult<()>;
+}
+
+/// Write `len` zero bytes at `offset` in chunks, e.g. to pre-fill a WAL segment so
+/// that later fdatasyncs need not commit extent metadata.
+pub async fn write_zeros<F: DiskFile>(
+    file: &F,
+    offset: u64,
+    len: u64,
+    chunk_bytes: usize,
+) -> IoResult<()> {
+    assert!(chunk_bytes % file.alignment() == 0);
+    assert!(offset % file.alignment() as u64 == 0 && len % file.alignment() as u64 == 0);
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(chunk_bytes as u64) as usize;
+        file.write_at(file.alloc_buf(n), offset + done).await?;
+        done += n as u64;
+    }
+    Ok(())
+}

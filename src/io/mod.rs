@@ -1,0 +1,20 @@
+//! Every byte corekv reads from or writes to disk goes through this module.
+//!
+//! It owns: the [`Disk`] seam (the narrow interface the engine is generic over),
+//! its production implementation on glommio O_DIRECT files ([`DmaDisk`]), the WAL
+//! writer and reader, and the data-directory metadata file.
+//!
+//! It must never: know about shards' state machines, the network, or keys'
+//! meaning; retry a failed write or fdatasync (a failure is reported once and the
+//! caller latches it); or hand back bytes whose checksum failed.
+
+pub mod data_dir;
+pub mod disk;
+pub mod dma_disk;
+pub mod error;
+pub mod wal_reader;
+pub mod wal_writer;
+
+pub use disk::{Disk, DiskFile, IoBuf, OpenMode};
+pub use dma_disk::DmaDisk;
+pub use error::{IoError, IoOp};

@@ -1,0 +1,361 @@
+//! Appends group-commit batches to one shard's WAL segments, durably.
+//!
+//! One batch = one aligned write + one fdatasync; the next batch starts only after
+//! that fdatasync returned, which is what lets the reader tell a torn tail from
+//! corruption. Segments are pre-filled with zeros while idle ("spare" segments) so
+//! that an fdatasync covers data only, not extent metadata.
+//!
+//! Failure model (fsyncgate): the first failed write or fdatasync *latches* the
+//! writer. Every later call returns [`WalError::Latched`]; nothing is retried. The
+//! bytes of a failed batch may or may not be on disk, and the page cache may have
+//! dropped its dirty state, so only a restart and replay can say what survived.
+//!
+//! Segment life cycle, in the order each step is made durable:
+//! 1. `spare.tmp` is created, allocated, zero-filled in bounded steps, fdatasynced;
+//! 2. on rollover it is renamed to `<seq:016x>.wal` and the directory fsynced;
+//! 3. its first write carries the segment header block and the first batch.
+//!
+//! A crash between 2 and 3 leaves a last segment with no header: the reader treats
+//! it as unused and resumes there.
+
+use std::path::{Path, PathBuf};
+
+use zerocopy::IntoBytes;
+
+use crate::core::limits::{align_up_u64, SECTOR_BYTES};
+use crate::core::wal_format::{
+    BatchHeader, SegmentHeader, BATCH_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+};
+
+use super::disk::{Disk, DiskFile, OpenMode};
+use super::error::IoError;
+
+pub const SPARE_FILE: &str = "spare.tmp";
+const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:016x}.wal")
+}
+
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".wal")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("WAL I/O failed: {0}")]
+    Io(#[from] IoError),
+    #[error("WAL is latched read-only after an earlier failure ({first}); restart to recover")]
+    Latched { first: String },
+    #[error("WAL corrupt in {path} at offset {offset}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct WalConfig {
+    pub dir: PathBuf,
+    pub shard_id: u16,
+    pub shard_count: u16,
+    pub segment_bytes: u64,
+    /// Zero-fill new segments before use (see the module doc).
+    pub prefill: bool,
+}
+
+/// Where appending continues, as found by the reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub seq: u64,
+    /// Byte offset of the next batch; 0 means the segment header is not written yet.
+    pub offset: u64,
+}
+
+struct Active<F> {
+    file: F,
+    seq: u64,
+    /// Next batch goes here; 0 = header not written yet.
+    offset: u64,
+}
+
+struct Spare<F> {
+    file: F,
+    zeroed_bytes: u64,
+    synced: bool,
+}
+
+/// What one `append_batch` did, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BatchWritten {
+    pub bytes: u64,
+    pub rolled_over: bool,
+}
+
+pub struct WalWriter<D: Disk> {
+    disk: D,
+    cfg: WalConfig,
+    active: Active<D::File>,
+    spare: Option<Spare<D::File>>,
+    latched: Option<String>,
+}
+
+impl<D: Disk> WalWriter<D> {
+    /// Open for appending at `resume`, or start the first segment when there is none.
+    pub async fn open(
+        disk: D,
+        cfg: WalConfig,
+        resume: Option<ResumePoint>,
+    ) -> Result<Self, WalError> {
+        assert!(cfg.segment_bytes % SECTOR_BYTES as u64 == 0);
+        disk.create_dir_all(&cfg.dir).await?;
+        let active = match resume {
+            Some(ResumePoint { seq, offset }) => {
+                assert!(offset % SECTOR_BYTES as u64 == 0 && offset <= cfg.segment_bytes);
+                let file = disk
+                    .open(&cfg.dir.join(segment_file_name(seq)), OpenMode::ReadWrite)
+                    .await?;
+                Active { file, seq, offset }
+            }
+            None => {
+                let mut spare = start_spare(&disk, &cfg).await?;
+                while finish_spare_step(&mut spare, &cfg).await? {}
+                let file = promote_spare(&disk, &cfg, spare, 1).await?;
+                Active {
+                    file,
+                    seq: 1,
+                    offset: 0,
+                }
+            }
+        };
+        Ok(WalWriter {
+            disk,
+            cfg,
+            active,
+            spare: None,
+            latched: None,
+        })
+    }
+
+    pub fn is_latched(&self) -> bool {
+        self.latched.is_some()
+    }
+
+    pub fn position(&self) -> ResumePoint {
+        ResumePoint {
+            seq: self.active.seq,
+            offset: self.active.offset,
+        }
+    }
+
+    /// Write `payload` (encoded records `first_lsn..first_lsn+count`) as one batch
+    /// and fdatasync it. Ok means durable.
+    pub async fn append_batch(
+        &mut self,
+        payload: &[u8],
+        first_lsn: u64,
+        count: u32,
+    ) -> Result<BatchWritten, WalError> {
+        if let Some(first) = &self.latched {
+            return Err(WalError::Latched {
+                first: first.clone(),
+            });
+        }
+        assert!(count > 0, "empty batch");
+        let result = self.append_inner(payload, first_lsn, count).await;
+        if let Err(e) = &result {
+            self.latched = Some(e.to_string());
+        }
+        result
+    }
+
+    async fn append_inner(
+        &mut self,
+        payload: &[u8],
+        first_lsn: u64,
+        count: u32,
+    ) -> Result<BatchWritten, WalError> {
+        let extent = align_up_u64((BATCH_HEADER_BYTES + payload.len()) as u64);
+        let mut rolled_over = false;
+        let start = self.active.offset.max(SECTOR_BYTES as u64);
+        if start + extent > self.cfg.segment_bytes {
+            self.roll_over().await?;
+            rolled_over = true;
+        }
+        let with_header = self.active.offset == 0;
+        let offset = if with_header { 0 } else { self.active.offset };
+        let header_bytes = if with_header { SECTOR_BYTES } else { 0 };
+        assert!(
+            offset + header_bytes as u64 + extent <= self.cfg.segment_bytes,
+            "batch of {extent} bytes cannot fit an empty segment of {}",
+            self.cfg.segment_bytes
+        );
+
+        let mut buf = self.active.file.alloc_buf(header_bytes + extent as usize);
+        {
+            let bytes = buf.as_mut();
+            if with_header {
+                let sh = SegmentHeader::new(
+                    u32::from(self.cfg.shard_id),
+                    u32::from(self.cfg.shard_count),
+                    self.active.seq,
+                    first_lsn,
+                    unix_ms(),
+                );
+                bytes[..SEGMENT_HEADER_BYTES].copy_from_slice(sh.as_bytes());
+            }
+            let bh = BatchHeader::new(self.active.seq, first_lsn, count, payload.len() as u32);
+            let b = &mut bytes[header_bytes..];
+            b[..BATCH_HEADER_BYTES].copy_from_slice(bh.as_bytes());
+            b[BATCH_HEADER_BYTES..BATCH_HEADER_BYTES + payload.len()].copy_from_slice(payload);
+            // The rest is padding, zeroed by alloc_buf.
+        }
+        let total = (header_bytes as u64) + extent;
+        self.active.file.write_at(buf, offset).await?;
+        self.active.file.fdatasync().await?;
+        self.active.offset = offset + total;
+        Ok(BatchWritten {
+            bytes: total,
+            rolled_over,
+        })
+    }
+
+    async fn roll_over(&mut self) -> Result<(), WalError> {
+        let mut spare = match self.spare.take() {
+            Some(s) => s,
+            None => start_spare(&self.disk, &self.cfg).await?,
+        };
+        while finish_spare_step(&mut spare, &self.cfg).await? {}
+        let next_seq = self.active.seq + 1;
+        let file = promote_spare(&self.disk, &self.cfg, spare, next_seq).await?;
+        let old = std::mem::replace(
+            &mut self.active,
+            Active {
+                file,
+                seq: next_seq,
+                offset: 0,
+            },
+        );
+        old.file.close().await?;
+        Ok(())
+    }
+
+    /// One bounded step of background work (preparing the next segment once the
+    /// active one is half full). Returns true while more work remains. Call it when
+    /// the shard is idle; it never delays a batch by more than one chunk write.
+    pub async fn background_step(&mut self) -> Result<bool, WalError> {
+        if self.latched.is_some() {
+            return Ok(false);
+        }
+        let result = self.background_inner().await;
+        if let Err(e) = &result {
+            self.latched = Some(e.to_string());
+        }
+        result
+    }
+
+    async fn background_inner(&mut self) -> Result<bool, WalError> {
+        if self.spare.is_none() {
+            if self.active.offset < self.cfg.segment_bytes / 2 {
+                return Ok(false);
+            }
+            self.spare = Some(start_spare(&self.disk, &self.cfg).await?);
+            return Ok(true);
+        }
+        match &mut self.spare {
+            Some(spare) => finish_spare_step(spare, &self.cfg).await,
+            None => Ok(false),
+        }
+    }
+
+    pub async fn close(self) -> Result<(), WalError> {
+        self.active.file.close().await?;
+        if let Some(spare) = self.spare {
+            spare.file.close().await?;
+        }
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+}
+
+async fn start_spare<D: Disk>(disk: &D, cfg: &WalConfig) -> Result<Spare<D::File>, WalError> {
+    let path = cfg.dir.join(SPARE_FILE);
+    // A spare left by a crash is incomplete by definition: start over.
+    if disk
+        .list_dir(&cfg.dir)
+        .await?
+        .iter()
+        .any(|n| n == SPARE_FILE)
+    {
+        disk.remove(&path).await?;
+    }
+    let file = disk.open(&path, OpenMode::CreateNew).await?;
+    file.allocate(cfg.segment_bytes).await?;
+    Ok(Spare {
+        file,
+        zeroed_bytes: if cfg.prefill { 0 } else { cfg.segment_bytes },
+        synced: false,
+    })
+}
+
+/// Returns true while more steps remain.
+async fn finish_spare_step<F: DiskFile>(
+    spare: &mut Spare<F>,
+    cfg: &WalConfig,
+) -> Result<bool, WalError> {
+    if spare.zeroed_bytes < cfg.segment_bytes {
+        let n = (cfg.segment_bytes - spare.zeroed_bytes).min(ZERO_CHUNK_BYTES as u64);
+        super::disk::write_zeros(&spare.file, spare.zeroed_bytes, n, ZERO_CHUNK_BYTES).await?;
+        spare.zeroed_bytes += n;
+        return Ok(true);
+    }
+    if !spare.synced {
+        spare.file.fdatasync().await?;
+        spare.synced = true;
+    }
+    Ok(false)
+}
+
+async fn promote_spare<D: Disk>(
+    disk: &D,
+    cfg: &WalConfig,
+    spare: Spare<D::File>,
+    seq: u64,
+) -> Result<D::File, WalError> {
+    assert!(spare.synced && spare.zeroed_bytes == cfg.segment_bytes);
+    let from = cfg.dir.join(SPARE_FILE);
+    let to = cfg.dir.join(segment_file_name(seq));
+    // Reopen under the final name so that later errors name the right file.
+    spare.file.close().await?;
+    disk.rename(&from, &to).await?;
+    disk.sync_dir(&cfg.dir).await?;
+    Ok(disk.open(&to, OpenMode::ReadWrite).await?)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_file_name(26), "000000000000001a.wal");
+        assert_eq!(parse_segment_file_name("000000000000001a.wal"), Some(26));
+        assert_eq!(parse_segment_file_name("1a.wal"), None);
+        assert_eq!(parse_segment_file_name("spare.tmp"), None);
+    }
+}

@@ -1,0 +1,591 @@
+//! The wire format: frame header, request and response bodies (docs/protocol.md
+//! is the specification; this file must match it byte for byte).
+//!
+//! Pure functions over byte slices: no I/O, no allocation except appending to a
+//! caller's buffer. Every length read from the wire is bounded before it is used
+//! to index or allocate.
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::core::limits::KEY_BYTES_MAX;
+use crate::core::status::Status;
+
+pub const MAGIC: [u8; 2] = *b"CK";
+pub const PROTOCOL_VERSION: u8 = 1;
+pub const HEADER_BYTES: usize = 20;
+
+/// Every frame, in both directions, starts with this header (little-endian).
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy, Debug)]
+#[repr(C)]
+pub struct FrameHeader {
+    pub magic: [u8; 2],
+    pub version: u8,
+    pub opcode: u8,
+    pub flags: U16,
+    pub status: U16,
+    pub request_id: U64,
+    pub body_len: U32,
+}
+
+const _: () = assert!(std::mem::size_of::<FrameHeader>() == HEADER_BYTES);
+
+macro_rules! opcodes {
+    ($($variant:ident = $code:literal, $name:literal;)*) => {
+        #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub enum Opcode { $($variant = $code,)* }
+
+        impl Opcode {
+            pub const ALL: &'static [Opcode] = &[$(Opcode::$variant,)*];
+
+            pub fn from_u8(v: u8) -> Option<Opcode> {
+                match v { $($code => Some(Opcode::$variant),)* _ => None }
+            }
+
+            pub fn name(self) -> &'static str {
+                match self { $(Opcode::$variant => $name,)* }
+            }
+        }
+    };
+}
+
+opcodes! {
+    Hello = 1, "HELLO";
+    Ping = 2, "PING";
+    Get = 3, "GET";
+    Put = 4, "PUT";
+    Delete = 5, "DELETE";
+}
+
+/// Bounds the decoder enforces; derived from the server's configuration.
+#[derive(Copy, Clone, Debug)]
+pub struct Limits {
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+}
+
+impl Limits {
+    pub fn new(value_bytes_max: usize) -> Limits {
+        Limits {
+            key_bytes_max: KEY_BYTES_MAX,
+            value_bytes_max,
+        }
+    }
+
+    /// The largest body any request may declare: a PUT of the largest key and value.
+    pub fn body_bytes_max(&self) -> usize {
+        4 + self.key_bytes_max + self.value_bytes_max
+    }
+}
+
+/// A protocol error: the status to answer with, and whether the connection must
+/// close because the byte stream can no longer be trusted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireError {
+    pub status: Status,
+    pub fatal: bool,
+    pub detail: String,
+}
+
+impl WireError {
+    fn fatal(status: Status, detail: String) -> WireError {
+        WireError {
+            status,
+            fatal: true,
+            detail,
+        }
+    }
+    fn soft(status: Status, detail: String) -> WireError {
+        WireError {
+            status,
+            fatal: false,
+            detail,
+        }
+    }
+}
+
+/// The result of looking at the front of a receive buffer.
+#[derive(Debug)]
+pub enum Parsed<'a> {
+    /// A whole frame: its header, its body, and how many bytes it spans.
+    Frame {
+        header: FrameHeader,
+        body: &'a [u8],
+        len: usize,
+    },
+    /// The frame is incomplete; at least this many bytes are needed in total.
+    Incomplete { needed: usize },
+    /// The header is unacceptable; `request_id` is its id if one could be read.
+    Bad { request_id: u64, error: WireError },
+}
+
+/// Which side is reading: requests must have status 0; responses may carry any
+/// status this library knows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    Server,
+    Client,
+}
+
+/// Parse the frame at the front of `buf` without copying.
+pub fn parse_frame(buf: &[u8], side: Side, body_bytes_max: usize) -> Parsed<'_> {
+    let Ok((header, _)) = FrameHeader::read_from_prefix(buf) else {
+        return Parsed::Incomplete {
+            needed: HEADER_BYTES,
+        };
+    };
+    let request_id = header.request_id.get();
+    if let Err(error) = check_header(&header, side, body_bytes_max) {
+        return Parsed::Bad {
+            request_id: if header.magic == MAGIC { request_id } else { 0 },
+            error,
+        };
+    }
+    // Bounded above: body_len <= body_bytes_max, which fits in usize.
+    let len = HEADER_BYTES + header.body_len.get() as usize;
+    if buf.len() < len {
+        return Parsed::Incomplete { needed: len };
+    }
+    Parsed::Frame {
+        header,
+        body: &buf[HEADER_BYTES..len],
+        len,
+    }
+}
+
+fn check_header(h: &FrameHeader, side: Side, body_bytes_max: usize) -> Result<(), WireError> {
+    if h.magic != MAGIC {
+        return Err(WireError::fatal(
+            Status::BadFrame,
+            format!(
+                "bad magic {:02x}{:02x}, expected 434b (\"CK\")",
+                h.magic[0], h.magic[1]
+            ),
+        ));
+    }
+    if h.version != PROTOCOL_VERSION {
+        return Err(WireError::fatal(
+            Status::UnsupportedVersion,
+            format!(
+                "protocol version {} is not supported; this server speaks {PROTOCOL_VERSION}",
+                h.version
+            ),
+        ));
+    }
+    if h.flags.get() != 0 {
+        return Err(WireError::fatal(
+            Status::BadFrame,
+            format!("reserved flags set: {:#06x}", h.flags.get()),
+        ));
+    }
+    match side {
+        Side::Server if h.status.get() != 0 => {
+            return Err(WireError::fatal(
+                Status::BadFrame,
+                format!("request carries status {}", h.status.get()),
+            ));
+        }
+        Side::Client if Status::from_code(h.status.get()).is_none() => {
+            return Err(WireError::fatal(
+                Status::BadFrame,
+                format!("unknown status code {}", h.status.get()),
+            ));
+        }
+        _ => {}
+    }
+    let body_len = h.body_len.get() as u64;
+    if body_len > body_bytes_max as u64 {
+        return Err(WireError::fatal(
+            Status::FrameTooLarge,
+            format!("body of {body_len} bytes declared; the limit is {body_bytes_max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A decoded request, borrowing from the receive buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    Hello,
+    Ping { payload: &'a [u8] },
+    Get { key: &'a [u8] },
+    Put { key: &'a [u8], value: &'a [u8] },
+    Delete { key: &'a [u8] },
+}
+
+/// Decode the body of a complete request frame.
+pub fn decode_request<'a>(
+    header: &FrameHeader,
+    body: &'a [u8],
+    limits: &Limits,
+) -> Result<Request<'a>, WireError> {
+    let Some(opcode) = Opcode::from_u8(header.opcode) else {
+        return Err(WireError::soft(
+            Status::UnknownOpcode,
+            format!("opcode {} is not defined", header.opcode),
+        ));
+    };
+    let check_key = |key: &[u8]| {
+        if key.len() > limits.key_bytes_max {
+            Err(WireError::soft(
+                Status::KeyTooLarge,
+                format!(
+                    "key of {} bytes; the limit is {}",
+                    key.len(),
+                    limits.key_bytes_max
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match opcode {
+        Opcode::Hello => {
+            if !body.is_empty() {
+                return Err(WireError::fatal(
+                    Status::MalformedBody,
+                    "HELLO takes no body".into(),
+                ));
+            }
+            Ok(Request::Hello)
+        }
+        Opcode::Ping => {
+            if body.len() > limits.key_bytes_max {
+                return Err(WireError::soft(
+                    Status::KeyTooLarge,
+                    "PING payload over 64 KiB".into(),
+                ));
+            }
+            Ok(Request::Ping { payload: body })
+        }
+        Opcode::Get => check_key(body).map(|()| Request::Get { key: body }),
+        Opcode::Delete => check_key(body).map(|()| Request::Delete { key: body }),
+        Opcode::Put => {
+            let Some((len_bytes, rest)) = body.split_first_chunk::<4>() else {
+                return Err(WireError::fatal(
+                    Status::MalformedBody,
+                    "PUT body shorter than its key length".into(),
+                ));
+            };
+            let key_len = u64::from(u32::from_le_bytes(*len_bytes));
+            if key_len > rest.len() as u64 {
+                return Err(WireError::fatal(
+                    Status::MalformedBody,
+                    format!(
+                        "PUT key length {key_len} points past the body ({} bytes)",
+                        rest.len()
+                    ),
+                ));
+            }
+            let (key, value) = rest.split_at(key_len as usize);
+            check_key(key)?;
+            if value.len() > limits.value_bytes_max {
+                return Err(WireError::soft(
+                    Status::ValueTooLarge,
+                    format!(
+                        "value of {} bytes; the limit is {}",
+                        value.len(),
+                        limits.value_bytes_max
+                    ),
+                ));
+            }
+            Ok(Request::Put { key, value })
+        }
+    }
+}
+
+/// The HELLO response body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloInfo {
+    pub protocol_version: u16,
+    pub shard_count: u16,
+    pub key_bytes_max: u32,
+    pub value_bytes_max: u32,
+    pub server_version: String,
+}
+
+impl HelloInfo {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.protocol_version.to_le_bytes());
+        out.extend_from_slice(&self.shard_count.to_le_bytes());
+        out.extend_from_slice(&self.key_bytes_max.to_le_bytes());
+        out.extend_from_slice(&self.value_bytes_max.to_le_bytes());
+        let v = self.server_version.as_bytes();
+        let v = &v[..v.len().min(u16::MAX as usize)];
+        out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+
+    pub fn decode(body: &[u8]) -> Option<HelloInfo> {
+        let (fixed, rest) = body.split_first_chunk::<14>()?;
+        let u16_at = |i: usize| u16::from_le_bytes([fixed[i], fixed[i + 1]]);
+        let u32_at =
+            |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
+        let vlen = usize::from(u16_at(12));
+        if rest.len() != vlen {
+            return None;
+        }
+        Some(HelloInfo {
+            protocol_version: u16_at(0),
+            shard_count: u16_at(2),
+            key_bytes_max: u32_at(4),
+            value_bytes_max: u32_at(8),
+            server_version: String::from_utf8_lossy(rest).into_owned(),
+        })
+    }
+}
+
+fn put_header(out: &mut Vec<u8>, opcode: u8, status: u16, request_id: u64, body_len: usize) {
+    assert!(body_len <= u32::MAX as usize, "frame body over 4 GiB");
+    let header = FrameHeader {
+        magic: MAGIC,
+        version: PROTOCOL_VERSION,
+        opcode,
+        flags: U16::new(0),
+        status: U16::new(status),
+        request_id: U64::new(request_id),
+        body_len: U32::new(body_len as u32),
+    };
+    out.extend_from_slice(header.as_bytes());
+}
+
+/// Append a response frame.
+pub fn encode_response(
+    out: &mut Vec<u8>,
+    opcode: u8,
+    request_id: u64,
+    status: Status,
+    body: &[u8],
+) {
+    put_header(out, opcode, status.code(), request_id, body.len());
+    out.extend_from_slice(body);
+}
+
+/// Append a response frame whose body is written by `fill` in place.
+pub fn encode_response_with(
+    out: &mut Vec<u8>,
+    opcode: u8,
+    request_id: u64,
+    status: Status,
+    fill: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    put_header(out, opcode, status.code(), request_id, 0);
+    fill(out);
+    let body_len = out.len() - start - HEADER_BYTES;
+    assert!(body_len <= u32::MAX as usize, "frame body over 4 GiB");
+    out[start + 16..start + 20].copy_from_slice(&(body_len as u32).to_le_bytes());
+}
+
+/// Append a request frame.
+pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>) {
+    match *request {
+        Request::Hello => put_header(out, Opcode::Hello as u8, 0, request_id, 0),
+        Request::Ping { payload } => {
+            put_header(out, Opcode::Ping as u8, 0, request_id, payload.len());
+            out.extend_from_slice(payload);
+        }
+        Request::Get { key } => {
+            put_header(out, Opcode::Get as u8, 0, request_id, key.len());
+            out.extend_from_slice(key);
+        }
+        Request::Delete { key } => {
+            put_header(out, Opcode::Delete as u8, 0, request_id, key.len());
+            out.extend_from_slice(key);
+        }
+        Request::Put { key, value } => {
+            assert!(key.len() <= u32::MAX as usize);
+            put_header(
+                out,
+                Opcode::Put as u8,
+                0,
+                request_id,
+                4 + key.len() + value.len(),
+            );
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        key_bytes_max: KEY_BYTES_MAX,
+        value_bytes_max: 1024,
+    };
+
+    fn server_parse(buf: &[u8]) -> Parsed<'_> {
+        parse_frame(buf, Side::Server, LIMITS.body_bytes_max())
+    }
+
+    fn round_trip(req: Request<'_>) {
+        let mut buf = Vec::new();
+        encode_request(&mut buf, 42, &req);
+        match server_parse(&buf) {
+            Parsed::Frame { header, body, len } => {
+                assert_eq!(len, buf.len());
+                assert_eq!(header.request_id.get(), 42);
+                assert_eq!(decode_request(&header, body, &LIMITS).unwrap(), req);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Every strict prefix is incomplete, never an error or a frame.
+        for cut in 0..buf.len() {
+            match server_parse(&buf[..cut]) {
+                Parsed::Incomplete { needed } => assert!(needed > cut),
+                other => panic!("prefix {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        round_trip(Request::Hello);
+        round_trip(Request::Ping { payload: b"" });
+        round_trip(Request::Ping { payload: b"hello" });
+        round_trip(Request::Get { key: b"k" });
+        round_trip(Request::Get { key: b"" });
+        round_trip(Request::Delete { key: b"some key" });
+        round_trip(Request::Put {
+            key: b"k",
+            value: b"v",
+        });
+        round_trip(Request::Put {
+            key: b"",
+            value: b"",
+        });
+        round_trip(Request::Put {
+            key: &[0u8, 255, 10],
+            value: &[7u8; 1024],
+        });
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        for &status in Status::ALL {
+            for &op in Opcode::ALL {
+                let mut buf = Vec::new();
+                encode_response(&mut buf, op as u8, 7, status, b"body");
+                match parse_frame(&buf, Side::Client, usize::MAX) {
+                    Parsed::Frame { header, body, .. } => {
+                        assert_eq!(Status::from_code(header.status.get()), Some(status));
+                        assert_eq!(header.opcode, op as u8);
+                        assert_eq!(body, b"body");
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let hello = HelloInfo {
+            protocol_version: 1,
+            shard_count: 3,
+            key_bytes_max: 65536,
+            value_bytes_max: 1 << 24,
+            server_version: "0.1.0".into(),
+        };
+        let mut body = Vec::new();
+        hello.encode(&mut body);
+        assert_eq!(HelloInfo::decode(&body), Some(hello));
+        assert_eq!(HelloInfo::decode(&body[..body.len() - 1]), None);
+        let mut framed = Vec::new();
+        encode_response_with(&mut framed, Opcode::Get as u8, 9, Status::Ok, |o| {
+            o.extend_from_slice(b"xyz")
+        });
+        assert_eq!(&framed[16..20], &3u32.to_le_bytes());
+    }
+
+    fn frame(opcode: u8, body: &[u8]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        put_header(&mut buf, opcode, 0, 5, body.len());
+        buf.extend_from_slice(body);
+        buf
+    }
+
+    fn bad(buf: &[u8]) -> WireError {
+        match server_parse(buf) {
+            Parsed::Bad { error, .. } => error,
+            Parsed::Frame { header, body, .. } => {
+                decode_request(&header, body, &LIMITS).unwrap_err()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn malformed_frames_get_the_right_status() {
+        // Short header.
+        assert!(matches!(
+            server_parse(&[b'C', b'K', 1]),
+            Parsed::Incomplete {
+                needed: HEADER_BYTES
+            }
+        ));
+        let mut b = frame(Opcode::Get as u8, b"k");
+        b[0] = b'X';
+        assert_eq!(bad(&b).status, Status::BadFrame);
+        assert!(bad(&b).fatal);
+        let mut b = frame(Opcode::Get as u8, b"k");
+        b[2] = 9;
+        assert_eq!(bad(&b).status, Status::UnsupportedVersion);
+        let mut b = frame(Opcode::Get as u8, b"k");
+        b[4] = 1;
+        assert_eq!(bad(&b).status, Status::BadFrame);
+        let mut b = frame(Opcode::Get as u8, b"k");
+        b[6] = 1;
+        assert_eq!(bad(&b).status, Status::BadFrame);
+        // Unknown opcode: answered, connection kept.
+        let e = bad(&frame(99, b"abc"));
+        assert_eq!((e.status, e.fatal), (Status::UnknownOpcode, false));
+        // Declared length over the limit: rejected from the header alone.
+        let mut b = frame(Opcode::Put as u8, b"");
+        b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+        let e = bad(&b);
+        assert_eq!((e.status, e.fatal), (Status::FrameTooLarge, true));
+        // Key length past the end of the body.
+        let mut body = 100u32.to_le_bytes().to_vec();
+        body.extend_from_slice(b"short");
+        let e = bad(&frame(Opcode::Put as u8, &body));
+        assert_eq!((e.status, e.fatal), (Status::MalformedBody, true));
+        let e = bad(&frame(Opcode::Put as u8, b"ab"));
+        assert_eq!(e.status, Status::MalformedBody);
+        // HELLO with a body.
+        assert_eq!(
+            bad(&frame(Opcode::Hello as u8, b"x")).status,
+            Status::MalformedBody
+        );
+        // Key and value over their limits: answered, connection kept.
+        let e = bad(&frame(Opcode::Get as u8, &vec![0u8; KEY_BYTES_MAX + 1]));
+        assert_eq!((e.status, e.fatal), (Status::KeyTooLarge, false));
+        let mut body = 1u32.to_le_bytes().to_vec();
+        body.push(b'k');
+        body.extend_from_slice(&[0u8; 1025]);
+        let e = bad(&frame(Opcode::Put as u8, &body));
+        assert_eq!((e.status, e.fatal), (Status::ValueTooLarge, false));
+    }
+
+    #[test]
+    fn length_past_the_frame_waits_for_more() {
+        // A declared body longer than what arrived is incomplete, not a frame
+        // that reads into the next one.
+        let mut b = frame(Opcode::Get as u8, b"key");
+        b[16..20].copy_from_slice(&10u32.to_le_bytes());
+        match server_parse(&b) {
+            Parsed::Incomplete { needed } => assert_eq!(needed, HEADER_BYTES + 10),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            if let Parsed::Frame { header, body, .. } = server_parse(&bytes) {
+                let _ = decode_request(&header, body, &LIMITS);
+            }
+        }
+    }
+}

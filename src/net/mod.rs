@@ -1,0 +1,11 @@
+//! The network face of corekv: the wire codec, the server, and the client.
+//!
+//! It owns sockets and bytes on the wire. It must never reach into a shard's
+//! state: requests become operation batches handed to the shard router, and
+//! nothing here knows how data is stored or logged.
+
+pub mod client;
+pub mod codec;
+pub mod conn_buf;
+pub mod connection;
+pub mod server;

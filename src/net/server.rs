@@ -1,0 +1,167 @@
+//! The network server: one listener per shard on the same address (SO_REUSEPORT,
+//! so the kernel spreads connections over cores), one task per connection.
+//!
+//! It owns the listening sockets and the per-shard connection limit. It must
+//! never execute an operation itself: everything goes through the shard router.
+
+use std::cell::Cell;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncWriteExt};
+use glommio::net::TcpListener;
+
+use crate::core::limits::KEY_BYTES_MAX;
+use crate::core::status::Status;
+use crate::shard::metrics::ShardMetrics;
+use crate::shard::sync::WaitQueue;
+use crate::shard::ShardContext;
+
+use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
+use super::connection::{serve_connection, ConnConfig};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub value_bytes_max: usize,
+    /// Connections each shard serves at once; more are answered
+    /// TOO_MANY_CONNECTIONS and closed.
+    pub connections_per_shard_max: usize,
+    pub frame_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("cannot resolve listen address {addr:?}: {detail}")]
+    BadAddress { addr: String, detail: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+impl NetError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            NetError::BadAddress { .. } => "LISTEN_ADDRESS_INVALID",
+            NetError::Listen { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+                "ADDRESS_IN_USE"
+            }
+            NetError::Listen { .. } => "LISTEN_FAILED",
+        }
+    }
+
+    pub fn fix(&self) -> &'static str {
+        match self.name() {
+            "ADDRESS_IN_USE" => "another process listens there (find it with `ss -ltnp`); stop it or pass --listen with another port",
+            "LISTEN_ADDRESS_INVALID" => "pass --listen HOST:PORT, e.g. 127.0.0.1:7070",
+            _ => "check the address belongs to this machine and that the port is allowed (ports < 1024 need privileges)",
+        }
+    }
+}
+
+/// Resolve `addr` and make sure nobody else listens there.
+///
+/// The shards bind with SO_REUSEPORT, which would silently share a port with
+/// another process doing the same; a plain bind first detects that. Port 0 is
+/// resolved to a concrete free port, which every shard then uses.
+pub fn resolve_listen(addr: &str) -> Result<SocketAddr, NetError> {
+    let resolved = addr
+        .to_socket_addrs()
+        .map_err(|e| NetError::BadAddress {
+            addr: addr.into(),
+            detail: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| NetError::BadAddress {
+            addr: addr.into(),
+            detail: "resolves to no address".into(),
+        })?;
+    let probe = StdListener::bind(resolved).map_err(|source| NetError::Listen {
+        addr: addr.into(),
+        source,
+    })?;
+    probe.local_addr().map_err(|source| NetError::Listen {
+        addr: addr.into(),
+        source,
+    })
+}
+
+/// Run the server on one shard until the engine stops: stop accepting, let every
+/// connection finish its current batch, return.
+pub async fn serve_shard(
+    ctx: ShardContext,
+    cfg: Arc<ServerConfig>,
+    listening: Arc<AtomicUsize>,
+) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(cfg.listen).map_err(|e| format!("bind {}: {e}", cfg.listen))?;
+    listening.fetch_add(1, Ordering::SeqCst);
+    let conn_cfg = Rc::new(ConnConfig {
+        limits: Limits::new(cfg.value_bytes_max),
+        frame_timeout: cfg.frame_timeout,
+        hello: HelloInfo {
+            protocol_version: u16::from(PROTOCOL_VERSION),
+            shard_count: ctx.shard_count(),
+            key_bytes_max: KEY_BYTES_MAX as u32,
+            value_bytes_max: cfg.value_bytes_max as u32,
+            server_version: env!("CARGO_PKG_VERSION").into(),
+        },
+    });
+    let open = Rc::new(Cell::new(0usize));
+    let closed = Rc::new(WaitQueue::default());
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            ctx.shutdown.wait().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        let mut stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = ctx.shard().0, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let metrics = ctx.router.metrics();
+        if open.get() >= cfg.connections_per_shard_max {
+            ShardMetrics::incr(&metrics.connections_rejected);
+            glommio::spawn_local(async move {
+                let mut out = Vec::new();
+                encode_response(
+                    &mut out,
+                    0,
+                    0,
+                    Status::TooManyConnections,
+                    b"connection limit reached",
+                );
+                let _ = stream.write_all(&out).await;
+            })
+            .detach();
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        ShardMetrics::incr(&metrics.connections_total);
+        open.set(open.get() + 1);
+        metrics.connections_open.set(open.get() as u64);
+        let (ctx, conn_cfg, open, closed) =
+            (ctx.clone(), conn_cfg.clone(), open.clone(), closed.clone());
+        glommio::spawn_local(async move {
+            serve_connection(stream, &ctx, &conn_cfg).await;
+            open.set(open.get() - 1);
+            ctx.router.metrics().connections_open.set(open.get() as u64);
+            closed.wake_all();
+        })
+        .detach();
+    }
+    drop(listener);
+    closed.until(|| (open.get() == 0).then_some(())).await;
+    Ok(())
+}

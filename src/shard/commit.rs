@@ -1,0 +1,261 @@
+//! Group commit: turns the records written by many requests into few WAL batches.
+//!
+//! Requests append encoded records to the *open* batch and get an LSN back. A
+//! single flusher task takes the whole open batch, writes it with one write and
+//! one fdatasync, then advances `durable_lsn` and wakes every request waiting for
+//! it. Records that arrive while a flush is in flight wait in the next open batch:
+//! the busier the shard, the larger the batches.
+//!
+//! - sync durability: the flusher starts as soon as there is work; replies wait
+//!   for `durable_lsn >= their LSN`.
+//! - async durability: replies do not wait; the flusher lets records collect for
+//!   up to `sync_interval` (or until the batch is large) before syncing.
+//!
+//! After the first WAL failure `failure` is set for good: appends are refused,
+//! waiters for LSNs past `durable_lsn` get an error, and nothing is retried.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use futures_lite::future;
+
+use crate::core::limits::WAL_BATCH_BYTES_TARGET;
+use crate::core::status::Status;
+use crate::core::types::Durability;
+use crate::core::wal_format::{encode_record, Record};
+use crate::io::wal_writer::WalWriter;
+use crate::io::Disk;
+
+use super::clock::Clock;
+use super::sync::{Event, WaitQueue};
+
+/// Counters of the flusher's work, read by metrics.
+#[derive(Default)]
+pub struct CommitStats {
+    pub batches: Cell<u64>,
+    pub records: Cell<u64>,
+    pub bytes: Cell<u64>,
+    pub sync_nanos_total: Cell<u64>,
+    pub sync_nanos_max: Cell<u64>,
+    pub largest_batch_records: Cell<u64>,
+}
+
+struct CommitState {
+    open: Vec<u8>,
+    open_first_lsn: u64,
+    open_count: u32,
+    next_lsn: u64,
+    durable_lsn: u64,
+    failure: Option<String>,
+}
+
+pub struct Commit {
+    durability: Durability,
+    sync_interval: Duration,
+    /// Appends past this many open bytes are refused with OVERLOADED.
+    open_bytes_max: usize,
+    st: RefCell<CommitState>,
+    durable_changed: WaitQueue,
+    work_arrived: WaitQueue,
+    stop: Event,
+    pub stats: CommitStats,
+}
+
+impl Commit {
+    /// `next_lsn` is one past the last LSN recovered from the WAL.
+    pub fn new(
+        durability: Durability,
+        sync_interval: Duration,
+        open_bytes_max: usize,
+        next_lsn: u64,
+    ) -> Commit {
+        assert!(next_lsn >= 1);
+        Commit {
+            durability,
+            sync_interval,
+            open_bytes_max,
+            st: RefCell::new(CommitState {
+                open: Vec::with_capacity(64 * 1024),
+                open_first_lsn: next_lsn,
+                open_count: 0,
+                next_lsn,
+                durable_lsn: next_lsn - 1,
+                failure: None,
+            }),
+            durable_changed: WaitQueue::default(),
+            work_arrived: WaitQueue::default(),
+            stop: Event::default(),
+            stats: CommitStats::default(),
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Encode one record into the open batch; returns its LSN.
+    pub fn append<'a>(&self, make: impl FnOnce(u64) -> Record<'a>) -> Result<u64, Status> {
+        let mut st = self.st.borrow_mut();
+        if st.failure.is_some() {
+            return Err(Status::WalFailed);
+        }
+        if self.stop.is_set() {
+            return Err(Status::ShuttingDown);
+        }
+        if st.open.len() >= self.open_bytes_max {
+            return Err(Status::Overloaded);
+        }
+        let lsn = st.next_lsn;
+        let record = make(lsn);
+        debug_assert_eq!(record.lsn(), lsn);
+        if st.open_count == 0 {
+            st.open_first_lsn = lsn;
+        }
+        encode_record(&mut st.open, &record);
+        st.open_count += 1;
+        st.next_lsn += 1;
+        drop(st);
+        self.work_arrived.wake_all();
+        Ok(lsn)
+    }
+
+    pub fn durable_lsn(&self) -> u64 {
+        self.st.borrow().durable_lsn
+    }
+
+    /// One past the last LSN handed out.
+    pub fn next_lsn(&self) -> u64 {
+        self.st.borrow().next_lsn
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.st.borrow().failure.clone()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.st.borrow().failure.is_some()
+    }
+
+    pub fn open_bytes(&self) -> usize {
+        self.st.borrow().open.len()
+    }
+
+    /// Resolve once `lsn` is durable; `Err` if the WAL failed first.
+    pub async fn wait_durable(&self, lsn: u64) -> Result<(), ()> {
+        self.durable_changed
+            .until(|| {
+                let st = self.st.borrow();
+                if st.durable_lsn >= lsn {
+                    Some(Ok(()))
+                } else if st.failure.is_some() {
+                    Some(Err(()))
+                } else {
+                    None
+                }
+            })
+            .await
+    }
+
+    /// Ask the flusher to write what is open and stop. New appends are refused.
+    pub fn request_stop(&self) {
+        self.stop.set();
+        self.work_arrived.wake_all();
+    }
+
+    fn has_work(&self) -> bool {
+        self.st.borrow().open_count > 0
+    }
+
+    /// Run the flusher until stopped (or the WAL fails). `on_durable` sees every
+    /// batch after its fdatasync succeeded; `on_failed` runs once if the WAL fails.
+    pub async fn run_flusher<D: Disk, C: Clock>(
+        &self,
+        wal: &mut WalWriter<D>,
+        clock: &C,
+        mut on_durable: impl FnMut(&[u8], u64, u32),
+        on_failed: impl FnOnce(&str),
+    ) {
+        let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+        loop {
+            if !self.has_work() {
+                if self.stop.is_set() {
+                    return;
+                }
+                match wal.background_step().await {
+                    Ok(true) => continue,
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.fail(&e.to_string(), on_failed);
+                        return;
+                    }
+                }
+                self.work_arrived
+                    .until(|| (self.has_work() || self.stop.is_set()).then_some(()))
+                    .await;
+                continue;
+            }
+            if self.durability == Durability::Async && !self.stop.is_set() {
+                let sleep = clock.sleep(self.sync_interval);
+                let big = self.work_arrived.until(|| {
+                    (self.st.borrow().open.len() >= WAL_BATCH_BYTES_TARGET || self.stop.is_set())
+                        .then_some(())
+                });
+                future::or(sleep, big).await;
+            }
+            let (first_lsn, count) = {
+                let mut st = self.st.borrow_mut();
+                std::mem::swap(&mut st.open, &mut spare);
+                let taken = (st.open_first_lsn, st.open_count);
+                st.open_count = 0;
+                st.open_first_lsn = st.next_lsn;
+                taken
+            };
+            let started = clock.now();
+            match wal.append_batch(&spare, first_lsn, count).await {
+                Ok(written) => {
+                    let nanos = (clock.now() - started).as_nanos() as u64;
+                    self.record_stats(count, written.bytes, nanos);
+                    on_durable(&spare, first_lsn, count);
+                    self.st.borrow_mut().durable_lsn = first_lsn + u64::from(count) - 1;
+                    self.durable_changed.wake_all();
+                }
+                Err(e) => {
+                    self.fail(&e.to_string(), on_failed);
+                    return;
+                }
+            }
+            spare.clear();
+            if spare.capacity() > 4 * WAL_BATCH_BYTES_TARGET {
+                // One huge value should not pin its buffer forever.
+                spare = Vec::with_capacity(64 * 1024);
+            }
+            if let Err(e) = wal.background_step().await {
+                self.fail(&e.to_string(), on_failed);
+                return;
+            }
+        }
+    }
+
+    fn fail(&self, reason: &str, on_failed: impl FnOnce(&str)) {
+        {
+            let mut st = self.st.borrow_mut();
+            st.failure = Some(reason.to_string());
+            st.open.clear();
+            st.open_count = 0;
+        }
+        on_failed(reason);
+        self.durable_changed.wake_all();
+    }
+
+    fn record_stats(&self, count: u32, bytes: u64, sync_nanos: u64) {
+        let s = &self.stats;
+        s.batches.set(s.batches.get() + 1);
+        s.records.set(s.records.get() + u64::from(count));
+        s.bytes.set(s.bytes.get() + bytes);
+        s.sync_nanos_total
+            .set(s.sync_nanos_total.get() + sync_nanos);
+        s.sync_nanos_max.set(s.sync_nanos_max.get().max(sync_nanos));
+        s.largest_batch_records
+            .set(s.largest_batch_records.get().max(u64::from(count)));
+    }
+}

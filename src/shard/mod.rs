@@ -1,0 +1,26 @@
+//! One core's state machine and the runtime that runs one per core.
+//!
+//! It owns: the per-shard store and its pending (not yet durable) writes, group
+//! commit, recovery, routing of operations between shards, and the executors.
+//!
+//! It must never: touch the network or the wire format (that is `net`), share
+//! mutable state between cores except through explicit messages, or acknowledge a
+//! write in sync mode before the fdatasync covering it completed.
+
+pub mod clock;
+pub mod commit;
+pub mod context;
+pub mod metrics;
+pub mod ops;
+pub mod pending;
+pub mod recovery;
+pub mod router;
+pub mod runtime;
+pub mod state;
+pub mod store;
+pub mod sync;
+
+pub use context::ShardContext;
+pub use ops::OpKind;
+pub use router::{RoutedBatch, Router};
+pub use runtime::{Engine, EngineInfo, ShardExit, StartError};

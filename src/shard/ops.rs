@@ -1,0 +1,204 @@
+//! Batches of operations and their replies: the unit of work a shard executes and
+//! the payload of cross-core messages.
+//!
+//! A batch owns its bytes in one buffer (keys and values back to back) so that
+//! moving it to another core is one message, and so that its allocations are
+//! reused: a batch travels to the owning shard and comes back, cleared, with the
+//! replies.
+
+use std::ops::Range;
+
+use crate::core::status::Status;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Get,
+    Put,
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+struct Op {
+    kind: OpKind,
+    key: Range<u32>,
+    value: Range<u32>,
+}
+
+/// Operations bound for one shard, executed in order.
+#[derive(Default, Debug)]
+pub struct OpBatch {
+    bytes: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+/// One operation, borrowing from its batch.
+#[derive(Copy, Clone, Debug)]
+pub struct OpRef<'a> {
+    pub kind: OpKind,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl OpBatch {
+    pub fn push(&mut self, kind: OpKind, key: &[u8], value: &[u8]) {
+        let k0 = self.bytes.len();
+        self.bytes.extend_from_slice(key);
+        let v0 = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        let v1 = self.bytes.len();
+        assert!(v1 <= u32::MAX as usize, "op batch past 4 GiB");
+        self.ops.push(Op {
+            kind,
+            key: k0 as u32..v0 as u32,
+            value: v0 as u32..v1 as u32,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ops.clear();
+    }
+
+    pub fn get(&self, i: usize) -> OpRef<'_> {
+        let op = &self.ops[i];
+        OpRef {
+            kind: op.kind,
+            key: &self.bytes[op.key.start as usize..op.key.end as usize],
+            value: &self.bytes[op.value.start as usize..op.value.end as usize],
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = OpRef<'_>> {
+        (0..self.ops.len()).map(move |i| self.get(i))
+    }
+
+    pub fn payload_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Reply {
+    status: Status,
+    value: Range<u32>,
+    /// The reply may only be released once this LSN is durable (0: at once).
+    wait_lsn: u64,
+}
+
+/// Replies to an [`OpBatch`], one per op, in the same order.
+#[derive(Default, Debug)]
+pub struct ReplyBatch {
+    bytes: Vec<u8>,
+    replies: Vec<Reply>,
+}
+
+impl ReplyBatch {
+    pub fn push(&mut self, status: Status, value: &[u8], wait_lsn: u64) {
+        let v0 = self.bytes.len();
+        self.bytes.extend_from_slice(value);
+        assert!(
+            self.bytes.len() <= u32::MAX as usize,
+            "reply batch past 4 GiB"
+        );
+        self.replies.push(Reply {
+            status,
+            value: v0 as u32..self.bytes.len() as u32,
+            wait_lsn,
+        });
+    }
+
+    /// Append a reply whose value is written by `fill` straight into the buffer.
+    pub fn push_with(&mut self, status: Status, wait_lsn: u64, fill: impl FnOnce(&mut Vec<u8>)) {
+        let v0 = self.bytes.len();
+        fill(&mut self.bytes);
+        assert!(
+            self.bytes.len() <= u32::MAX as usize,
+            "reply batch past 4 GiB"
+        );
+        self.replies.push(Reply {
+            status,
+            value: v0 as u32..self.bytes.len() as u32,
+            wait_lsn,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.replies.clear();
+    }
+
+    pub fn get(&self, i: usize) -> (Status, &[u8]) {
+        let r = &self.replies[i];
+        (
+            r.status,
+            &self.bytes[r.value.start as usize..r.value.end as usize],
+        )
+    }
+
+    /// Highest LSN any reply waits for.
+    pub fn wait_lsn(&self) -> u64 {
+        self.replies.iter().map(|r| r.wait_lsn).max().unwrap_or(0)
+    }
+
+    /// After the WAL failed at `durable_lsn`: every reply that depended on a later
+    /// LSN becomes `status` (its write was never made durable; its read saw such a
+    /// write), with no value.
+    pub fn fail_after(&mut self, durable_lsn: u64, status: Status) {
+        for r in &mut self.replies {
+            if r.wait_lsn > durable_lsn {
+                r.status = status;
+                r.value = r.value.start..r.value.start;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_round_trip() {
+        let mut b = OpBatch::default();
+        b.push(OpKind::Put, b"k1", b"v1");
+        b.push(OpKind::Get, b"k2", b"");
+        assert_eq!(b.len(), 2);
+        let ops: Vec<_> = b
+            .iter()
+            .map(|o| (o.kind, o.key.to_vec(), o.value.to_vec()))
+            .collect();
+        assert_eq!(ops[0], (OpKind::Put, b"k1".to_vec(), b"v1".to_vec()));
+        assert_eq!(ops[1], (OpKind::Get, b"k2".to_vec(), vec![]));
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn fail_after_only_touches_later_replies() {
+        let mut r = ReplyBatch::default();
+        r.push(Status::Ok, b"durable", 5);
+        r.push(Status::Ok, b"pending", 9);
+        r.push(Status::NotFound, b"", 0);
+        assert_eq!(r.wait_lsn(), 9);
+        r.fail_after(5, Status::WalFailed);
+        assert_eq!(r.get(0), (Status::Ok, &b"durable"[..]));
+        assert_eq!(r.get(1), (Status::WalFailed, &b""[..]));
+        assert_eq!(r.get(2), (Status::NotFound, &b""[..]));
+    }
+}

@@ -1,0 +1,427 @@
+//! Starts one pinned glommio executor per shard, recovers every shard before any
+//! serves, runs the caller's service on each core, and stops them in order.
+//!
+//! Startup is all-or-nothing: every shard replays its WAL first, and only if all
+//! succeed does any shard start serving; otherwise the first error is returned
+//! with its stable name. Shutdown: the service on every core returns, then (once
+//! every core's service is done, so no forwarded request can still arrive) each
+//! shard flushes and syncs its open WAL batch and closes the WAL.
+//!
+//! The control thread talks to the shards through a few atomics and a condition
+//! variable, at startup and shutdown only; none of that is on the request path.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::core::config::EngineConfig;
+use crate::core::types::{Durability, ShardId};
+use crate::io::data_dir::{DataDir, DataDirError};
+use crate::io::DmaDisk;
+
+use super::clock::GlommioClock;
+use super::context::ShardContext;
+use super::recovery::{recover, RecoveryError};
+use super::router::{make_links, Router, ShardLinks};
+use super::sync::Event;
+
+/// Why the engine could not start. Each variant has a stable name (docs/errors.md).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {}", .0.join("; "))]
+    Config(Vec<String>),
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("recovery failed on {0}")]
+    Recovery(#[from] RecoveryError),
+    #[error("could not start the executor for shard {shard} on CPU {cpu}: {detail}")]
+    Executor {
+        shard: u16,
+        cpu: usize,
+        detail: String,
+    },
+}
+
+impl StartError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            StartError::Config(_) => "CONFIG_INVALID",
+            StartError::DataDir(e) => e.name(),
+            StartError::Recovery(e) => e.name(),
+            StartError::Executor { .. } => "EXECUTOR_FAILED",
+        }
+    }
+
+    pub fn fix(&self) -> String {
+        match self {
+            StartError::Config(_) => "correct the settings named above".into(),
+            StartError::DataDir(e) => e.fix(),
+            StartError::Recovery(e) => match e.name() {
+                "WAL_CORRUPT" => "restore the data directory from a backup, or restart with --recover-truncate \
+                                  to drop the corrupt record and everything after it in that shard's log"
+                    .into(),
+                _ => "check the disk (dmesg, free space, permissions) and restart".into(),
+            },
+            StartError::Executor { .. } => {
+                "check that the CPUs in --cpus exist and are allowed (taskset, cgroup cpuset), and that \
+                 io_uring is available (kernel >= 5.8, not disabled by sysctl kernel.io_uring_disabled)"
+                    .into()
+            }
+        }
+    }
+}
+
+/// What a started engine is.
+#[derive(Clone, Debug)]
+pub struct EngineInfo {
+    pub data_dir: PathBuf,
+    pub shard_count: u16,
+    pub durability: Durability,
+    /// The CPU each shard is pinned to.
+    pub cpus: Vec<usize>,
+    /// True when this start created the data directory.
+    pub created: bool,
+}
+
+/// How one shard ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardExit {
+    /// Stopped cleanly; every acknowledged write is in a synced WAL.
+    Clean,
+    /// The WAL failed while serving (the shard had gone read-only).
+    WalFailed { shard: u16, reason: String },
+    /// The shard's thread panicked or its service failed.
+    Crashed { shard: u16, detail: String },
+}
+
+/// Flags shared between the control thread and the shards; never touched per request.
+struct Control {
+    stop: Arc<AtomicBool>,
+    services_done: AtomicUsize,
+    /// `None` until every shard reported its recovery; then whether to serve.
+    go: Mutex<Option<bool>>,
+    go_changed: Condvar,
+}
+
+/// A running engine: `shard_count` pinned executors, each running one service.
+pub struct Engine {
+    info: EngineInfo,
+    control: Arc<Control>,
+    threads: Vec<glommio::ExecutorJoinHandle<ShardExit>>,
+    _data_dir: DataDir,
+}
+
+/// The CPUs this process may run on, in order.
+pub fn usable_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
+        _ => vec![0],
+    }
+}
+
+impl Engine {
+    /// Recover every shard of `config.data_dir`, then run `service` once on every
+    /// shard's core. Returns after every shard recovered (and started serving) or
+    /// with the first startup error.
+    pub fn start<S, F>(config: EngineConfig, service: S) -> Result<Engine, StartError>
+    where
+        S: Fn(ShardContext) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<(), String>> + 'static,
+    {
+        config.validate().map_err(StartError::Config)?;
+        let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
+        let default_shards = cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16;
+        let data_dir = DataDir::open(&config.data_dir, config.shards, default_shards)?;
+        let n = data_dir.shard_count;
+        let cpus: Vec<usize> = (0..usize::from(n))
+            .map(|i| cpus_allowed[i % cpus_allowed.len()])
+            .collect();
+        let info = EngineInfo {
+            data_dir: data_dir.path.clone(),
+            shard_count: n,
+            durability: config.durability,
+            cpus: cpus.clone(),
+            created: data_dir.created,
+        };
+        let control = Arc::new(Control {
+            stop: Arc::new(AtomicBool::new(false)),
+            services_done: AtomicUsize::new(0),
+            go: Mutex::new(None),
+            go_changed: Condvar::new(),
+        });
+        let service = Arc::new(service);
+        let (report_tx, report_rx) = mpsc::channel::<Result<(), RecoveryError>>();
+        let mut threads = Vec::with_capacity(usize::from(n));
+        let meta_path = data_dir.meta_path();
+        for (i, links) in make_links(usize::from(n)).into_iter().enumerate() {
+            let shard = ShardId(i as u16);
+            let shard_config = config.clone();
+            let shard_control = control.clone();
+            let service = service.clone();
+            let report_tx = report_tx.clone();
+            let meta_path = meta_path.clone();
+            let builder = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
+                .name(&format!("shard-{i:03}"))
+                .io_memory(config.io_memory_bytes);
+            let spawned = builder.spawn(move || async move {
+                run_shard(
+                    shard,
+                    n,
+                    shard_config,
+                    links,
+                    shard_control,
+                    meta_path,
+                    report_tx,
+                    service,
+                )
+                .await
+            });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    release(&control, false);
+                    join_all(threads);
+                    return Err(StartError::Executor {
+                        shard: i as u16,
+                        cpu: cpus[i],
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        drop(report_tx);
+        let mut first_error = None;
+        for _ in 0..n {
+            match report_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                // A shard thread died before reporting; its join reports why.
+                Err(_) => break,
+            }
+        }
+        let all_reported = first_error.is_none() && threads.len() == usize::from(n);
+        if let Some(e) = first_error {
+            release(&control, false);
+            join_all(threads);
+            return Err(e.into());
+        }
+        if !all_reported {
+            release(&control, false);
+            let exits = join_all(threads);
+            let detail = format!("{exits:?}");
+            return Err(StartError::Executor {
+                shard: 0,
+                cpu: cpus[0],
+                detail,
+            });
+        }
+        release(&control, true);
+        Ok(Engine {
+            info,
+            control,
+            threads,
+            _data_dir: data_dir,
+        })
+    }
+
+    pub fn info(&self) -> &EngineInfo {
+        &self.info
+    }
+
+    /// Ask every shard to stop. Safe from any thread, including signal handlers'
+    /// helper threads; returns at once.
+    pub fn request_stop(&self) {
+        self.control.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// The flag that stops the engine when set; hand it to signal-hook so that
+    /// SIGINT/SIGTERM stop the engine gracefully.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.control.stop.clone()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.control.stop.load(Ordering::SeqCst)
+    }
+
+    /// Wait for every shard to stop (after [`Self::request_stop`], a signal, or a
+    /// failed service) and report how each ended.
+    pub fn wait(self) -> Vec<ShardExit> {
+        join_all(self.threads)
+    }
+}
+
+fn release(control: &Control, go: bool) {
+    let mut g = control.go.lock().unwrap_or_else(|p| p.into_inner());
+    *g = Some(go);
+    control.go_changed.notify_all();
+}
+
+fn join_all(threads: Vec<glommio::ExecutorJoinHandle<ShardExit>>) -> Vec<ShardExit> {
+    threads
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| match t.join() {
+            Ok(exit) => exit,
+            Err(e) => ShardExit::Crashed {
+                shard: i as u16,
+                detail: e.to_string(),
+            },
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_shard<S, F>(
+    shard: ShardId,
+    shard_count: u16,
+    config: EngineConfig,
+    links: ShardLinks,
+    control: Arc<Control>,
+    meta_path: PathBuf,
+    report: mpsc::Sender<Result<(), RecoveryError>>,
+    service: Arc<S>,
+) -> ShardExit
+where
+    S: Fn(ShardContext) -> F,
+    F: Future<Output = Result<(), String>>,
+{
+    let disk = DmaDisk;
+    if let Err(e) = disk.prime_device_probe(&meta_path).await {
+        let _ = report.send(Err(RecoveryError {
+            shard,
+            source: e.into(),
+        }));
+        return ShardExit::Crashed {
+            shard: shard.0,
+            detail: "device probe failed".into(),
+        };
+    }
+    let recovered = match recover(disk, &config, shard, shard_count).await {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.to_string();
+            let _ = report.send(Err(e));
+            return ShardExit::Crashed {
+                shard: shard.0,
+                detail,
+            };
+        }
+    };
+    tracing::info!(
+        shard = shard.0,
+        records = recovered.report.records,
+        last_lsn = recovered.report.last_lsn,
+        keys = recovered.state.store_len(),
+        "shard recovered"
+    );
+    let _ = report.send(Ok(()));
+    // Blocking here is fine: nothing else runs on this executor yet.
+    let go = {
+        let mut g = control.go.lock().unwrap_or_else(|p| p.into_inner());
+        while g.is_none() {
+            g = control
+                .go_changed
+                .wait(g)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        g.unwrap_or(false)
+    };
+    let state = recovered.state;
+    let mut wal = recovered.wal;
+    if !go {
+        let _ = wal.close().await;
+        return ShardExit::Clean;
+    }
+
+    let flusher = {
+        let state = state.clone();
+        glommio::spawn_local(async move {
+            let clock = GlommioClock::default();
+            let mut reason = None;
+            state
+                .commit
+                .run_flusher(
+                    &mut wal,
+                    &clock,
+                    |payload, first_lsn, count| state.apply_durable(payload, first_lsn, count),
+                    |why| {
+                        state.drop_pending();
+                        tracing::error!(
+                            shard = state.id.0,
+                            error = "WAL_FAILED",
+                            "WAL write or fdatasync failed; the shard refuses writes from now on and serves \
+                             reads only. Acknowledged writes are safe; unacknowledged ones are lost. {why}"
+                        );
+                        reason = Some(why.to_string());
+                    },
+                )
+                .await;
+            if reason.is_none() {
+                if let Err(e) = wal.close().await {
+                    reason = Some(e.to_string());
+                }
+            }
+            reason
+        })
+    };
+
+    let router = Router::connect(state.clone(), links).await;
+    let shutdown = Rc::new(Event::default());
+    let watcher = {
+        let shutdown = shutdown.clone();
+        let control = control.clone();
+        glommio::spawn_local(async move {
+            while !control.stop.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            shutdown.set();
+        })
+    };
+    let ctx = ShardContext {
+        router,
+        shutdown: shutdown.clone(),
+        durability: config.durability,
+    };
+    let served = service(ctx).await;
+    if let Err(detail) = &served {
+        tracing::error!(
+            shard = shard.0,
+            "service failed, stopping the engine: {detail}"
+        );
+        control.stop.store(true, Ordering::SeqCst);
+    }
+    watcher.await;
+    // Other shards may still forward requests to us until their services are done.
+    control.services_done.fetch_add(1, Ordering::SeqCst);
+    while control.services_done.load(Ordering::SeqCst) < usize::from(shard_count) {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    state.commit.request_stop();
+    let wal_failure = flusher.await;
+    match (served, wal_failure) {
+        (Err(detail), _) => ShardExit::Crashed {
+            shard: shard.0,
+            detail,
+        },
+        (Ok(()), Some(reason)) => ShardExit::WalFailed {
+            shard: shard.0,
+            reason,
+        },
+        (Ok(()), None) => {
+            tracing::info!(
+                shard = shard.0,
+                durable_lsn = state.commit.durable_lsn(),
+                "shard stopped cleanly"
+            );
+            ShardExit::Clean
+        }
+    }
+}
