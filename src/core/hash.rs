@@ -49,10 +49,11 @@ mod tests {
 
     #[test]
     fn jump_hash_reference_values() {
-        // From the paper's reference implementation (Go port in the dgryski/go-jump tests).
+        // Test vectors published with the Go port of the paper (dgryski/go-jump).
         assert_eq!(jump_consistent_hash(1, 1), 0);
         assert_eq!(jump_consistent_hash(0xDEAD_10CC, 1), 0);
-        assert_eq!(jump_consistent_hash(0xDEAD_10CC, 666), 334);
+        assert_eq!(jump_consistent_hash(0xDEAD_10CC, 666), 361);
+        assert_eq!(jump_consistent_hash(42, 57), 43);
         assert_eq!(jump_consistent_hash(256, 1024), 520);
     }
 
