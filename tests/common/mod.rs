@@ -1,0 +1,125 @@
+//! Helpers shared by the integration tests: start a real `corekv serve` process on
+//! a free port and a private data directory, talk to it, stop or kill it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use corekv::net::client::Client;
+
+/// Path of the `corekv` binary Cargo built for these tests.
+pub fn corekv_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_corekv"))
+}
+
+/// A running server process. Killed (SIGKILL) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// Start `corekv serve` on `data_dir` with `extra` flags; waits for the startup
+/// line and returns the address it printed.
+pub fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
+    try_start_server(data_dir, extra).unwrap_or_else(|e| panic!("server did not start: {e}"))
+}
+
+/// Like [`start_server`] but returns the server's stderr if it exits instead.
+pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+    let mut child = Command::new(corekv_bin())
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("COREKV_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn corekv serve");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut stderr_pipe = child.stderr.take().expect("stderr piped");
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr_pipe.read_to_string(&mut s);
+        s
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the server never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => {
+            let addr = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("listen="))
+                .unwrap_or_else(|| panic!("no listen= in startup line {line:?}"))
+                .parse()
+                .expect("listen address parses");
+            Ok(Server { child, addr, data_dir: data_dir.to_path_buf(), stderr: Some(stderr) })
+        }
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(stderr.join().unwrap_or_default())
+        }
+    }
+}
+
+impl Server {
+    pub fn client(&self) -> Client {
+        let c = Client::connect(self.addr).expect("connect to server");
+        c.set_timeout(Some(Duration::from_secs(30))).expect("set timeout");
+        c
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILL and reap; returns the server's stderr.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit; returns (exit code, stderr).
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for server");
+        (status.code(), self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default())
+    }
+
+    /// Resident set size of the server process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
