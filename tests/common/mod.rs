@@ -69,7 +69,12 @@ pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, Strin
                 .unwrap_or_else(|| panic!("no listen= in startup line {line:?}"))
                 .parse()
                 .expect("listen address parses");
-            Ok(Server { child, addr, data_dir: data_dir.to_path_buf(), stderr: Some(stderr) })
+            Ok(Server {
+                child,
+                addr,
+                data_dir: data_dir.to_path_buf(),
+                stderr: Some(stderr),
+            })
         }
         Err(_) => {
             let _ = child.kill();
@@ -82,7 +87,8 @@ pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, Strin
 impl Server {
     pub fn client(&self) -> Client {
         let c = Client::connect(self.addr).expect("connect to server");
-        c.set_timeout(Some(Duration::from_secs(30))).expect("set timeout");
+        c.set_timeout(Some(Duration::from_secs(30)))
+            .expect("set timeout");
         c
     }
 
@@ -94,7 +100,10 @@ impl Server {
     pub fn kill(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default()
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
     }
 
     /// SIGTERM and wait for a clean exit; returns (exit code, stderr).
@@ -102,12 +111,19 @@ impl Server {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.pid(), libc::SIGTERM) };
         let status = self.child.wait().expect("wait for server");
-        (status.code(), self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default())
+        (
+            status.code(),
+            self.stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default(),
+        )
     }
 
     /// Resident set size of the server process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
