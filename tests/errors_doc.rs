@@ -25,11 +25,15 @@ fn names_in(source: &str) -> Vec<String> {
     for marker in ["=>", "error ="] {
         for (i, _) in source.match_indices(marker) {
             let rest = source[i + marker.len()..].trim_start();
-            let Some(rest) = rest.strip_prefix('"') else { continue };
+            let Some(rest) = rest.strip_prefix('"') else {
+                continue;
+            };
             let Some(end) = rest.find('"') else { continue };
             let lit = &rest[..end];
             let is_name = lit.len() >= 3
-                && lit.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && lit
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
                 && lit.contains('_');
             if is_name {
                 names.push(lit.to_string());
@@ -51,9 +55,18 @@ fn every_error_name_is_documented() {
     }
     names.sort();
     names.dedup();
-    assert!(names.len() > 30, "the scan found too few names to be working: {names:?}");
-    let missing: Vec<_> = names.iter().filter(|n| !doc.contains(&format!("### {n}\n"))).collect();
-    assert!(missing.is_empty(), "error names missing a `### NAME` entry in docs/errors.md: {missing:?}");
+    assert!(
+        names.len() > 30,
+        "the scan found too few names to be working: {names:?}"
+    );
+    let missing: Vec<_> = names
+        .iter()
+        .filter(|n| !doc.contains(&format!("### {n}\n")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "error names missing a `### NAME` entry in docs/errors.md: {missing:?}"
+    );
 }
 
 #[test]

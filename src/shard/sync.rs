@@ -8,24 +8,80 @@ use std::task::{Context, Poll, Waker};
 
 /// Tasks waiting for "something changed". Waiters re-check their own condition
 /// after waking, so spurious wake-ups are harmless.
+///
+/// Registration and deregistration are O(1) (a slab of wakers with a free list),
+/// because thousands of connection tasks may wait on one queue: a waiter that
+/// gives up (its future is dropped, e.g. it lost a race with a socket read)
+/// removes itself, so the queue never accumulates stale wakers.
 #[derive(Default)]
 pub struct WaitQueue {
-    wakers: RefCell<Vec<Waker>>,
+    inner: RefCell<Slab>,
+}
+
+#[derive(Default)]
+struct Slab {
+    wakers: Vec<Option<Waker>>,
+    free: Vec<usize>,
+    /// Bumped by every `wake_all`; a slot index is valid only in its generation.
+    generation: u64,
 }
 
 impl WaitQueue {
-    pub fn register(&self, waker: &Waker) {
-        let mut wakers = self.wakers.borrow_mut();
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+    pub fn wake_all(&self) {
+        // Take the wakers out first: a woken task may register again meanwhile.
+        let wakers = {
+            let mut slab = self.inner.borrow_mut();
+            slab.generation += 1;
+            slab.free.clear();
+            std::mem::take(&mut slab.wakers)
+        };
+        for w in wakers.into_iter().flatten() {
+            w.wake();
         }
     }
 
-    pub fn wake_all(&self) {
-        // Swap out first: a woken task may register again while we iterate.
-        let wakers = std::mem::take(&mut *self.wakers.borrow_mut());
-        for w in wakers {
-            w.wake();
+    /// Number of registered waiters (diagnostics and tests).
+    pub fn waiters(&self) -> usize {
+        self.inner
+            .borrow()
+            .wakers
+            .iter()
+            .filter(|w| w.is_some())
+            .count()
+    }
+
+    /// Register `waker`, reusing `slot` if it is still valid.
+    fn register(&self, slot: &mut Option<(u64, usize)>, waker: &Waker) {
+        let mut slab = self.inner.borrow_mut();
+        if let Some((generation, idx)) = *slot {
+            if generation == slab.generation {
+                match &mut slab.wakers[idx] {
+                    Some(w) if w.will_wake(waker) => {}
+                    entry => *entry = Some(waker.clone()),
+                }
+                return;
+            }
+        }
+        let idx = match slab.free.pop() {
+            Some(idx) => {
+                slab.wakers[idx] = Some(waker.clone());
+                idx
+            }
+            None => {
+                slab.wakers.push(Some(waker.clone()));
+                slab.wakers.len() - 1
+            }
+        };
+        *slot = Some((slab.generation, idx));
+    }
+
+    fn deregister(&self, slot: Option<(u64, usize)>) {
+        let Some((generation, idx)) = slot else {
+            return;
+        };
+        let mut slab = self.inner.borrow_mut();
+        if generation == slab.generation && slab.wakers[idx].take().is_some() {
+            slab.free.push(idx);
         }
     }
 
@@ -34,23 +90,37 @@ impl WaitQueue {
         &'a self,
         ready: impl FnMut() -> Option<T> + 'a,
     ) -> Until<'a, T, impl FnMut() -> Option<T> + 'a> {
-        Until { queue: self, ready }
+        Until {
+            queue: self,
+            ready,
+            slot: None,
+        }
     }
 }
 
 pub struct Until<'a, T, F: FnMut() -> Option<T>> {
     queue: &'a WaitQueue,
     ready: F,
+    slot: Option<(u64, usize)>,
 }
 
 impl<T, F: FnMut() -> Option<T> + Unpin> Future for Until<'_, T, F> {
     type Output = T;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         if let Some(v) = (self.ready)() {
+            let slot = self.slot.take();
+            self.queue.deregister(slot);
             return Poll::Ready(v);
         }
-        self.queue.register(cx.waker());
+        let this = &mut *self;
+        this.queue.register(&mut this.slot, cx.waker());
         Poll::Pending
+    }
+}
+
+impl<T, F: FnMut() -> Option<T>> Drop for Until<'_, T, F> {
+    fn drop(&mut self) {
+        self.queue.deregister(self.slot.take());
     }
 }
 
@@ -96,6 +166,27 @@ mod tests {
             assert!(!ev.is_set());
             ev.set();
             assert_eq!(waiter.await, 7);
+        });
+    }
+
+    #[test]
+    fn abandoned_waiters_do_not_accumulate() {
+        let ex = glommio::LocalExecutor::default();
+        ex.run(async {
+            let q = WaitQueue::default();
+            for i in 0..1000 {
+                // A waiter that loses a race (like shutdown losing to a socket read)
+                // is dropped after registering.
+                let mut lost = Box::pin(q.until(|| None::<u32>));
+                assert_eq!(futures_lite::future::poll_once(&mut lost).await, None);
+                assert_eq!(futures_lite::future::poll_once(&mut lost).await, None);
+                assert_eq!(q.waiters(), 1);
+                drop(lost);
+                if i % 100 == 0 {
+                    q.wake_all();
+                }
+            }
+            assert_eq!(q.waiters(), 0, "dropped waiters must deregister");
         });
     }
 }
