@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,9 @@ use clap::Args;
 use corekv::core::config::EngineConfig;
 use corekv::core::limits::VALUE_BYTES_MAX_DEFAULT;
 use corekv::core::types::Durability;
+use corekv::net::admin::AdminServer;
 use corekv::net::server::{resolve_listen, serve_shard, ServerConfig};
+use corekv::shard::telemetry::Telemetry;
 use corekv::shard::{Engine, ShardExit};
 
 #[derive(Args, Debug)]
@@ -50,6 +52,9 @@ pub struct ServeArgs {
     /// Connections each shard serves at once.
     #[arg(long, default_value_t = 10_000)]
     pub connections_per_shard_max: usize,
+    /// Address of the admin HTTP endpoint (/health, /metrics); `off` disables it.
+    #[arg(long, env = "COREKV_ADMIN_LISTEN", default_value = "127.0.0.1:9070")]
+    pub admin_listen: String,
     /// Log format on stderr: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -80,9 +85,22 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let listening = listening.clone();
         move |ctx| serve_shard(ctx, server.clone(), listening.clone())
     };
-    let engine = match Engine::start(config, service) {
+    let telemetry = Telemetry::new();
+    let admin_stop = Arc::new(AtomicBool::new(false));
+    let admin = if args.admin_listen == "off" {
+        None
+    } else {
+        match AdminServer::start(&args.admin_listen, telemetry.clone(), admin_stop.clone()) {
+            Ok(a) => Some(a),
+            Err(e) => return startup_failed(e.name(), &format!("admin endpoint: {e}"), e.fix()),
+        }
+    };
+    let engine = match Engine::start_with_telemetry(config, telemetry, service) {
         Ok(e) => e,
-        Err(e) => return startup_failed(e.name(), &e.to_string(), &e.fix()),
+        Err(e) => {
+            admin_stop.store(true, Ordering::SeqCst);
+            return startup_failed(e.name(), &e.to_string(), &e.fix());
+        }
     };
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(sig, engine.stop_flag()) {
@@ -98,9 +116,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "corekv serving: data_dir={} listen={} shards={} durability={} cpus={:?}",
+            "corekv serving: data_dir={} listen={} admin={} shards={} durability={} cpus={:?}",
             info.data_dir.display(),
             listen,
+            admin
+                .as_ref()
+                .map_or("off".to_string(), |a| a.addr.to_string()),
             info.shard_count,
             info.durability.name(),
             info.cpus
@@ -108,6 +129,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         let _ = out.flush();
     }
     let exits = engine.wait();
+    admin_stop.store(true, Ordering::SeqCst);
+    if let Some(a) = admin {
+        a.join();
+    }
     let mut code = ExitCode::SUCCESS;
     for exit in &exits {
         match exit {

@@ -10,13 +10,14 @@
 //! the server is affected.
 
 use std::ops::Range;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::core::status::Status;
 use crate::core::types::ShardId;
+use crate::shard::metrics::{OpClass, ShardMetrics};
 use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
 use super::codec::{
@@ -90,10 +91,21 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
             &mut needed,
         );
         if !order.is_empty() {
+            let started = Instant::now();
             if !batch.is_empty() {
                 ctx.router.execute(&mut batch).await;
             }
-            compose(&order, &batch, rbuf.data(), cfg, &mut cursors, &mut out);
+            let nanos = started.elapsed().as_nanos() as u64;
+            compose(
+                &order,
+                &batch,
+                rbuf.data(),
+                cfg,
+                &mut cursors,
+                &mut out,
+                metrics,
+                nanos,
+            );
         }
         let closing = close.is_some();
         if let Some(Entry::Error {
@@ -103,7 +115,8 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
             detail,
         }) = close
         {
-            crate::shard::metrics::ShardMetrics::incr(&metrics.protocol_errors);
+            ShardMetrics::incr(&metrics.protocol_errors);
+            metrics.record_request(OpClass::Other, status, 0);
             tracing::debug!(
                 status = status.name(),
                 "closing connection after a protocol error: {detail}"
@@ -135,7 +148,8 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
             ReadOutcome::Data(_) => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::TimedOut => {
-                crate::shard::metrics::ShardMetrics::incr(&metrics.protocol_errors);
+                ShardMetrics::incr(&metrics.protocol_errors);
+                metrics.record_request(OpClass::Other, Status::FrameTimeout, 0);
                 let detail = format!("frame incomplete after {:?}", cfg.frame_timeout);
                 encode_response(&mut out, 0, 0, Status::FrameTimeout, detail.as_bytes());
                 let _ = stream.write_all(&out).await;
@@ -245,6 +259,7 @@ fn route(
     });
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compose(
     order: &[Entry],
     batch: &RoutedBatch,
@@ -252,6 +267,8 @@ fn compose(
     cfg: &ConnConfig,
     cursors: &mut [usize],
     out: &mut Vec<u8>,
+    metrics: &ShardMetrics,
+    nanos: u64,
 ) {
     cursors.iter_mut().for_each(|c| *c = 0);
     for entry in order {
@@ -260,6 +277,13 @@ fn compose(
                 let i = &mut cursors[shard.index()];
                 let (status, value) = batch.replies(*shard).get(*i);
                 *i += 1;
+                let class = match Opcode::from_u8(*opcode) {
+                    Some(Opcode::Get) => OpClass::Get,
+                    Some(Opcode::Put) => OpClass::Put,
+                    Some(Opcode::Delete) => OpClass::Delete,
+                    _ => OpClass::Other,
+                };
+                metrics.record_request(class, status, nanos);
                 encode_response(out, *opcode, *id, status, value);
             }
             Entry::Hello { id } => {
@@ -279,7 +303,10 @@ fn compose(
                 opcode,
                 status,
                 detail,
-            } => encode_response(out, *opcode, *id, *status, detail.as_bytes()),
+            } => {
+                metrics.record_request(OpClass::Other, *status, nanos);
+                encode_response(out, *opcode, *id, *status, detail.as_bytes())
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! state: requests become operation batches handed to the shard router, and
 //! nothing here knows how data is stored or logged.
 
+pub mod admin;
 pub mod client;
 pub mod codec;
 pub mod conn_buf;

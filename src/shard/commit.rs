@@ -27,6 +27,7 @@ use crate::io::wal_writer::WalWriter;
 use crate::io::Disk;
 
 use super::clock::Clock;
+use super::metrics::LatencyHist;
 use super::sync::{Event, WaitQueue};
 
 /// Counters of the flusher's work, read by metrics.
@@ -38,6 +39,8 @@ pub struct CommitStats {
     pub sync_nanos_total: Cell<u64>,
     pub sync_nanos_max: Cell<u64>,
     pub largest_batch_records: Cell<u64>,
+    /// Time of each batch's write + fdatasync.
+    pub sync_latency: LatencyHist,
 }
 
 struct CommitState {
@@ -255,6 +258,7 @@ impl Commit {
         s.sync_nanos_total
             .set(s.sync_nanos_total.get() + sync_nanos);
         s.sync_nanos_max.set(s.sync_nanos_max.get().max(sync_nanos));
+        s.sync_latency.record(sync_nanos);
         s.largest_batch_records
             .set(s.largest_batch_records.get().max(u64::from(count)));
     }

@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 
 pub use context::ShardContext;
 pub use ops::OpKind;

@@ -29,6 +29,7 @@ use super::context::ShardContext;
 use super::recovery::{recover, RecoveryError};
 use super::router::{make_links, Router, ShardLinks};
 use super::sync::Event;
+use super::telemetry::{Health, ShardSnapshot, Telemetry};
 
 /// Why the engine could not start. Each variant has a stable name (docs/errors.md).
 #[derive(Debug, thiserror::Error)]
@@ -99,9 +100,13 @@ pub enum ShardExit {
     Crashed { shard: u16, detail: String },
 }
 
+/// How often each shard publishes its telemetry snapshot.
+pub const TELEMETRY_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Flags shared between the control thread and the shards; never touched per request.
 struct Control {
     stop: Arc<AtomicBool>,
+    telemetry: Arc<Telemetry>,
     services_done: AtomicUsize,
     /// `None` until every shard reported its recovery; then whether to serve.
     go: Mutex<Option<bool>>,
@@ -133,6 +138,20 @@ impl Engine {
         S: Fn(ShardContext) -> F + Send + Sync + 'static,
         F: Future<Output = Result<(), String>> + 'static,
     {
+        Engine::start_with_telemetry(config, Telemetry::new(), service)
+    }
+
+    /// Like [`Self::start`], publishing health and metrics into `telemetry`, which
+    /// an observer (the admin endpoint) may already be reading.
+    pub fn start_with_telemetry<S, F>(
+        config: EngineConfig,
+        telemetry: Arc<Telemetry>,
+        service: S,
+    ) -> Result<Engine, StartError>
+    where
+        S: Fn(ShardContext) -> F + Send + Sync + 'static,
+        F: Future<Output = Result<(), String>> + 'static,
+    {
         config.validate().map_err(StartError::Config)?;
         let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
         let default_shards = cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16;
@@ -148,8 +167,10 @@ impl Engine {
             cpus: cpus.clone(),
             created: data_dir.created,
         };
+        telemetry.init(info.data_dir.clone(), config.durability, &cpus);
         let control = Arc::new(Control {
             stop: Arc::new(AtomicBool::new(false)),
+            telemetry,
             services_done: AtomicUsize::new(0),
             go: Mutex::new(None),
             go_changed: Condvar::new(),
@@ -165,12 +186,13 @@ impl Engine {
             let service = service.clone();
             let report_tx = report_tx.clone();
             let meta_path = meta_path.clone();
+            let cpu = cpus[i];
             let builder = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
                 .name(&format!("shard-{i:03}"))
                 .io_memory(config.io_memory_bytes);
             let spawned = builder.spawn(move || async move {
                 run_shard(
-                    shard,
+                    (shard, cpu),
                     n,
                     shard_config,
                     links,
@@ -235,6 +257,11 @@ impl Engine {
         &self.info
     }
 
+    /// Health and metrics snapshots, refreshed by every shard a few times a second.
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        self.control.telemetry.clone()
+    }
+
     /// Ask every shard to stop. Safe from any thread, including signal handlers'
     /// helper threads; returns at once.
     pub fn request_stop(&self) {
@@ -280,7 +307,7 @@ fn join_all(threads: Vec<glommio::ExecutorJoinHandle<ShardExit>>) -> Vec<ShardEx
 
 #[allow(clippy::too_many_arguments)]
 async fn run_shard<S, F>(
-    shard: ShardId,
+    (shard, config_cpu): (ShardId, usize),
     shard_count: u16,
     config: EngineConfig,
     links: ShardLinks,
@@ -385,6 +412,22 @@ where
             shutdown.set();
         })
     };
+    let publisher = {
+        let state = state.clone();
+        let control = control.clone();
+        let cpu = config_cpu;
+        glommio::spawn_local(async move {
+            loop {
+                control
+                    .telemetry
+                    .publish(ShardSnapshot::capture(&state, cpu));
+                if control.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                glommio::timer::sleep(TELEMETRY_INTERVAL).await;
+            }
+        })
+    };
     let ctx = ShardContext {
         router,
         shutdown: shutdown.clone(),
@@ -406,6 +449,11 @@ where
     }
     state.commit.request_stop();
     let wal_failure = flusher.await;
+    publisher.await;
+    control
+        .telemetry
+        .publish(ShardSnapshot::capture(&state, config_cpu));
+    control.telemetry.set_health(shard.0, Health::Stopped);
     match (served, wal_failure) {
         (Err(detail), _) => ShardExit::Crashed {
             shard: shard.0,

@@ -21,6 +21,8 @@ pub fn corekv_bin() -> PathBuf {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint (/health, /metrics).
+    pub admin: SocketAddr,
     pub data_dir: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
@@ -37,7 +39,7 @@ pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, Strin
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(extra)
         .env("COREKV_LOG", "info")
         .stdin(Stdio::null())
@@ -69,9 +71,16 @@ pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, Strin
                 .unwrap_or_else(|| panic!("no listen= in startup line {line:?}"))
                 .parse()
                 .expect("listen address parses");
+            let admin = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("admin="))
+                .unwrap_or_else(|| panic!("no admin= in startup line {line:?}"))
+                .parse()
+                .expect("admin address parses");
             Ok(Server {
                 child,
                 addr,
+                admin,
                 data_dir: data_dir.to_path_buf(),
                 stderr: Some(stderr),
             })

@@ -1,0 +1,417 @@
+//! The admin HTTP endpoint: `GET /health` (JSON) and `GET /metrics` (Prometheus
+//! text format), on its own OS thread, unpinned from the shards' cores.
+//!
+//! It reads only the telemetry snapshots the shards publish (see
+//! `shard::telemetry`), so a slow or hostile scraper can never stall a shard. It
+//! must never touch live shard state or take part in request handling.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::shard::metrics::OpClass;
+use crate::shard::telemetry::{Health, Telemetry, TelemetryView};
+
+use super::server::NetError;
+
+/// A running admin endpoint; stops when the flag is set.
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Bind `addr` and serve from a new thread until `stop` is set.
+    pub fn start(
+        addr: &str,
+        telemetry: Arc<Telemetry>,
+        stop: Arc<AtomicBool>,
+    ) -> Result<AdminServer, NetError> {
+        let server = tiny_http::Server::http(addr).map_err(|e| NetError::Listen {
+            addr: addr.to_string(),
+            source: std::io::Error::new(
+                if e.to_string().contains("in use") {
+                    std::io::ErrorKind::AddrInUse
+                } else {
+                    std::io::ErrorKind::Other
+                },
+                e.to_string(),
+            ),
+        })?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| NetError::BadAddress {
+                addr: addr.into(),
+                detail: "not an IP address".into(),
+            })?;
+        let thread = std::thread::Builder::new()
+            .name("corekv-admin".into())
+            .spawn(move || serve(server, telemetry, stop))
+            .map_err(|source| NetError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(AdminServer {
+            addr: bound,
+            thread,
+        })
+    }
+
+    pub fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+fn serve(server: tiny_http::Server, telemetry: Arc<Telemetry>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        let request = match server.recv_timeout(Duration::from_millis(100)) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("admin endpoint: accept failed: {e}");
+                continue;
+            }
+        };
+        let path = request.url().split('?').next().unwrap_or("").to_string();
+        let (code, content_type, body) = match (request.method(), path.as_str()) {
+            (tiny_http::Method::Get, "/health") => {
+                let (code, body) = health(&telemetry.view());
+                (code, "application/json", body)
+            }
+            (tiny_http::Method::Get, "/metrics") => (
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics(&telemetry.view()),
+            ),
+            _ => (
+                404,
+                "text/plain",
+                "not found: try /health or /metrics\n".to_string(),
+            ),
+        };
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+            .expect("static header is valid");
+        let response = tiny_http::Response::from_string(body)
+            .with_status_code(code)
+            .with_header(header);
+        if let Err(e) = request.respond(response) {
+            tracing::debug!("admin endpoint: response failed: {e}");
+        }
+    }
+}
+
+/// Overall status: `serving` when every shard serves; `degraded` when some shard
+/// is read-only; `failed` when a shard stopped; `starting` during recovery.
+/// HTTP 200 only for `serving`.
+pub fn health(view: &TelemetryView) -> (u16, String) {
+    let any = |f: fn(&Health) -> bool| view.shards.iter().any(|s| f(&s.health));
+    let status = if view.shards.is_empty() || any(|h| matches!(h, Health::Starting)) {
+        "starting"
+    } else if any(|h| matches!(h, Health::Stopped)) {
+        "failed"
+    } else if any(|h| matches!(h, Health::ReadOnly { .. })) {
+        "degraded"
+    } else {
+        "serving"
+    };
+    let shards: Vec<_> = view
+        .shards
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "shard": s.shard,
+                "cpu": s.cpu,
+                "status": s.health.name(),
+                "reason": match &s.health { Health::ReadOnly { reason } => Some(reason.as_str()), _ => None },
+                "durable_lsn": s.durable_lsn,
+                "keys": s.keys,
+                "connections": s.connections_open,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": view.uptime.as_secs_f64(),
+        "data_dir": view.data_dir.as_ref().map(|p| p.display().to_string()),
+        "durability": view.durability.map(|d| d.name()),
+        "shard_count": view.shards.len(),
+        "shards": shards,
+    });
+    let code = if status == "serving" { 200 } else { 503 };
+    (code, format!("{body:#}\n"))
+}
+
+/// The Prometheus exposition of every shard's snapshot plus process memory.
+pub fn metrics(view: &TelemetryView) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(view.clone())));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!("metrics encoding failed: {e}");
+    }
+    out
+}
+
+/// Exposes a telemetry view through prometheus-client's encoder.
+#[derive(Debug)]
+struct SnapshotCollector(TelemetryView);
+
+/// A value already computed: counters and gauges read from a snapshot.
+struct Fixed {
+    kind: MetricType,
+    value: f64,
+}
+
+impl EncodeMetric for Fixed {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self.kind {
+            MetricType::Counter => encoder.encode_counter::<(), _, f64>(&self.value, None),
+            _ => encoder.encode_gauge(&self.value),
+        }
+    }
+    fn metric_type(&self) -> MetricType {
+        self.kind
+    }
+}
+
+/// A histogram from an HdrHistogram of nanoseconds, in seconds.
+struct HdrSeconds<'a>(&'a hdrhistogram::Histogram<u64>);
+
+/// Bucket bounds in seconds: 10 µs .. 10 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 1.0, 10.0,
+];
+
+impl EncodeMetric for HdrSeconds<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let h = self.0;
+        let mut buckets: Vec<(f64, u64)> = Vec::with_capacity(LATENCY_BUCKETS.len() + 1);
+        let mut below_prev = 0u64;
+        for bound in LATENCY_BUCKETS {
+            let nanos = (bound * 1e9) as u64;
+            let below: u64 = h
+                .iter_recorded()
+                .filter(|v| v.value_iterated_to() <= nanos)
+                .map(|v| v.count_at_value())
+                .sum();
+            buckets.push((bound, below - below_prev));
+            below_prev = below;
+        }
+        // prometheus-client renders an upper bound of f64::MAX as le="+Inf".
+        buckets.push((f64::MAX, h.len() - below_prev));
+        let sum = h.mean() * h.len() as f64 / 1e9;
+        encoder.encode_histogram::<()>(sum, h.len(), &buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl prometheus_client::collector::Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let shards = &self.0.shards;
+        let shard_label = |s: u16| vec![("shard".to_string(), s.to_string())];
+        let mut family =
+            |name: &str, help: &str, kind: MetricType, rows: Vec<(Vec<(String, String)>, f64)>| {
+                let mut m = encoder.encode_descriptor(name, help, None, kind)?;
+                for (labels, value) in rows {
+                    if labels.is_empty() {
+                        // A process-wide value: no `{}` after the name.
+                        return Fixed { kind, value }.encode(m);
+                    }
+                    Fixed { kind, value }.encode(m.encode_family(&labels)?)?;
+                }
+                Ok::<(), std::fmt::Error>(())
+            };
+        let per_shard = |f: &dyn Fn(&crate::shard::telemetry::ShardSnapshot) -> f64| {
+            shards
+                .iter()
+                .map(|s| (shard_label(s.shard), f(s)))
+                .collect::<Vec<_>>()
+        };
+        let mut requests = Vec::new();
+        for s in shards {
+            for op in OpClass::ALL {
+                let mut l = shard_label(s.shard);
+                l.push(("op".into(), op.name().into()));
+                requests.push((l, s.requests[op as usize] as f64));
+            }
+        }
+        family(
+            "corekv_requests",
+            "Requests answered, by op, on the shard that owns the connection.",
+            MetricType::Counter,
+            requests,
+        )?;
+        let mut errors = Vec::new();
+        for s in shards {
+            for (status, n) in &s.errors {
+                let mut l = shard_label(s.shard);
+                l.push(("error".into(), status.name().into()));
+                errors.push((l, *n as f64));
+            }
+        }
+        family(
+            "corekv_errors",
+            "Non-OK responses, by error name (docs/errors.md).",
+            MetricType::Counter,
+            errors,
+        )?;
+        let health = per_shard(&|s| match s.health {
+            Health::Serving => 1.0,
+            _ => 0.0,
+        });
+        family(
+            "corekv_shard_serving",
+            "1 when the shard serves reads and writes; 0 when starting, read-only or stopped.",
+            MetricType::Gauge,
+            health,
+        )?;
+        family(
+            "corekv_shard_read_only",
+            "1 when the shard's WAL failed and it refuses writes.",
+            MetricType::Gauge,
+            per_shard(&|s| f64::from(u8::from(matches!(s.health, Health::ReadOnly { .. })))),
+        )?;
+        family(
+            "corekv_connections_open",
+            "Open client connections.",
+            MetricType::Gauge,
+            per_shard(&|s| s.connections_open as f64),
+        )?;
+        family(
+            "corekv_connections_accepted",
+            "Client connections accepted.",
+            MetricType::Counter,
+            per_shard(&|s| s.connections_total as f64),
+        )?;
+        family(
+            "corekv_connections_rejected",
+            "Connections refused with TOO_MANY_CONNECTIONS.",
+            MetricType::Counter,
+            per_shard(&|s| s.connections_rejected as f64),
+        )?;
+        family(
+            "corekv_protocol_errors",
+            "Connections closed for a protocol error.",
+            MetricType::Counter,
+            per_shard(&|s| s.protocol_errors as f64),
+        )?;
+        family(
+            "corekv_forwarded_batches_out",
+            "Operation batches sent to other shards.",
+            MetricType::Counter,
+            per_shard(&|s| s.forwarded_batches_out as f64),
+        )?;
+        family(
+            "corekv_forwarded_batches_in",
+            "Operation batches executed for other shards.",
+            MetricType::Counter,
+            per_shard(&|s| s.forwarded_batches_in as f64),
+        )?;
+        family(
+            "corekv_wal_syncs",
+            "WAL group commits (one write + one fdatasync each).",
+            MetricType::Counter,
+            per_shard(&|s| s.wal_batches as f64),
+        )?;
+        family(
+            "corekv_wal_records",
+            "WAL records made durable.",
+            MetricType::Counter,
+            per_shard(&|s| s.wal_records as f64),
+        )?;
+        family(
+            "corekv_wal_bytes",
+            "WAL bytes written.",
+            MetricType::Counter,
+            per_shard(&|s| s.wal_bytes as f64),
+        )?;
+        family(
+            "corekv_wal_largest_group_records",
+            "Most records in one group commit.",
+            MetricType::Gauge,
+            per_shard(&|s| s.wal_largest_batch_records as f64),
+        )?;
+        family(
+            "corekv_durable_lsn",
+            "Last durable log sequence number.",
+            MetricType::Gauge,
+            per_shard(&|s| s.durable_lsn as f64),
+        )?;
+        family(
+            "corekv_keys",
+            "Keys stored.",
+            MetricType::Gauge,
+            per_shard(&|s| s.keys as f64),
+        )?;
+        family(
+            "corekv_live_bytes",
+            "Key and value bytes stored.",
+            MetricType::Gauge,
+            per_shard(&|s| s.live_bytes as f64),
+        )?;
+        family(
+            "corekv_pending_writes",
+            "Writes waiting for their fdatasync.",
+            MetricType::Gauge,
+            per_shard(&|s| s.pending_writes as f64),
+        )?;
+        family(
+            "corekv_uptime_seconds",
+            "Seconds since the process started.",
+            MetricType::Gauge,
+            vec![(vec![], self.0.uptime.as_secs_f64())],
+        )?;
+        family(
+            "corekv_process_resident_memory_bytes",
+            "Resident set size of the process.",
+            MetricType::Gauge,
+            vec![(vec![], process_rss_bytes() as f64)],
+        )?;
+
+        let mut m = encoder.encode_descriptor(
+            "corekv_request_latency_seconds",
+            "Request latency from parse to response, by op.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for s in shards {
+            for op in OpClass::ALL {
+                let mut l = shard_label(s.shard);
+                l.push(("op".into(), op.name().into()));
+                HdrSeconds(&s.latency[op as usize]).encode(m.encode_family(&l)?)?;
+            }
+        }
+        let mut m = encoder.encode_descriptor(
+            "corekv_wal_sync_latency_seconds",
+            "Time of one WAL group commit: write + fdatasync.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for s in shards {
+            HdrSeconds(&s.wal_sync_latency).encode(m.encode_family(&shard_label(s.shard))?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Resident set size of this process, from /proc (0 where unavailable).
+pub fn process_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

@@ -1,0 +1,221 @@
+//! What the outside world may know about the shards: snapshots of their health,
+//! counters and latency histograms, published by each shard a few times a second
+//! and read by the admin endpoint on its own thread.
+//!
+//! Each shard writes only its own slot; the lock is uncontended and taken off the
+//! request path (by a timer task), so serving never waits on an observer.
+//! This module must never hold a reference into live shard state.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use hdrhistogram::Histogram;
+
+use crate::core::status::Status;
+use crate::core::types::Durability;
+
+use super::metrics::OpClass;
+use super::state::{ShardState, ShardStatus};
+
+/// A shard's health as reported by /health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Recovering its WAL.
+    Starting,
+    Serving,
+    /// The WAL failed: reads only.
+    ReadOnly {
+        reason: String,
+    },
+    /// The shard's thread ended.
+    Stopped,
+}
+
+impl Health {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Serving => "serving",
+            Health::ReadOnly { .. } => "read_only",
+            Health::Stopped => "stopped",
+        }
+    }
+}
+
+/// One shard's published state.
+#[derive(Clone, Debug)]
+pub struct ShardSnapshot {
+    pub shard: u16,
+    pub cpu: usize,
+    pub health: Health,
+    pub published: SystemTime,
+    pub requests: [u64; 4],
+    pub latency: Vec<Histogram<u64>>,
+    /// Non-OK responses by status.
+    pub errors: Vec<(Status, u64)>,
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub connections_rejected: u64,
+    pub protocol_errors: u64,
+    pub forwarded_batches_out: u64,
+    pub forwarded_batches_in: u64,
+    pub wal_batches: u64,
+    pub wal_records: u64,
+    pub wal_bytes: u64,
+    pub wal_sync_latency: Histogram<u64>,
+    pub wal_largest_batch_records: u64,
+    pub durable_lsn: u64,
+    pub keys: u64,
+    pub live_bytes: u64,
+    pub pending_writes: u64,
+}
+
+impl ShardSnapshot {
+    fn empty(shard: u16, cpu: usize) -> ShardSnapshot {
+        let h = || {
+            Histogram::new_with_bounds(1, 60_000_000_000, 2)
+                .expect("static histogram bounds are valid")
+        };
+        ShardSnapshot {
+            shard,
+            cpu,
+            health: Health::Starting,
+            published: SystemTime::now(),
+            requests: [0; 4],
+            latency: OpClass::ALL.iter().map(|_| h()).collect(),
+            errors: Vec::new(),
+            connections_open: 0,
+            connections_total: 0,
+            connections_rejected: 0,
+            protocol_errors: 0,
+            forwarded_batches_out: 0,
+            forwarded_batches_in: 0,
+            wal_batches: 0,
+            wal_records: 0,
+            wal_bytes: 0,
+            wal_sync_latency: h(),
+            wal_largest_batch_records: 0,
+            durable_lsn: 0,
+            keys: 0,
+            live_bytes: 0,
+            pending_writes: 0,
+        }
+    }
+
+    /// Read everything from a live shard (on its own core).
+    pub fn capture(state: &ShardState, cpu: usize) -> ShardSnapshot {
+        let m = &state.metrics;
+        let c = &state.commit.stats;
+        let errors = m
+            .errors
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (Status::ALL[i], *n))
+            .collect();
+        ShardSnapshot {
+            shard: state.id.0,
+            cpu,
+            health: match state.status() {
+                ShardStatus::Serving => Health::Serving,
+                ShardStatus::ReadOnly { reason } => Health::ReadOnly { reason },
+            },
+            published: SystemTime::now(),
+            requests: std::array::from_fn(|i| m.requests[i].get()),
+            latency: m.latency.iter().map(|h| h.snapshot()).collect(),
+            errors,
+            connections_open: m.connections_open.get(),
+            connections_total: m.connections_total.get(),
+            connections_rejected: m.connections_rejected.get(),
+            protocol_errors: m.protocol_errors.get(),
+            forwarded_batches_out: m.forwarded_batches_out.get(),
+            forwarded_batches_in: m.forwarded_batches_in.get(),
+            wal_batches: c.batches.get(),
+            wal_records: c.records.get(),
+            wal_bytes: c.bytes.get(),
+            wal_sync_latency: c.sync_latency.snapshot(),
+            wal_largest_batch_records: c.largest_batch_records.get(),
+            durable_lsn: state.commit.durable_lsn(),
+            keys: state.store_len() as u64,
+            live_bytes: state.store_live_bytes() as u64,
+            pending_writes: state.pending_len() as u64,
+        }
+    }
+}
+
+/// Engine-wide facts plus one slot per shard.
+///
+/// Created before the engine starts, so that an observer can report "starting"
+/// while the shards recover; the engine fills in the shard slots once it knows
+/// the data directory's shard count.
+pub struct Telemetry {
+    pub started: Instant,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    data_dir: Option<PathBuf>,
+    durability: Option<Durability>,
+    shards: Vec<ShardSnapshot>,
+}
+
+/// A consistent copy of everything published.
+#[derive(Clone, Debug)]
+pub struct TelemetryView {
+    pub uptime: std::time::Duration,
+    pub data_dir: Option<PathBuf>,
+    pub durability: Option<Durability>,
+    pub shards: Vec<ShardSnapshot>,
+}
+
+impl Telemetry {
+    pub fn new() -> Arc<Telemetry> {
+        Arc::new(Telemetry {
+            started: Instant::now(),
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called once by the engine when the data directory is open.
+    pub fn init(&self, data_dir: PathBuf, durability: Durability, cpus: &[usize]) {
+        let mut inner = self.lock();
+        inner.data_dir = Some(data_dir);
+        inner.durability = Some(durability);
+        inner.shards = cpus
+            .iter()
+            .enumerate()
+            .map(|(i, cpu)| ShardSnapshot::empty(i as u16, *cpu))
+            .collect();
+    }
+
+    pub fn publish(&self, snapshot: ShardSnapshot) {
+        let mut inner = self.lock();
+        let i = usize::from(snapshot.shard);
+        if let Some(slot) = inner.shards.get_mut(i) {
+            *slot = snapshot;
+        }
+    }
+
+    pub fn set_health(&self, shard: u16, health: Health) {
+        if let Some(slot) = self.lock().shards.get_mut(usize::from(shard)) {
+            slot.health = health;
+        }
+    }
+
+    pub fn view(&self) -> TelemetryView {
+        let inner = self.lock();
+        TelemetryView {
+            uptime: self.started.elapsed(),
+            data_dir: inner.data_dir.clone(),
+            durability: inner.durability,
+            shards: inner.shards.clone(),
+        }
+    }
+}
