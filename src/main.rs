@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod cmd;
 
@@ -20,15 +20,37 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server.
-    Serve(cmd::serve::ServeArgs),
+    Serve(cmd::settings::ServeArgs),
     /// Talk to a running server.
     Cli(cmd::cli::CliArgs),
+    /// Check or show the effective configuration.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // The settings layer needs to know which values came from flags or env.
+    let sub = |name: &str| {
+        matches
+            .subcommand_matches(name)
+            .cloned()
+            .unwrap_or_default()
+    };
     match cli.command {
-        Command::Serve(args) => cmd::serve::run(args),
+        Command::Serve(args) => cmd::serve::run(args, &sub("serve")),
         Command::Cli(args) => cmd::cli::run(args),
+        Command::Config(c) => {
+            let config = sub("config");
+            let inner = config
+                .subcommand()
+                .map(|(_, m)| m.clone())
+                .unwrap_or_default();
+            cmd::config::run(c, &inner)
+        }
     }
 }

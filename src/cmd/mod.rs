@@ -2,4 +2,6 @@
 //! results into output and exit codes; none contains engine logic.
 
 pub mod cli;
+pub mod config;
 pub mod serve;
+pub mod settings;

@@ -1,84 +1,42 @@
 //! `corekv serve`: start the engine and the network server on every shard.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::ArgMatches;
 
-use corekv::core::config::EngineConfig;
-use corekv::core::limits::VALUE_BYTES_MAX_DEFAULT;
-use corekv::core::types::Durability;
 use corekv::net::admin::AdminServer;
 use corekv::net::server::{resolve_listen, serve_shard, ServerConfig};
 use corekv::shard::telemetry::Telemetry;
 use corekv::shard::{Engine, ShardExit};
 
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    /// Where data lives; created if missing.
-    #[arg(long, env = "COREKV_DATA_DIR", default_value = "./corekv-data")]
-    pub data_dir: PathBuf,
-    /// Address every shard accepts connections on (port 0: pick a free port).
-    #[arg(long, env = "COREKV_LISTEN", default_value = "127.0.0.1:7070")]
-    pub listen: String,
-    /// Number of shards (default: one per usable CPU; fixed once the data
-    /// directory exists).
-    #[arg(long, env = "COREKV_SHARDS")]
-    pub shards: Option<u16>,
-    /// sync: acknowledge writes after fdatasync. async: acknowledge at once, sync
-    /// at least every --sync-interval-ms.
-    #[arg(long, env = "COREKV_DURABILITY", default_value = "sync")]
-    pub durability: Durability,
-    /// In async mode, the longest a write waits for its fdatasync to start.
-    #[arg(long, default_value_t = 10)]
-    pub sync_interval_ms: u64,
-    /// Largest value accepted, in bytes.
-    #[arg(long, default_value_t = VALUE_BYTES_MAX_DEFAULT)]
-    pub value_bytes_max: usize,
-    /// Size of each WAL segment file, in bytes.
-    #[arg(long, default_value_t = corekv::core::limits::WAL_SEGMENT_BYTES_DEFAULT)]
-    pub wal_segment_bytes: u64,
-    /// On WAL corruption before the tail, truncate the log there (dropping the
-    /// records after it) instead of refusing to start.
-    #[arg(long)]
-    pub recover_truncate: bool,
-    /// CPUs to pin shards to, comma-separated (default: every usable CPU).
-    #[arg(long, value_delimiter = ',')]
-    pub cpus: Option<Vec<usize>>,
-    /// Connections each shard serves at once.
-    #[arg(long, default_value_t = 10_000)]
-    pub connections_per_shard_max: usize,
-    /// Address of the admin HTTP endpoint (/health, /metrics); `off` disables it.
-    #[arg(long, env = "COREKV_ADMIN_LISTEN", default_value = "127.0.0.1:9070")]
-    pub admin_listen: String,
-    /// Log format on stderr: text or json.
-    #[arg(long, default_value = "text")]
-    pub log_format: String,
-}
+use super::settings::{resolve, ServeArgs};
 
-pub fn run(args: ServeArgs) -> ExitCode {
+pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
+    let args = match resolve(args, matches).and_then(|s| s.args.validate().map(|()| s.args)) {
+        Ok(a) => a,
+        Err(problems) => {
+            return startup_failed(
+                "CONFIG_INVALID",
+                &problems.join("\n  "),
+                "correct the settings named above",
+            )
+        }
+    };
     init_logging(&args.log_format);
     let listen = match resolve_listen(&args.listen) {
         Ok(a) => a,
         Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
     };
-    let mut config = EngineConfig::new(&args.data_dir);
-    config.shards = args.shards;
-    config.durability = args.durability;
-    config.sync_interval = Duration::from_millis(args.sync_interval_ms);
-    config.value_bytes_max = args.value_bytes_max;
-    config.wal_segment_bytes = args.wal_segment_bytes;
-    config.recover_truncate = args.recover_truncate;
-    config.cpus = args.cpus.clone();
+    let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
         value_bytes_max: args.value_bytes_max,
         connections_per_shard_max: args.connections_per_shard_max,
-        frame_timeout: Duration::from_secs(30),
+        frame_timeout: Duration::from_millis(args.frame_timeout_ms),
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {

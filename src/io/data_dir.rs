@@ -214,7 +214,8 @@ fn lock(path: &Path) -> Result<File, DataDirError> {
     Ok(file)
 }
 
-fn check_direct_io(path: &Path) -> Result<(), DataDirError> {
+/// Fail with DIRECT_IO_UNSUPPORTED unless files in `path` can be opened with O_DIRECT.
+pub fn check_direct_io(path: &Path) -> Result<(), DataDirError> {
     let probe = path.join(".direct-io-probe");
     let result = OpenOptions::new()
         .create(true)

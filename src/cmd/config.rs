@@ -1,0 +1,176 @@
+//! `corekv config check` and `corekv config show`: validate the effective
+//! configuration against this host, and print it with the source of each value.
+//!
+//! Exit codes of `check`: 0 when `serve` would start and keep data safe (warnings
+//! allowed), 1 when a problem would stop it or make its writes not durable.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{ArgMatches, Args, Subcommand};
+
+use corekv::io::data_dir::{check_direct_io, decode_meta, META_FILE};
+use corekv::net::server::resolve_listen;
+
+use super::settings::{resolve, ServeArgs, KEYS};
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate the configuration (file, environment, flags) against this host.
+    Check(ConfigArgs),
+    /// Print the effective configuration as TOML, with where each value came from.
+    Show(ConfigArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+pub fn run(cmd: ConfigCommand, matches: &ArgMatches) -> ExitCode {
+    let (ConfigCommand::Check(args) | ConfigCommand::Show(args)) = &cmd;
+    let settings = match resolve(args.serve.clone(), matches) {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in problems {
+                println!("problem: {p}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    match cmd {
+        ConfigCommand::Show(_) => {
+            for key in KEYS {
+                let source = settings.sources[key].name();
+                match settings.args.value_of(key) {
+                    Some(value) => println!("{key} = {value}  # {source}"),
+                    None => println!(
+                        "# {key} unset: {}  # {source}",
+                        settings.args.unset_meaning(key)
+                    ),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        ConfigCommand::Check(_) => {
+            let (problems, warnings) = check(&settings.args);
+            for w in &warnings {
+                println!("warning: {w}");
+            }
+            for p in &problems {
+                println!("problem: {p}");
+            }
+            if problems.is_empty() {
+                println!("ok: corekv serve would start with this configuration");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Problems that would stop `serve`, and warnings about things that work but
+/// cost performance.
+pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
+    let mut problems = args.validate().err().unwrap_or_default();
+    let mut warnings = Vec::new();
+    for (key, addr) in [
+        ("listen", &args.listen),
+        ("admin_listen", &args.admin_listen),
+    ] {
+        if key == "admin_listen" && addr == "off" {
+            continue;
+        }
+        if let Err(e) = resolve_listen(addr) {
+            problems.push(format!("{key} = {addr:?}: {} ({e}); {}", e.name(), e.fix()));
+        }
+    }
+    check_data_dir(args, &mut problems);
+    check_io_uring(&mut problems, &mut warnings);
+    check_memlock(args, &mut warnings);
+    (problems, warnings)
+}
+
+fn check_data_dir(args: &ServeArgs, problems: &mut Vec<String>) {
+    let dir = &args.data_dir;
+    // Probe where the data will live without creating anything.
+    let probe_in = std::iter::successors(Some(dir.as_path()), |p| p.parent())
+        .find(|p| p.is_dir())
+        .unwrap_or(Path::new("."));
+    if is_tmpfs(probe_in) {
+        problems.push(format!(
+            "data_dir = {:?} is on tmpfs: its contents vanish at reboot, so no write would be durable; use a disk-backed filesystem",
+            dir.display()
+        ));
+    }
+    if let Err(e) = check_direct_io(probe_in) {
+        problems.push(format!(
+            "data_dir = {:?}: {} ({e}); {}",
+            dir.display(),
+            e.name(),
+            e.fix()
+        ));
+    }
+    if let Ok(bytes) = std::fs::read(dir.join(META_FILE)) {
+        match decode_meta(&bytes) {
+            Ok(stored) => {
+                if let Some(requested) = args.shards {
+                    if requested != stored {
+                        problems.push(format!(
+                            "shards = {requested}: SHARD_COUNT_MISMATCH, the data directory was created with {stored} shards"
+                        ));
+                    }
+                }
+            }
+            Err(detail) => problems.push(format!("data_dir: DATA_DIR_META_CORRUPT: {detail}")),
+        }
+    }
+}
+
+fn check_io_uring(problems: &mut Vec<String>, warnings: &mut Vec<String>) {
+    match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map(|s| s.trim().to_string()) {
+        Ok(v) if v == "2" => problems.push("io_uring is disabled (kernel.io_uring_disabled = 2); corekv needs it: sysctl -w kernel.io_uring_disabled=0".into()),
+        Ok(v) if v == "1" => warnings.push("kernel.io_uring_disabled = 1: only processes in the io_uring group (or root) may use io_uring".into()),
+        _ => {}
+    }
+}
+
+fn check_memlock(args: &ServeArgs, warnings: &mut Vec<String>) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
+        return;
+    }
+    let shards = args
+        .shards
+        .map_or_else(|| corekv::shard::runtime::usable_cpus().len(), usize::from);
+    let config = args.engine_config();
+    // Registered DMA buffers per shard, plus a margin for the rings themselves.
+    let needed = (shards * (config.io_memory_bytes + 1024 * 1024)) as u64;
+    if lim.rlim_cur < needed {
+        warnings.push(format!(
+            "memlock limit is {} KiB; {shards} shards want {} KiB for registered I/O buffers. corekv still runs \
+             (glommio falls back to unregistered buffers) but each I/O costs more. Raise it: ulimit -l unlimited, \
+             or LimitMEMLOCK=infinity in the systemd unit",
+            lim.rlim_cur / 1024,
+            needed / 1024
+        ));
+    }
+}
+
+fn is_tmpfs(path: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs reads the NUL-terminated path and writes only into `buf`.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type as i64 == TMPFS_MAGIC }
+}

@@ -1,0 +1,175 @@
+//! Configuration precedence (flags > env > file > defaults), validation errors
+//! and `config check` exit codes, against the real binary.
+
+mod common;
+
+use std::process::{Command, Output};
+
+fn corekv(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(common::corekv_bin());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    // Keep the caller's COREKV_* variables from leaking into the test.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COREKV_") && !env.iter().any(|(e, _)| *e == k) {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.output().expect("run corekv")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn line<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[test]
+fn flags_beat_env_beat_file_beat_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\nsync_interval_ms = 7\ndurability = \"async\"\nshards = 4\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = corekv(
+        &["config", "show", "--config", f, "--durability", "sync"],
+        &[
+            ("COREKV_SYNC_INTERVAL_MS", "9"),
+            ("COREKV_DURABILITY", "async"),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(
+        line(&out, "listen"),
+        "listen = \"127.0.0.1:1111\"  # config file"
+    );
+    assert_eq!(
+        line(&out, "sync_interval_ms"),
+        "sync_interval_ms = 9  # environment"
+    );
+    assert_eq!(line(&out, "durability"), "durability = \"sync\"  # flag");
+    assert_eq!(line(&out, "shards"), "shards = 4  # config file");
+    assert_eq!(
+        line(&out, "value_bytes_max"),
+        "value_bytes_max = 16777216  # default"
+    );
+}
+
+#[test]
+fn the_example_config_is_valid_and_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/corekv.example.toml");
+    let data = dir.path().join("data");
+    let o = corekv(
+        &[
+            "config",
+            "check",
+            "--config",
+            example,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        !data.exists(),
+        "config check must not create the data directory"
+    );
+    // Every key the code knows is documented in the example.
+    let show = stdout(&corekv(&["config", "show"], &[]));
+    let text = std::fs::read_to_string(example).unwrap();
+    for l in show.lines() {
+        let key = l.trim_start_matches("# ").split([' ', '=']).next().unwrap();
+        assert!(
+            text.contains(&format!("{key} = ")),
+            "{key} missing from docs/corekv.example.toml"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_named_and_check_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "bogus = 1\nshards = \"many\"\n").unwrap();
+    let o = corekv(
+        &["config", "check", "--config", file.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("unknown key `bogus`"), "{out}");
+    assert!(
+        out.contains("`shards`: expected a non-negative integer"),
+        "{out}"
+    );
+
+    let o = corekv(
+        &[
+            "config",
+            "check",
+            "--wal-segment-bytes",
+            "1000",
+            "--log-format",
+            "xml",
+            "--admin-listen",
+            "off",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("wal_segment_bytes = 1000"), "{out}");
+    assert!(out.contains("log_format"), "{out}");
+
+    // A port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = corekv(
+        &[
+            "config",
+            "check",
+            "--listen",
+            &addr,
+            "--admin-listen",
+            "off",
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("ADDRESS_IN_USE"), "{}", stdout(&o));
+
+    // serve refuses the same bad file with CONFIG_INVALID, exit 2.
+    let o = corekv(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CONFIG_INVALID"));
+}
+
+#[test]
+fn serve_uses_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "shards = 3\ndurability = \"async\"\n").unwrap();
+    let server = common::start_server(
+        &dir.path().join("data"),
+        &["--config", file.to_str().unwrap()],
+    );
+    assert_eq!(server.client().hello().unwrap().shard_count, 3);
+}
