@@ -26,6 +26,11 @@ enum Command {
     /// Check or show the effective configuration.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
+    /// Collect a diagnostics archive (config, health, metrics, logs, system facts).
+    Diagnose(cmd::diagnose::DiagnoseArgs),
+    /// Check this host's tuning for corekv.
+    #[command(subcommand)]
+    Tune(cmd::tune::TuneCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +49,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => cmd::serve::run(args, &sub("serve")),
         Command::Cli(args) => cmd::cli::run(args),
+        Command::Tune(c) => cmd::tune::run(c),
+        Command::Diagnose(args) => cmd::diagnose::run(args, &sub("diagnose")),
         Command::Config(c) => {
             let config = sub("config");
             let inner = config

@@ -1,8 +1,9 @@
 //! Every error name the code can produce is documented in docs/errors.md.
 //!
 //! Names are found two ways: every wire status, and every upper-case string
-//! literal returned from a match arm (`=> "NAME"`) or logged as `error = "NAME"`
-//! anywhere under src/, which is how every error type spells its `name()`.
+//! literal returned from a match arm (`=> "NAME"`), logged as `error = "NAME"`
+//! or passed to `startup_failed("NAME"` anywhere under src/, which is how every
+//! error type spells its `name()`.
 
 use std::path::Path;
 
@@ -22,7 +23,7 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 /// Upper-case literals that follow `=>` or `error =` (whitespace allowed).
 fn names_in(source: &str) -> Vec<String> {
     let mut names = Vec::new();
-    for marker in ["=>", "error ="] {
+    for marker in ["=>", "error =", "startup_failed("] {
         for (i, _) in source.match_indices(marker) {
             let rest = source[i + marker.len()..].trim_start();
             let Some(rest) = rest.strip_prefix('"') else {

@@ -3,5 +3,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod diagnose;
+pub mod hostfacts;
 pub mod serve;
 pub mod settings;
+pub mod tune;

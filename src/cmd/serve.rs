@@ -26,7 +26,13 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             )
         }
     };
-    init_logging(&args.log_format);
+    if let Err(e) = init_logging(&args.log_format, args.log_file.as_deref()) {
+        return startup_failed(
+            "LOG_FILE_UNUSABLE",
+            &e,
+            "check the --log-file path and its permissions",
+        );
+    }
     let listen = match resolve_listen(&args.listen) {
         Ok(a) => a,
         Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
@@ -37,6 +43,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         value_bytes_max: args.value_bytes_max,
         connections_per_shard_max: args.connections_per_shard_max,
         frame_timeout: Duration::from_millis(args.frame_timeout_ms),
+        slow_op: Duration::from_millis(args.slow_op_ms),
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {
@@ -119,17 +126,49 @@ fn startup_failed(name: &str, message: &str, fix: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn init_logging(format: &str) {
+fn init_logging(format: &str, file: Option<&std::path::Path>) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("COREKV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let file = match file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    // One writer type for both cases: stderr, plus the file when given.
+    let writer = std::io::stderr.and(std::sync::Mutex::new(FileOrSink(file)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if format == "json" {
         builder.json().init();
     } else {
         builder.init();
+    }
+    Ok(())
+}
+
+/// The optional log file: writes go nowhere when there is none.
+struct FileOrSink(Option<std::fs::File>);
+
+impl std::io::Write for FileOrSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.0 {
+            Some(f) => f.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.0 {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
     }
 }

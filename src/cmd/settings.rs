@@ -67,6 +67,12 @@ pub struct ServeArgs {
     /// Log format on stderr: text or json.
     #[arg(long, env = "COREKV_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Also append logs to this file.
+    #[arg(long, env = "COREKV_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Log every request batch slower than this many ms (0: off).
+    #[arg(long, env = "COREKV_SLOW_OP_MS", default_value_t = 100)]
+    pub slow_op_ms: u64,
 }
 
 /// Where a setting's value came from.
@@ -104,6 +110,8 @@ pub const KEYS: &[&str] = &[
     "connections_per_shard_max",
     "frame_timeout_ms",
     "log_format",
+    "log_file",
+    "slow_op_ms",
 ];
 
 pub struct Settings {
@@ -201,6 +209,8 @@ fn apply(args: &mut ServeArgs, key: &str, v: &toml::Value) -> Result<(), String>
         "connections_per_shard_max" => args.connections_per_shard_max = int(v)? as usize,
         "frame_timeout_ms" => args.frame_timeout_ms = int(v)?,
         "log_format" => args.log_format = string(v)?,
+        "log_file" => args.log_file = Some(PathBuf::from(string(v)?)),
+        "slow_op_ms" => args.slow_op_ms = int(v)?,
         other => unreachable!("KEYS and apply() disagree on {other}"),
     }
     Ok(())
@@ -246,6 +256,7 @@ impl ServeArgs {
         match key {
             "shards" => "one shard per usable CPU (or the count recorded in the data directory)",
             "cpus" => "every CPU this process may run on",
+            "log_file" => "logs go to stderr only",
             _ => "no value",
         }
     }
@@ -267,6 +278,8 @@ impl ServeArgs {
             "connections_per_shard_max" => self.connections_per_shard_max.to_string(),
             "frame_timeout_ms" => self.frame_timeout_ms.to_string(),
             "log_format" => s(&self.log_format),
+            "log_file" => return self.log_file.as_ref().map(|p| s(&p.display().to_string())),
+            "slow_op_ms" => self.slow_op_ms.to_string(),
             _ => return None,
         })
     }

@@ -36,6 +36,8 @@ pub struct ConnConfig {
     pub limits: Limits,
     /// A frame that has started arriving must complete within this time.
     pub frame_timeout: Duration,
+    /// Batches slower than this are logged with their ops (0: never).
+    pub slow_op_nanos: u64,
     pub hello: HelloInfo,
 }
 
@@ -96,6 +98,9 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
                 ctx.router.execute(&mut batch).await;
             }
             let nanos = started.elapsed().as_nanos() as u64;
+            if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
+                log_slow(&order, ctx, nanos);
+            }
             compose(
                 &order,
                 &batch,
@@ -345,4 +350,37 @@ async fn read_more(
         rbuf.advance(n);
     }
     outcome
+}
+
+/// One warning line per slow batch, naming its ops and the shards they went to.
+#[cold]
+fn log_slow(order: &[Entry], ctx: &ShardContext, nanos: u64) {
+    let mut ops = [0usize; 4];
+    let mut shards: Vec<u16> = Vec::new();
+    for e in order {
+        if let Entry::Routed { opcode, shard, .. } = e {
+            let i = match Opcode::from_u8(*opcode) {
+                Some(Opcode::Get) => 0,
+                Some(Opcode::Put) => 1,
+                Some(Opcode::Delete) => 2,
+                _ => 3,
+            };
+            ops[i] += 1;
+            if !shards.contains(&shard.0) {
+                shards.push(shard.0);
+            }
+        } else {
+            ops[3] += 1;
+        }
+    }
+    tracing::warn!(
+        shard = ctx.shard().0,
+        latency_ms = nanos as f64 / 1e6,
+        gets = ops[0],
+        puts = ops[1],
+        deletes = ops[2],
+        other = ops[3],
+        owner_shards = ?shards,
+        "slow request batch"
+    );
 }

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// TOO_MANY_CONNECTIONS and closed.
     pub connections_per_shard_max: usize,
     pub frame_timeout: Duration,
+    /// Request batches slower than this are logged (zero: never).
+    pub slow_op: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +106,7 @@ pub async fn serve_shard(
     let conn_cfg = Rc::new(ConnConfig {
         limits: Limits::new(cfg.value_bytes_max),
         frame_timeout: cfg.frame_timeout,
+        slow_op_nanos: cfg.slow_op.as_nanos() as u64,
         hello: HelloInfo {
             protocol_version: u16::from(PROTOCOL_VERSION),
             shard_count: ctx.shard_count(),

@@ -1,0 +1,268 @@
+//! `corekv diagnose`: one archive with what a support engineer asks for first.
+//!
+//! Collected (each file says how it was obtained, or why it could not be):
+//! version.txt, config.toml (effective settings, secrets redacted), health.json
+//! and metrics.txt (from the admin endpoint), server.txt (HELLO over the native
+//! protocol), logs.txt (tail of --log-file), data_dir.txt (every file with its
+//! size), system.txt (kernel, CPU, memory, disks, limits, io_uring, and the full
+//! `tune check` table). Works against a stopped server too: what cannot be
+//! reached is noted, never fatal.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args};
+
+use corekv::net::client::Client;
+
+use super::hostfacts::gather;
+use super::settings::{resolve, ServeArgs, KEYS};
+
+#[derive(Args, Debug)]
+pub struct DiagnoseArgs {
+    /// Native protocol address of the server.
+    #[arg(long, env = "COREKV_ADDR", default_value = "127.0.0.1:7070")]
+    pub addr: String,
+    /// Admin endpoint address of the server.
+    #[arg(long, default_value = "127.0.0.1:9070")]
+    pub admin_addr: String,
+    /// Where to write the archive.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The server's settings (same flags as `serve`, to record the effective config).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Keys whose values must never leave the machine.
+fn is_secret(key: &str) -> bool {
+    ["password", "secret", "token", "credential", "private"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
+    let mut files: Vec<(String, String)> = Vec::new();
+    files.push((
+        "version.txt".into(),
+        format!("corekv {}\n", env!("CARGO_PKG_VERSION")),
+    ));
+
+    let settings = resolve(args.serve.clone(), matches);
+    let mut config =
+        String::from("# effective settings as given to `corekv diagnose` (secrets redacted)\n");
+    let serve = match &settings {
+        Ok(s) => {
+            for key in KEYS {
+                let value = s
+                    .args
+                    .value_of(key)
+                    .unwrap_or_else(|| format!("# unset: {}", s.args.unset_meaning(key)));
+                let value = if is_secret(key) {
+                    "\"<redacted>\"".to_string()
+                } else {
+                    value
+                };
+                let _ = writeln!(config, "{key} = {value}  # {}", s.sources[key].name());
+            }
+            s.args.clone()
+        }
+        Err(problems) => {
+            let _ = writeln!(
+                config,
+                "# configuration problems:\n# {}",
+                problems.join("\n# ")
+            );
+            args.serve.clone()
+        }
+    };
+    files.push(("config.toml".into(), config));
+
+    files.push(("health.json".into(), http_get(&args.admin_addr, "/health")));
+    files.push(("metrics.txt".into(), http_get(&args.admin_addr, "/metrics")));
+    files.push(("server.txt".into(), hello(&args.addr)));
+    files.push(("logs.txt".into(), log_tail(serve.log_file.as_deref())));
+    files.push(("data_dir.txt".into(), listing(&serve.data_dir)));
+    files.push(("system.txt".into(), system(&serve.data_dir)));
+
+    match write_archive(&args.out, &files) {
+        Ok(()) => {
+            println!("wrote {} ({} files)", args.out.display(), files.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("DIAGNOSE_FAILED: cannot write {}: {e}", args.out.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let attempt = || -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: corekv\r\n\r\n")?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        Ok(raw)
+    };
+    match attempt() {
+        Ok(raw) => raw,
+        Err(e) => format!("could not fetch http://{addr}{path}: {e}\n"),
+    }
+}
+
+fn hello(addr: &str) -> String {
+    let result = Client::connect(addr).and_then(|mut c| {
+        c.set_timeout(Some(Duration::from_secs(5)))?;
+        c.hello()
+    });
+    match result {
+        Ok(h) => format!(
+            "address: {addr}\nprotocol_version: {}\nshard_count: {}\nkey_bytes_max: {}\nvalue_bytes_max: {}\nserver_version: {}\n",
+            h.protocol_version, h.shard_count, h.key_bytes_max, h.value_bytes_max, h.server_version
+        ),
+        Err(e) => format!("could not reach the server at {addr}: {}: {e}\n", e.name()),
+    }
+}
+
+/// The last 4 MiB of the log file.
+fn log_tail(path: Option<&Path>) -> String {
+    let Some(path) = path else {
+        return "no --log-file configured; server logs went to stderr (journalctl -u corekv)\n"
+            .into();
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = bytes.len().saturating_sub(4 << 20);
+            String::from_utf8_lossy(&bytes[start..]).into_owned()
+        }
+        Err(e) => format!("could not read {}: {e}\n", path.display()),
+    }
+}
+
+fn listing(dir: &Path) -> String {
+    fn walk(dir: &Path, out: &mut String, total: &mut u64) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            let _ = writeln!(out, "(cannot read {})", dir.display());
+            return;
+        };
+        let mut entries: Vec<_> = entries.flatten().collect();
+        entries.sort_by_key(|e| e.path());
+        for e in entries {
+            let path = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&path, out, total),
+                Ok(m) => {
+                    *total += m.len();
+                    let _ = writeln!(out, "{:>14} {}", m.len(), path.display());
+                }
+                Err(err) => {
+                    let _ = writeln!(out, "{:>14} {} ({err})", "?", path.display());
+                }
+            }
+        }
+    }
+    let mut out = format!("# files under {}\n", dir.display());
+    let mut total = 0;
+    walk(dir, &mut out, &mut total);
+    let _ = writeln!(out, "# total {total} bytes");
+    out
+}
+
+fn system(data_dir: &Path) -> String {
+    let mut out = String::new();
+    let cmd = |out: &mut String, program: &str, args: &[&str]| {
+        let _ = writeln!(out, "$ {program} {}", args.join(" "));
+        match std::process::Command::new(program).args(args).output() {
+            Ok(o) => {
+                out.push_str(&String::from_utf8_lossy(&o.stdout));
+                out.push_str(&String::from_utf8_lossy(&o.stderr));
+            }
+            Err(e) => {
+                let _ = writeln!(out, "(not available: {e})");
+            }
+        }
+        out.push('\n');
+    };
+    cmd(&mut out, "uname", &["-a"]);
+    cmd(&mut out, "nproc", &[]);
+    cmd(&mut out, "df", &["-h", &data_dir.display().to_string()]);
+    cmd(
+        &mut out,
+        "lsblk",
+        &["-o", "NAME,SIZE,ROTA,SCHED,MODEL,MOUNTPOINT"],
+    );
+    for f in [
+        "/proc/cpuinfo",
+        "/proc/meminfo",
+        "/proc/mounts",
+        "/proc/sys/kernel/io_uring_disabled",
+    ] {
+        let _ = writeln!(out, "$ cat {f}");
+        let text = std::fs::read_to_string(f).unwrap_or_else(|e| format!("(not available: {e})\n"));
+        // One CPU's block is enough to identify it.
+        let text = if f == "/proc/cpuinfo" {
+            text.split("\n\n").next().unwrap_or("").to_string() + "\n"
+        } else {
+            text
+        };
+        out.push_str(&text);
+        out.push('\n');
+    }
+    let _ = writeln!(out, "$ corekv tune check --data-dir {}", data_dir.display());
+    for f in gather(data_dir) {
+        let _ = writeln!(
+            out,
+            "{:<5} {} = {} (recommended {}) {}",
+            f.verdict.name(),
+            f.item,
+            f.current,
+            f.recommended,
+            f.why
+        );
+    }
+    out
+}
+
+fn write_archive(out: &Path, files: &[(String, String)]) -> std::io::Result<()> {
+    let file = std::fs::File::create(out)?;
+    let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    for (name, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(stamp);
+        header.set_cksum();
+        tar.append_data(
+            &mut header,
+            format!("corekv-diagnose/{name}"),
+            body.as_bytes(),
+        )?;
+    }
+    tar.into_inner()?.finish()?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_secret;
+
+    #[test]
+    fn secrets_are_recognised() {
+        assert!(is_secret("tls_private_key"));
+        assert!(is_secret("admin_token"));
+        assert!(!is_secret("data_dir"));
+        for key in super::KEYS {
+            // No current setting is secret; a new one that is must be caught here.
+            assert!(!is_secret(key), "{key} would be redacted");
+        }
+    }
+}
