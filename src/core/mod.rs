@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod config;
 pub mod hash;
 pub mod limits;
+pub mod manifest_format;
 pub mod status;
 pub mod types;
 pub mod wal_format;

@@ -12,6 +12,7 @@ pub mod data_dir;
 pub mod disk;
 pub mod dma_disk;
 pub mod error;
+pub mod manifest;
 pub mod wal_reader;
 pub mod wal_writer;
 

@@ -1,0 +1,271 @@
+//! The byte format of a shard's manifest: which table files make up the shard's
+//! data, at which level, and up to which LSN the WAL is covered by them.
+//!
+//! ```text
+//! file   = [header 32 B] [body: body_bytes] [zeros to a multiple of 4 KiB]
+//! header = magic "CKVMANIF" | version u32 | shard u32 | body_bytes u32 | reserved u32
+//!          | body_crc u32 | header_crc u32          (little-endian)
+//! body   = edition u64 | next_table_id u64 | wal_cutoff_lsn u64 | table_count u32
+//!          | table*
+//! table  = id u64 | level u8 | entries u64 | file_bytes u64 | max_lsn u64
+//!          | smallest_len u32 | smallest | largest_len u32 | largest
+//! ```
+//!
+//! The manifest is rewritten whole (write new, fdatasync, rename, fsync the
+//! directory), so a crash leaves either the old or the new one, both valid.
+//! Pure: encodes to and decodes from bytes; every length is bounded before use.
+
+use super::checksum::crc32c;
+use super::limits::{align_up, KEY_BYTES_MAX};
+
+pub const MANIFEST_MAGIC: [u8; 8] = *b"CKVMANIF";
+pub const MANIFEST_VERSION: u32 = 1;
+const HEADER_BYTES: usize = 32;
+/// No shard holds more tables than this; bounds decoding a corrupt count.
+pub const TABLES_MAX: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableEntry {
+    pub id: u64,
+    pub level: u8,
+    pub entries: u64,
+    pub file_bytes: u64,
+    /// Highest LSN of any record in the table.
+    pub max_lsn: u64,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ManifestState {
+    /// Bumped by every rewrite.
+    pub edition: u64,
+    pub next_table_id: u64,
+    /// Every WAL record with an LSN at or below this is in the tables.
+    pub wal_cutoff_lsn: u64,
+    pub tables: Vec<TableEntry>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("manifest corrupt: {0}")]
+pub struct ManifestError(pub String);
+
+pub fn encode_manifest(shard: u16, m: &ManifestState) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&m.edition.to_le_bytes());
+    body.extend_from_slice(&m.next_table_id.to_le_bytes());
+    body.extend_from_slice(&m.wal_cutoff_lsn.to_le_bytes());
+    assert!(m.tables.len() <= TABLES_MAX);
+    body.extend_from_slice(&(m.tables.len() as u32).to_le_bytes());
+    for t in &m.tables {
+        assert!(t.smallest.len() <= KEY_BYTES_MAX && t.largest.len() <= KEY_BYTES_MAX);
+        body.extend_from_slice(&t.id.to_le_bytes());
+        body.push(t.level);
+        body.extend_from_slice(&t.entries.to_le_bytes());
+        body.extend_from_slice(&t.file_bytes.to_le_bytes());
+        body.extend_from_slice(&t.max_lsn.to_le_bytes());
+        body.extend_from_slice(&(t.smallest.len() as u32).to_le_bytes());
+        body.extend_from_slice(&t.smallest);
+        body.extend_from_slice(&(t.largest.len() as u32).to_le_bytes());
+        body.extend_from_slice(&t.largest);
+    }
+    let mut out = Vec::with_capacity(align_up(HEADER_BYTES + body.len()));
+    out.extend_from_slice(&MANIFEST_MAGIC);
+    out.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+    out.extend_from_slice(&u32::from(shard).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&crc32c(&body).to_le_bytes());
+    let header_crc = crc32c(&out);
+    out.extend_from_slice(&header_crc.to_le_bytes());
+    out.extend_from_slice(&body);
+    out.resize(align_up(out.len()), 0);
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ManifestError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let end = end.ok_or_else(|| {
+            ManifestError(format!("body ends at {} inside a field", self.bytes.len()))
+        })?;
+        let s = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u64(&mut self) -> Result<u64, ManifestError> {
+        let b = self.take(8)?;
+        Ok(u64::from_le_bytes(
+            b.try_into()
+                .map_err(|_| ManifestError("short u64".into()))?,
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, ManifestError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes(
+            b.try_into()
+                .map_err(|_| ManifestError("short u32".into()))?,
+        ))
+    }
+    fn key(&mut self) -> Result<Vec<u8>, ManifestError> {
+        let len = self.u32()? as usize;
+        if len > KEY_BYTES_MAX {
+            return Err(ManifestError(format!("key length {len} over the limit")));
+        }
+        Ok(self.take(len)?.to_vec())
+    }
+}
+
+pub fn decode_manifest(bytes: &[u8], shard: u16) -> Result<ManifestState, ManifestError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(ManifestError(format!(
+            "{} bytes, shorter than its header",
+            bytes.len()
+        )));
+    }
+    let h = &bytes[..HEADER_BYTES];
+    let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    if h[..8] != MANIFEST_MAGIC {
+        return Err(ManifestError("bad magic".into()));
+    }
+    if crc32c(&h[..28]) != word(28) {
+        return Err(ManifestError("header checksum mismatch".into()));
+    }
+    if word(8) != MANIFEST_VERSION {
+        return Err(ManifestError(format!("format version {} unknown", word(8))));
+    }
+    if word(12) != u32::from(shard) {
+        return Err(ManifestError(format!(
+            "belongs to shard {}, not {shard}",
+            word(12)
+        )));
+    }
+    let body_len = word(16) as usize;
+    let body = bytes
+        .get(HEADER_BYTES..HEADER_BYTES.saturating_add(body_len))
+        .ok_or_else(|| ManifestError(format!("body of {body_len} bytes runs past the file")))?;
+    if crc32c(body) != word(24) {
+        return Err(ManifestError("body checksum mismatch".into()));
+    }
+    let mut r = Reader {
+        bytes: body,
+        pos: 0,
+    };
+    let edition = r.u64()?;
+    let next_table_id = r.u64()?;
+    let wal_cutoff_lsn = r.u64()?;
+    let count = r.u32()? as usize;
+    if count > TABLES_MAX {
+        return Err(ManifestError(format!("{count} tables")));
+    }
+    let mut tables = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let id = r.u64()?;
+        let level = r.take(1)?[0];
+        let entries = r.u64()?;
+        let file_bytes = r.u64()?;
+        let max_lsn = r.u64()?;
+        let smallest = r.key()?;
+        let largest = r.key()?;
+        if id >= next_table_id {
+            return Err(ManifestError(format!(
+                "table {id} not below next_table_id {next_table_id}"
+            )));
+        }
+        tables.push(TableEntry {
+            id,
+            level,
+            entries,
+            file_bytes,
+            max_lsn,
+            smallest,
+            largest,
+        });
+    }
+    if r.pos != body.len() {
+        return Err(ManifestError(format!(
+            "{} bytes left after the last table",
+            body.len() - r.pos
+        )));
+    }
+    Ok(ManifestState {
+        edition,
+        next_table_id,
+        wal_cutoff_lsn,
+        tables,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::limits::SECTOR_BYTES;
+
+    fn sample() -> ManifestState {
+        ManifestState {
+            edition: 3,
+            next_table_id: 10,
+            wal_cutoff_lsn: 12345,
+            tables: vec![
+                TableEntry {
+                    id: 4,
+                    level: 0,
+                    entries: 10,
+                    file_bytes: 8192,
+                    max_lsn: 100,
+                    smallest: b"a".to_vec(),
+                    largest: b"m".to_vec(),
+                },
+                TableEntry {
+                    id: 9,
+                    level: 1,
+                    entries: 1,
+                    file_bytes: 12288,
+                    max_lsn: 12345,
+                    smallest: vec![],
+                    largest: vec![0xff; 300],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode_manifest(2, &sample());
+        assert_eq!(bytes.len() % SECTOR_BYTES, 0);
+        assert_eq!(decode_manifest(&bytes, 2), Ok(sample()));
+        assert!(
+            decode_manifest(&bytes, 3).is_err(),
+            "another shard's manifest"
+        );
+    }
+
+    #[test]
+    fn every_bit_flip_in_header_and_body_is_detected() {
+        let bytes = encode_manifest(0, &sample());
+        let used = HEADER_BYTES + u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+        for i in 0..used {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(
+                    decode_manifest(&b, 0).is_err(),
+                    "flip at byte {i} bit {bit} not detected"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_is_detected() {
+        let bytes = encode_manifest(0, &sample());
+        for cut in 0..200 {
+            assert!(decode_manifest(&bytes[..cut], 0).is_err());
+        }
+    }
+}
