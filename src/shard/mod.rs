@@ -11,6 +11,7 @@ pub mod buffer_pool;
 pub mod clock;
 pub mod commit;
 pub mod context;
+pub mod memtable;
 pub mod metrics;
 pub mod ops;
 pub mod pending;

@@ -1,0 +1,121 @@
+//! The shard's in-memory write buffer: an ordered map of the newest durable
+//! version of each recently written key, tombstones included, until it is frozen
+//! and flushed into a sorted table.
+//!
+//! Single-threaded (one shard owns it), so a plain `BTreeMap` is the right
+//! structure: no concurrent skiplist is needed. It must never hold a write that
+//! is not yet durable (those live in `pending` in sync mode).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// What the memtable knows about a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    Value(&'a [u8]),
+    Deleted,
+    /// Not in this memtable: look in older data.
+    Absent,
+}
+
+#[derive(Default)]
+pub struct Memtable {
+    map: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Key and value bytes held, plus a per-entry overhead estimate.
+    bytes: usize,
+    max_lsn: u64,
+}
+
+/// Rough per-entry cost of the map node and the two vectors.
+const ENTRY_OVERHEAD_BYTES: usize = 64;
+
+impl Memtable {
+    pub fn get(&self, key: &[u8]) -> Lookup<'_> {
+        match self.map.get(key) {
+            Some(Some(v)) => Lookup::Value(v),
+            Some(None) => Lookup::Deleted,
+            None => Lookup::Absent,
+        }
+    }
+
+    /// Record a durable write (`None` deletes) with its LSN.
+    pub fn apply(&mut self, key: Vec<u8>, value: Option<Vec<u8>>, lsn: u64) {
+        debug_assert!(
+            lsn >= self.max_lsn,
+            "memtable writes must arrive in LSN order"
+        );
+        self.max_lsn = self.max_lsn.max(lsn);
+        let add = key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES;
+        let key_len = key.len();
+        if let Some(old) = self.map.insert(key, value) {
+            self.bytes -= key_len + old.map_or(0, |v| v.len()) + ENTRY_OVERHEAD_BYTES;
+        }
+        self.bytes += add;
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Highest LSN applied: once this memtable is in a table, the WAL up to here
+    /// is no longer needed.
+    pub fn max_lsn(&self) -> u64 {
+        self.max_lsn
+    }
+
+    /// Entries in key order, tombstones as `None`.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.map.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+
+    /// Entries with `start <= key < end` (`end` empty: no upper bound), in order.
+    pub fn range<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end.to_vec())
+        };
+        self.map
+            .range::<Vec<u8>, _>((Bound::Included(start.to_vec()), upper))
+            .map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tombstones_shadow_and_sizes_track() {
+        let mut m = Memtable::default();
+        m.apply(b"a".to_vec(), Some(b"1".to_vec()), 1);
+        m.apply(b"b".to_vec(), Some(b"22".to_vec()), 2);
+        assert_eq!(m.get(b"a"), Lookup::Value(b"1"));
+        m.apply(b"a".to_vec(), None, 3);
+        assert_eq!(m.get(b"a"), Lookup::Deleted);
+        assert_eq!(m.get(b"c"), Lookup::Absent);
+        assert_eq!(
+            m.bytes(),
+            1 + ENTRY_OVERHEAD_BYTES + 1 + 2 + ENTRY_OVERHEAD_BYTES
+        );
+        assert_eq!(m.max_lsn(), 3);
+        let all: Vec<_> = m.iter().collect();
+        assert_eq!(all, vec![(&b"a"[..], None), (&b"b"[..], Some(&b"22"[..]))]);
+        let r: Vec<_> = m.range(b"b", b"").map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(r, vec![b"b".to_vec()]);
+        let r: Vec<_> = m.range(b"a", b"b").map(|(k, _)| k.to_vec()).collect();
+        assert_eq!(r, vec![b"a".to_vec()]);
+    }
+}
