@@ -7,6 +7,7 @@
 
 pub mod checksum;
 pub mod config;
+pub mod filter;
 pub mod hash;
 pub mod limits;
 pub mod manifest_format;

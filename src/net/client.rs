@@ -224,4 +224,148 @@ impl Client {
         let body = self.call(&Request::Delete { key })?.into_result()?;
         Ok(body.first() == Some(&1))
     }
+
+    /// One page of a range scan: entries in key order and the key to continue
+    /// from (`None` when the range is exhausted).
+    pub fn scan_page(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        filter: &ScanFilter,
+    ) -> Result<ScanPage, ClientError> {
+        let (kind, arg) = filter.wire();
+        let body = self
+            .call(&Request::Scan {
+                start,
+                end,
+                limit,
+                filter_kind: kind,
+                filter_arg: &arg,
+            })?
+            .into_result()?;
+        decode_scan_page(&body)
+            .ok_or_else(|| ClientError::Protocol("malformed SCAN response".into()))
+    }
+
+    /// Every entry of `[start, end)` that passes `filter`, following pages.
+    pub fn scan_all(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        filter: &ScanFilter,
+    ) -> Result<Vec<KeyValue>, ClientError> {
+        let mut out = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let page = self.scan_page(&from, end, crate::shard::scan::SCAN_LIMIT_MAX, filter)?;
+            out.extend(page.entries);
+            match page.next {
+                Some(next) => from = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Values of `keys`, in order (`None`: missing).
+    pub fn mget(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
+        let mut body = Vec::new();
+        for k in keys {
+            body.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            body.extend_from_slice(k);
+        }
+        let resp = self
+            .call(&Request::Mget {
+                count: keys.len() as u32,
+                keys: &body,
+            })?
+            .into_result()?;
+        let bad = || ClientError::Protocol("malformed MGET response".into());
+        let (count, mut rest) = resp.split_first_chunk::<4>().ok_or_else(bad)?;
+        if u32::from_le_bytes(*count) as usize != keys.len() {
+            return Err(bad());
+        }
+        let mut values = Vec::with_capacity(keys.len());
+        for _ in 0..keys.len() {
+            let (code, r) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
+            let (len, r) = r.split_first_chunk::<4>().ok_or_else(bad)?;
+            let len = u32::from_le_bytes(*len) as usize;
+            if len > r.len() {
+                return Err(bad());
+            }
+            let (value, r) = r.split_at(len);
+            rest = r;
+            match Status::from_code(u16::from_le_bytes(*code)) {
+                Some(Status::Ok) => values.push(Some(value.to_vec())),
+                Some(Status::NotFound) => values.push(None),
+                Some(status) => {
+                    return Err(ClientError::Status {
+                        status,
+                        detail: String::from_utf8_lossy(value).into_owned(),
+                    })
+                }
+                None => return Err(bad()),
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// An owned key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
+/// A filter evaluated inside the shards during a scan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ScanFilter {
+    #[default]
+    None,
+    KeyPrefix(Vec<u8>),
+    ValueContains(Vec<u8>),
+    /// Dot-separated field path and the expected value as JSON text.
+    JsonEq {
+        path: String,
+        value_json: String,
+    },
+}
+
+impl ScanFilter {
+    fn wire(&self) -> (u8, Vec<u8>) {
+        use crate::core::filter::*;
+        match self {
+            ScanFilter::None => (FILTER_NONE, Vec::new()),
+            ScanFilter::KeyPrefix(p) => (FILTER_KEY_PREFIX, p.clone()),
+            ScanFilter::ValueContains(n) => (FILTER_VALUE_CONTAINS, n.clone()),
+            ScanFilter::JsonEq { path, value_json } => {
+                (FILTER_JSON_EQ, json_eq_arg(path, value_json))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanPage {
+    pub entries: Vec<KeyValue>,
+    pub next: Option<Vec<u8>>,
+}
+
+fn decode_scan_page(body: &[u8]) -> Option<ScanPage> {
+    let take = |b: &[u8]| -> Option<(Vec<u8>, usize)> {
+        let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+        Some((b.get(4..4 + n)?.to_vec(), 4 + n))
+    };
+    let count = u32::from_le_bytes(body.get(..4)?.try_into().ok()?);
+    let mut pos = 4;
+    let mut entries = Vec::with_capacity(count.min(10_000) as usize);
+    for _ in 0..count {
+        let (k, n) = take(&body[pos..])?;
+        pos += n;
+        let (v, n) = take(&body[pos..])?;
+        pos += n;
+        entries.push((k, v));
+    }
+    let (next, n) = take(&body[pos..])?;
+    (pos + n == body.len()).then_some(ScanPage {
+        entries,
+        next: (!next.is_empty()).then_some(next),
+    })
 }

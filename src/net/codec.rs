@@ -56,7 +56,12 @@ opcodes! {
     Get = 3, "GET";
     Put = 4, "PUT";
     Delete = 5, "DELETE";
+    Scan = 6, "SCAN";
+    Mget = 7, "MGET";
 }
+
+/// Most keys one MGET may carry.
+pub const MGET_KEYS_MAX: u32 = 10_000;
 
 /// Bounds the decoder enforces; derived from the server's configuration.
 #[derive(Copy, Clone, Debug)]
@@ -208,10 +213,47 @@ fn check_header(h: &FrameHeader, side: Side, body_bytes_max: usize) -> Result<()
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     Hello,
-    Ping { payload: &'a [u8] },
-    Get { key: &'a [u8] },
-    Put { key: &'a [u8], value: &'a [u8] },
-    Delete { key: &'a [u8] },
+    Ping {
+        payload: &'a [u8],
+    },
+    Get {
+        key: &'a [u8],
+    },
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Delete {
+        key: &'a [u8],
+    },
+    Scan {
+        start: &'a [u8],
+        end: &'a [u8],
+        limit: u32,
+        filter_kind: u8,
+        filter_arg: &'a [u8],
+    },
+    /// `keys`: `count` entries of `key_len u32 | key`, already validated.
+    Mget {
+        count: u32,
+        keys: &'a [u8],
+    },
+}
+
+/// Split `len u32 | bytes` off the front of `b`.
+fn take_sized(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (n, rest) = b.split_first_chunk::<4>()?;
+    let n = u64::from(u32::from_le_bytes(*n));
+    (n <= rest.len() as u64).then(|| rest.split_at(n as usize))
+}
+
+/// The keys of a validated MGET body.
+pub fn mget_keys(mut keys: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (k, rest) = take_sized(keys)?;
+        keys = rest;
+        Some(k)
+    })
 }
 
 /// Decode the body of a complete request frame.
@@ -291,6 +333,80 @@ pub fn decode_request<'a>(
                 ));
             }
             Ok(Request::Put { key, value })
+        }
+        Opcode::Scan => {
+            let malformed = || {
+                WireError::fatal(
+                    Status::MalformedBody,
+                    "SCAN body does not match its layout".into(),
+                )
+            };
+            let (start, rest) = take_sized(body).ok_or_else(malformed)?;
+            let (end, rest) = take_sized(rest).ok_or_else(malformed)?;
+            let (limit, rest) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+            let (&filter_kind, rest) = rest.split_first().ok_or_else(malformed)?;
+            let (filter_arg, rest) = take_sized(rest).ok_or_else(malformed)?;
+            if !rest.is_empty() {
+                return Err(malformed());
+            }
+            check_key(start)?;
+            check_key(end)?;
+            let limit = u32::from_le_bytes(*limit);
+            if limit == 0 || limit > crate::shard::scan::SCAN_LIMIT_MAX {
+                return Err(WireError::soft(
+                    Status::InvalidArgument,
+                    format!(
+                        "SCAN limit {limit}: must be between 1 and {}",
+                        crate::shard::scan::SCAN_LIMIT_MAX
+                    ),
+                ));
+            }
+            if let Err(e) = crate::core::filter::Filter::compile(filter_kind, filter_arg) {
+                return Err(WireError::soft(Status::InvalidArgument, e.to_string()));
+            }
+            Ok(Request::Scan {
+                start,
+                end,
+                limit,
+                filter_kind,
+                filter_arg,
+            })
+        }
+        Opcode::Mget => {
+            let malformed = || {
+                WireError::fatal(
+                    Status::MalformedBody,
+                    "MGET body does not match its layout".into(),
+                )
+            };
+            let (count, mut rest) = body.split_first_chunk::<4>().ok_or_else(malformed)?;
+            let count = u32::from_le_bytes(*count);
+            let keys = rest;
+            let mut too_large = None;
+            // Walk every key before trusting the count: lengths must tile the body.
+            for _ in 0..count.min(MGET_KEYS_MAX + 1) {
+                let (k, r) = take_sized(rest).ok_or_else(malformed)?;
+                if k.len() > limits.key_bytes_max {
+                    too_large = Some(k.len());
+                }
+                rest = r;
+            }
+            if count > MGET_KEYS_MAX {
+                return Err(WireError::soft(
+                    Status::InvalidArgument,
+                    format!("MGET of {count} keys; the limit is {MGET_KEYS_MAX}"),
+                ));
+            }
+            if !rest.is_empty() {
+                return Err(malformed());
+            }
+            if let Some(len) = too_large {
+                return Err(WireError::soft(
+                    Status::KeyTooLarge,
+                    format!("key of {len} bytes; the limit is {}", limits.key_bytes_max),
+                ));
+            }
+            Ok(Request::Mget { count, keys })
         }
     }
 }
@@ -393,6 +509,34 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
         Request::Delete { key } => {
             put_header(out, Opcode::Delete as u8, 0, request_id, key.len());
             out.extend_from_slice(key);
+        }
+        Request::Scan {
+            start,
+            end,
+            limit,
+            filter_kind,
+            filter_arg,
+        } => {
+            put_header(
+                out,
+                Opcode::Scan as u8,
+                0,
+                request_id,
+                4 + start.len() + 4 + end.len() + 4 + 1 + 4 + filter_arg.len(),
+            );
+            out.extend_from_slice(&(start.len() as u32).to_le_bytes());
+            out.extend_from_slice(start);
+            out.extend_from_slice(&(end.len() as u32).to_le_bytes());
+            out.extend_from_slice(end);
+            out.extend_from_slice(&limit.to_le_bytes());
+            out.push(filter_kind);
+            out.extend_from_slice(&(filter_arg.len() as u32).to_le_bytes());
+            out.extend_from_slice(filter_arg);
+        }
+        Request::Mget { count, keys } => {
+            put_header(out, Opcode::Mget as u8, 0, request_id, 4 + keys.len());
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(keys);
         }
         Request::Put { key, value } => {
             assert!(key.len() <= u32::MAX as usize);

@@ -9,4 +9,5 @@ pub mod client;
 pub mod codec;
 pub mod conn_buf;
 pub mod connection;
+pub mod request_batch;
 pub mod server;

@@ -18,6 +18,7 @@ pub mod pending;
 pub mod recovery;
 pub mod router;
 pub mod runtime;
+pub mod scan;
 pub mod state;
 pub mod store;
 pub mod sync;

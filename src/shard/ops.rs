@@ -15,6 +15,8 @@ pub enum OpKind {
     Get,
     Put,
     Delete,
+    /// Key: the start key; value: encoded `scan::ScanParams`. Reply: a page.
+    Scan,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +134,13 @@ impl ReplyBatch {
 
     pub fn len(&self) -> usize {
         self.replies.len()
+    }
+
+    /// Set the wait LSN of the reply pushed last (known only after filling it).
+    pub fn set_last_wait_lsn(&mut self, lsn: u64) {
+        if let Some(r) = self.replies.last_mut() {
+            r.wait_lsn = lsn;
+        }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -67,6 +67,25 @@ impl Pending {
         }
     }
 
+    /// Pending writes with `start <= key < end` (`end` empty: unbounded), sorted
+    /// by key. Pending writes are few (only those awaiting their fdatasync), so a
+    /// filtered sort is cheap.
+    pub fn range_sorted<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+        out: &mut Vec<(&'a [u8], &'a PendingWrite)>,
+    ) {
+        out.clear();
+        out.extend(
+            self.map
+                .iter()
+                .filter(|(k, _)| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end))
+                .map(|(k, w)| (k.as_slice(), w)),
+        );
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+
     pub fn clear(&mut self) {
         self.map.clear();
         self.bytes = 0;

@@ -17,10 +17,13 @@ use crate::core::status::Status;
 use crate::core::types::{Durability, ShardId};
 use crate::core::wal_format::{decode_batch_payload, Record};
 
+use crate::core::filter::Filter;
+
 use super::commit::Commit;
 use super::metrics::ShardMetrics;
 use super::ops::{OpBatch, OpKind, OpRef, ReplyBatch};
 use super::pending::Pending;
+use super::scan::{decode_params, scan_shard};
 use super::store::Store;
 
 /// Whether the shard accepts writes.
@@ -103,6 +106,7 @@ impl ShardState {
                     Err(status) => out.push(status, b"", 0),
                 }
             }
+            OpKind::Scan => self.scan(op.key, op.value, out),
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
                 let existed = self.exists(op.key);
@@ -112,6 +116,25 @@ impl ShardState {
                 }
             }
         }
+    }
+
+    fn scan(&self, start: &[u8], params: &[u8], out: &mut ReplyBatch) {
+        let Some(params) = decode_params(params) else {
+            // The router builds these bytes; a bad one is our bug, not the client's.
+            debug_assert!(false, "malformed scan params");
+            return out.push(Status::Internal, b"", 0);
+        };
+        let mut filter = match Filter::compile(params.filter_kind, params.filter_arg) {
+            Ok(f) => f,
+            Err(e) => return out.push(Status::InvalidArgument, e.to_string().as_bytes(), 0),
+        };
+        let store = self.store.borrow();
+        let pending = self.pending.borrow();
+        let mut wait_lsn = 0;
+        out.push_with(Status::Ok, 0, |buf| {
+            wait_lsn = scan_shard(&store, &pending, start, &params, &mut filter, buf);
+        });
+        out.set_last_wait_lsn(wait_lsn);
     }
 
     fn get(&self, key: &[u8], out: &mut ReplyBatch) {

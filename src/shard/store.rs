@@ -53,6 +53,23 @@ impl Store {
         self.live_bytes
     }
 
+    /// Entries with `start <= key < end` (`end` empty: unbounded), in key order.
+    pub fn range<'a>(
+        &'a self,
+        start: &[u8],
+        end: &[u8],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        use std::ops::Bound;
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end.to_vec())
+        };
+        self.map
+            .range::<Vec<u8>, _>((Bound::Included(start.to_vec()), upper))
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
     }

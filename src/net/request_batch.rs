@@ -1,0 +1,456 @@
+//! One batch of a connection's pipelined requests: parsed from the receive
+//! buffer, routed to the owning shards as one `RoutedBatch`, and answered in
+//! request order.
+//!
+//! It owns the mapping from requests to shard operations and back: a GET, PUT or
+//! DELETE is one operation; an MGET is one GET per key (grouped per shard by the
+//! router, so one message per shard); a SCAN is one scan operation per shard
+//! whose pages are merged here. Every buffer is reused across batches.
+//! It must never execute an operation itself or touch the socket.
+
+use std::ops::Range;
+
+use crate::core::status::Status;
+use crate::core::types::ShardId;
+use crate::shard::metrics::{OpClass, ShardMetrics};
+use crate::shard::scan::{decode_page, encode_params, page_entries, ScanParams};
+use crate::shard::{OpKind, RoutedBatch, ShardContext};
+
+use super::codec::{
+    decode_request, encode_response, encode_response_with, mget_keys, parse_frame, HelloInfo,
+    Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
+};
+
+/// At most this many requests go into one batch, so one connection cannot hold a
+/// shard for long and responses start flowing early.
+pub const BATCH_REQUESTS_MAX: usize = 1024;
+/// Past this many request bytes, the batch is closed.
+pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+pub struct ConnConfig {
+    pub limits: Limits,
+    /// A frame that has started arriving must complete within this time.
+    pub frame_timeout: std::time::Duration,
+    /// Batches slower than this are logged with their ops (0: never).
+    pub slow_op_nanos: u64,
+    pub hello: HelloInfo,
+}
+
+/// What to answer for each request of a batch, in arrival order.
+pub enum Entry {
+    /// Answered from `shard`'s replies, in order.
+    Routed {
+        id: u64,
+        opcode: u8,
+        shard: ShardId,
+    },
+    /// `count` GETs whose owners are `mget_shards[first..first + count]`.
+    Mget {
+        id: u64,
+        first: usize,
+        count: usize,
+    },
+    /// One page from every shard, merged; at most `limit` entries.
+    Scan {
+        id: u64,
+        limit: u32,
+    },
+    Hello {
+        id: u64,
+    },
+    Ping {
+        id: u64,
+        payload: Range<usize>,
+    },
+    Error {
+        id: u64,
+        opcode: u8,
+        status: Status,
+        detail: String,
+    },
+}
+
+/// How parsing the buffered bytes ended.
+pub struct Filled {
+    pub consumed: usize,
+    /// A fatal error to answer before closing.
+    pub close: Option<Entry>,
+    /// The batch cap was hit: more complete frames may be buffered.
+    pub full: bool,
+}
+
+pub struct RequestBatch {
+    routed: RoutedBatch,
+    order: Vec<Entry>,
+    mget_shards: Vec<ShardId>,
+    scratch: Vec<u8>,
+    cursors: Vec<usize>,
+}
+
+impl RequestBatch {
+    pub fn new(ctx: &ShardContext) -> RequestBatch {
+        RequestBatch {
+            routed: ctx.new_batch(),
+            order: Vec::with_capacity(64),
+            mget_shards: Vec::new(),
+            scratch: Vec::new(),
+            cursors: vec![0; usize::from(ctx.shard_count())],
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.routed.clear();
+        self.order.clear();
+        self.mget_shards.clear();
+    }
+
+    /// Parse complete frames from `data` into the batch.
+    pub fn fill(
+        &mut self,
+        data: &[u8],
+        ctx: &ShardContext,
+        cfg: &ConnConfig,
+        needed: &mut usize,
+    ) -> Filled {
+        let body_max = cfg.limits.body_bytes_max();
+        let mut consumed = 0;
+        *needed = HEADER_BYTES;
+        while self.order.len() < BATCH_REQUESTS_MAX && consumed < BATCH_BYTES_MAX {
+            match parse_frame(&data[consumed..], Side::Server, body_max) {
+                Parsed::Incomplete { needed: n } => {
+                    *needed = n;
+                    return Filled {
+                        consumed,
+                        close: None,
+                        full: false,
+                    };
+                }
+                Parsed::Bad { request_id, error } => {
+                    let close = Entry::Error {
+                        id: request_id,
+                        opcode: 0,
+                        status: error.status,
+                        detail: error.detail,
+                    };
+                    return Filled {
+                        consumed,
+                        close: Some(close),
+                        full: false,
+                    };
+                }
+                Parsed::Frame { header, body, len } => {
+                    let id = header.request_id.get();
+                    let body_start = consumed + HEADER_BYTES;
+                    consumed += len;
+                    match decode_request(&header, body, &cfg.limits) {
+                        Ok(request) => self.add(ctx, id, request, body_start),
+                        Err(e) => {
+                            let entry = Entry::Error {
+                                id,
+                                opcode: header.opcode,
+                                status: e.status,
+                                detail: e.detail,
+                            };
+                            if e.fatal {
+                                return Filled {
+                                    consumed,
+                                    close: Some(entry),
+                                    full: false,
+                                };
+                            }
+                            self.order.push(entry);
+                        }
+                    }
+                }
+            }
+        }
+        Filled {
+            consumed,
+            close: None,
+            full: true,
+        }
+    }
+
+    fn route(
+        &mut self,
+        ctx: &ShardContext,
+        id: u64,
+        opcode: Opcode,
+        kind: OpKind,
+        key: &[u8],
+        value: &[u8],
+    ) {
+        let shard = ctx.router.shard_of(key);
+        self.routed.push(shard, kind, key, value);
+        self.order.push(Entry::Routed {
+            id,
+            opcode: opcode as u8,
+            shard,
+        });
+    }
+
+    fn add(&mut self, ctx: &ShardContext, id: u64, request: Request<'_>, body_start: usize) {
+        match request {
+            Request::Get { key } => self.route(ctx, id, Opcode::Get, OpKind::Get, key, b""),
+            Request::Put { key, value } => {
+                self.route(ctx, id, Opcode::Put, OpKind::Put, key, value)
+            }
+            Request::Delete { key } => {
+                self.route(ctx, id, Opcode::Delete, OpKind::Delete, key, b"")
+            }
+            Request::Hello => self.order.push(Entry::Hello { id }),
+            Request::Ping { payload } => self.order.push(Entry::Ping {
+                id,
+                payload: body_start..body_start + payload.len(),
+            }),
+            Request::Mget { count, keys } => {
+                let first = self.mget_shards.len();
+                for key in mget_keys(keys) {
+                    let shard = ctx.router.shard_of(key);
+                    self.routed.push(shard, OpKind::Get, key, b"");
+                    self.mget_shards.push(shard);
+                }
+                debug_assert_eq!(self.mget_shards.len() - first, count as usize);
+                self.order.push(Entry::Mget {
+                    id,
+                    first,
+                    count: count as usize,
+                });
+            }
+            Request::Scan {
+                start,
+                end,
+                limit,
+                filter_kind,
+                filter_arg,
+            } => {
+                self.scratch.clear();
+                encode_params(
+                    &mut self.scratch,
+                    &ScanParams {
+                        end,
+                        limit,
+                        filter_kind,
+                        filter_arg,
+                    },
+                );
+                for s in 0..ctx.shard_count() {
+                    self.routed
+                        .push(ShardId(s), OpKind::Scan, start, &self.scratch);
+                }
+                self.order.push(Entry::Scan { id, limit });
+            }
+        }
+    }
+
+    /// Run every routed operation on its shard.
+    pub async fn execute(&mut self, ctx: &ShardContext) {
+        if !self.routed.is_empty() {
+            ctx.router.execute(&mut self.routed).await;
+        }
+    }
+
+    /// Append every response, in request order, to `out`.
+    pub fn compose(
+        &mut self,
+        data: &[u8],
+        cfg: &ConnConfig,
+        out: &mut Vec<u8>,
+        metrics: &ShardMetrics,
+        nanos: u64,
+    ) {
+        self.cursors.iter_mut().for_each(|c| *c = 0);
+        for entry in &self.order {
+            match entry {
+                Entry::Routed { id, opcode, shard } => {
+                    let (status, value) = next_reply(&self.routed, &mut self.cursors, *shard);
+                    let class = match Opcode::from_u8(*opcode) {
+                        Some(Opcode::Get) => OpClass::Get,
+                        Some(Opcode::Put) => OpClass::Put,
+                        Some(Opcode::Delete) => OpClass::Delete,
+                        _ => OpClass::Other,
+                    };
+                    metrics.record_request(class, status, nanos);
+                    encode_response(out, *opcode, *id, status, value);
+                }
+                Entry::Mget { id, first, count } => {
+                    let shards = &self.mget_shards[*first..*first + *count];
+                    let (routed, cursors) = (&self.routed, &mut self.cursors);
+                    encode_response_with(out, Opcode::Mget as u8, *id, Status::Ok, |o| {
+                        o.extend_from_slice(&(*count as u32).to_le_bytes());
+                        for shard in shards {
+                            let (status, value) = next_reply(routed, cursors, *shard);
+                            o.extend_from_slice(&status.code().to_le_bytes());
+                            o.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                            o.extend_from_slice(value);
+                        }
+                    });
+                    metrics.record_request(OpClass::Get, Status::Ok, nanos);
+                }
+                Entry::Scan { id, limit } => {
+                    let status = merge_scan(&self.routed, &mut self.cursors, *id, *limit, out);
+                    metrics.record_request(OpClass::Other, status, nanos);
+                }
+                Entry::Hello { id } => {
+                    encode_response_with(out, Opcode::Hello as u8, *id, Status::Ok, |o| {
+                        cfg.hello.encode(o)
+                    })
+                }
+                Entry::Ping { id, payload } => encode_response(
+                    out,
+                    Opcode::Ping as u8,
+                    *id,
+                    Status::Ok,
+                    &data[payload.clone()],
+                ),
+                Entry::Error {
+                    id,
+                    opcode,
+                    status,
+                    detail,
+                } => {
+                    metrics.record_request(OpClass::Other, *status, nanos);
+                    encode_response(out, *opcode, *id, *status, detail.as_bytes())
+                }
+            }
+        }
+    }
+
+    /// One warning line for a slow batch, naming its ops and owner shards.
+    #[cold]
+    pub fn log_slow(&self, ctx: &ShardContext, nanos: u64) {
+        let mut ops = [0usize; 4];
+        let mut shards: Vec<u16> = Vec::new();
+        for e in &self.order {
+            match e {
+                Entry::Routed { opcode, shard, .. } => {
+                    let i = match Opcode::from_u8(*opcode) {
+                        Some(Opcode::Get) => 0,
+                        Some(Opcode::Put) => 1,
+                        Some(Opcode::Delete) => 2,
+                        _ => 3,
+                    };
+                    ops[i] += 1;
+                    if !shards.contains(&shard.0) {
+                        shards.push(shard.0);
+                    }
+                }
+                Entry::Mget { count, .. } => ops[0] += count,
+                _ => ops[3] += 1,
+            }
+        }
+        tracing::warn!(
+            shard = ctx.shard().0,
+            latency_ms = nanos as f64 / 1e6,
+            gets = ops[0],
+            puts = ops[1],
+            deletes = ops[2],
+            other = ops[3],
+            owner_shards = ?shards,
+            "slow request batch"
+        );
+    }
+}
+
+fn next_reply<'a>(
+    routed: &'a RoutedBatch,
+    cursors: &mut [usize],
+    shard: ShardId,
+) -> (Status, &'a [u8]) {
+    let i = &mut cursors[shard.index()];
+    let reply = routed.replies(shard).get(*i);
+    *i += 1;
+    reply
+}
+
+/// Merge one page from every shard into the SCAN response. Shards own disjoint
+/// keys and return them sorted, so this is a k-way merge; it stops at the limit
+/// or at the lowest point where some shard stopped early, and hands the client
+/// the key to continue from.
+fn merge_scan(
+    routed: &RoutedBatch,
+    cursors: &mut [usize],
+    id: u64,
+    limit: u32,
+    out: &mut Vec<u8>,
+) -> Status {
+    let n = cursors.len();
+    let mut pages = Vec::with_capacity(n);
+    for s in 0..n {
+        let (status, body) = next_reply(routed, cursors, ShardId(s as u16));
+        if !status.is_ok() {
+            encode_response(out, Opcode::Scan as u8, id, status, body);
+            return status;
+        }
+        match decode_page(body) {
+            Some(p) => pages.push(p),
+            None => {
+                encode_response(
+                    out,
+                    Opcode::Scan as u8,
+                    id,
+                    Status::Internal,
+                    b"malformed shard page",
+                );
+                return Status::Internal;
+            }
+        }
+    }
+    // Nothing at or past the lowest resume point is known complete.
+    let bound: Option<&[u8]> = pages.iter().filter_map(|p| p.resume).min();
+    let mut iters: Vec<_> = pages
+        .iter()
+        .map(|p| page_entries(p.entries).peekable())
+        .collect();
+    encode_response_with(out, Opcode::Scan as u8, id, Status::Ok, |o| {
+        let count_at = o.len();
+        o.extend_from_slice(&0u32.to_le_bytes());
+        let mut count = 0u32;
+        let mut last: Option<&[u8]> = None;
+        let mut hit_limit = false;
+        loop {
+            let mut best: Option<(usize, &[u8])> = None;
+            for (i, it) in iters.iter_mut().enumerate() {
+                if let Some(&(k, _)) = it.peek() {
+                    if best.is_none_or(|(_, b)| k < b) {
+                        best = Some((i, k));
+                    }
+                }
+            }
+            let Some((i, key)) = best else { break };
+            if bound.is_some_and(|b| key >= b) {
+                break;
+            }
+            if count == limit {
+                hit_limit = true;
+                break;
+            }
+            let Some((k, v)) = iters[i].next() else { break };
+            o.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            o.extend_from_slice(k);
+            o.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            o.extend_from_slice(v);
+            count += 1;
+            last = Some(k);
+        }
+        o[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
+        // Continue right after the last key returned, or where a shard stopped.
+        let next: Option<Vec<u8>> = match (hit_limit, last, bound) {
+            (true, Some(k), _) => {
+                let mut n = k.to_vec();
+                n.push(0);
+                Some(n)
+            }
+            (_, _, Some(b)) => Some(b.to_vec()),
+            _ => None,
+        };
+        let next = next.unwrap_or_default();
+        o.extend_from_slice(&(next.len() as u32).to_le_bytes());
+        o.extend_from_slice(&next);
+    });
+    Status::Ok
+}
