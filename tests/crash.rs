@@ -65,11 +65,11 @@ fn writer(
                 }),
                 None => c.queue(&Request::Delete { key: &key }),
             };
-            ledger
-                .get_mut(&key)
-                .expect("own key")
-                .after
-                .push_back(value);
+            let entry = ledger.get_mut(&key).expect("own key");
+            if let Some(v) = &value {
+                entry.ever.insert(v.clone());
+            }
+            entry.after.push_back(value);
             inflight.push_back(key);
         }
         if c.flush().is_err() {
