@@ -131,11 +131,21 @@ impl Server {
 
     /// Resident set size of the server process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    /// Virtual size of the server process, in bytes: catches buffers that were
+    /// allocated (mapped) but not yet touched, which RSS does not show.
+    pub fn virtual_bytes(&self) -> u64 {
+        self.status_bytes("VmSize:")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
             .unwrap_or(0)
