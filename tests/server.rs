@@ -1,0 +1,191 @@
+//! A real `corekv serve` with several shards, driven over TCP: connections land
+//! on every core, keys owned by every shard are written and read from any
+//! connection, pipelined requests come back in order, and the CLI behaves.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::process::Command;
+
+use corekv::core::hash::shard_for_key;
+use corekv::core::status::Status;
+use corekv::net::codec::Request;
+
+fn metric(admin: std::net::SocketAddr, name: &str) -> Vec<(String, f64)> {
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| {
+            l.rsplit_once(' ')
+                .map(|(k, v)| (k.to_string(), v.parse().unwrap_or(0.0)))
+        })
+        .collect()
+}
+
+#[test]
+fn every_shard_serves_keys_of_every_shard() {
+    for shards in [2u16, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = common::start_server(dir.path(), &["--shards", &shards.to_string()]);
+        let mut clients: Vec<_> = (0..16).map(|_| server.client()).collect();
+        assert_eq!(clients[0].hello().unwrap().shard_count, shards);
+        // Every connection writes keys of every shard...
+        let mut owners = HashSet::new();
+        for (ci, c) in clients.iter_mut().enumerate() {
+            for k in 0..30 {
+                let key = format!("c{ci}-k{k}");
+                owners.insert(shard_for_key(key.as_bytes(), shards).0);
+                c.put(key.as_bytes(), format!("v{ci}-{k}").as_bytes())
+                    .unwrap();
+            }
+        }
+        assert_eq!(owners.len(), usize::from(shards), "keys cover every shard");
+        // ...and reads back other connections' keys.
+        for (ci, c) in clients.iter_mut().enumerate() {
+            let other = (ci + 7) % 16;
+            for k in 0..30 {
+                let v = c.get(format!("c{other}-k{k}").as_bytes()).unwrap();
+                assert_eq!(v, Some(format!("v{other}-{k}").into_bytes()));
+            }
+        }
+        // SO_REUSEPORT spread the connections: every shard accepted some, and
+        // requests crossed cores in both directions.
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let accepted = metric(server.admin, "corekv_connections_accepted_total");
+        assert_eq!(accepted.len(), usize::from(shards));
+        let busy = accepted.iter().filter(|(_, v)| *v > 0.0).count();
+        assert!(
+            busy >= 2,
+            "connections landed on only {busy} shard(s): {accepted:?}"
+        );
+        let forwarded_in = metric(server.admin, "corekv_forwarded_batches_in_total");
+        assert!(
+            forwarded_in.iter().filter(|(_, v)| *v > 0.0).count() >= 2,
+            "{forwarded_in:?}"
+        );
+    }
+}
+
+#[test]
+fn pipelined_requests_come_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2"]);
+    let mut c = server.client();
+    let mut expected = Vec::new();
+    for i in 0..1000u32 {
+        let key = format!("p{}", i % 37).into_bytes();
+        let id = match i % 4 {
+            0 | 1 => c.queue(&Request::Put {
+                key: &key,
+                value: &i.to_le_bytes(),
+            }),
+            2 => c.queue(&Request::Get { key: &key }),
+            _ => c.queue(&Request::Delete { key: &key }),
+        };
+        expected.push((id, i % 4));
+    }
+    c.flush().unwrap();
+    let mut model = std::collections::HashMap::<Vec<u8>, Vec<u8>>::new();
+    for (n, (id, kind)) in expected.into_iter().enumerate() {
+        let r = c.recv().unwrap();
+        assert_eq!(r.request_id, id, "response {n} out of order");
+        let key = format!("p{}", n as u32 % 37).into_bytes();
+        match kind {
+            0 | 1 => {
+                assert_eq!(r.status, Status::Ok);
+                model.insert(key, (n as u32).to_le_bytes().to_vec());
+            }
+            2 => match model.get(&key) {
+                Some(v) => assert_eq!(
+                    (r.status, &r.body),
+                    (Status::Ok, v),
+                    "GET {n} sees the writes before it"
+                ),
+                None => assert_eq!(r.status, Status::NotFound),
+            },
+            _ => {
+                let existed = model.remove(&key).is_some();
+                assert_eq!(r.body, vec![u8::from(existed)]);
+            }
+        }
+    }
+}
+
+#[test]
+fn restart_with_another_shard_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2"]);
+    server.client().put(b"k", b"v").unwrap();
+    assert_eq!(server.stop().0, Some(0));
+    let err = common::try_start_server(dir.path(), &["--shards", "3"])
+        .err()
+        .expect("must refuse");
+    assert!(err.contains("SHARD_COUNT_MISMATCH"), "{err}");
+    let server = common::start_server(dir.path(), &[]);
+    assert_eq!(
+        server.client().get(b"k").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+}
+
+#[test]
+fn cli_exit_codes_and_binary_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2"]);
+    let addr = server.addr.to_string();
+    let cli = |args: &[&str]| {
+        Command::new(common::corekv_bin())
+            .args(["cli", "--addr", &addr])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = cli(&["ping"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"PONG"[..])
+    );
+    let o = cli(&["put", "bin", "a\nb\tc"]);
+    assert_eq!(o.status.code(), Some(0));
+    let o = cli(&["get", "bin"]);
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"a\nb\tc"[..]),
+        "bytes exactly, no newline added"
+    );
+    // A value with a NUL byte, written by the client library, read by the CLI.
+    server.client().put(b"nul", b"x\0y\xff").unwrap();
+    let o = cli(&["get", "nul"]);
+    assert_eq!(o.stdout, b"x\0y\xff");
+    let o = cli(&["get", "missing"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("NOT_FOUND"));
+    let o = cli(&["del", "bin"]);
+    assert_eq!((o.status.code(), o.stdout.as_slice()), (Some(0), &b"1"[..]));
+    // Errors exit 2 and name themselves.
+    let long_key = "k".repeat(70_000);
+    let o = cli(&["get", &long_key]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("KEY_TOO_LARGE"),
+        "{o:?}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let o = Command::new(common::corekv_bin())
+        .args(["cli", "--addr", &closed, "ping"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("CONNECT_FAILED"),
+        "{o:?}"
+    );
+}
