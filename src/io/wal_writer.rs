@@ -259,6 +259,14 @@ impl<D: Disk> WalWriter<D> {
         result
     }
 
+    /// True when the active segment is nearly full and the next one is not ready:
+    /// background work must then progress even under continuous load, or the
+    /// rollover would stall a batch behind the whole zero-fill.
+    pub fn background_urgent(&self) -> bool {
+        let ready = self.spare.as_ref().is_some_and(|s| s.synced);
+        !ready && self.active.offset >= self.cfg.segment_bytes / 10 * 9
+    }
+
     async fn background_inner(&mut self) -> Result<bool, WalError> {
         if self.spare.is_none() {
             if self.active.offset < self.cfg.segment_bytes / 2 {

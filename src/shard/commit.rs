@@ -232,9 +232,15 @@ impl Commit {
                 // One huge value should not pin its buffer forever.
                 spare = Vec::with_capacity(64 * 1024);
             }
-            if let Err(e) = wal.background_step().await {
-                self.fail(&e.to_string(), on_failed);
-                return;
+            // Preparing the next segment runs when the shard is idle (top of the
+            // loop); under continuous load only once the active segment is
+            // nearly full, so that it does not add a chunk write to every
+            // group commit.
+            if wal.background_urgent() {
+                if let Err(e) = wal.background_step().await {
+                    self.fail(&e.to_string(), on_failed);
+                    return;
+                }
             }
         }
     }
