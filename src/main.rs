@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve(cmd::settings::ServeArgs),
+    /// Measure throughput and latency against corekv or a RESP server.
+    Bench(cmd::bench::BenchArgs),
     /// Talk to a running server.
     Cli(cmd::cli::CliArgs),
     /// Check or show the effective configuration.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => cmd::serve::run(args, &sub("serve")),
         Command::Cli(args) => cmd::cli::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
         Command::Tune(c) => cmd::tune::run(c),
         Command::Diagnose(args) => cmd::diagnose::run(args, &sub("diagnose")),
         Command::Config(c) => {

@@ -1,6 +1,7 @@
 //! Subcommands of the `corekv` binary. Each turns flags into library calls and
 //! results into output and exit codes; none contains engine logic.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod diagnose;

@@ -1,0 +1,449 @@
+//! Drives the load: one pinned glommio executor per client core, many
+//! connections per executor, a pipeline of requests per connection.
+//!
+//! Closed loop: a connection sends its next request as soon as a slot in its
+//! pipeline frees up (maximum throughput). Open loop (`rate`): each connection
+//! has a fixed schedule of intended send times; a request's latency is measured
+//! from its *intended* time, so a stall is charged to every request it delayed
+//! (coordinated omission corrected, as wrk2 does).
+//!
+//! It owns client-side sockets and histograms. It must never share a histogram
+//! or counter between cores on the per-request path.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng};
+
+use super::keygen::key_for;
+use super::proto::{encode, parse, BenchRequest, Protocol, Reply};
+use super::workload::{OpType, ValueSize, Workload};
+
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+    pub client_cores: Vec<usize>,
+    pub connections: usize,
+    pub pipeline: usize,
+    pub workload: Workload,
+    pub keys: u64,
+    pub value_size: ValueSize,
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Open loop at this many ops/s in total; `None`: closed loop.
+    pub rate: Option<f64>,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+/// Latency histogram in nanoseconds: 1 ns .. 100 s, 3 significant digits.
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// What one executor (or the whole run, once merged) measured.
+#[derive(Clone)]
+pub struct Measured {
+    pub hists: Vec<Histogram<u64>>,
+    pub errors: Vec<u64>,
+    /// Seconds of the measured window.
+    pub seconds: f64,
+}
+
+impl Measured {
+    fn new() -> Measured {
+        Measured {
+            hists: OpType::ALL.iter().map(|_| new_hist()).collect(),
+            errors: vec![0; OpType::ALL.len()],
+            seconds: 0.0,
+        }
+    }
+
+    pub fn merge(&mut self, other: &Measured) {
+        for (a, b) in self.hists.iter_mut().zip(&other.hists) {
+            let _ = a.add(b);
+        }
+        for (a, b) in self.errors.iter_mut().zip(&other.errors) {
+            *a += b;
+        }
+        self.seconds = self.seconds.max(other.seconds);
+    }
+}
+
+/// State shared by every client core: set once, read rarely.
+struct Shared {
+    stop: AtomicBool,
+    /// Records inserted so far (D and E insert new ordinals past `keys`).
+    inserted: AtomicU64,
+    completed: Vec<AtomicU64>,
+}
+
+/// Run the timed phase (after `warmup`) and return the merged measurements.
+pub fn run(cfg: &BenchConfig) -> Result<Measured, String> {
+    drive(cfg, false)
+}
+
+/// Insert records `0..keys` (the load phase), as fast as the pipeline allows.
+pub fn load(cfg: &BenchConfig) -> Result<Measured, String> {
+    drive(cfg, true)
+}
+
+fn drive(cfg: &BenchConfig, loading: bool) -> Result<Measured, String> {
+    if cfg.client_cores.is_empty() || cfg.connections == 0 || cfg.pipeline == 0 {
+        return Err("need at least one client core, one connection and a pipeline of 1".into());
+    }
+    let cores = cfg.client_cores.len().min(cfg.connections);
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        inserted: AtomicU64::new(cfg.keys),
+        completed: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+    });
+    // Everyone starts measuring from the same instant, a little in the future.
+    let start = Instant::now() + Duration::from_millis(200);
+    let measure_from = start + if loading { Duration::ZERO } else { cfg.warmup };
+    let mut handles = Vec::new();
+    for (i, core) in cfg.client_cores.iter().take(cores).enumerate() {
+        let conns: Vec<usize> = (0..cfg.connections).filter(|c| c % cores == i).collect();
+        let (cfg, shared) = (cfg.clone(), shared.clone());
+        let h = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(*core))
+            .name(&format!("bench-{i}"))
+            .spawn(move || async move {
+                let tasks: Vec<_> = conns
+                    .into_iter()
+                    .map(|c| {
+                        let (cfg, shared) = (cfg.clone(), shared.clone());
+                        glommio::spawn_local(async move {
+                            connection(&cfg, &shared, i, c, start, measure_from, loading).await
+                        })
+                    })
+                    .collect();
+                let mut m = Measured::new();
+                let mut first_error = None;
+                for t in tasks {
+                    match t.await {
+                        Ok(part) => m.merge(&part),
+                        Err(e) => {
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                match first_error {
+                    Some(e) => Err(e),
+                    None => Ok(m),
+                }
+            })
+            .map_err(|e| format!("cannot start a client executor on CPU {core}: {e}"))?;
+        handles.push(h);
+    }
+    let deadline = measure_from
+        + if loading {
+            Duration::from_secs(3600)
+        } else {
+            cfg.duration
+        };
+    let mut last = (Instant::now(), 0u64);
+    while Instant::now() < deadline {
+        let done_loading = loading
+            && shared
+                .completed
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum::<u64>()
+                >= cfg.keys;
+        if done_loading {
+            break;
+        }
+        std::thread::sleep(
+            Duration::from_millis(100).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        if cfg.progress && last.0.elapsed() >= Duration::from_secs(1) {
+            let total: u64 = shared
+                .completed
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum();
+            let rate = (total - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            let phase = if loading {
+                "load"
+            } else if Instant::now() < measure_from {
+                "warmup"
+            } else {
+                "run"
+            };
+            eprintln!("[{phase}] {total} ops, {rate:.0} ops/s");
+            last = (Instant::now(), total);
+        }
+    }
+    shared.stop.store(true, Ordering::SeqCst);
+    let mut merged = Measured::new();
+    for h in handles {
+        let part = h
+            .join()
+            .map_err(|e| format!("client executor failed: {e}"))??;
+        merged.merge(&part);
+    }
+    merged.seconds = if loading {
+        start.elapsed().as_secs_f64()
+    } else {
+        cfg.duration.as_secs_f64()
+    };
+    Ok(merged)
+}
+
+/// What a request in flight is for.
+#[derive(Copy, Clone)]
+enum Pending {
+    Op {
+        op: OpType,
+        t0: Instant,
+    },
+    /// The read half of a read-modify-write; the write follows with the same t0.
+    RmwRead {
+        t0: Instant,
+        ordinal: u64,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    cfg: &BenchConfig,
+    shared: &Shared,
+    core_index: usize,
+    conn: usize,
+    start: Instant,
+    measure_from: Instant,
+    loading: bool,
+) -> Result<Measured, String> {
+    let mut stream = TcpStream::connect(cfg.addr)
+        .await
+        .map_err(|e| format!("connect {}: {e}", cfg.addr))?;
+    let _ = stream.set_nodelay(true);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(
+        cfg.seed ^ (conn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
+    let mut m = Measured::new();
+    let mut wbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut rbuf: Vec<u8> = vec![0; 64 * 1024];
+    let (mut rstart, mut rend) = (0usize, 0usize);
+    let mut inflight: VecDeque<Pending> = VecDeque::with_capacity(cfg.pipeline);
+    let mut key = Vec::with_capacity(32);
+    let value_buf = vec![b'v'; cfg.value_size.max];
+    let mut next_id = 1u64;
+    // Open loop: this connection's share of the rate, as a fixed interval.
+    let interval = cfg
+        .rate
+        .map(|r| Duration::from_secs_f64(cfg.connections as f64 / r));
+    let mut next_due = start;
+    // Load phase: this connection inserts every `connections`-th ordinal.
+    let mut load_next = conn as u64;
+    let mut rmw_writes: VecDeque<(Instant, u64)> = VecDeque::new();
+    glommio::timer::sleep(start.saturating_duration_since(Instant::now())).await;
+    loop {
+        let stopping = shared.stop.load(Ordering::Relaxed);
+        // Fill the pipeline.
+        while inflight.len() < cfg.pipeline && !stopping {
+            let t0;
+            if let Some((rt0, ordinal)) = rmw_writes.pop_front() {
+                key_for(ordinal, &mut key);
+                let len = cfg.value_size.pick(&mut rng);
+                encode(
+                    cfg.protocol,
+                    &mut wbuf,
+                    next_id,
+                    BenchRequest::Set(&key, &value_buf[..len]),
+                )?;
+                next_id += 1;
+                inflight.push_back(Pending::Op {
+                    op: OpType::ReadModifyWrite,
+                    t0: rt0,
+                });
+                continue;
+            }
+            if let Some(iv) = interval {
+                if Instant::now() < next_due {
+                    break;
+                }
+                t0 = next_due;
+                next_due += iv;
+            } else {
+                t0 = Instant::now();
+            }
+            if loading {
+                if load_next >= cfg.keys {
+                    break;
+                }
+                key_for(load_next, &mut key);
+                load_next += cfg.connections as u64;
+                let len = cfg.value_size.pick(&mut rng);
+                encode(
+                    cfg.protocol,
+                    &mut wbuf,
+                    next_id,
+                    BenchRequest::Set(&key, &value_buf[..len]),
+                )?;
+                next_id += 1;
+                inflight.push_back(Pending::Op {
+                    op: OpType::Insert,
+                    t0,
+                });
+                continue;
+            }
+            let op = cfg.workload.mix.pick(&mut rng);
+            let inserted = shared.inserted.load(Ordering::Relaxed);
+            let req_ordinal = match op {
+                OpType::Insert => shared.inserted.fetch_add(1, Ordering::Relaxed),
+                _ => cfg.workload.chooser.next(&mut rng, inserted),
+            };
+            key_for(req_ordinal, &mut key);
+            let pending = match op {
+                OpType::Read => {
+                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Get(&key))?;
+                    Pending::Op { op, t0 }
+                }
+                OpType::Update | OpType::Insert => {
+                    let len = cfg.value_size.pick(&mut rng);
+                    encode(
+                        cfg.protocol,
+                        &mut wbuf,
+                        next_id,
+                        BenchRequest::Set(&key, &value_buf[..len]),
+                    )?;
+                    Pending::Op { op, t0 }
+                }
+                OpType::Delete => {
+                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Del(&key))?;
+                    Pending::Op { op, t0 }
+                }
+                OpType::Scan => {
+                    let n = rng.gen_range(1..=cfg.workload.scan_max);
+                    encode(
+                        cfg.protocol,
+                        &mut wbuf,
+                        next_id,
+                        BenchRequest::Scan(&key, n),
+                    )?;
+                    Pending::Op { op, t0 }
+                }
+                OpType::Ping => {
+                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Ping)?;
+                    Pending::Op { op, t0 }
+                }
+                OpType::ReadModifyWrite => {
+                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Get(&key))?;
+                    Pending::RmwRead {
+                        t0,
+                        ordinal: req_ordinal,
+                    }
+                }
+            };
+            next_id += 1;
+            inflight.push_back(pending);
+        }
+        if !wbuf.is_empty() {
+            stream
+                .write_all(&wbuf)
+                .await
+                .map_err(|e| format!("send: {e}"))?;
+            wbuf.clear();
+        }
+        if inflight.is_empty() {
+            if stopping || (loading && load_next >= cfg.keys) {
+                break;
+            }
+            if interval.is_some() {
+                glommio::timer::sleep(next_due.saturating_duration_since(Instant::now())).await;
+            }
+            continue;
+        }
+        // Receive at least one response (or wake for the next due send).
+        if rstart == rend {
+            rstart = 0;
+            rend = 0;
+        } else if rend == rbuf.len() {
+            if rstart > 0 {
+                rbuf.copy_within(rstart..rend, 0);
+                rend -= rstart;
+                rstart = 0;
+            } else {
+                rbuf.resize(rbuf.len() * 2, 0);
+            }
+        }
+        let read = async { Some(stream.read(&mut rbuf[rend..]).await) };
+        let n = match interval {
+            Some(_) if inflight.len() < cfg.pipeline => {
+                let wait = next_due.saturating_duration_since(Instant::now());
+                future::or(read, async {
+                    glommio::timer::sleep(wait).await;
+                    None
+                })
+                .await
+            }
+            _ => read.await,
+        };
+        match n {
+            None => continue,
+            Some(Ok(0)) => return Err("the server closed the connection".into()),
+            Some(Ok(n)) => rend += n,
+            Some(Err(e)) => return Err(format!("receive: {e}")),
+        }
+        loop {
+            match parse(cfg.protocol, &rbuf[rstart..rend]) {
+                Reply::Complete { len, ok } => {
+                    rstart += len;
+                    let Some(p) = inflight.pop_front() else {
+                        return Err("a response nobody asked for".into());
+                    };
+                    let now = Instant::now();
+                    match p {
+                        Pending::RmwRead { t0, ordinal } => {
+                            if !ok {
+                                record(
+                                    &mut m,
+                                    OpType::ReadModifyWrite,
+                                    t0,
+                                    now,
+                                    measure_from,
+                                    false,
+                                );
+                            } else {
+                                rmw_writes.push_back((t0, ordinal));
+                            }
+                        }
+                        Pending::Op { op, t0 } => {
+                            record(&mut m, op, t0, now, measure_from, ok);
+                            shared.completed[core_index].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Reply::Incomplete => break,
+                Reply::Invalid(e) => return Err(format!("protocol error from the server: {e}")),
+            }
+        }
+    }
+    Ok(m)
+}
+
+fn record(
+    m: &mut Measured,
+    op: OpType,
+    t0: Instant,
+    now: Instant,
+    measure_from: Instant,
+    ok: bool,
+) {
+    if t0 < measure_from {
+        return;
+    }
+    if ok {
+        m.hists[op.index()].saturating_record(now.saturating_duration_since(t0).as_nanos() as u64);
+    } else {
+        m.errors[op.index()] += 1;
+    }
+}
