@@ -69,6 +69,43 @@ pub fn table(m: &Measured, cpu_percent: f64) -> String {
     out
 }
 
+/// Ratios of every target against the first: throughput (higher is better for
+/// the target) and p50/p99/p99.9 latency (lower is better).
+pub fn ratios(runs: &[(&str, &Measured)]) -> String {
+    let mut out = String::new();
+    let Some((base_label, base)) = runs.first() else {
+        return out;
+    };
+    let _ = writeln!(out, "ratios against {base_label} (target / {base_label}):");
+    let _ = writeln!(
+        out,
+        "{:<16} {:<8} {:>11} {:>9} {:>9} {:>9}",
+        "target", "op", "throughput", "p50", "p99", "p99.9"
+    );
+    for (label, m) in &runs[1..] {
+        for op in OpType::ALL {
+            let (a, b) = (&m.hists[op.index()], &base.hists[op.index()]);
+            if a.is_empty() || b.is_empty() {
+                continue;
+            }
+            let tput = (a.len() as f64 / m.seconds) / (b.len() as f64 / base.seconds);
+            let r =
+                |p: f64| a.value_at_percentile(p) as f64 / b.value_at_percentile(p).max(1) as f64;
+            let _ = writeln!(
+                out,
+                "{:<16} {:<8} {:>10.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
+                label,
+                op.name(),
+                tput,
+                r(50.0),
+                r(99.0),
+                r(99.9)
+            );
+        }
+    }
+    out
+}
+
 fn op_json(h: &Histogram<u64>, errors: u64, seconds: f64) -> serde_json::Value {
     let mut o = serde_json::json!({
         "count": h.len(),

@@ -75,6 +75,14 @@ pub struct BenchArgs {
     /// Write a latency-by-percentile SVG here.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Compare targets in one run: LABEL=PROTOCOL@HOST:PORT, repeatable (e.g.
+    /// corekv=native@127.0.0.1:7070 redis=resp@127.0.0.1:6379). The first is the
+    /// baseline of the ratio table. Overrides --addr/--protocol/--label.
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// Run each target this many times (interleaved) and report the median run.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -93,14 +101,56 @@ pub fn run(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn execute(args: &BenchArgs) -> Result<(), String> {
+struct Target {
+    label: String,
+    protocol: Protocol,
+    addr: std::net::SocketAddr,
+}
+
+fn resolve(addr: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
-    let addr = args
-        .addr
-        .to_socket_addrs()
-        .map_err(|e| format!("address {}: {e}", args.addr))?
+    addr.to_socket_addrs()
+        .map_err(|e| format!("address {addr}: {e}"))?
         .next()
-        .ok_or_else(|| format!("address {} resolves to nothing", args.addr))?;
+        .ok_or_else(|| format!("address {addr} resolves to nothing"))
+}
+
+fn targets(args: &BenchArgs) -> Result<Vec<Target>, String> {
+    if args.targets.is_empty() {
+        return Ok(vec![Target {
+            label: args.label.clone(),
+            protocol: args.protocol,
+            addr: resolve(&args.addr)?,
+        }]);
+    }
+    args.targets
+        .iter()
+        .map(|t| {
+            let (label, rest) = t
+                .split_once('=')
+                .ok_or_else(|| format!("--target {t}: expected LABEL=PROTOCOL@ADDR"))?;
+            let (proto, addr) = rest
+                .split_once('@')
+                .ok_or_else(|| format!("--target {t}: expected LABEL=PROTOCOL@ADDR"))?;
+            Ok(Target {
+                label: label.into(),
+                protocol: proto.parse()?,
+                addr: resolve(addr)?,
+            })
+        })
+        .collect()
+}
+
+/// The run with the median total throughput.
+fn median(runs: &[(driver::Measured, f64)]) -> &(driver::Measured, f64) {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    let total = |m: &driver::Measured| m.hists.iter().map(|h| h.len()).sum::<u64>();
+    order.sort_by_key(|&i| total(&runs[i].0));
+    &runs[order[order.len() / 2]]
+}
+
+fn execute(args: &BenchArgs) -> Result<(), String> {
+    let targets = targets(args)?;
     let w = workload(
         &args.workload,
         args.mix.as_deref(),
@@ -108,16 +158,13 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         args.theta,
         args.keys,
     )?;
-    if args.protocol == Protocol::Resp && w.mix.0.iter().any(|(op, _)| *op == OpType::Scan) {
-        return Err("workload E needs an ordered range scan, which RESP does not have; use --protocol native".into());
-    }
-    let cfg = BenchConfig {
-        addr,
-        protocol: args.protocol,
+    let make = |t: &Target| BenchConfig {
+        addr: t.addr,
+        protocol: t.protocol,
         client_cores: args.client_cores.clone(),
         connections: args.connections,
         pipeline: args.pipeline,
-        workload: w,
+        workload: w.clone(),
         keys: args.keys,
         value_size: args.value_size,
         warmup: Duration::from_secs_f64(args.warmup),
@@ -126,54 +173,106 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         seed: args.seed,
         progress: !args.quiet,
     };
-    if args.load || args.load_only {
-        let m = driver::load(&cfg)?;
-        let h = &m.hists[OpType::Insert.index()];
-        eprintln!(
-            "loaded {} records in {:.1} s ({:.0} inserts/s), {} errors",
-            h.len(),
-            m.seconds,
-            h.len() as f64 / m.seconds,
-            m.errors[OpType::Insert.index()]
-        );
-        if args.load_only {
-            return Ok(());
+    for t in &targets {
+        if t.protocol == Protocol::Resp && w.mix.0.iter().any(|(op, _)| *op == OpType::Scan) {
+            return Err(format!(
+                "{}: workload E needs an ordered range scan, which RESP does not have",
+                t.label
+            ));
+        }
+        if args.load || args.load_only {
+            let m = driver::load(&make(t))?;
+            let h = &m.hists[OpType::Insert.index()];
+            eprintln!(
+                "{}: loaded {} records in {:.1} s ({:.0} inserts/s), {} errors",
+                t.label,
+                h.len(),
+                m.seconds,
+                h.len() as f64 / m.seconds,
+                m.errors[OpType::Insert.index()]
+            );
         }
     }
-    let cpu_before = report::cpu_seconds();
-    let wall = std::time::Instant::now();
-    let m = driver::run(&cfg)?;
-    let cpu_percent = 100.0 * (report::cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64();
-    println!(
-        "{} workload {} on {} ({:?}), {} connections x pipeline {}, {}",
-        args.label,
-        cfg.workload.name,
-        cfg.addr,
-        cfg.protocol,
-        cfg.connections,
-        cfg.pipeline,
-        match cfg.rate {
-            Some(r) => format!("open loop at {r:.0} ops/s"),
-            None => "closed loop".into(),
+    if args.load_only {
+        return Ok(());
+    }
+    let mut results: Vec<Vec<(driver::Measured, f64)>> =
+        targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.repeat.max(1) {
+        for (i, t) in targets.iter().enumerate() {
+            let cfg = make(t);
+            let cpu_before = report::cpu_seconds();
+            let wall = std::time::Instant::now();
+            let m = driver::run(&cfg)?;
+            let cpu = 100.0 * (report::cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64();
+            if let Some(path) = &args.json {
+                let path = if targets.len() > 1 || args.repeat > 1 {
+                    path.with_file_name(format!(
+                        "{}-{}-{round}.json",
+                        path.file_stem()
+                            .map_or("bench".into(), |s| s.to_string_lossy()),
+                        t.label
+                    ))
+                } else {
+                    path.clone()
+                };
+                let doc = report::json(&cfg, &m, cpu, &t.label);
+                std::fs::write(&path, format!("{doc:#}\n"))
+                    .map_err(|e| format!("write {}: {e}", path.display()))?;
+            }
+            results[i].push((m, cpu));
         }
-    );
-    print!("{}", report::table(&m, cpu_percent));
-    if let Some(path) = &args.json {
-        let doc = report::json(&cfg, &m, cpu_percent, &args.label);
-        std::fs::write(path, format!("{doc:#}\n"))
-            .map_err(|e| format!("write {}: {e}", path.display()))?;
+    }
+    let mode = match args.rate {
+        Some(r) => format!("open loop at {r:.0} ops/s"),
+        None => "closed loop".into(),
+    };
+    for (t, runs) in targets.iter().zip(&results) {
+        let (m, cpu) = median(runs);
+        println!(
+            "{} ({:?} {}): workload {}, {} connections x pipeline {}, {mode}{}",
+            t.label,
+            t.protocol,
+            t.addr,
+            w.name,
+            args.connections,
+            args.pipeline,
+            if runs.len() > 1 {
+                format!(", median of {} runs", runs.len())
+            } else {
+                String::new()
+            }
+        );
+        print!("{}", report::table(m, *cpu));
+    }
+    if targets.len() > 1 {
+        let medians: Vec<(&str, &driver::Measured)> = targets
+            .iter()
+            .zip(&results)
+            .map(|(t, r)| (t.label.as_str(), &median(r).0))
+            .collect();
+        print!("{}", report::ratios(&medians));
     }
     if let Some(path) = &args.hdr_log {
-        corekv::bench::report::write_hdr_log(path, &m)
+        report::write_hdr_log(path, &median(&results[0]).0)
             .map_err(|e| format!("write {}: {e}", path.display()))?;
     }
     if let Some(path) = &args.plot {
-        corekv::bench::plot::percentile_svg(path, &[(args.label.as_str(), &m)])
+        let runs: Vec<(&str, &driver::Measured)> = targets
+            .iter()
+            .zip(&results)
+            .map(|(t, r)| (t.label.as_str(), &median(r).0))
+            .collect();
+        corekv::bench::plot::percentile_svg(path, &runs)
             .map_err(|e| format!("plot {}: {e}", path.display()))?;
     }
-    let errors: u64 = m.errors.iter().sum();
+    let errors: u64 = results
+        .iter()
+        .flatten()
+        .map(|(m, _)| m.errors.iter().sum::<u64>())
+        .sum();
     if errors > 0 {
-        eprintln!("warning: {errors} requests failed (see the errors column)");
+        eprintln!("warning: {errors} requests failed (see the errors columns)");
     }
     Ok(())
 }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Side by side: corekv and redis-server on loopback, same workloads, one run.
+#
+# Usage: perf/compare.sh [sync|async|memory]   (default: sync)
+#   sync:   corekv --durability sync   vs redis appendonly yes, appendfsync always
+#   async:  corekv --durability async  vs redis appendfsync everysec, and no persistence
+#   memory: corekv --durability async  vs redis with no persistence at all
+# Environment (defaults in brackets):
+#   SHARDS [2]  CONNECTIONS [50]  PIPELINE [1]  WORKLOADS ["C custom:get=0,put=1"]
+#   KEYS [1000000]  VALUE [256]  DURATION [10]  WARMUP [2]  REPEAT [3]
+#   CLIENT_CORES [0]  OUT [perf/out]  RATE [] (open loop ops/s)
+# Prints, per workload, each target's median-run table and the ratio table
+# (target / redis), and writes OUT/<mode>-<workload>.svg comparing them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode=${1:-sync}
+SHARDS=${SHARDS:-2}; CONNECTIONS=${CONNECTIONS:-50}; PIPELINE=${PIPELINE:-1}
+WORKLOADS=${WORKLOADS:-"C custom:get=0,put=1"}
+KEYS=${KEYS:-1000000}; VALUE=${VALUE:-256}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
+REPEAT=${REPEAT:-3}; CLIENT_CORES=${CLIENT_CORES:-0}; OUT=${OUT:-perf/out}; RATE=${RATE:-}
+mkdir -p "$OUT"
+
+command -v redis-server >/dev/null || { echo "redis-server not installed: apt-get install redis-server" >&2; exit 2; }
+cargo build --release --quiet
+bin=target/release/corekv
+
+work=$(mktemp -d /tmp/corekv-compare.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 2; }
+
+start_redis() { # name, extra args...
+    local name=$1; shift
+    local port; port=$(free_port)
+    mkdir -p "$work/$name"
+    redis-server --port "$port" --dir "$work/$name" --save '' "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!); wait_port "$port"; echo "$port"
+}
+
+corekv_durability=sync
+case "$mode" in
+    sync)   redis_targets=("redis-always:--appendonly yes --appendfsync always") ;;
+    async)  corekv_durability=async
+            redis_targets=("redis-everysec:--appendonly yes --appendfsync everysec" "redis-nopersist:--appendonly no") ;;
+    memory) corekv_durability=async; redis_targets=("redis-nopersist:--appendonly no") ;;
+    *) echo "unknown mode $mode (sync, async, memory)" >&2; exit 2 ;;
+esac
+
+targets=()
+for spec in "${redis_targets[@]}"; do
+    name=${spec%%:*}; args=${spec#*:}
+    # shellcheck disable=SC2086
+    port=$(start_redis "$name" $args)
+    targets+=(--target "$name=resp@127.0.0.1:$port")
+done
+kport=$(free_port)
+"$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off \
+    --shards "$SHARDS" --durability "$corekv_durability" >"$work/corekv.out" 2>"$work/corekv.err" &
+pids+=($!); wait_port "$kport"
+targets+=(--target "corekv-$corekv_durability=native@127.0.0.1:$kport")
+
+echo "# $(date -u +%FT%TZ) mode=$mode shards=$SHARDS connections=$CONNECTIONS pipeline=$PIPELINE keys=$KEYS value=$VALUE"
+echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
+echo "# redis: $(redis-server --version | head -1)"
+loaded=0
+for wl in $WORKLOADS; do
+    name=${wl%%:*}; mix=""
+    if [[ "$wl" == custom:* ]]; then mix="--mix ${wl#custom:}"; name=custom; fi
+    load_flag=""; if [ $loaded -eq 0 ]; then load_flag="--load"; loaded=1; fi
+    rate_flag=""; if [ -n "$RATE" ]; then rate_flag="--rate $RATE"; fi
+    tag=$(echo "$wl" | tr ':,=' '___')
+    echo; echo "## workload $wl"
+    # shellcheck disable=SC2086
+    "$bin" bench "${targets[@]}" --workload "$name" $mix $load_flag $rate_flag \
+        --keys "$KEYS" --value-size "$VALUE" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
+        --client-cores "$CLIENT_CORES" --duration "$DURATION" --warmup "$WARMUP" --repeat "$REPEAT" \
+        --quiet --plot "$OUT/$mode-$tag.svg" --json "$OUT/$mode-$tag.json"
+done
