@@ -43,8 +43,13 @@ fn encode(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let n = left.min(10_000);
-                let commit =
-                    Commit::new(Durability::Sync, Duration::from_millis(10), usize::MAX, 1);
+                let commit = Commit::new(
+                    Durability::Sync,
+                    Duration::from_millis(10),
+                    usize::MAX,
+                    usize::MAX,
+                    1,
+                );
                 let started = Instant::now();
                 for _ in 0..n {
                     black_box(

@@ -75,8 +75,12 @@ for wl in $WORKLOADS; do
     tag=$(echo "$wl" | tr ':,=' '___')
     echo; echo "## workload $wl"
     # shellcheck disable=SC2086
-    "$bin" bench "${targets[@]}" --workload "$name" $mix $load_flag $rate_flag \
+    if ! "$bin" bench "${targets[@]}" --workload "$name" $mix $load_flag $rate_flag \
         --keys "$KEYS" --value-size "$VALUE" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
         --client-cores "$CLIENT_CORES" --duration "$DURATION" --warmup "$WARMUP" --repeat "$REPEAT" \
-        --quiet --plot "$OUT/$mode-$tag.svg" --json "$OUT/$mode-$tag.json"
+        --quiet --plot "$OUT/$mode-$tag.svg" --json "$OUT/$mode-$tag.json"; then
+        echo "bench failed; server logs:" >&2
+        for f in "$work"/*.log "$work"/corekv.err; do echo "== $f" >&2; tail -20 "$f" >&2; done
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || echo "process $p is gone" >&2; done
+    fi
 done

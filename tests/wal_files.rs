@@ -297,3 +297,65 @@ fn flipped_bit_before_the_tail_is_corruption_with_file_and_offset() {
         }
     });
 }
+
+/// Regression: while a flush is in flight (or a rollover zero-fills the next
+/// segment) the open batch keeps growing; it must be sealed into batches that fit
+/// a segment, never handed to the WAL as one batch larger than a segment.
+#[test]
+fn a_backlog_larger_than_a_segment_is_split_into_batches() {
+    use corekv::core::types::Durability;
+    use corekv::shard::clock::GlommioClock;
+    use corekv::shard::commit::Commit;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    on_glommio(async move {
+        prime(&dir).await;
+        let wal_dir = dir.join("wal");
+        let segment = 1u64 << 20;
+        let commit = Commit::new(
+            Durability::Async,
+            Duration::from_millis(1),
+            usize::MAX,
+            (segment / 4) as usize,
+            1,
+        );
+        let value = vec![9u8; 1000];
+        // ~3 MiB of records before the flusher ever runs: three segments' worth.
+        for i in 0..3300u32 {
+            let key = i.to_be_bytes();
+            commit
+                .append(|lsn| Record::Put {
+                    lsn,
+                    key: &key,
+                    value: &value,
+                })
+                .unwrap();
+        }
+        assert!(commit.open_bytes() > 3 * segment as usize);
+        let mut wal = WalWriter::open(DmaDisk, config(&wal_dir, segment), None)
+            .await
+            .unwrap();
+        commit.request_stop();
+        let mut failed = None;
+        commit
+            .run_flusher(
+                &mut wal,
+                &GlommioClock::default(),
+                |_, _, _| {},
+                |why| failed = Some(why.to_string()),
+            )
+            .await;
+        assert_eq!(failed, None);
+        assert_eq!(commit.durable_lsn(), 3300);
+        assert!(
+            commit.stats.batches.get() >= 12,
+            "{} batches",
+            commit.stats.batches.get()
+        );
+        wal.close().await.unwrap();
+        let (report, got) = read_log(&wal_dir, false, false).await;
+        assert_eq!(report.unwrap().last_lsn, 3300);
+        assert_eq!(got.len(), 3300);
+    });
+}

@@ -249,8 +249,8 @@ async fn connection(
         let stopping = shared.stop.load(Ordering::Relaxed);
         // Fill the pipeline.
         while inflight.len() < cfg.pipeline && !stopping {
-            let t0;
-            if let Some((rt0, ordinal)) = rmw_writes.pop_front() {
+            // The write half of a read-modify-write goes first, with its read's t0.
+            if let Some((t0, ordinal)) = rmw_writes.pop_front() {
                 key_for(ordinal, &mut key);
                 let len = cfg.value_size.pick(&mut rng);
                 encode(
@@ -262,89 +262,52 @@ async fn connection(
                 next_id += 1;
                 inflight.push_back(Pending::Op {
                     op: OpType::ReadModifyWrite,
-                    t0: rt0,
-                });
-                continue;
-            }
-            if let Some(iv) = interval {
-                if Instant::now() < next_due {
-                    break;
-                }
-                t0 = next_due;
-                next_due += iv;
-            } else {
-                t0 = Instant::now();
-            }
-            if loading {
-                if load_next >= cfg.keys {
-                    break;
-                }
-                key_for(load_next, &mut key);
-                load_next += cfg.connections as u64;
-                let len = cfg.value_size.pick(&mut rng);
-                encode(
-                    cfg.protocol,
-                    &mut wbuf,
-                    next_id,
-                    BenchRequest::Set(&key, &value_buf[..len]),
-                )?;
-                next_id += 1;
-                inflight.push_back(Pending::Op {
-                    op: OpType::Insert,
                     t0,
                 });
                 continue;
             }
-            let op = cfg.workload.mix.pick(&mut rng);
-            let inserted = shared.inserted.load(Ordering::Relaxed);
-            let req_ordinal = match op {
-                OpType::Insert => shared.inserted.fetch_add(1, Ordering::Relaxed),
-                _ => cfg.workload.chooser.next(&mut rng, inserted),
-            };
-            key_for(req_ordinal, &mut key);
-            let pending = match op {
-                OpType::Read => {
-                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Get(&key))?;
-                    Pending::Op { op, t0 }
+            let t0 = match interval {
+                Some(_) if Instant::now() < next_due => break,
+                Some(iv) => {
+                    let due = next_due;
+                    next_due += iv;
+                    due
                 }
+                None => Instant::now(),
+            };
+            let (op, ordinal) = if loading {
+                if load_next >= cfg.keys {
+                    break;
+                }
+                load_next += cfg.connections as u64;
+                (OpType::Insert, load_next - cfg.connections as u64)
+            } else {
+                let op = cfg.workload.mix.pick(&mut rng);
+                let ordinal = match op {
+                    OpType::Insert => shared.inserted.fetch_add(1, Ordering::Relaxed),
+                    _ => cfg
+                        .workload
+                        .chooser
+                        .next(&mut rng, shared.inserted.load(Ordering::Relaxed)),
+                };
+                (op, ordinal)
+            };
+            key_for(ordinal, &mut key);
+            let request = match op {
+                OpType::Read | OpType::ReadModifyWrite => BenchRequest::Get(&key),
                 OpType::Update | OpType::Insert => {
-                    let len = cfg.value_size.pick(&mut rng);
-                    encode(
-                        cfg.protocol,
-                        &mut wbuf,
-                        next_id,
-                        BenchRequest::Set(&key, &value_buf[..len]),
-                    )?;
-                    Pending::Op { op, t0 }
+                    BenchRequest::Set(&key, &value_buf[..cfg.value_size.pick(&mut rng)])
                 }
-                OpType::Delete => {
-                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Del(&key))?;
-                    Pending::Op { op, t0 }
-                }
-                OpType::Scan => {
-                    let n = rng.gen_range(1..=cfg.workload.scan_max);
-                    encode(
-                        cfg.protocol,
-                        &mut wbuf,
-                        next_id,
-                        BenchRequest::Scan(&key, n),
-                    )?;
-                    Pending::Op { op, t0 }
-                }
-                OpType::Ping => {
-                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Ping)?;
-                    Pending::Op { op, t0 }
-                }
-                OpType::ReadModifyWrite => {
-                    encode(cfg.protocol, &mut wbuf, next_id, BenchRequest::Get(&key))?;
-                    Pending::RmwRead {
-                        t0,
-                        ordinal: req_ordinal,
-                    }
-                }
+                OpType::Delete => BenchRequest::Del(&key),
+                OpType::Scan => BenchRequest::Scan(&key, rng.gen_range(1..=cfg.workload.scan_max)),
+                OpType::Ping => BenchRequest::Ping,
             };
+            encode(cfg.protocol, &mut wbuf, next_id, request)?;
             next_id += 1;
-            inflight.push_back(pending);
+            inflight.push_back(match op {
+                OpType::ReadModifyWrite => Pending::RmwRead { t0, ordinal },
+                op => Pending::Op { op, t0 },
+            });
         }
         if !wbuf.is_empty() {
             stream

@@ -231,6 +231,16 @@ pub fn put_record_bytes(key_len: usize, value_len: usize) -> usize {
     RECORD_HEADER_BYTES + 4 + key_len + value_len
 }
 
+impl Record<'_> {
+    /// Bytes `encode_record` appends for this record.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Record::Put { key, value, .. } => put_record_bytes(key.len(), value.len()),
+            Record::Delete { key, .. } => RECORD_HEADER_BYTES + key.len(),
+        }
+    }
+}
+
 /// Append one record to `out`. The caller bounds key and value sizes first.
 pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
     let start = out.len();
@@ -442,6 +452,25 @@ mod tests {
             },
         );
         out
+    }
+
+    #[test]
+    fn encoded_len_is_exact() {
+        for r in [
+            Record::Put {
+                lsn: 1,
+                key: b"key",
+                value: b"value",
+            },
+            Record::Delete {
+                lsn: 2,
+                key: b"gone",
+            },
+        ] {
+            let mut out = Vec::new();
+            encode_record(&mut out, &r);
+            assert_eq!(out.len(), r.encoded_len());
+        }
     }
 
     #[test]

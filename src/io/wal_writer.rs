@@ -259,12 +259,19 @@ impl<D: Disk> WalWriter<D> {
         result
     }
 
-    /// True when the active segment is nearly full and the next one is not ready:
-    /// background work must then progress even under continuous load, or the
-    /// rollover would stall a batch behind the whole zero-fill.
+    /// True when preparing the next segment must progress even under continuous
+    /// load: once the space left in the active segment is no more than the
+    /// zero-fill still to do, every batch must be matched by a fill step, or the
+    /// rollover would stall a batch behind the rest of the fill.
     pub fn background_urgent(&self) -> bool {
-        let ready = self.spare.as_ref().is_some_and(|s| s.synced);
-        !ready && self.active.offset >= self.cfg.segment_bytes / 10 * 9
+        let left_in_active = self.cfg.segment_bytes.saturating_sub(self.active.offset);
+        let fill_left = match &self.spare {
+            Some(s) if s.synced => return false,
+            Some(s) => self.cfg.segment_bytes - s.zeroed_bytes + SECTOR_BYTES as u64,
+            None if self.active.offset < self.cfg.segment_bytes / 2 => return false,
+            None => self.cfg.segment_bytes + SECTOR_BYTES as u64,
+        };
+        left_in_active <= fill_left
     }
 
     async fn background_inner(&mut self) -> Result<bool, WalError> {

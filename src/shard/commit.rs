@@ -15,6 +15,7 @@
 //! waiters for LSNs past `durable_lsn` get an error, and nothing is retried.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_lite::future;
@@ -43,10 +44,20 @@ pub struct CommitStats {
     pub sync_latency: LatencyHist,
 }
 
+/// A full batch waiting for the flusher, sealed so that no batch outgrows what
+/// one WAL segment can hold.
+struct Sealed {
+    bytes: Vec<u8>,
+    first_lsn: u64,
+    count: u32,
+}
+
 struct CommitState {
     open: Vec<u8>,
     open_first_lsn: u64,
     open_count: u32,
+    sealed: VecDeque<Sealed>,
+    sealed_bytes: usize,
     next_lsn: u64,
     durable_lsn: u64,
     failure: Option<String>,
@@ -55,8 +66,11 @@ struct CommitState {
 pub struct Commit {
     durability: Durability,
     sync_interval: Duration,
-    /// Appends past this many open bytes are refused with OVERLOADED.
+    /// Appends past this many pending bytes are refused with OVERLOADED.
     open_bytes_max: usize,
+    /// A batch is sealed before it grows past this (a single larger record
+    /// still forms a batch of its own).
+    batch_bytes_max: usize,
     st: RefCell<CommitState>,
     durable_changed: WaitQueue,
     work_arrived: WaitQueue,
@@ -66,21 +80,28 @@ pub struct Commit {
 
 impl Commit {
     /// `next_lsn` is one past the last LSN recovered from the WAL.
+    /// `batch_bytes_max` must leave room for a batch header and the segment
+    /// header in one WAL segment.
     pub fn new(
         durability: Durability,
         sync_interval: Duration,
         open_bytes_max: usize,
+        batch_bytes_max: usize,
         next_lsn: u64,
     ) -> Commit {
         assert!(next_lsn >= 1);
+        assert!(batch_bytes_max > 0);
         Commit {
             durability,
             sync_interval,
             open_bytes_max,
+            batch_bytes_max,
             st: RefCell::new(CommitState {
                 open: Vec::with_capacity(64 * 1024),
                 open_first_lsn: next_lsn,
                 open_count: 0,
+                sealed: VecDeque::new(),
+                sealed_bytes: 0,
                 next_lsn,
                 durable_lsn: next_lsn - 1,
                 failure: None,
@@ -105,12 +126,25 @@ impl Commit {
         if self.stop.is_set() {
             return Err(Status::ShuttingDown);
         }
-        if st.open.len() >= self.open_bytes_max {
+        if st.open.len() + st.sealed_bytes >= self.open_bytes_max {
             return Err(Status::Overloaded);
         }
         let lsn = st.next_lsn;
         let record = make(lsn);
         debug_assert_eq!(record.lsn(), lsn);
+        if st.open_count > 0 && st.open.len() + record.encoded_len() > self.batch_bytes_max {
+            // While a flush is in flight the open batch keeps growing; sealing it
+            // here keeps every batch within a segment, however long the flush.
+            let st = &mut *st;
+            let bytes = std::mem::replace(&mut st.open, Vec::with_capacity(64 * 1024));
+            st.sealed_bytes += bytes.len();
+            st.sealed.push_back(Sealed {
+                bytes,
+                first_lsn: st.open_first_lsn,
+                count: st.open_count,
+            });
+            st.open_count = 0;
+        }
         if st.open_count == 0 {
             st.open_first_lsn = lsn;
         }
@@ -139,8 +173,10 @@ impl Commit {
         self.st.borrow().failure.is_some()
     }
 
+    /// Bytes appended and not yet handed to the WAL.
     pub fn open_bytes(&self) -> usize {
-        self.st.borrow().open.len()
+        let st = self.st.borrow();
+        st.open.len() + st.sealed_bytes
     }
 
     /// Resolve once `lsn` is durable; `Err` if the WAL failed first.
@@ -166,7 +202,8 @@ impl Commit {
     }
 
     fn has_work(&self) -> bool {
-        self.st.borrow().open_count > 0
+        let st = self.st.borrow();
+        st.open_count > 0 || !st.sealed.is_empty()
     }
 
     /// Run the flusher until stopped (or the WAL fails). `on_durable` sees every
@@ -200,18 +237,30 @@ impl Commit {
             if self.durability == Durability::Async && !self.stop.is_set() {
                 let sleep = clock.sleep(self.sync_interval);
                 let big = self.work_arrived.until(|| {
-                    (self.st.borrow().open.len() >= WAL_BATCH_BYTES_TARGET || self.stop.is_set())
-                        .then_some(())
+                    let st = self.st.borrow();
+                    (st.open.len() >= WAL_BATCH_BYTES_TARGET
+                        || !st.sealed.is_empty()
+                        || self.stop.is_set())
+                    .then_some(())
                 });
                 future::or(sleep, big).await;
             }
             let (first_lsn, count) = {
                 let mut st = self.st.borrow_mut();
-                std::mem::swap(&mut st.open, &mut spare);
-                let taken = (st.open_first_lsn, st.open_count);
-                st.open_count = 0;
-                st.open_first_lsn = st.next_lsn;
-                taken
+                match st.sealed.pop_front() {
+                    Some(sealed) => {
+                        st.sealed_bytes -= sealed.bytes.len();
+                        spare = sealed.bytes;
+                        (sealed.first_lsn, sealed.count)
+                    }
+                    None => {
+                        std::mem::swap(&mut st.open, &mut spare);
+                        let taken = (st.open_first_lsn, st.open_count);
+                        st.open_count = 0;
+                        st.open_first_lsn = st.next_lsn;
+                        taken
+                    }
+                }
             };
             let started = clock.now();
             match wal.append_batch(&spare, first_lsn, count).await {
@@ -251,6 +300,8 @@ impl Commit {
             st.failure = Some(reason.to_string());
             st.open.clear();
             st.open_count = 0;
+            st.sealed.clear();
+            st.sealed_bytes = 0;
         }
         on_failed(reason);
         self.durable_changed.wake_all();

@@ -7,7 +7,6 @@
 //! is not yet durable (those live in `pending` in sync mode).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 
 /// What the memtable knows about a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +81,8 @@ impl Memtable {
         start: &[u8],
         end: &[u8],
     ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end.to_vec())
-        };
         self.map
-            .range::<Vec<u8>, _>((Bound::Included(start.to_vec()), upper))
+            .range::<Vec<u8>, _>(super::store::key_range(start, end))
             .map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
 }

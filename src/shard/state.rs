@@ -68,6 +68,9 @@ impl ShardState {
                 config.durability,
                 config.sync_interval,
                 open_bytes_max,
+                // Several batches per segment; a record larger than this still
+                // forms one batch, which config validation proves fits a segment.
+                (8 << 20).min(config.wal_segment_bytes as usize / 4),
                 next_lsn,
             ),
             metrics: ShardMetrics::default(),

@@ -59,18 +59,24 @@ impl Store {
         start: &[u8],
         end: &[u8],
     ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
-        use std::ops::Bound;
-        let upper = if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end.to_vec())
-        };
         self.map
-            .range::<Vec<u8>, _>((Bound::Included(start.to_vec()), upper))
+            .range::<Vec<u8>, _>(key_range(start, end))
             .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.map.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
+}
+
+/// The bounds of `start <= key < end`, where an empty `end` means unbounded (the
+/// convention of SCAN).
+pub fn key_range(start: &[u8], end: &[u8]) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end.to_vec())
+    };
+    (Bound::Included(start.to_vec()), upper)
 }
