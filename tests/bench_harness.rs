@@ -84,6 +84,7 @@ fn config(addr: SocketAddr, rate: Option<f64>) -> BenchConfig {
         rate,
         seed: 1,
         progress: false,
+        spin: Duration::ZERO,
     }
 }
 

@@ -41,6 +41,8 @@ pub struct BenchConfig {
     pub rate: Option<f64>,
     pub seed: u64,
     pub progress: bool,
+    /// How long an idle client executor spins before sleeping.
+    pub spin: Duration,
 }
 
 /// Latency histogram in nanoseconds: 1 ns .. 100 s, 3 significant digits.
@@ -114,6 +116,7 @@ fn drive(cfg: &BenchConfig, loading: bool) -> Result<Measured, String> {
         let (cfg, shared) = (cfg.clone(), shared.clone());
         let h = glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(*core))
             .name(&format!("bench-{i}"))
+            .spin_before_park(cfg.spin)
             .spawn(move || async move {
                 let tasks: Vec<_> = conns
                     .into_iter()

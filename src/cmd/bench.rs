@@ -83,6 +83,9 @@ pub struct BenchArgs {
     /// Run each target this many times (interleaved) and report the median run.
     #[arg(long, default_value_t = 1)]
     pub repeat: usize,
+    /// Microseconds an idle client executor spins before sleeping.
+    #[arg(long, default_value_t = 0)]
+    pub client_spin_us: u64,
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -172,6 +175,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         rate: args.rate,
         seed: args.seed,
         progress: !args.quiet,
+        spin: Duration::from_micros(args.client_spin_us),
     };
     for t in &targets {
         if t.protocol == Protocol::Resp && w.mix.0.iter().any(|(op, _)| *op == OpType::Scan) {

@@ -189,7 +189,8 @@ impl Engine {
             let cpu = cpus[i];
             let builder = LocalExecutorBuilder::new(Placement::Fixed(cpus[i]))
                 .name(&format!("shard-{i:03}"))
-                .io_memory(config.io_memory_bytes);
+                .io_memory(config.io_memory_bytes)
+                .spin_before_park(config.spin_before_park);
             let spawned = builder.spawn(move || async move {
                 run_shard(
                     (shard, cpu),
