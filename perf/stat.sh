@@ -3,10 +3,10 @@
 # fixed-count run (the load phase inserting KEYS records, then a timed PING or
 # GET run), divided by the operations served.
 #
-# Usage: perf/stat.sh      Environment: WORKLOAD [C], KEYS [200000], SECONDS [5], SHARDS [1]
+# Usage: perf/stat.sh      Environment: WORKLOAD [C], KEYS [200000], RUN_SECONDS [5], SHARDS [1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-WORKLOAD=${WORKLOAD:-C}; KEYS=${KEYS:-200000}; SECONDS=${SECONDS:-5}; SHARDS=${SHARDS:-1}
+WORKLOAD=${WORKLOAD:-C}; KEYS=${KEYS:-200000}; RUN_SECONDS=${RUN_SECONDS:-5}; SHARDS=${SHARDS:-1}
 command -v perf >/dev/null || { echo "perf not found: apt-get install linux-perf" >&2; exit 2; }
 if perf stat -e instructions true 2>&1 | grep -q "not supported"; then
     echo "This machine does not expose hardware counters to perf (typical of VMs without a virtual PMU):"
@@ -23,9 +23,9 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 server=$!
 for _ in $(seq 100); do grep -q "corekv serving" "$work/out" 2>/dev/null && break; sleep 0.1; done
 "$bin" bench --addr "127.0.0.1:$port" --keys "$KEYS" --load-only --quiet
-perf stat -e cycles,instructions -x, -o "$work/stat" -p "$server" -- sleep "$((SECONDS + 1))" &
+perf stat -e cycles,instructions -x, -o "$work/stat" -p "$server" -- sleep "$((RUN_SECONDS + 1))" &
 stat=$!
-"$bin" bench --addr "127.0.0.1:$port" --workload "$WORKLOAD" --keys "$KEYS" --duration "$SECONDS" --warmup 0 --quiet --json "$work/r.json" >/dev/null
+"$bin" bench --addr "127.0.0.1:$port" --workload "$WORKLOAD" --keys "$KEYS" --duration "$RUN_SECONDS" --warmup 0 --quiet --json "$work/r.json" >/dev/null
 wait $stat
 ops=$(python3 -c "import json; print(sum(o['count'] for o in json.load(open('$work/r.json'))['results']['ops'].values()))")
 cycles=$(awk -F, '$3=="cycles"{print $1}' "$work/stat"); instr=$(awk -F, '$3=="instructions"{print $1}' "$work/stat")
