@@ -104,6 +104,17 @@ pub async fn scan<D: Disk>(
     let mut i = 0usize;
     while i < seqs.len() {
         let seq = seqs[i];
+        if seqs.len() > 1 {
+            // A long replay must say it is alive: one line per segment.
+            tracing::info!(
+                shard = opts.shard_id,
+                segment = i + 1,
+                segments = seqs.len(),
+                records_so_far = report.records,
+                "replaying WAL segment {}",
+                segment_file_name(seq)
+            );
+        }
         let seg = load(disk, dir, seq).await?;
         report.bytes_read += seg.bytes.len() as u64;
         report.segments += 1;
