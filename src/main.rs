@@ -30,6 +30,8 @@ enum Command {
     Config(cmd::config::ConfigCommand),
     /// Collect a diagnostics archive (config, health, metrics, logs, system facts).
     Diagnose(cmd::diagnose::DiagnoseArgs),
+    /// Check a stopped server's data directory: metadata and every WAL record.
+    Verify(cmd::verify::VerifyArgs),
     /// Check this host's tuning for corekv.
     #[command(subcommand)]
     Tune(cmd::tune::TuneCommand),
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Cli(args) => cmd::cli::run(args),
         Command::Bench(args) => cmd::bench::run(args),
         Command::Tune(c) => cmd::tune::run(c),
+        Command::Verify(args) => cmd::verify::run(args),
         Command::Diagnose(args) => cmd::diagnose::run(args, &sub("diagnose")),
         Command::Config(c) => {
             let config = sub("config");

@@ -9,3 +9,4 @@ pub mod hostfacts;
 pub mod serve;
 pub mod settings;
 pub mod tune;
+pub mod verify;
