@@ -69,6 +69,7 @@ fn steady_state_requests_do_not_allocate_in_the_request_path() {
         value_bytes_max: 1 << 20,
         connections_per_shard_max: 100,
         frame_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::ZERO,
         slow_op: Duration::ZERO,
     });
     let listening = Arc::new(AtomicUsize::new(0));

@@ -200,3 +200,25 @@ fn half_sent_frames_time_out_and_connections_are_limited() {
     std::thread::sleep(Duration::from_millis(100));
     server.client().ping().expect("a slot is free again");
 }
+
+#[test]
+fn idle_connections_are_closed_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "1", "--idle-timeout-ms", "300"]);
+    // An active connection (a request every 100 ms) outlives the timeout.
+    let mut active = server.client();
+    for _ in 0..10 {
+        active.ping().expect("an active connection stays open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An idle one is closed: the server ends the stream.
+    let idle = TcpStream::connect(server.addr).unwrap();
+    let started = Instant::now();
+    let got = drain(idle);
+    assert!(got.is_empty(), "closed without a response");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}

@@ -43,6 +43,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         value_bytes_max: args.value_bytes_max,
         connections_per_shard_max: args.connections_per_shard_max,
         frame_timeout: Duration::from_millis(args.frame_timeout_ms),
+        idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         slow_op: Duration::from_millis(args.slow_op_ms),
     });
     let listening = Arc::new(AtomicUsize::new(0));

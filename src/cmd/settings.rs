@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// A frame whose first byte arrived must be complete within this many ms.
     #[arg(long, env = "COREKV_FRAME_TIMEOUT_MS", default_value_t = 30_000)]
     pub frame_timeout_ms: u64,
+    /// Close connections on which no request starts for this many ms (0: never).
+    #[arg(long, env = "COREKV_IDLE_TIMEOUT_MS", default_value_t = 0)]
+    pub idle_timeout_ms: u64,
     /// Microseconds an idle shard spins before sleeping (0: sleep at once).
     /// Spinning costs CPU and saves the wake-up latency of a sleeping core.
     #[arg(long, env = "COREKV_SPIN_US", default_value_t = 0)]
@@ -113,6 +116,7 @@ pub const KEYS: &[&str] = &[
     "cpus",
     "connections_per_shard_max",
     "frame_timeout_ms",
+    "idle_timeout_ms",
     "spin_us",
     "log_format",
     "log_file",
@@ -214,6 +218,7 @@ fn apply(args: &mut ServeArgs, key: &str, v: &toml::Value) -> Result<(), String>
         "connections_per_shard_max" => args.connections_per_shard_max = int(v)? as usize,
         "frame_timeout_ms" => args.frame_timeout_ms = int(v)?,
         "spin_us" => args.spin_us = int(v)?,
+        "idle_timeout_ms" => args.idle_timeout_ms = int(v)?,
         "log_format" => args.log_format = string(v)?,
         "log_file" => args.log_file = Some(PathBuf::from(string(v)?)),
         "slow_op_ms" => args.slow_op_ms = int(v)?,
@@ -285,6 +290,7 @@ impl ServeArgs {
             "connections_per_shard_max" => self.connections_per_shard_max.to_string(),
             "frame_timeout_ms" => self.frame_timeout_ms.to_string(),
             "spin_us" => self.spin_us.to_string(),
+            "idle_timeout_ms" => self.idle_timeout_ms.to_string(),
             "log_format" => s(&self.log_format),
             "log_file" => return self.log_file.as_ref().map(|p| s(&p.display().to_string())),
             "slow_op_ms" => self.slow_op_ms.to_string(),

@@ -9,7 +9,7 @@
 //! A fatal protocol error is answered and the connection closed; nothing else on
 //! the server is affected.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
@@ -29,6 +29,8 @@ enum ReadOutcome {
     Closed,
     Shutdown,
     TimedOut,
+    /// No frame started within the idle timeout.
+    Idle,
     Failed(std::io::Error),
 }
 
@@ -90,9 +92,13 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
         if ctx.shutdown.is_set() {
             return;
         }
-        match read_more(&mut stream, &mut rbuf, needed, ctx, cfg.frame_timeout).await {
+        match read_more(&mut stream, &mut rbuf, needed, ctx, cfg).await {
             ReadOutcome::Data(_) => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
+            ReadOutcome::Idle => {
+                tracing::debug!("closing a connection idle for {:?}", cfg.idle_timeout);
+                return;
+            }
             ReadOutcome::TimedOut => {
                 ShardMetrics::incr(&metrics.protocol_errors);
                 metrics.record_request(OpClass::Other, Status::FrameTimeout, 0);
@@ -114,7 +120,7 @@ async fn read_more(
     rbuf: &mut RecvBuf,
     needed: usize,
     ctx: &ShardContext,
-    frame_timeout: Duration,
+    cfg: &ConnConfig,
 ) -> ReadOutcome {
     let partial = !rbuf.is_empty();
     let spare = rbuf.spare(needed);
@@ -130,13 +136,21 @@ async fn read_more(
         ReadOutcome::Shutdown
     };
     let outcome = if partial {
-        // A half-sent frame must complete in time; an idle connection may wait forever.
+        // A half-sent frame must complete in time.
         let timeout = async {
-            glommio::timer::sleep(frame_timeout).await;
+            glommio::timer::sleep(cfg.frame_timeout).await;
             ReadOutcome::TimedOut
         };
         future::or(read, future::or(shutdown, timeout)).await
+    } else if let Some(idle) = cfg.idle_timeout {
+        let timeout = async {
+            glommio::timer::sleep(idle).await;
+            ReadOutcome::Idle
+        };
+        future::or(read, future::or(shutdown, timeout)).await
     } else {
+        // Without an idle timeout a connection between frames may wait forever,
+        // and waiting costs no timer.
         future::or(read, shutdown).await
     };
     if let ReadOutcome::Data(n) = outcome {

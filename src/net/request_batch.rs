@@ -31,6 +31,8 @@ pub struct ConnConfig {
     pub limits: Limits,
     /// A frame that has started arriving must complete within this time.
     pub frame_timeout: std::time::Duration,
+    /// Close a connection on which no frame starts for this long (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
     /// Batches slower than this are logged with their ops (0: never).
     pub slow_op_nanos: u64,
     pub hello: HelloInfo,

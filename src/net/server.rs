@@ -31,6 +31,8 @@ pub struct ServerConfig {
     /// TOO_MANY_CONNECTIONS and closed.
     pub connections_per_shard_max: usize,
     pub frame_timeout: Duration,
+    /// Connections with no frame for this long are closed (zero: never).
+    pub idle_timeout: Duration,
     /// Request batches slower than this are logged (zero: never).
     pub slow_op: Duration,
 }
@@ -106,6 +108,7 @@ pub async fn serve_shard(
     let conn_cfg = Rc::new(ConnConfig {
         limits: Limits::new(cfg.value_bytes_max),
         frame_timeout: cfg.frame_timeout,
+        idle_timeout: (!cfg.idle_timeout.is_zero()).then_some(cfg.idle_timeout),
         slow_op_nanos: cfg.slow_op.as_nanos() as u64,
         hello: HelloInfo {
             protocol_version: u16::from(PROTOCOL_VERSION),
