@@ -97,7 +97,9 @@ fn append_sync(c: &mut Criterion) {
                             segment_bytes: 64 << 20,
                             prefill: true,
                         };
-                        let mut w = WalWriter::open(DmaDisk, cfg, None).await.expect("open wal");
+                        let mut w = WalWriter::open(DmaDisk, cfg, None, &[])
+                            .await
+                            .expect("open wal");
                         // Let the spare segment's zero-fill finish so it does not compete.
                         while w.background_step().await.expect("prefill") {}
                         let mut payload = Vec::new();

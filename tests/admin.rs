@@ -115,7 +115,7 @@ fn health_and_metrics_follow_load() {
     );
     assert!(sum(&m, "corekv_wal_syncs_total", "") >= 1.0);
     assert_eq!(sum(&m, "corekv_wal_records_total", ""), 100.0);
-    assert_eq!(sum(&m, "corekv_keys", "shard="), 100.0);
+    assert_eq!(sum(&m, "corekv_memtable_entries", "shard="), 100.0);
     assert_eq!(
         sum(&m, "corekv_request_latency_seconds_count", "op=\"put\""),
         100.0

@@ -76,7 +76,7 @@ async fn write_log(
     value_bytes: usize,
     segment_bytes: u64,
 ) -> Written {
-    let mut w = WalWriter::open(DmaDisk, config(dir, segment_bytes), None)
+    let mut w = WalWriter::open(DmaDisk, config(dir, segment_bytes), None, &[])
         .await
         .unwrap();
     let mut lsn = 1;
@@ -333,7 +333,7 @@ fn a_backlog_larger_than_a_segment_is_split_into_batches() {
                 .unwrap();
         }
         assert!(commit.open_bytes() > 3 * segment as usize);
-        let mut wal = WalWriter::open(DmaDisk, config(&wal_dir, segment), None)
+        let mut wal = WalWriter::open(DmaDisk, config(&wal_dir, segment), None, &[])
             .await
             .unwrap();
         commit.request_stop();

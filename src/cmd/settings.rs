@@ -71,6 +71,18 @@ pub struct ServeArgs {
     /// Spinning costs CPU and saves the wake-up latency of a sleeping core.
     #[arg(long, env = "COREKV_SPIN_US", default_value_t = 0)]
     pub spin_us: u64,
+    /// Block cache for the whole server, in bytes, split evenly across shards.
+    #[arg(long, env = "COREKV_CACHE_SIZE", default_value_t = 256 * 1024 * 1024)]
+    pub cache_size: usize,
+    /// Each shard flushes its memtable into a table past this many bytes.
+    #[arg(long, env = "COREKV_MEMTABLE_SIZE", default_value_t = 64 * 1024 * 1024)]
+    pub memtable_size: usize,
+    /// Compaction writes tables of about this many bytes.
+    #[arg(long, env = "COREKV_TABLE_SIZE", default_value_t = 64 * 1024 * 1024)]
+    pub table_size: u64,
+    /// Level-0 tables (flushed memtables) that trigger a compaction.
+    #[arg(long, env = "COREKV_L0_TRIGGER", default_value_t = 4)]
+    pub l0_trigger: usize,
     /// Log format on stderr: text or json.
     #[arg(long, env = "COREKV_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -118,6 +130,10 @@ pub const KEYS: &[&str] = &[
     "frame_timeout_ms",
     "idle_timeout_ms",
     "spin_us",
+    "cache_size",
+    "memtable_size",
+    "table_size",
+    "l0_trigger",
     "log_format",
     "log_file",
     "slow_op_ms",
@@ -219,6 +235,10 @@ fn apply(args: &mut ServeArgs, key: &str, v: &toml::Value) -> Result<(), String>
         "frame_timeout_ms" => args.frame_timeout_ms = int(v)?,
         "spin_us" => args.spin_us = int(v)?,
         "idle_timeout_ms" => args.idle_timeout_ms = int(v)?,
+        "cache_size" => args.cache_size = int(v)? as usize,
+        "memtable_size" => args.memtable_size = int(v)? as usize,
+        "table_size" => args.table_size = int(v)?,
+        "l0_trigger" => args.l0_trigger = int(v)? as usize,
         "log_format" => args.log_format = string(v)?,
         "log_file" => args.log_file = Some(PathBuf::from(string(v)?)),
         "slow_op_ms" => args.slow_op_ms = int(v)?,
@@ -238,6 +258,10 @@ impl ServeArgs {
         config.recover_truncate = self.recover_truncate;
         config.cpus = self.cpus.clone();
         config.spin_before_park = Duration::from_micros(self.spin_us);
+        config.cache_bytes = self.cache_size;
+        config.memtable_bytes = self.memtable_size;
+        config.table_target_bytes = self.table_size;
+        config.l0_trigger = self.l0_trigger;
         config
     }
 
@@ -291,6 +315,10 @@ impl ServeArgs {
             "frame_timeout_ms" => self.frame_timeout_ms.to_string(),
             "spin_us" => self.spin_us.to_string(),
             "idle_timeout_ms" => self.idle_timeout_ms.to_string(),
+            "cache_size" => self.cache_size.to_string(),
+            "memtable_size" => self.memtable_size.to_string(),
+            "table_size" => self.table_size.to_string(),
+            "l0_trigger" => self.l0_trigger.to_string(),
             "log_format" => s(&self.log_format),
             "log_file" => return self.log_file.as_ref().map(|p| s(&p.display().to_string())),
             "slow_op_ms" => self.slow_op_ms.to_string(),

@@ -35,6 +35,14 @@ pub struct EngineConfig {
     /// trades CPU for latency: a sleeping shard must be woken by an
     /// inter-processor interrupt, which is slow (tens of µs) on many VMs.
     pub spin_before_park: std::time::Duration,
+    /// Block cache for the whole server, split evenly across shards.
+    pub cache_bytes: usize,
+    /// A shard's memtable is flushed to a table past this many bytes.
+    pub memtable_bytes: usize,
+    /// Compaction output tables are about this large.
+    pub table_target_bytes: u64,
+    /// Level-0 tables that trigger a compaction.
+    pub l0_trigger: usize,
 }
 
 impl EngineConfig {
@@ -50,6 +58,10 @@ impl EngineConfig {
             cpus: None,
             io_memory_bytes: 2 * 1024 * 1024,
             spin_before_park: Duration::ZERO,
+            cache_bytes: 256 * 1024 * 1024,
+            memtable_bytes: 64 * 1024 * 1024,
+            table_target_bytes: 64 * 1024 * 1024,
+            l0_trigger: 4,
         }
     }
 
@@ -94,6 +106,30 @@ impl EngineConfig {
             problems.push(format!(
                 "spin_before_park = {:?}: at most 1 s",
                 self.spin_before_park
+            ));
+        }
+        if self.cache_bytes < 1024 * 1024 {
+            problems.push(format!(
+                "cache_size = {}: at least 1 MiB (1048576)",
+                self.cache_bytes
+            ));
+        }
+        if self.memtable_bytes < 64 * 1024 {
+            problems.push(format!(
+                "memtable_size = {}: at least 64 KiB (65536)",
+                self.memtable_bytes
+            ));
+        }
+        if self.table_target_bytes < 64 * 1024 {
+            problems.push(format!(
+                "table_size = {}: at least 64 KiB (65536)",
+                self.table_target_bytes
+            ));
+        }
+        if !(2..=64).contains(&self.l0_trigger) {
+            problems.push(format!(
+                "l0_trigger = {}: between 2 and 64",
+                self.l0_trigger
             ));
         }
         if let Some(cpus) = &self.cpus {

@@ -5,6 +5,7 @@
 //! deterministic, so the same bytes decode the same way on every machine and in the
 //! simulator.
 
+pub mod block_format;
 pub mod checksum;
 pub mod config;
 pub mod filter;
@@ -12,5 +13,6 @@ pub mod hash;
 pub mod limits;
 pub mod manifest_format;
 pub mod status;
+pub mod table_format;
 pub mod types;
 pub mod wal_format;

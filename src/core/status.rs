@@ -72,7 +72,8 @@ statuses! {
     Internal = 203, "INTERNAL", false, "An internal invariant failed; the server log has details.";
     StorageCorrupt = 204, "STORAGE_CORRUPT", false, "Data needed for this request failed its checksum; nothing was returned for it.";
     IoError = 205, "IO_ERROR", true, "A read from disk failed; nothing was returned for it.";
-    Overloaded = 206, "OVERLOADED", true, "The shard is past its memory budget for pending work; retry with back-off.";
+    Overloaded = 206, "OVERLOADED", true, "The shard is past its memory budget for pending work (WAL backlog, or a memtable its flushes cannot keep up with); retry with back-off.";
+    StorageFailed = 207, "STORAGE_FAILED", false, "A table flush or compaction on this shard failed (disk full, I/O error); the shard refuses writes until restarted. Acknowledged writes are safe in the WAL.";
 }
 
 impl Status {

@@ -68,6 +68,9 @@ pub struct ScanReport {
     pub truncated: Option<Truncation>,
     /// Files removed (repair) or that would be removed (check only).
     pub removed: Vec<PathBuf>,
+    /// `(sequence, first LSN)` of every segment with a valid header, in order:
+    /// what the writer needs to know which segments a flush made redundant.
+    pub segment_starts: Vec<(u64, u64)>,
 }
 
 /// A segment loaded into memory.
@@ -127,7 +130,10 @@ pub async fn scan<D: Disk>(
             return corrupt(disk, dir, opts, &seqs, i, &seg, 0, detail, &mut report).await;
         }
         let header = match SegmentHeader::decode(&seg.bytes) {
-            Ok(h) => h,
+            Ok(h) => {
+                report.segment_starts.push((seq, h.first_lsn.get()));
+                h
+            }
             Err(e) if i + 1 == seqs.len() && seg.bytes.iter().all(|&b| b == 0) => {
                 // Renamed into place but never written: resume in it.
                 let _ = e;

@@ -101,16 +101,20 @@ pub struct WalWriter<D: Disk> {
     disk: D,
     cfg: WalConfig,
     active: Active<D::File>,
+    /// `(sequence, first LSN)` of every segment holding records, oldest first.
+    segments: std::collections::VecDeque<(u64, u64)>,
     spare: Option<Spare<D::File>>,
     latched: Option<String>,
 }
 
 impl<D: Disk> WalWriter<D> {
     /// Open for appending at `resume`, or start the first segment when there is none.
+    /// `segment_starts` is the reader's `(sequence, first LSN)` list.
     pub async fn open(
         disk: D,
         cfg: WalConfig,
         resume: Option<ResumePoint>,
+        segment_starts: &[(u64, u64)],
     ) -> Result<Self, WalError> {
         assert!(cfg.segment_bytes % SECTOR_BYTES as u64 == 0);
         disk.create_dir_all(&cfg.dir).await?;
@@ -137,6 +141,7 @@ impl<D: Disk> WalWriter<D> {
             disk,
             cfg,
             active,
+            segments: segment_starts.iter().copied().collect(),
             spare: None,
             latched: None,
         })
@@ -216,6 +221,9 @@ impl<D: Disk> WalWriter<D> {
             // The rest is padding, zeroed by alloc_buf.
         }
         let total = (header_bytes as u64) + extent;
+        if with_header {
+            self.segments.push_back((self.active.seq, first_lsn));
+        }
         self.active.file.write_at(buf, offset).await?;
         self.active.file.fdatasync().await?;
         self.active.offset = offset + total;
@@ -243,6 +251,35 @@ impl<D: Disk> WalWriter<D> {
         );
         old.file.close().await?;
         Ok(())
+    }
+
+    /// Delete segments every record of which is at or below `cutoff_lsn` (they
+    /// are in durable tables). The active segment is never deleted, and nor is
+    /// the last one with records, so the log always says where LSNs continue.
+    /// A failed removal is reported and the segment kept: no data depends on it.
+    pub async fn remove_segments_through(&mut self, cutoff_lsn: u64) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while self.segments.len() >= 2 {
+            let (seq, _) = self.segments[0];
+            let (_, next_first) = self.segments[1];
+            if seq == self.active.seq || next_first.saturating_sub(1) > cutoff_lsn {
+                break;
+            }
+            self.disk
+                .remove(&self.cfg.dir.join(segment_file_name(seq)))
+                .await?;
+            self.segments.pop_front();
+            removed += 1;
+        }
+        if removed > 0 {
+            self.disk.sync_dir(&self.cfg.dir).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Segments on disk holding records.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
     }
 
     /// One bounded step of background work (preparing the next segment once the

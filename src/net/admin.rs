@@ -130,7 +130,8 @@ pub fn health(view: &TelemetryView) -> (u16, String) {
                 "status": s.health.name(),
                 "reason": match &s.health { Health::ReadOnly { reason } => Some(reason.as_str()), _ => None },
                 "durable_lsn": s.durable_lsn,
-                "keys": s.keys,
+                "memtable_entries": s.storage.memtable_entries,
+                "tables": s.storage.l0_tables + s.storage.l1_tables,
                 "connections": s.connections_open,
             })
         })
@@ -347,18 +348,116 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             MetricType::Gauge,
             per_shard(&|s| s.durable_lsn as f64),
         )?;
-        family(
-            "corekv_keys",
-            "Keys stored.",
-            MetricType::Gauge,
-            per_shard(&|s| s.keys as f64),
-        )?;
-        family(
-            "corekv_live_bytes",
-            "Key and value bytes stored.",
-            MetricType::Gauge,
-            per_shard(&|s| s.live_bytes as f64),
-        )?;
+        let g = MetricType::Gauge;
+        let c = MetricType::Counter;
+        type Pick = fn(&crate::shard::telemetry::ShardSnapshot) -> f64;
+        let storage: [(&str, &str, MetricType, Pick); 21] = [
+            (
+                "corekv_memtable_entries",
+                "Entries in the active memtable.",
+                g,
+                |s| s.storage.memtable_entries as f64,
+            ),
+            (
+                "corekv_memtable_bytes",
+                "Bytes in the active memtable.",
+                g,
+                |s| s.storage.memtable_bytes as f64,
+            ),
+            (
+                "corekv_memtable_frozen_bytes",
+                "Bytes in the memtable being flushed.",
+                g,
+                |s| s.storage.frozen_bytes as f64,
+            ),
+            ("corekv_l0_tables", "Tables in level 0.", g, |s| {
+                s.storage.l0_tables as f64
+            }),
+            ("corekv_l1_tables", "Tables in level 1.", g, |s| {
+                s.storage.l1_tables as f64
+            }),
+            ("corekv_l0_bytes", "Bytes of level-0 tables.", g, |s| {
+                s.storage.l0_bytes as f64
+            }),
+            ("corekv_l1_bytes", "Bytes of level-1 tables.", g, |s| {
+                s.storage.l1_bytes as f64
+            }),
+            (
+                "corekv_compaction_debt_bytes",
+                "Bytes of level-0 tables waiting to be compacted into level 1.",
+                g,
+                |s| s.storage.l0_bytes as f64,
+            ),
+            (
+                "corekv_table_pinned_bytes",
+                "Memory held by table indexes and bloom filters.",
+                g,
+                |s| s.storage.pinned_bytes as f64,
+            ),
+            (
+                "corekv_cache_capacity_bytes",
+                "Block cache budget of the shard.",
+                g,
+                |s| s.storage.cache_capacity_bytes as f64,
+            ),
+            (
+                "corekv_cache_resident_bytes",
+                "Bytes of blocks in the cache.",
+                g,
+                |s| s.storage.cache.resident_bytes as f64,
+            ),
+            ("corekv_cache_hits", "Block cache hits.", c, |s| {
+                s.storage.cache.hits as f64
+            }),
+            (
+                "corekv_cache_misses",
+                "Block cache misses (block reads).",
+                c,
+                |s| s.storage.cache.misses as f64,
+            ),
+            (
+                "corekv_cache_coalesced",
+                "Misses that waited for another request's read of the same block.",
+                c,
+                |s| s.storage.cache.coalesced as f64,
+            ),
+            (
+                "corekv_cache_evictions",
+                "Blocks evicted from the cache.",
+                c,
+                |s| s.storage.cache.evictions as f64,
+            ),
+            ("corekv_flushes", "Memtables flushed to tables.", c, |s| {
+                s.storage.flushes as f64
+            }),
+            ("corekv_flush_bytes", "Bytes written by flushes.", c, |s| {
+                s.storage.flush_bytes as f64
+            }),
+            ("corekv_compactions", "Compactions completed.", c, |s| {
+                s.storage.compactions as f64
+            }),
+            (
+                "corekv_compaction_read_bytes",
+                "Table bytes read by compactions.",
+                c,
+                |s| s.storage.compaction_read_bytes as f64,
+            ),
+            (
+                "corekv_compaction_write_bytes",
+                "Table bytes written by compactions.",
+                c,
+                |s| s.storage.compaction_write_bytes as f64,
+            ),
+            (
+                "corekv_wal_segments_recycled",
+                "WAL segments deleted because tables cover them.",
+                c,
+                |s| s.storage.wal_segments_recycled as f64,
+            ),
+        ];
+        for (name, help, kind, pick) in storage {
+            family(name, help, kind, per_shard(&pick))?;
+        }
         family(
             "corekv_pending_writes",
             "Writes waiting for their fdatasync.",

@@ -40,6 +40,7 @@ pub struct CommitStats {
     pub sync_nanos_total: Cell<u64>,
     pub sync_nanos_max: Cell<u64>,
     pub largest_batch_records: Cell<u64>,
+    pub segments_recycled: Cell<u64>,
     /// Time of each batch's write + fdatasync.
     pub sync_latency: LatencyHist,
 }
@@ -75,6 +76,10 @@ pub struct Commit {
     durable_changed: WaitQueue,
     work_arrived: WaitQueue,
     stop: Event,
+    /// WAL segments wholly at or below this LSN may be deleted (set after a
+    /// flush is recorded in the manifest); `recycled` is how far that was done.
+    recycle_through: Cell<u64>,
+    recycled: Cell<u64>,
     pub stats: CommitStats,
 }
 
@@ -109,6 +114,8 @@ impl Commit {
             durable_changed: WaitQueue::default(),
             work_arrived: WaitQueue::default(),
             stop: Event::default(),
+            recycle_through: Cell::new(0),
+            recycled: Cell::new(0),
             stats: CommitStats::default(),
         }
     }
@@ -195,6 +202,37 @@ impl Commit {
             .await
     }
 
+    /// Every record at or below `lsn` is in durable tables: the flusher may
+    /// delete the WAL segments that hold nothing newer.
+    pub fn request_recycle(&self, lsn: u64) {
+        if lsn > self.recycle_through.get() {
+            self.recycle_through.set(lsn);
+            self.work_arrived.wake_all();
+        }
+    }
+
+    fn recycle_due(&self) -> bool {
+        self.recycle_through.get() > self.recycled.get()
+    }
+
+    async fn recycle<D: Disk>(&self, wal: &mut WalWriter<D>) {
+        let through = self.recycle_through.get();
+        match wal.remove_segments_through(through).await {
+            Ok(n) => {
+                self.recycled.set(through);
+                self.stats
+                    .segments_recycled
+                    .set(self.stats.segments_recycled.get() + n as u64);
+            }
+            Err(e) => {
+                // Not a durability problem (the data is in tables); try again
+                // after the next flush rather than in a tight loop.
+                self.recycled.set(through);
+                tracing::warn!("could not delete WAL segments covered by tables: {e}");
+            }
+        }
+    }
+
     /// Ask the flusher to write what is open and stop. New appends are refused.
     pub fn request_stop(&self) {
         self.stop.set();
@@ -221,6 +259,10 @@ impl Commit {
                 if self.stop.is_set() {
                     return;
                 }
+                if self.recycle_due() {
+                    self.recycle(wal).await;
+                    continue;
+                }
                 match wal.background_step().await {
                     Ok(true) => continue,
                     Ok(false) => {}
@@ -230,7 +272,9 @@ impl Commit {
                     }
                 }
                 self.work_arrived
-                    .until(|| (self.has_work() || self.stop.is_set()).then_some(()))
+                    .until(|| {
+                        (self.has_work() || self.stop.is_set() || self.recycle_due()).then_some(())
+                    })
                     .await;
                 continue;
             }

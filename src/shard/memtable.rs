@@ -52,6 +52,41 @@ impl Memtable {
         self.bytes += add;
     }
 
+    /// Copy up to `max` entries with key > `after` (or >= `start` when `after` is
+    /// `None`) and key < `end` (`end` empty: no bound) into `out`, in order.
+    /// Returns false when the range is exhausted.
+    pub fn copy_range(
+        &self,
+        after: Option<&[u8]>,
+        start: &[u8],
+        end: &[u8],
+        max: usize,
+        out: &mut std::collections::VecDeque<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> bool {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Included(start),
+        };
+        let upper = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        if let (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(u)) = (lower, upper) {
+            if l >= u {
+                return false;
+            }
+        }
+        for (n, (k, v)) in self.map.range::<[u8], _>((lower, upper)).enumerate() {
+            if n == max {
+                return true;
+            }
+            out.push_back((k.clone(), v.clone()));
+        }
+        false
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -82,9 +117,21 @@ impl Memtable {
         end: &[u8],
     ) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
         self.map
-            .range::<Vec<u8>, _>(super::store::key_range(start, end))
+            .range::<Vec<u8>, _>(key_range(start, end))
             .map(|(k, v)| (k.as_slice(), v.as_deref()))
     }
+}
+
+/// The bounds of `start <= key < end`, where an empty `end` means unbounded (the
+/// convention of SCAN).
+fn key_range(start: &[u8], end: &[u8]) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end.to_vec())
+    };
+    (Bound::Included(start.to_vec()), upper)
 }
 
 #[cfg(test)]

@@ -10,8 +10,12 @@
 pub mod buffer_pool;
 pub mod clock;
 pub mod commit;
+pub mod compaction;
 pub mod context;
+pub mod lsm;
+pub mod maintenance;
 pub mod memtable;
+pub mod merge;
 pub mod metrics;
 pub mod ops;
 pub mod pending;
@@ -20,7 +24,6 @@ pub mod router;
 pub mod runtime;
 pub mod scan;
 pub mod state;
-pub mod store;
 pub mod sync;
 pub mod telemetry;
 

@@ -1,37 +1,63 @@
-//! Startup of one shard: replay its WAL into a fresh store, repair a torn tail,
-//! and open the WAL writer where the log ends.
+//! Startup of one shard: open its tables (manifest), replay the WAL records the
+//! tables do not cover into the memtable, repair a torn tail, and open the WAL
+//! writer where the log ends.
 
 use std::rc::Rc;
 
 use crate::core::config::EngineConfig;
 use crate::core::types::ShardId;
-use crate::io::data_dir::wal_dir;
+use crate::io::data_dir::{shard_dir, wal_dir};
 use crate::io::wal_reader::{self, ScanOptions, ScanReport};
 use crate::io::wal_writer::{WalConfig, WalError, WalWriter};
 use crate::io::Disk;
 
+use super::lsm::{Lsm, LsmConfig, LsmError};
 use super::state::{replay_record, ShardState};
-use super::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverySource {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Storage(#[from] LsmError),
+}
+
+impl From<crate::io::IoError> for RecoverySource {
+    fn from(e: crate::io::IoError) -> Self {
+        RecoverySource::Wal(e.into())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{shard}: {source}")]
 pub struct RecoveryError {
     pub shard: ShardId,
     #[source]
-    pub source: WalError,
+    pub source: RecoverySource,
 }
 
 impl RecoveryError {
     pub fn name(&self) -> &'static str {
-        match self.source {
-            WalError::Corrupt { .. } => "WAL_CORRUPT",
-            WalError::Io(_) | WalError::Latched { .. } => "WAL_IO",
+        match &self.source {
+            RecoverySource::Wal(WalError::Corrupt { .. }) => "WAL_CORRUPT",
+            RecoverySource::Wal(WalError::Io(_) | WalError::Latched { .. }) => "WAL_IO",
+            RecoverySource::Storage(e) => e.name(),
         }
     }
 }
 
+/// This shard's storage sizes, from the server-wide configuration.
+pub fn lsm_config(config: &EngineConfig, shard_count: u16) -> LsmConfig {
+    LsmConfig {
+        memtable_bytes: config.memtable_bytes,
+        cache_bytes: config.cache_bytes / usize::from(shard_count.max(1)),
+        table_target_bytes: config.table_target_bytes,
+        l0_trigger: config.l0_trigger,
+    }
+}
+
 pub struct Recovered<D: Disk> {
-    pub state: Rc<ShardState>,
+    pub state: Rc<ShardState<D>>,
     pub wal: WalWriter<D>,
     pub report: ScanReport,
 }
@@ -52,20 +78,47 @@ pub async fn recover<D: Disk>(
     shard: ShardId,
     shard_count: u16,
 ) -> Result<Recovered<D>, RecoveryError> {
-    let err = |source: WalError| RecoveryError { shard, source };
+    let err = |source: RecoverySource| RecoveryError { shard, source };
     let wal_cfg = wal_config(config, shard, shard_count);
     disk.create_dir_all(&wal_cfg.dir)
         .await
         .map_err(|e| err(e.into()))?;
-    let mut store = Store::default();
+    let lsm = Lsm::open(
+        disk.clone(),
+        &shard_dir(&config.data_dir, shard.0),
+        shard.0,
+        lsm_config(config, shard_count),
+    )
+    .await
+    .map_err(|e| err(e.into()))?;
+    let cutoff = lsm.wal_cutoff();
     let opts = ScanOptions {
         shard_id: shard.0,
         repair: true,
         truncate_corruption: config.recover_truncate,
     };
-    let report = wal_reader::scan(&disk, &wal_cfg.dir, &opts, |r| replay_record(&mut store, r))
-        .await
-        .map_err(err)?;
+    let report = wal_reader::scan(&disk, &wal_cfg.dir, &opts, |r| {
+        if r.lsn() > cutoff {
+            replay_record(&lsm, r)
+        }
+    })
+    .await
+    .map_err(|e| err(e.into()))?;
+    if let Some(&(seq, first)) = report.segment_starts.first() {
+        if first > cutoff + 1 {
+            let path = wal_cfg
+                .dir
+                .join(crate::io::wal_writer::segment_file_name(seq));
+            return Err(err(RecoverySource::Wal(WalError::Corrupt {
+                path,
+                offset: 0,
+                detail: format!(
+                    "the log starts at LSN {first} but the tables cover only up to LSN {cutoff}: \
+                     the records in between are missing"
+                ),
+            })));
+        }
+    }
     if let Some(torn) = &report.torn {
         tracing::warn!(
             shard = shard.0,
@@ -87,15 +140,17 @@ pub async fn recover<D: Disk>(
             t.records_dropped
         );
     }
-    let wal = WalWriter::open(disk, wal_cfg, report.resume.clone())
+    let wal = WalWriter::open(disk, wal_cfg, report.resume.clone(), &report.segment_starts)
         .await
-        .map_err(err)?;
+        .map_err(|e| err(e.into()))?;
     let state = Rc::new(ShardState::new(
         shard,
         shard_count,
         config,
-        store,
-        report.last_lsn + 1,
+        lsm,
+        report.last_lsn.max(cutoff) + 1,
     ));
+    // Segments the tables already cover go as soon as the flusher runs.
+    state.commit.request_recycle(cutoff);
     Ok(Recovered { state, wal, report })
 }

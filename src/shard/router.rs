@@ -218,7 +218,9 @@ impl Router {
             batch.tokens[peer] = Some(token);
         }
         if !batch.ops[me].is_empty() {
-            self.state.execute(&batch.ops[me], &mut batch.replies[me]);
+            self.state
+                .execute(&batch.ops[me], &mut batch.replies[me])
+                .await;
             self.state.settle(&mut batch.replies[me]).await;
         }
         for peer in 0..batch.tokens.len() {
@@ -298,7 +300,7 @@ impl Router {
     async fn serve_remote(&self, peer: u16, token: u32, ops: OpBatch, mut replies: ReplyBatch) {
         ShardMetrics::incr(&self.state.metrics.forwarded_batches_in);
         replies.clear();
-        self.state.execute(&ops, &mut replies);
+        self.state.execute(&ops, &mut replies).await;
         self.state.settle(&mut replies).await;
         if let Some(tx) = &self.to[usize::from(peer)] {
             // If the peer is gone it no longer waits for this reply.

@@ -26,6 +26,7 @@ use crate::io::DmaDisk;
 
 use super::clock::GlommioClock;
 use super::context::ShardContext;
+use super::maintenance::{run_compactions, run_flushes};
 use super::recovery::{recover, RecoveryError};
 use super::router::{make_links, Router, ShardLinks};
 use super::sync::Event;
@@ -347,7 +348,8 @@ where
         shard = shard.0,
         records = recovered.report.records,
         last_lsn = recovered.report.last_lsn,
-        keys = recovered.state.store_len(),
+        memtable_entries = recovered.state.lsm.memtable().borrow().len(),
+        tables = recovered.state.lsm.version().tables().count(),
         "shard recovered"
     );
     let _ = report.send(Ok(()));
@@ -401,6 +403,38 @@ where
         })
     };
 
+    let storage_stop = Rc::new(Event::default());
+    let (flushes, compactions) = {
+        let ex = glommio::executor();
+        // Flushes free memory writers wait for; compaction only bounds read cost.
+        let flush_q = ex.create_task_queue(
+            glommio::Shares::Static(500),
+            glommio::Latency::NotImportant,
+            "flush",
+        );
+        let compact_q = ex.create_task_queue(
+            glommio::Shares::Static(100),
+            glommio::Latency::NotImportant,
+            "compaction",
+        );
+        let spawn = |fut, q| glommio::spawn_local_into(fut, q);
+        let flushes = spawn(
+            Box::pin(run_flushes(state.clone(), storage_stop.clone()))
+                as std::pin::Pin<Box<dyn Future<Output = ()>>>,
+            flush_q,
+        );
+        let compactions = spawn(
+            Box::pin(run_compactions(state.clone(), storage_stop.clone())),
+            compact_q,
+        );
+        match (flushes, compactions) {
+            (Ok(f), Ok(c)) => (f, c),
+            (Err(e), _) | (_, Err(e)) => {
+                panic!("spawning storage tasks on fresh task queues failed: {e}")
+            }
+        }
+    };
+
     let router = Router::connect(state.clone(), links).await;
     let shutdown = Rc::new(Event::default());
     let watcher = {
@@ -448,6 +482,12 @@ where
     while control.services_done.load(Ordering::SeqCst) < usize::from(shard_count) {
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
+    storage_stop.set();
+    state.lsm.work.wake_all();
+    // A compaction may be long: stop it (its outputs are orphans, removed at the
+    // next start). A flush in progress completes.
+    compactions.cancel().await;
+    flushes.await;
     state.commit.request_stop();
     let wal_failure = flusher.await;
     publisher.await;

@@ -13,8 +13,11 @@
 
 use crate::core::filter::Filter;
 
-use super::pending::{Pending, PendingWrite};
-use super::store::Store;
+use crate::io::table_file::TableError;
+use crate::io::Disk;
+
+use super::lsm::Lsm;
+use super::merge::Merge;
 
 /// Most entries one SCAN request may ask for.
 pub const SCAN_LIMIT_MAX: u32 = 10_000;
@@ -96,19 +99,16 @@ fn push_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-/// Scan `store` overlaid with `pending` from `start`, writing a page into `out`.
-/// Returns the highest pending LSN the page depends on (0: none), so that the
-/// reply waits until those writes are durable.
-pub fn scan_shard(
-    store: &Store,
-    pending: &Pending,
-    start: &[u8],
+/// Write one page of the merged stream `merge` into `out`, keeping entries the
+/// filter accepts. Returns the highest pending LSN the page depends on (0: none),
+/// so that the reply waits until those writes are durable.
+pub async fn scan_page<D: Disk>(
+    lsm: &Lsm<D>,
+    merge: &mut Merge<D>,
     p: &ScanParams<'_>,
     filter: &mut Filter,
     out: &mut Vec<u8>,
-) -> u64 {
-    let mut overlay: Vec<(&[u8], &PendingWrite)> = Vec::new();
-    pending.range_sorted(start, p.end, &mut overlay);
+) -> Result<u64, TableError> {
     let header_at = out.len();
     out.push(0);
     out.extend_from_slice(&0u32.to_le_bytes());
@@ -117,35 +117,7 @@ pub fn scan_shard(
     let mut matched = 0u32;
     let mut examined = 0usize;
     let mut resume: Option<Vec<u8>> = None;
-    let mut base = store.range(start, p.end).peekable();
-    let mut over = overlay.into_iter().peekable();
-    loop {
-        // Next key in order from the two sources; pending wins on equal keys.
-        let (key, value): (&[u8], Option<&[u8]>) = match (base.peek(), over.peek()) {
-            (None, None) => break,
-            (Some(&(bk, bv)), Some(&(ok, ow))) => {
-                if ok <= bk {
-                    if ok == bk {
-                        base.next();
-                    }
-                    over.next();
-                    wait_lsn = wait_lsn.max(ow.lsn);
-                    (ok, ow.value.as_deref())
-                } else {
-                    base.next();
-                    (bk, Some(bv))
-                }
-            }
-            (Some(&(bk, bv)), None) => {
-                base.next();
-                (bk, Some(bv))
-            }
-            (None, Some(&(ok, ow))) => {
-                over.next();
-                wait_lsn = wait_lsn.max(ow.lsn);
-                (ok, ow.value.as_deref())
-            }
-        };
+    while let Some((key, value, lsn)) = merge.next(lsm).await? {
         let full = matched >= p.limit
             || out.len() - entries_at >= SCAN_REPLY_BYTES_MAX
             || examined >= SCAN_EXAMINED_MAX;
@@ -154,6 +126,7 @@ pub fn scan_shard(
             break;
         }
         examined += 1;
+        wait_lsn = wait_lsn.max(lsn);
         let Some(value) = value else { continue };
         if filter.matches(key, value) {
             push_entry(out, key, value);
@@ -169,69 +142,12 @@ pub fn scan_shard(
         out.extend_from_slice(&r);
         out.extend_from_slice(&entries);
     }
-    wait_lsn
+    Ok(wait_lsn)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::filter::FILTER_NONE;
-
-    fn params(end: &[u8], limit: u32) -> ScanParams<'_> {
-        ScanParams {
-            end,
-            limit,
-            filter_kind: FILTER_NONE,
-            filter_arg: b"",
-        }
-    }
-
-    fn keys(page: &[u8]) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
-        let p = decode_page(page).unwrap();
-        (
-            p.resume.map(<[u8]>::to_vec),
-            page_entries(p.entries).map(|(k, _)| k.to_vec()).collect(),
-        )
-    }
-
-    #[test]
-    fn merges_pending_over_store_and_pages() {
-        let mut store = Store::default();
-        for k in [b"a", b"b", b"c", b"d"] {
-            store.put(k.to_vec(), b"old".to_vec());
-        }
-        let mut pending = Pending::default();
-        pending.insert(b"b", 7, None);
-        pending.insert(b"bb", 8, Some(b"new"));
-        pending.insert(b"z", 9, Some(b"out of range"));
-        let mut out = Vec::new();
-        let lsn = scan_shard(
-            &store,
-            &pending,
-            b"a",
-            &params(b"d", 10),
-            &mut Filter::None,
-            &mut out,
-        );
-        assert_eq!(
-            keys(&out),
-            (None, vec![b"a".to_vec(), b"bb".to_vec(), b"c".to_vec()])
-        );
-        assert_eq!(lsn, 8, "depends on the pending delete of b and put of bb");
-        out.clear();
-        scan_shard(
-            &store,
-            &pending,
-            b"a",
-            &params(b"", 2),
-            &mut Filter::None,
-            &mut out,
-        );
-        assert_eq!(
-            keys(&out),
-            (Some(b"c".to_vec()), vec![b"a".to_vec(), b"bb".to_vec()])
-        );
-    }
 
     #[test]
     fn params_round_trip() {

@@ -1,13 +1,13 @@
-//! One shard's state machine: executes operations against its store, logs writes
-//! through group commit, and decides when replies may be released.
+//! One shard's state machine: executes operations against its storage, logs
+//! writes through group commit, and decides when replies may be released.
 //!
 //! Lives on one core (`!Send`, shared between that core's tasks by `Rc`). It never
-//! performs I/O itself: the WAL is written by the flusher (see `commit`), and
-//! recovery hands it a store rebuilt from the WAL.
+//! writes the WAL itself (the flusher in `commit` does); it reads tables through
+//! the storage (`lsm`), which may wait for a block read.
 //!
-//! Invariant (sync durability): the store holds only durable writes; writes not yet
-//! durable live in `pending`, and any reply that depends on one carries its LSN and
-//! is held until that LSN is durable, or failed if the WAL fails first.
+//! Invariant (sync durability): the storage holds only durable writes; writes not
+//! yet durable live in `pending`, and any reply that depends on one carries its
+//! LSN and is held until that LSN is durable, or failed if the WAL fails first.
 
 use std::cell::RefCell;
 
@@ -16,15 +16,18 @@ use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
 use crate::core::types::{Durability, ShardId};
 use crate::core::wal_format::{decode_batch_payload, Record};
+use crate::io::table_file::TableError;
+use crate::io::{Disk, DmaDisk};
 
 use crate::core::filter::Filter;
 
 use super::commit::Commit;
+use super::lsm::Lsm;
+use super::merge::{Merge, Overlay};
 use super::metrics::ShardMetrics;
 use super::ops::{OpBatch, OpKind, OpRef, ReplyBatch};
-use super::pending::Pending;
-use super::scan::{decode_params, scan_shard};
-use super::store::Store;
+use super::pending::{Pending, PendingWrite};
+use super::scan::{decode_params, scan_page};
 
 /// Whether the shard accepts writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,25 +39,25 @@ pub enum ShardStatus {
     },
 }
 
-pub struct ShardState {
+pub struct ShardState<D: Disk = DmaDisk> {
     pub id: ShardId,
     pub shard_count: u16,
     durability: Durability,
     value_bytes_max: usize,
-    store: RefCell<Store>,
+    pub lsm: Lsm<D>,
     pending: RefCell<Pending>,
     pub commit: Commit,
     pub metrics: ShardMetrics,
 }
 
-impl ShardState {
+impl<D: Disk> ShardState<D> {
     pub fn new(
         id: ShardId,
         shard_count: u16,
         config: &EngineConfig,
-        store: Store,
+        lsm: Lsm<D>,
         next_lsn: u64,
-    ) -> ShardState {
+    ) -> ShardState<D> {
         // Pending WAL bytes allowed before OVERLOADED: room for many largest values.
         let open_bytes_max = (config.value_bytes_max * 4).max(64 * 1024 * 1024);
         ShardState {
@@ -62,7 +65,7 @@ impl ShardState {
             shard_count,
             durability: config.durability,
             value_bytes_max: config.value_bytes_max,
-            store: RefCell::new(store),
+            lsm,
             pending: RefCell::new(Pending::default()),
             commit: Commit::new(
                 config.durability,
@@ -78,7 +81,7 @@ impl ShardState {
     }
 
     pub fn status(&self) -> ShardStatus {
-        match self.commit.failure() {
+        match self.commit.failure().or_else(|| self.lsm.failure()) {
             None => ShardStatus::Serving,
             Some(reason) => ShardStatus::ReadOnly { reason },
         }
@@ -86,18 +89,18 @@ impl ShardState {
 
     /// Execute every op of `batch` in order, appending one reply per op to `out`.
     /// Replies may carry a wait LSN; release them with [`Self::settle`].
-    pub fn execute(&self, batch: &OpBatch, out: &mut ReplyBatch) {
+    pub async fn execute(&self, batch: &OpBatch, out: &mut ReplyBatch) {
         for op in batch.iter() {
-            self.execute_one(op, out);
+            self.execute_one(op, out).await;
         }
     }
 
-    fn execute_one(&self, op: OpRef<'_>, out: &mut ReplyBatch) {
+    async fn execute_one(&self, op: OpRef<'_>, out: &mut ReplyBatch) {
         debug_assert!(op.key.len() <= KEY_BYTES_MAX, "the codec bounds keys");
         match op.kind {
             OpKind::Get => {
                 self.metrics.gets.set(self.metrics.gets.get() + 1);
-                self.get(op.key, out)
+                self.get(op.key, out).await
             }
             OpKind::Put => {
                 self.metrics.puts.set(self.metrics.puts.get() + 1);
@@ -109,10 +112,13 @@ impl ShardState {
                     Err(status) => out.push(status, b"", 0),
                 }
             }
-            OpKind::Scan => self.scan(op.key, op.value, out),
+            OpKind::Scan => self.scan(op.key, op.value, out).await,
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
-                let existed = self.exists(op.key);
+                let existed = match self.exists(op.key).await {
+                    Ok(e) => e,
+                    Err(e) => return out.push(read_failure(&e), b"", 0),
+                };
                 match self.write(op.key, None) {
                     Ok(lsn) => out.push(Status::Ok, &[u8::from(existed.0)], lsn.max(existed.1)),
                     Err(status) => out.push(status, b"", 0),
@@ -121,7 +127,7 @@ impl ShardState {
         }
     }
 
-    fn scan(&self, start: &[u8], params: &[u8], out: &mut ReplyBatch) {
+    async fn scan(&self, start: &[u8], params: &[u8], out: &mut ReplyBatch) {
         let Some(params) = decode_params(params) else {
             // The router builds these bytes; a bad one is our bug, not the client's.
             debug_assert!(false, "malformed scan params");
@@ -131,39 +137,85 @@ impl ShardState {
             Ok(f) => f,
             Err(e) => return out.push(Status::InvalidArgument, e.to_string().as_bytes(), 0),
         };
-        let store = self.store.borrow();
-        let pending = self.pending.borrow();
-        let mut wait_lsn = 0;
-        out.push_with(Status::Ok, 0, |buf| {
-            wait_lsn = scan_shard(&store, &pending, start, &params, &mut filter, buf);
-        });
-        out.set_last_wait_lsn(wait_lsn);
+        let overlay = self.pending_overlay(start, params.end);
+        let sources = Merge::sources_of(&self.lsm, overlay);
+        let mut page = Vec::new();
+        let scanned = async {
+            let mut merge = Merge::new(&self.lsm, sources, start, params.end).await?;
+            scan_page(&self.lsm, &mut merge, &params, &mut filter, &mut page).await
+        }
+        .await;
+        match scanned {
+            Ok(wait_lsn) => {
+                out.push(Status::Ok, &page, 0);
+                out.set_last_wait_lsn(wait_lsn);
+            }
+            Err(e) => out.push(read_failure(&e), b"", 0),
+        }
     }
 
-    fn get(&self, key: &[u8], out: &mut ReplyBatch) {
+    /// Pending writes in `[start, end)`, sorted, with their LSNs.
+    fn pending_overlay(&self, start: &[u8], end: &[u8]) -> Option<Overlay> {
+        let pending = self.pending.borrow();
+        if pending.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<(&[u8], &PendingWrite)> = Vec::new();
+        pending.range_sorted(start, end, &mut sorted);
+        Some(
+            sorted
+                .into_iter()
+                .map(|(k, w)| (k.to_vec(), w.value.clone(), w.lsn))
+                .collect(),
+        )
+    }
+
+    async fn get(&self, key: &[u8], out: &mut ReplyBatch) {
         if let Some(p) = self.pending.borrow().get(key) {
             return match &p.value {
                 Some(v) => out.push(Status::Ok, v, p.lsn),
                 None => out.push(Status::NotFound, b"", p.lsn),
             };
         }
-        match self.store.borrow().get(key) {
+        let push = |v: Option<&[u8]>, out: &mut ReplyBatch| match v {
             Some(v) => out.push(Status::Ok, v, 0),
             None => out.push(Status::NotFound, b"", 0),
+        };
+        // Capture the tables in the same instant as the memtables were checked:
+        // a flush that completes while we read moves nothing out of our view.
+        let version = self.lsm.version();
+        if self.lsm.get_in_memory(key, |v| push(v, out)).is_ok() {
+            return;
+        }
+        match self.lsm.get_in_tables(&version, key).await {
+            Ok(Some((block, Some(range)))) => push(Some(&block[range]), out),
+            Ok(Some((_, None))) | Ok(None) => push(None, out),
+            Err(e) => out.push(read_failure(&e), b"", 0),
         }
     }
 
     /// Whether `key` exists, and the LSN that answer depends on.
-    fn exists(&self, key: &[u8]) -> (bool, u64) {
+    async fn exists(&self, key: &[u8]) -> Result<(bool, u64), TableError> {
         if let Some(p) = self.pending.borrow().get(key) {
-            return (p.value.is_some(), p.lsn);
+            return Ok((p.value.is_some(), p.lsn));
         }
-        (self.store.borrow().contains(key), 0)
+        let version = self.lsm.version();
+        if let Ok(found) = self.lsm.get_in_memory(key, |v| v.is_some()) {
+            return Ok((found, 0));
+        }
+        let found = self.lsm.get_in_tables(&version, key).await?;
+        Ok((matches!(found, Some((_, Some(_)))), 0))
     }
 
     /// Log a write; in sync mode it becomes visible through `pending`, in async
     /// mode it goes to the store at once.
     fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<u64, Status> {
+        if self.lsm.failure().is_some() {
+            return Err(Status::StorageFailed);
+        }
+        if self.lsm.must_stall() {
+            return Err(Status::Overloaded);
+        }
         let lsn = self.commit.append(|lsn| match value {
             Some(value) => Record::Put { lsn, key, value },
             None => Record::Delete { lsn, key },
@@ -174,13 +226,7 @@ impl ShardState {
                 Ok(lsn)
             }
             Durability::Async => {
-                let mut store = self.store.borrow_mut();
-                match value {
-                    Some(v) => store.put(key.to_vec(), v.to_vec()),
-                    None => {
-                        store.delete(key);
-                    }
-                }
+                self.lsm.apply(key.to_vec(), value.map(<[u8]>::to_vec), lsn);
                 // Acknowledged at once: nothing to wait for.
                 Ok(0)
             }
@@ -205,9 +251,8 @@ impl ShardState {
             return;
         }
         let mut pending = self.pending.borrow_mut();
-        let mut store = self.store.borrow_mut();
         let decoded = decode_batch_payload(payload, first_lsn, count, |record| {
-            apply_record(&mut store, &mut pending, record);
+            apply_record(&self.lsm, &mut pending, record);
         });
         // We encoded these bytes ourselves a moment ago.
         assert!(
@@ -221,47 +266,33 @@ impl ShardState {
         self.pending.borrow_mut().clear();
     }
 
-    pub fn store_len(&self) -> usize {
-        self.store.borrow().len()
-    }
-
-    pub fn store_live_bytes(&self) -> usize {
-        self.store.borrow().live_bytes()
-    }
-
     pub fn pending_len(&self) -> usize {
         self.pending.borrow().len()
     }
+}
 
-    /// Read-only access to the durable store (diagnostics, tests).
-    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
-        f(&self.store.borrow())
+/// The status a failed table read gives its request.
+fn read_failure(e: &TableError) -> Status {
+    match e {
+        TableError::Corrupt { .. } => Status::StorageCorrupt,
+        TableError::Io(_) => Status::IoError,
     }
 }
 
-/// Apply one durable record to the store, reusing the pending entry's buffers when
-/// it is still the latest write of its key.
-fn apply_record(store: &mut Store, pending: &mut Pending, record: Record<'_>) {
-    match pending.take_if_latest(record.key(), record.lsn()) {
-        Some((key, Some(value))) => store.put(key, value),
-        Some((key, None)) => {
-            store.delete(&key);
-        }
-        None => match record {
-            Record::Put { key, value, .. } => store.put(key.to_vec(), value.to_vec()),
-            Record::Delete { key, .. } => {
-                store.delete(key);
-            }
-        },
+/// Apply one durable record to the storage, reusing the pending entry's buffers
+/// when it is still the latest write of its key.
+fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>) {
+    let lsn = record.lsn();
+    match pending.take_if_latest(record.key(), lsn) {
+        Some((key, value)) => lsm.apply(key, value, lsn),
+        None => replay_record(lsm, record),
     }
 }
 
-/// Replay one recovered record into a store.
-pub fn replay_record(store: &mut Store, record: Record<'_>) {
+/// Apply one recovered (or superseded) record to the storage.
+pub fn replay_record<D: Disk>(lsm: &Lsm<D>, record: Record<'_>) {
     match record {
-        Record::Put { key, value, .. } => store.put(key.to_vec(), value.to_vec()),
-        Record::Delete { key, .. } => {
-            store.delete(key);
-        }
+        Record::Put { lsn, key, value } => lsm.apply(key.to_vec(), Some(value.to_vec()), lsn),
+        Record::Delete { lsn, key } => lsm.apply(key.to_vec(), None, lsn),
     }
 }

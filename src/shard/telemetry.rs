@@ -66,9 +66,61 @@ pub struct ShardSnapshot {
     pub wal_sync_latency: Histogram<u64>,
     pub wal_largest_batch_records: u64,
     pub durable_lsn: u64,
-    pub keys: u64,
-    pub live_bytes: u64,
     pub pending_writes: u64,
+    pub storage: StorageSnapshot,
+}
+
+/// The storage engine's state and counters (memtables, tables, block cache,
+/// flushes, compactions).
+#[derive(Clone, Debug, Default)]
+pub struct StorageSnapshot {
+    pub memtable_entries: u64,
+    pub memtable_bytes: u64,
+    pub frozen_bytes: u64,
+    pub l0_tables: u64,
+    pub l1_tables: u64,
+    pub l0_bytes: u64,
+    pub l1_bytes: u64,
+    pub pinned_bytes: u64,
+    pub cache_capacity_bytes: u64,
+    pub cache: crate::shard::buffer_pool::PoolStats,
+    pub flushes: u64,
+    pub flush_bytes: u64,
+    pub compactions: u64,
+    pub compaction_read_bytes: u64,
+    pub compaction_write_bytes: u64,
+    pub write_stalls: u64,
+    pub read_errors: u64,
+    pub wal_segments_recycled: u64,
+}
+
+impl StorageSnapshot {
+    pub fn capture<D: crate::io::Disk>(state: &ShardState<D>) -> StorageSnapshot {
+        let lsm = &state.lsm;
+        let v = lsm.version();
+        let (l0_bytes, l1_bytes) = lsm.table_bytes();
+        let st = &lsm.stats;
+        StorageSnapshot {
+            memtable_entries: lsm.memtable().borrow().len() as u64,
+            memtable_bytes: lsm.memtable_bytes() as u64,
+            frozen_bytes: lsm.frozen_bytes() as u64,
+            l0_tables: v.l0.len() as u64,
+            l1_tables: v.l1.len() as u64,
+            l0_bytes,
+            l1_bytes,
+            pinned_bytes: lsm.pinned_bytes() as u64,
+            cache_capacity_bytes: lsm.cfg.cache_bytes as u64,
+            cache: lsm.pool_stats(),
+            flushes: st.flushes.get(),
+            flush_bytes: st.flush_bytes.get(),
+            compactions: st.compactions.get(),
+            compaction_read_bytes: st.compaction_read_bytes.get(),
+            compaction_write_bytes: st.compaction_write_bytes.get(),
+            write_stalls: st.write_stalls.get(),
+            read_errors: st.read_errors.get(),
+            wal_segments_recycled: state.commit.stats.segments_recycled.get(),
+        }
+    }
 }
 
 impl ShardSnapshot {
@@ -97,9 +149,8 @@ impl ShardSnapshot {
             wal_sync_latency: h(),
             wal_largest_batch_records: 0,
             durable_lsn: 0,
-            keys: 0,
-            live_bytes: 0,
             pending_writes: 0,
+            storage: StorageSnapshot::default(),
         }
     }
 
@@ -138,9 +189,8 @@ impl ShardSnapshot {
             wal_sync_latency: c.sync_latency.snapshot(),
             wal_largest_batch_records: c.largest_batch_records.get(),
             durable_lsn: state.commit.durable_lsn(),
-            keys: state.store_len() as u64,
-            live_bytes: state.store_live_bytes() as u64,
             pending_writes: state.pending_len() as u64,
+            storage: StorageSnapshot::capture(state),
         }
     }
 }

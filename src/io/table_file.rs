@@ -1,0 +1,493 @@
+//! Sorted table files on disk: written once, sequentially, with O_DIRECT; then
+//! read block by block, every block checked before its bytes are used.
+//!
+//! It owns: the order of a table's writes (data blocks, index, bloom, footer,
+//! fdatasync), opening a table (footer, index and bloom verified and kept in
+//! memory), reading one data block verified by checksum *and* by name, and the
+//! offline check of a whole file. It must never: return a block that failed its
+//! checks, write a table in place, or decide which tables exist (the manifest
+//! does).
+
+use std::path::{Path, PathBuf};
+
+use rkyv::util::AlignedVec;
+use zerocopy::IntoBytes;
+
+use crate::core::block_format::{
+    open_block, seal_block, BlockError, BlockKind, DataBlock, DataBlockBuilder,
+};
+use crate::core::limits::SECTOR_BYTES;
+use crate::core::table_format::{
+    access_index, encode_index, ArchivedTableIndex, Bloom, BloomBuilder, Footer, IndexEntry,
+    TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION, TABLE_MAGIC,
+};
+
+use super::disk::{Disk, DiskFile, OpenMode};
+use super::error::IoError;
+
+/// The footer's block number, fixed so it can be checked before it is parsed.
+pub const FOOTER_BLOCK_NO: u32 = u32::MAX;
+/// Sealed blocks are written in chunks of about this size.
+const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
+
+pub fn table_file_name(id: u64) -> String {
+    format!("{id:016x}.sst")
+}
+
+pub fn parse_table_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".sst")?;
+    (hex.len() == 16)
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("table {path} corrupt at offset {offset} (block {block}): {detail}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        block: String,
+        detail: BlockError,
+    },
+}
+
+impl TableError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TableError::Io(_) => "IO_ERROR",
+            TableError::Corrupt { .. } => "STORAGE_CORRUPT",
+        }
+    }
+}
+
+/// What a finished table is, for the manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSummary {
+    pub id: u64,
+    pub entries: u64,
+    pub file_bytes: u64,
+    pub max_lsn: u64,
+    pub smallest: Vec<u8>,
+    pub largest: Vec<u8>,
+}
+
+/// Writes one table. Keys must arrive in strictly increasing order.
+pub struct TableWriter<F: DiskFile> {
+    file: F,
+    id: u64,
+    shard: u16,
+    staged: Vec<u8>,
+    staged_at: u64,
+    block: DataBlockBuilder,
+    payload: Vec<u8>,
+    index: TableIndex,
+    bloom: BloomBuilder,
+    entries: u64,
+    smallest: Option<Vec<u8>>,
+}
+
+impl<F: DiskFile> TableWriter<F> {
+    pub async fn create<D: Disk<File = F>>(
+        disk: &D,
+        dir: &Path,
+        id: u64,
+        shard: u16,
+    ) -> Result<Self, TableError> {
+        let file = disk
+            .open(&dir.join(table_file_name(id)), OpenMode::CreateNew)
+            .await?;
+        Ok(TableWriter {
+            file,
+            id,
+            shard,
+            staged: Vec::with_capacity(WRITE_CHUNK_BYTES + SECTOR_BYTES),
+            staged_at: 0,
+            block: DataBlockBuilder::default(),
+            payload: Vec::with_capacity(SECTOR_BYTES),
+            index: TableIndex::default(),
+            bloom: BloomBuilder::default(),
+            entries: 0,
+            smallest: None,
+        })
+    }
+
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// Bytes the table will take if finished now (roughly).
+    pub fn bytes_so_far(&self) -> u64 {
+        self.staged_at + self.staged.len() as u64 + self.block.payload_len() as u64
+    }
+
+    /// Add one entry (`None`: a tombstone).
+    pub async fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), TableError> {
+        let value_len = value.map_or(0, <[u8]>::len);
+        if !self.block.is_empty()
+            && self.block.payload_len_with(key.len(), value_len) > DATA_BLOCK_PAYLOAD_TARGET
+        {
+            self.seal_data_block();
+            if self.staged.len() >= WRITE_CHUNK_BYTES {
+                self.write_staged().await?;
+            }
+        }
+        if self.smallest.is_none() {
+            self.smallest = Some(key.to_vec());
+        }
+        self.block.add(key, value);
+        self.bloom.add(key);
+        self.entries += 1;
+        Ok(())
+    }
+
+    fn next_block_no(&self) -> u32 {
+        self.index.blocks.len() as u32
+    }
+
+    fn seal_data_block(&mut self) {
+        let last_key = self.block.last_key().to_vec();
+        self.payload.clear();
+        self.block.finish_into(&mut self.payload);
+        let offset = self.staged_at + self.staged.len() as u64;
+        let block_no = self.next_block_no();
+        let extent = seal_block(
+            &mut self.staged,
+            &self.payload,
+            self.id,
+            block_no,
+            BlockKind::Data,
+        );
+        self.index.blocks.push(IndexEntry {
+            last_key,
+            offset,
+            extent: extent as u32,
+            block_no,
+        });
+    }
+
+    async fn write_staged(&mut self) -> Result<(), TableError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(self.staged.len() % SECTOR_BYTES == 0);
+        let mut buf = self.file.alloc_buf(self.staged.len());
+        buf.as_mut().copy_from_slice(&self.staged);
+        self.file.write_at(buf, self.staged_at).await?;
+        self.staged_at += self.staged.len() as u64;
+        self.staged.clear();
+        Ok(())
+    }
+
+    /// Write the index, bloom and footer, make the file durable and close it.
+    /// The caller makes its name durable (directory fsync) before using it.
+    pub async fn finish(mut self, max_lsn: u64) -> Result<TableSummary, TableError> {
+        assert!(self.entries > 0, "an empty table is never written");
+        if !self.block.is_empty() {
+            self.seal_data_block();
+        }
+        let largest = self
+            .index
+            .blocks
+            .last()
+            .map(|b| b.last_key.clone())
+            .unwrap_or_default();
+        let data_blocks = self.index.blocks.len() as u32;
+        let index_bytes = encode_index(&self.index);
+        let index_offset = self.staged_at + self.staged.len() as u64;
+        let index_extent = seal_block(
+            &mut self.staged,
+            &index_bytes,
+            self.id,
+            data_blocks,
+            BlockKind::Index,
+        );
+        let bloom_bytes = self.bloom.finish();
+        let bloom_offset = self.staged_at + self.staged.len() as u64;
+        let bloom_extent = seal_block(
+            &mut self.staged,
+            &bloom_bytes,
+            self.id,
+            data_blocks + 1,
+            BlockKind::Bloom,
+        );
+        let footer = Footer {
+            magic: TABLE_MAGIC,
+            format_version: TABLE_FORMAT_VERSION.into(),
+            shard: u32::from(self.shard).into(),
+            table_id: self.id.into(),
+            entries: self.entries.into(),
+            max_lsn: max_lsn.into(),
+            data_blocks: data_blocks.into(),
+            index_block_no: data_blocks.into(),
+            index_offset: index_offset.into(),
+            index_extent: (index_extent as u32).into(),
+            bloom_block_no: (data_blocks + 1).into(),
+            bloom_offset: bloom_offset.into(),
+            bloom_extent: (bloom_extent as u32).into(),
+            reserved: 0.into(),
+        };
+        let footer_extent = seal_block(
+            &mut self.staged,
+            footer.as_bytes(),
+            self.id,
+            FOOTER_BLOCK_NO,
+            BlockKind::Footer,
+        );
+        assert_eq!(footer_extent, FOOTER_EXTENT);
+        self.write_staged().await?;
+        self.file.fdatasync().await?;
+        let file_bytes = self.staged_at;
+        self.file.close().await?;
+        Ok(TableSummary {
+            id: self.id,
+            entries: self.entries,
+            file_bytes,
+            max_lsn,
+            smallest: self.smallest.unwrap_or_default(),
+            largest,
+        })
+    }
+
+    /// Give up on this table (the caller removes the file).
+    pub async fn abandon(self) {
+        let _ = self.file.close().await;
+    }
+}
+
+/// An open table: its file, and its verified footer, index and bloom filter.
+pub struct TableFile<F: DiskFile> {
+    file: F,
+    pub id: u64,
+    pub footer: Footer,
+    pub file_bytes: u64,
+    index: AlignedVec<16>,
+    bloom: Vec<u8>,
+}
+
+impl<F: DiskFile> TableFile<F> {
+    pub async fn open<D: Disk<File = F>>(
+        disk: &D,
+        dir: &Path,
+        id: u64,
+    ) -> Result<Self, TableError> {
+        let path = dir.join(table_file_name(id));
+        let file = disk.open(&path, OpenMode::ReadOnly).await?;
+        let file_bytes = file.size().await?;
+        let corrupt = |offset: u64, block: &str, detail: BlockError| TableError::Corrupt {
+            path: path.clone(),
+            offset,
+            block: block.to_string(),
+            detail,
+        };
+        if file_bytes < FOOTER_EXTENT as u64 || file_bytes % SECTOR_BYTES as u64 != 0 {
+            return Err(corrupt(
+                file_bytes,
+                "footer",
+                BlockError::Malformed("file size is not a whole number of blocks"),
+            ));
+        }
+        let footer_at = file_bytes - FOOTER_EXTENT as u64;
+        let raw = read_exact(&file, footer_at, FOOTER_EXTENT).await?;
+        let payload = open_block(&raw, id, FOOTER_BLOCK_NO, BlockKind::Footer)
+            .map_err(|e| corrupt(footer_at, "footer", e))?;
+        let footer =
+            Footer::decode(payload, id, file_bytes).map_err(|e| corrupt(footer_at, "footer", e))?;
+
+        let (at, ext) = (
+            footer.index_offset.get(),
+            footer.index_extent.get() as usize,
+        );
+        let raw = read_exact(&file, at, ext).await?;
+        let payload = open_block(&raw, id, footer.index_block_no.get(), BlockKind::Index)
+            .map_err(|e| corrupt(at, "index", e))?;
+        let mut index = AlignedVec::<16>::with_capacity(payload.len());
+        index.extend_from_slice(payload);
+        let checked = access_index(&index).map_err(|e| corrupt(at, "index", e))?;
+        if checked.blocks.len() != footer.data_blocks.get() as usize
+            || checked.blocks.last().is_some_and(|b| {
+                b.offset.to_native() + u64::from(b.extent.to_native()) > footer.index_offset.get()
+            })
+        {
+            return Err(corrupt(
+                at,
+                "index",
+                BlockError::Malformed("index disagrees with the footer"),
+            ));
+        }
+
+        let (at, ext) = (
+            footer.bloom_offset.get(),
+            footer.bloom_extent.get() as usize,
+        );
+        let raw = read_exact(&file, at, ext).await?;
+        let payload = open_block(&raw, id, footer.bloom_block_no.get(), BlockKind::Bloom)
+            .map_err(|e| corrupt(at, "bloom", e))?;
+        Bloom::parse(payload).map_err(|e| corrupt(at, "bloom", e))?;
+        let bloom = payload.to_vec();
+        Ok(TableFile {
+            file,
+            id,
+            footer,
+            file_bytes,
+            index,
+            bloom,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    pub fn index(&self) -> &ArchivedTableIndex {
+        // SAFETY: `open` validated these exact bytes with `access_index`, and
+        // they are never modified afterwards.
+        unsafe { rkyv::access_unchecked::<ArchivedTableIndex>(&self.index) }
+    }
+
+    pub fn bloom(&self) -> Bloom<'_> {
+        match Bloom::parse(&self.bloom) {
+            Ok(b) => b,
+            Err(e) => unreachable!("bloom validated at open: {e}"),
+        }
+    }
+
+    /// Bytes held in memory for this table (index and bloom).
+    pub fn pinned_bytes(&self) -> usize {
+        self.index.len() + self.bloom.len()
+    }
+
+    /// Read data block `i` and return its verified payload.
+    pub async fn read_block(&self, i: usize) -> Result<Vec<u8>, TableError> {
+        let entry = &self.index().blocks[i];
+        let (at, ext, no) = (
+            entry.offset.to_native(),
+            entry.extent.to_native() as usize,
+            entry.block_no.to_native(),
+        );
+        let raw = read_exact(&self.file, at, ext).await?;
+        match open_block(&raw, self.id, no, BlockKind::Data) {
+            Ok(payload) => {
+                DataBlock::parse(payload).map_err(|e| self.corrupt_block(at, no, e))?;
+                Ok(payload.to_vec())
+            }
+            Err(e) => Err(self.corrupt_block(at, no, e)),
+        }
+    }
+
+    fn corrupt_block(&self, offset: u64, block_no: u32, detail: BlockError) -> TableError {
+        TableError::Corrupt {
+            path: self.file.path().to_path_buf(),
+            offset,
+            block: block_no.to_string(),
+            detail,
+        }
+    }
+
+    pub async fn close(self) {
+        let _ = self.file.close().await;
+    }
+}
+
+async fn read_exact<F: DiskFile>(file: &F, offset: u64, len: usize) -> Result<Vec<u8>, TableError> {
+    let got = file.read_at(offset, len).await?;
+    if got.len() < len {
+        return Err(TableError::Corrupt {
+            path: file.path().to_path_buf(),
+            offset,
+            block: "?".into(),
+            detail: BlockError::Malformed("file ends inside the block"),
+        });
+    }
+    Ok(got[..len].to_vec())
+}
+
+/// What an offline check of one table found.
+#[derive(Debug, Default)]
+pub struct TableCheck {
+    pub blocks: u64,
+    pub entries: u64,
+    pub problems: Vec<String>,
+}
+
+/// Read every block of a table and check checksums, names, key order, the index
+/// against the blocks, and the bloom filter against every key.
+pub async fn check_table<D: Disk>(disk: &D, dir: &Path, id: u64) -> TableCheck {
+    let mut check = TableCheck::default();
+    let table = match TableFile::open(disk, dir, id).await {
+        Ok(t) => t,
+        Err(e) => {
+            check.problems.push(e.to_string());
+            return check;
+        }
+    };
+    let mut prev_last: Option<Vec<u8>> = None;
+    let n = table.index().blocks.len();
+    for i in 0..n {
+        check.blocks += 1;
+        let payload = match table.read_block(i).await {
+            Ok(p) => p,
+            Err(e) => {
+                check.problems.push(e.to_string());
+                continue;
+            }
+        };
+        let entry = &table.index().blocks[i];
+        let at = entry.offset.to_native();
+        let problem = |what: &str| {
+            format!(
+                "table {} at offset {at} (block {i}): {what}",
+                table.path().display()
+            )
+        };
+        let Ok(block) = DataBlock::parse(&payload) else {
+            continue; // read_block already parsed it
+        };
+        let mut cursor = block.cursor();
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            match cursor.next() {
+                Ok(Some((k, _))) => {
+                    if last
+                        .as_deref()
+                        .or(prev_last.as_deref())
+                        .is_some_and(|p| p >= k)
+                    {
+                        check.problems.push(problem("keys out of order"));
+                        break;
+                    }
+                    if !table.bloom().may_contain(k) {
+                        check
+                            .problems
+                            .push(problem("bloom filter misses a key the table holds"));
+                    }
+                    check.entries += 1;
+                    last = Some(k.to_vec());
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    check.problems.push(problem(&e.to_string()));
+                    break;
+                }
+            }
+        }
+        if last.as_deref() != Some(entry.last_key.as_slice()) {
+            check
+                .problems
+                .push(problem("index names a different last key"));
+        }
+        prev_last = last.or(prev_last);
+    }
+    if check.problems.is_empty() && check.entries != table.footer.entries.get() {
+        check.problems.push(format!(
+            "table {}: footer counts {} entries, blocks hold {}",
+            table.path().display(),
+            table.footer.entries.get(),
+            check.entries
+        ));
+    }
+    table.close().await;
+    check
+}

@@ -1,0 +1,139 @@
+//! Compaction: merges every level-0 table, with the level-1 tables their keys
+//! overlap, into new level-1 tables.
+//!
+//! Why two levels, and this rule: level 0 holds whole flushed memtables, so its
+//! tables overlap and every read must consult each; merging them into the single
+//! sorted run of level 1 bounds that to `l0_trigger` tables. Including every
+//! overlapping level-1 table is what makes it safe to drop tombstones here: no
+//! older version of a key can remain below the output. Write amplification is
+//! about `level-1 bytes overlapped / level-0 bytes merged` per compaction (the
+//! run is rewritten where new keys land); space amplification after compaction
+//! is 1 (one version per key), and at most `l0_trigger` memtables' worth of
+//! overwrites in between. docs/architecture.md discusses the trade-off.
+//!
+//! Runs on the shard's low-priority task queue; reads bypass the block cache.
+//! It must never: delete an input before the manifest naming the outputs is
+//! durable (`Lsm::install_compaction` does both, in that order).
+
+use std::rc::Rc;
+
+use crate::io::table_file::{TableSummary, TableWriter};
+use crate::io::Disk;
+
+use super::lsm::{Lsm, LsmError, Table};
+use super::merge::{Merge, Source, TableRun};
+
+/// Compact if level 0 holds at least `min_l0` tables. Returns whether it did.
+pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmError> {
+    let version = lsm.version();
+    if version.l0.is_empty() || version.l0.len() < min_l0 {
+        return Ok(false);
+    }
+    let l0 = version.l0.clone();
+    let lo = l0
+        .iter()
+        .map(|t| t.meta.smallest.as_slice())
+        .min()
+        .unwrap_or_default()
+        .to_vec();
+    let hi = l0
+        .iter()
+        .map(|t| t.meta.largest.as_slice())
+        .max()
+        .unwrap_or_default()
+        .to_vec();
+    let l1: Vec<Rc<Table<D>>> = version
+        .l1
+        .iter()
+        .filter(|t| t.meta.largest >= lo && t.meta.smallest <= hi)
+        .cloned()
+        .collect();
+    let max_lsn = l0
+        .iter()
+        .chain(&l1)
+        .map(|t| t.meta.max_lsn)
+        .max()
+        .unwrap_or(0);
+    let read_bytes: u64 = l0.iter().chain(&l1).map(|t| t.meta.file_bytes).sum();
+    let mut sources: Vec<Source<D>> = l0
+        .iter()
+        .map(|t| Source::Run(TableRun::uncached(vec![t.clone()])))
+        .collect();
+    if !l1.is_empty() {
+        sources.push(Source::Run(TableRun::uncached(l1.clone())));
+    }
+    let mut written: Vec<TableSummary> = Vec::new();
+    let result = write_outputs(lsm, sources, max_lsn, &mut written).await;
+    if let Err(e) = result {
+        for s in &written {
+            lsm.remove_table_file(s.id).await;
+        }
+        return Err(e);
+    }
+    lsm.disk
+        .sync_dir(lsm.tables_dir())
+        .await
+        .map_err(|e| LsmError::Table(e.into()))?;
+    let mut outputs = Vec::with_capacity(written.len());
+    for s in &written {
+        outputs.push(lsm.open_table(s, 1).await?);
+    }
+    let write_bytes: u64 = written.iter().map(|s| s.file_bytes).sum();
+    let inputs: Vec<Rc<Table<D>>> = l0.into_iter().chain(l1).collect();
+    lsm.install_compaction(&inputs, outputs).await?;
+    let st = &lsm.stats;
+    st.compaction_read_bytes
+        .set(st.compaction_read_bytes.get() + read_bytes);
+    st.compaction_write_bytes
+        .set(st.compaction_write_bytes.get() + write_bytes);
+    tracing::debug!(
+        shard = lsm.shard,
+        inputs = inputs.len(),
+        outputs = written.len(),
+        read_bytes,
+        write_bytes,
+        "compaction done"
+    );
+    Ok(true)
+}
+
+async fn write_outputs<D: Disk>(
+    lsm: &Lsm<D>,
+    sources: Vec<Source<D>>,
+    max_lsn: u64,
+    written: &mut Vec<TableSummary>,
+) -> Result<(), LsmError> {
+    let mut merge = Merge::new(lsm, sources, b"", b"").await?;
+    let mut writer: Option<TableWriter<<D as Disk>::File>> = None;
+    let mut since_yield = 0u32;
+    loop {
+        let Some((key, value, _)) = merge.next(lsm).await? else {
+            break;
+        };
+        // Every older version of this key is among the inputs: a tombstone has
+        // nothing left to hide and is dropped.
+        let Some(value) = value else { continue };
+        if writer.is_none() {
+            let id = lsm.alloc_table_id();
+            writer = Some(TableWriter::create(&lsm.disk, lsm.tables_dir(), id, lsm.shard).await?);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.add(key, Some(value)).await?;
+            if w.bytes_so_far() >= lsm.cfg.table_target_bytes {
+                if let Some(w) = writer.take() {
+                    written.push(w.finish(max_lsn).await?);
+                }
+            }
+        }
+        since_yield += 1;
+        if since_yield == 256 {
+            // Cached blocks never make us wait: give foreground work its turn.
+            since_yield = 0;
+            glommio::yield_if_needed().await;
+        }
+    }
+    if let Some(w) = writer.take() {
+        written.push(w.finish(max_lsn).await?);
+    }
+    Ok(())
+}

@@ -1,0 +1,635 @@
+//! One shard's log-structured storage: the memtable, at most one frozen memtable
+//! being flushed, and the sorted tables (level 0: flushed memtables, newest
+//! first, overlapping; level 1: one sorted run of non-overlapping tables), with
+//! the block cache in front of the tables.
+//!
+//! Writes reach the memtable only once durable in the WAL (the caller's rule).
+//! A memtable past its budget is frozen and flushed in the background into a
+//! level-0 table; the manifest then records the table and the WAL cutoff (every
+//! record at or below it is in a table), after which the WAL segments below the
+//! cutoff may be deleted. Compaction merges level 0 into level 1 (see
+//! `compaction`).
+//!
+//! Crash safety, by order of durable steps: table file written and fdatasynced →
+//! its directory fsynced → manifest replaced (write new, fdatasync, rename,
+//! directory fsync) → only then is anything deleted (compaction inputs, WAL
+//! segments). A crash before the manifest step leaves an orphan table file,
+//! removed at the next start; after it, the new state is complete.
+//!
+//! It must never: hold a write the WAL does not cover (the caller waits for the
+//! WAL before a flush is recorded), delete a file the manifest still names, or
+//! return bytes from a block that failed its checks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::core::block_format::DataBlock;
+use crate::core::manifest_format::{ManifestState, TableEntry};
+use crate::core::table_format::find_block;
+use crate::io::manifest::{load_manifest, store_manifest, ManifestIoError};
+use crate::io::table_file::{
+    parse_table_file_name, table_file_name, TableError, TableFile, TableSummary, TableWriter,
+};
+use crate::io::Disk;
+
+use super::buffer_pool::{BlockKey, BufferPool, PoolStats};
+use super::memtable::{Lookup, Memtable};
+use super::sync::WaitQueue;
+
+/// Sizes that shape one shard's storage.
+#[derive(Clone, Debug)]
+pub struct LsmConfig {
+    /// A memtable is frozen and flushed past this many bytes.
+    pub memtable_bytes: usize,
+    /// This shard's share of the block cache.
+    pub cache_bytes: usize,
+    /// Compaction splits its output into tables of about this size.
+    pub table_target_bytes: u64,
+    /// Compaction starts when level 0 holds this many tables.
+    pub l0_trigger: usize,
+}
+
+/// A memtable shared with the scans and the flush that still read it after it
+/// was replaced.
+pub type SharedMem = Rc<RefCell<Memtable>>;
+
+/// An open table and what the manifest says about it.
+pub struct Table<D: Disk> {
+    pub file: TableFile<D::File>,
+    pub meta: TableEntry,
+}
+
+impl<D: Disk> Table<D> {
+    pub fn id(&self) -> u64 {
+        self.meta.id
+    }
+
+    /// Whether `key` is within this table's key range.
+    pub fn covers(&self, key: &[u8]) -> bool {
+        self.meta.smallest.as_slice() <= key && key <= self.meta.largest.as_slice()
+    }
+}
+
+/// The set of tables readers see; replaced whole, never changed in place, so a
+/// reader that holds one sees a consistent set across its awaits.
+pub struct Version<D: Disk> {
+    /// Newest first.
+    pub l0: Vec<Rc<Table<D>>>,
+    /// Sorted by key, non-overlapping.
+    pub l1: Vec<Rc<Table<D>>>,
+}
+
+impl<D: Disk> Version<D> {
+    fn empty() -> Self {
+        Version {
+            l0: Vec::new(),
+            l1: Vec::new(),
+        }
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &Rc<Table<D>>> {
+        self.l0.iter().chain(self.l1.iter())
+    }
+
+    /// The level-1 table that may hold `key`.
+    pub fn l1_for(&self, key: &[u8]) -> Option<&Rc<Table<D>>> {
+        let i = self.l1.partition_point(|t| t.meta.largest.as_slice() < key);
+        self.l1.get(i).filter(|t| t.covers(key))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LsmError {
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestIoError),
+    #[error("manifest names table {id} at level {level}, which does not exist")]
+    BadLevel { id: u64, level: u8 },
+}
+
+impl LsmError {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LsmError::Table(TableError::Corrupt { .. }) => "TABLE_CORRUPT",
+            LsmError::Table(TableError::Io(_)) => "TABLE_IO",
+            LsmError::Manifest(e) => e.name(),
+            LsmError::BadLevel { .. } => "MANIFEST_CORRUPT",
+        }
+    }
+}
+
+/// Counters of the storage's work, read by metrics.
+#[derive(Default)]
+pub struct LsmStats {
+    pub flushes: Cell<u64>,
+    pub flush_bytes: Cell<u64>,
+    pub compactions: Cell<u64>,
+    pub compaction_read_bytes: Cell<u64>,
+    pub compaction_write_bytes: Cell<u64>,
+    pub write_stalls: Cell<u64>,
+    pub read_errors: Cell<u64>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+pub struct Lsm<D: Disk> {
+    pub disk: D,
+    pub shard: u16,
+    /// The shard directory (holds MANIFEST).
+    dir: PathBuf,
+    /// Where table files live.
+    tables_dir: PathBuf,
+    pub cfg: LsmConfig,
+    mem: RefCell<SharedMem>,
+    imm: RefCell<Option<SharedMem>>,
+    version: RefCell<Rc<Version<D>>>,
+    manifest: RefCell<ManifestState>,
+    pub pool: BufferPool<Vec<u8>>,
+    /// Woken when background work may be due (a frozen memtable, new tables).
+    pub work: WaitQueue,
+    /// Set for good after a failed flush or compaction.
+    failure: RefCell<Option<String>>,
+    /// Manifest edits (clone, store, publish) run one at a time.
+    manifest_busy: Cell<bool>,
+    manifest_free: WaitQueue,
+    pub stats: LsmStats,
+}
+
+/// A block lookup's result: the block and where the value is in it (`None`: a
+/// tombstone).
+pub type Found = (Rc<Vec<u8>>, Option<Range<usize>>);
+
+impl<D: Disk> Lsm<D> {
+    /// Open a shard's storage: load the manifest, remove table files it does not
+    /// name (left by a crash mid-flush or mid-compaction), open every table.
+    pub async fn open(
+        disk: D,
+        shard_dir: &Path,
+        shard: u16,
+        cfg: LsmConfig,
+    ) -> Result<Self, LsmError> {
+        let tables_dir = shard_dir.join("tables");
+        disk.create_dir_all(&tables_dir)
+            .await
+            .map_err(|e| LsmError::Table(e.into()))?;
+        let manifest = load_manifest(&disk, shard_dir, shard)
+            .await?
+            .unwrap_or(ManifestState {
+                next_table_id: 1,
+                ..ManifestState::default()
+            });
+        let named: BTreeSet<u64> = manifest.tables.iter().map(|t| t.id).collect();
+        let names = disk
+            .list_dir(&tables_dir)
+            .await
+            .map_err(|e| LsmError::Table(e.into()))?;
+        let mut removed = 0;
+        for name in names {
+            let orphan = match parse_table_file_name(&name) {
+                Some(id) => !named.contains(&id),
+                None => name.ends_with(".sst.tmp"),
+            };
+            if orphan {
+                disk.remove(&tables_dir.join(&name))
+                    .await
+                    .map_err(|e| LsmError::Table(e.into()))?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                shard,
+                removed,
+                "removed table files no manifest names (an interrupted flush or compaction)"
+            );
+            disk.sync_dir(&tables_dir)
+                .await
+                .map_err(|e| LsmError::Table(e.into()))?;
+        }
+        let mut version = Version::empty();
+        for entry in &manifest.tables {
+            let file = TableFile::open(&disk, &tables_dir, entry.id).await?;
+            let table = Rc::new(Table {
+                file,
+                meta: entry.clone(),
+            });
+            match entry.level {
+                0 => version.l0.push(table),
+                1 => version.l1.push(table),
+                level => {
+                    return Err(LsmError::BadLevel {
+                        id: entry.id,
+                        level,
+                    })
+                }
+            }
+        }
+        version.l0.sort_by_key(|t| std::cmp::Reverse(t.id()));
+        version
+            .l1
+            .sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
+        let pool = BufferPool::new(cfg.cache_bytes);
+        Ok(Lsm {
+            disk,
+            shard,
+            dir: shard_dir.to_path_buf(),
+            tables_dir,
+            cfg,
+            mem: RefCell::new(Rc::new(RefCell::new(Memtable::default()))),
+            imm: RefCell::new(None),
+            version: RefCell::new(Rc::new(version)),
+            manifest: RefCell::new(manifest),
+            pool,
+            work: WaitQueue::default(),
+            failure: RefCell::new(None),
+            manifest_busy: Cell::new(false),
+            manifest_free: WaitQueue::default(),
+            stats: LsmStats::default(),
+        })
+    }
+
+    /// Every WAL record at or below this LSN is in the tables.
+    pub fn wal_cutoff(&self) -> u64 {
+        self.manifest.borrow().wal_cutoff_lsn
+    }
+
+    pub fn failure(&self) -> Option<String> {
+        self.failure.borrow().clone()
+    }
+
+    pub fn tables_dir(&self) -> &Path {
+        &self.tables_dir
+    }
+
+    pub fn version(&self) -> Rc<Version<D>> {
+        self.version.borrow().clone()
+    }
+
+    pub fn memtable(&self) -> SharedMem {
+        self.mem.borrow().clone()
+    }
+
+    pub fn frozen(&self) -> Option<SharedMem> {
+        self.imm.borrow().clone()
+    }
+
+    /// Apply one durable write (`None` deletes).
+    pub fn apply(&self, key: Vec<u8>, value: Option<Vec<u8>>, lsn: u64) {
+        let full = {
+            let mem = self.mem.borrow();
+            let mut m = mem.borrow_mut();
+            m.apply(key, value, lsn);
+            m.bytes() >= self.cfg.memtable_bytes
+        };
+        if full {
+            self.maybe_freeze();
+        }
+    }
+
+    /// Freeze the memtable if it is past its budget and no flush is running.
+    pub fn maybe_freeze(&self) -> bool {
+        if self.imm.borrow().is_some() || self.memtable_bytes() < self.cfg.memtable_bytes {
+            return false;
+        }
+        let fresh = Rc::new(RefCell::new(Memtable::default()));
+        let old = std::mem::replace(&mut *self.mem.borrow_mut(), fresh);
+        *self.imm.borrow_mut() = Some(old);
+        self.work.wake_all();
+        true
+    }
+
+    /// Freeze whatever the memtable holds (a requested flush).
+    pub fn freeze_now(&self) -> bool {
+        if self.imm.borrow().is_some() || self.mem.borrow().borrow().is_empty() {
+            return false;
+        }
+        let fresh = Rc::new(RefCell::new(Memtable::default()));
+        let old = std::mem::replace(&mut *self.mem.borrow_mut(), fresh);
+        *self.imm.borrow_mut() = Some(old);
+        self.work.wake_all();
+        true
+    }
+
+    pub fn memtable_bytes(&self) -> usize {
+        self.mem.borrow().borrow().bytes()
+    }
+
+    pub fn frozen_bytes(&self) -> usize {
+        self.imm.borrow().as_ref().map_or(0, |m| m.borrow().bytes())
+    }
+
+    /// Writes should wait: the memtable is far past its budget because flushes
+    /// cannot keep up (or have failed).
+    pub fn must_stall(&self) -> bool {
+        let stall = self.memtable_bytes() >= 4 * self.cfg.memtable_bytes;
+        if stall {
+            bump(&self.stats.write_stalls, 1);
+        }
+        stall
+    }
+
+    /// Look `key` up in the memtables only (no I/O).
+    pub fn get_in_memory<R, F: FnOnce(Option<&[u8]>) -> R>(
+        &self,
+        key: &[u8],
+        f: F,
+    ) -> Result<R, F> {
+        {
+            let mem = self.mem.borrow();
+            let m = mem.borrow();
+            match m.get(key) {
+                Lookup::Value(v) => return Ok(f(Some(v))),
+                Lookup::Deleted => return Ok(f(None)),
+                Lookup::Absent => {}
+            }
+        }
+        if let Some(imm) = &*self.imm.borrow() {
+            match imm.borrow().get(key) {
+                Lookup::Value(v) => return Ok(f(Some(v))),
+                Lookup::Deleted => return Ok(f(None)),
+                Lookup::Absent => {}
+            }
+        }
+        Err(f)
+    }
+
+    /// Look `key` up in the tables of `version`, newest first.
+    pub async fn get_in_tables(
+        &self,
+        version: &Version<D>,
+        key: &[u8],
+    ) -> Result<Option<Found>, TableError> {
+        for t in &version.l0 {
+            if let Some(found) = self.table_get(t, key).await? {
+                return Ok(Some(found));
+            }
+        }
+        if let Some(t) = version.l1_for(key) {
+            return self.table_get(t, key).await;
+        }
+        Ok(None)
+    }
+
+    async fn table_get(&self, t: &Table<D>, key: &[u8]) -> Result<Option<Found>, TableError> {
+        if !t.covers(key) || !t.file.bloom().may_contain(key) {
+            return Ok(None);
+        }
+        let Some(i) = find_block(t.file.index(), key) else {
+            return Ok(None);
+        };
+        let block = self.load_block(t, i).await?;
+        let parsed = DataBlock::parse(&block).map_err(|e| corrupt(t, i, e))?;
+        let found = match parsed.get(key).map_err(|e| corrupt(t, i, e))? {
+            None => return Ok(None),
+            Some(None) => None,
+            Some(Some(v)) => {
+                let start = v.as_ptr() as usize - block.as_ptr() as usize;
+                Some(start..start + v.len())
+            }
+        };
+        Ok(Some((block, found)))
+    }
+
+    /// Block `i` of `t`, from the cache or read and verified.
+    pub async fn load_block(&self, t: &Table<D>, i: usize) -> Result<Rc<Vec<u8>>, TableError> {
+        let entry = &t.file.index().blocks[i];
+        let key = BlockKey {
+            table: t.id(),
+            offset: entry.offset.to_native(),
+        };
+        let bytes = entry.extent.to_native() as usize;
+        let r = self
+            .pool
+            .get_or_load(key, bytes, || t.file.read_block(i))
+            .await;
+        if let Err(e) = &r {
+            bump(&self.stats.read_errors, 1);
+            tracing::error!(
+                shard = self.shard,
+                error = e.name(),
+                "table read failed: {e}"
+            );
+        }
+        r
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Flush the frozen memtable, if any, into a level-0 table and record it.
+    /// `max_lsn` must be durable in the WAL before this is called.
+    // A frozen memtable is never borrowed mutably again (writes go to the new
+    // one), so the shared borrow held while its entries are written is safe.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub async fn flush_frozen(&self) -> Result<bool, LsmError> {
+        let Some(imm) = self.imm.borrow().clone() else {
+            return Ok(false);
+        };
+        let max_lsn = imm.borrow().max_lsn();
+        let id = self.alloc_table_id();
+        // A frozen memtable is never written again, so this borrow may span awaits.
+        let summary = {
+            let m = imm.borrow();
+            let mut w = TableWriter::create(&self.disk, &self.tables_dir, id, self.shard).await?;
+            let mut result = Ok(());
+            for (k, v) in m.iter() {
+                if let Err(e) = w.add(k, v).await {
+                    result = Err(e);
+                    break;
+                }
+            }
+            match result {
+                Ok(()) if w.entries() > 0 => Some(w.finish(max_lsn).await?),
+                Ok(()) => {
+                    w.abandon().await;
+                    self.remove_table_file(id).await;
+                    None
+                }
+                Err(e) => {
+                    w.abandon().await;
+                    return Err(e.into());
+                }
+            }
+        };
+        self.disk
+            .sync_dir(&self.tables_dir)
+            .await
+            .map_err(|e| LsmError::Table(e.into()))?;
+        let new_table = match &summary {
+            Some(s) => Some(self.open_table(s, 0).await?),
+            None => None,
+        };
+        let _edit = self.lock_manifest().await;
+        let mut next = self.manifest.borrow().clone();
+        next.edition += 1;
+        next.wal_cutoff_lsn = next.wal_cutoff_lsn.max(max_lsn);
+        if let Some(t) = &new_table {
+            next.tables.push(t.meta.clone());
+        }
+        store_manifest(&self.disk, &self.dir, self.shard, &next).await?;
+        // Durable: publish the new version and drop the frozen memtable.
+        {
+            let old = self.version.borrow().clone();
+            let mut l0 = Vec::with_capacity(old.l0.len() + 1);
+            l0.extend(new_table.iter().cloned());
+            l0.extend(old.l0.iter().cloned());
+            *self.version.borrow_mut() = Rc::new(Version {
+                l0,
+                l1: old.l1.clone(),
+            });
+        }
+        // Ids handed out while the store ran (another edit's tables) stay used.
+        next.next_table_id = next.next_table_id.max(self.manifest.borrow().next_table_id);
+        *self.manifest.borrow_mut() = next;
+        *self.imm.borrow_mut() = None;
+        bump(&self.stats.flushes, 1);
+        bump(
+            &self.stats.flush_bytes,
+            summary.as_ref().map_or(0, |s| s.file_bytes),
+        );
+        self.work.wake_all();
+        Ok(true)
+    }
+
+    pub fn alloc_table_id(&self) -> u64 {
+        let mut m = self.manifest.borrow_mut();
+        let id = m.next_table_id;
+        m.next_table_id += 1;
+        id
+    }
+
+    pub async fn open_table(&self, s: &TableSummary, level: u8) -> Result<Rc<Table<D>>, LsmError> {
+        let file = TableFile::open(&self.disk, &self.tables_dir, s.id).await?;
+        Ok(Rc::new(Table {
+            file,
+            meta: TableEntry {
+                id: s.id,
+                level,
+                entries: s.entries,
+                file_bytes: s.file_bytes,
+                max_lsn: s.max_lsn,
+                smallest: s.smallest.clone(),
+                largest: s.largest.clone(),
+            },
+        }))
+    }
+
+    pub async fn remove_table_file(&self, id: u64) {
+        let path = self.tables_dir.join(table_file_name(id));
+        if let Err(e) = self.disk.remove(&path).await {
+            tracing::warn!(
+                shard = self.shard,
+                "could not remove {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// Replace `inputs` by `outputs` (level 1) durably, then publish and delete
+    /// the inputs' files.
+    pub async fn install_compaction(
+        &self,
+        inputs: &[Rc<Table<D>>],
+        outputs: Vec<Rc<Table<D>>>,
+    ) -> Result<(), LsmError> {
+        let gone: BTreeSet<u64> = inputs.iter().map(|t| t.id()).collect();
+        let edit = self.lock_manifest().await;
+        let mut next = self.manifest.borrow().clone();
+        next.edition += 1;
+        next.tables.retain(|t| !gone.contains(&t.id));
+        next.tables.extend(outputs.iter().map(|t| t.meta.clone()));
+        store_manifest(&self.disk, &self.dir, self.shard, &next).await?;
+        {
+            let old = self.version.borrow().clone();
+            let l0 = old
+                .l0
+                .iter()
+                .filter(|t| !gone.contains(&t.id()))
+                .cloned()
+                .collect();
+            let mut l1: Vec<_> = old
+                .l1
+                .iter()
+                .filter(|t| !gone.contains(&t.id()))
+                .cloned()
+                .chain(outputs)
+                .collect();
+            l1.sort_by(|a, b| a.meta.smallest.cmp(&b.meta.smallest));
+            debug_assert!(l1
+                .windows(2)
+                .all(|w| w[0].meta.largest < w[1].meta.smallest));
+            *self.version.borrow_mut() = Rc::new(Version { l0, l1 });
+        }
+        // Ids handed out while the store ran (another edit's tables) stay used.
+        next.next_table_id = next.next_table_id.max(self.manifest.borrow().next_table_id);
+        *self.manifest.borrow_mut() = next;
+        drop(edit);
+        for id in gone {
+            self.pool.drop_table(id);
+            self.remove_table_file(id).await;
+        }
+        bump(&self.stats.compactions, 1);
+        Ok(())
+    }
+
+    async fn lock_manifest(&self) -> ManifestEdit<'_, D> {
+        self.manifest_free
+            .until(|| (!self.manifest_busy.get()).then(|| self.manifest_busy.set(true)))
+            .await;
+        ManifestEdit { lsm: self }
+    }
+
+    /// Latch a background failure: from now on the shard refuses writes.
+    pub fn fail(&self, reason: String) {
+        self.failure.borrow_mut().get_or_insert(reason);
+    }
+
+    /// Bytes of every table file.
+    pub fn table_bytes(&self) -> (u64, u64) {
+        let v = self.version.borrow();
+        let l0 = v.l0.iter().map(|t| t.meta.file_bytes).sum();
+        let l1 = v.l1.iter().map(|t| t.meta.file_bytes).sum();
+        (l0, l1)
+    }
+
+    /// Index and bloom bytes pinned in memory.
+    pub fn pinned_bytes(&self) -> usize {
+        self.version
+            .borrow()
+            .tables()
+            .map(|t| t.file.pinned_bytes())
+            .sum()
+    }
+}
+
+/// Held while one manifest edit is in progress.
+struct ManifestEdit<'a, D: Disk> {
+    lsm: &'a Lsm<D>,
+}
+
+impl<D: Disk> Drop for ManifestEdit<'_, D> {
+    fn drop(&mut self) {
+        self.lsm.manifest_busy.set(false);
+        self.lsm.manifest_free.wake_all();
+    }
+}
+
+fn corrupt<D: Disk>(
+    t: &Table<D>,
+    i: usize,
+    detail: crate::core::block_format::BlockError,
+) -> TableError {
+    TableError::Corrupt {
+        path: t.file.path().to_path_buf(),
+        offset: t.file.index().blocks[i].offset.to_native(),
+        block: i.to_string(),
+        detail,
+    }
+}

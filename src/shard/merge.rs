@@ -1,0 +1,336 @@
+//! Ordered iteration over a shard's layers (not-yet-durable writes, memtables,
+//! level-0 tables, the level-1 run) merged into one stream, newest version of
+//! each key first. Used by scans and by compaction.
+//!
+//! Memory is bounded: a memtable is copied out in small chunks, a table run
+//! holds one block at a time (from the block cache), and the merged entry is
+//! copied into buffers the iterator reuses. Table blocks load across awaits, so
+//! sources hold `Rc`s to what they read (a frozen memtable, a version's tables)
+//! and stay valid while flushes and compactions publish new versions.
+//!
+//! It must never: return an older version of a key when a newer layer has one,
+//! or skip a key because the layer holding it was replaced mid-iteration.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use crate::core::block_format::{decode_next, BlockError, DataBlock};
+use crate::core::table_format::find_block;
+use crate::io::table_file::TableError;
+use crate::io::Disk;
+
+use super::lsm::{Lsm, SharedMem, Table};
+
+/// Memtable entries copied per refill.
+const MEM_CHUNK: usize = 64;
+
+type Owned = (Vec<u8>, Option<Vec<u8>>);
+
+/// Not-yet-durable writes in key order, each with the LSN a reply must wait for.
+pub type Overlay = VecDeque<(Vec<u8>, Option<Vec<u8>>, u64)>;
+
+/// A run of non-overlapping tables in key order (one level-0 table, or level 1),
+/// read one block at a time.
+pub struct TableRun<D: Disk> {
+    tables: Vec<Rc<Table<D>>>,
+    t: usize,
+    block_i: usize,
+    block: Option<Rc<Vec<u8>>>,
+    entries_len: usize,
+    pos: usize,
+    key: Vec<u8>,
+    value: Option<(usize, usize)>,
+    valid: bool,
+    /// Read through the block cache (false for compaction, whose reads are
+    /// one-off and would only push the working set out).
+    cached: bool,
+}
+
+impl<D: Disk> TableRun<D> {
+    pub fn new(tables: Vec<Rc<Table<D>>>) -> Self {
+        TableRun {
+            tables,
+            t: 0,
+            block_i: 0,
+            block: None,
+            entries_len: 0,
+            pos: 0,
+            key: Vec::new(),
+            value: None,
+            valid: false,
+            cached: true,
+        }
+    }
+
+    /// A run whose reads bypass the block cache.
+    pub fn uncached(tables: Vec<Rc<Table<D>>>) -> Self {
+        TableRun {
+            cached: false,
+            ..TableRun::new(tables)
+        }
+    }
+
+    fn corrupt(&self, e: BlockError) -> TableError {
+        let t = &self.tables[self.t];
+        TableError::Corrupt {
+            path: t.file.path().to_path_buf(),
+            offset: t.file.index().blocks[self.block_i].offset.to_native(),
+            block: self.block_i.to_string(),
+            detail: e,
+        }
+    }
+
+    async fn load(&mut self, lsm: &Lsm<D>) -> Result<(), TableError> {
+        let table = &self.tables[self.t];
+        let block = if self.cached {
+            lsm.load_block(table, self.block_i).await?
+        } else {
+            Rc::new(table.file.read_block(self.block_i).await?)
+        };
+        let parsed = DataBlock::parse(&block).map_err(|e| self.corrupt(e))?;
+        self.entries_len = parsed.entries().len();
+        self.block = Some(block);
+        self.pos = 0;
+        self.key.clear();
+        Ok(())
+    }
+
+    /// Position at the first entry with key >= `start`.
+    pub async fn seek(&mut self, lsm: &Lsm<D>, start: &[u8]) -> Result<(), TableError> {
+        self.t = self
+            .tables
+            .partition_point(|t| t.meta.largest.as_slice() < start);
+        self.valid = false;
+        if self.t == self.tables.len() {
+            return Ok(());
+        }
+        let Some(i) = find_block(self.tables[self.t].file.index(), start) else {
+            return Ok(());
+        };
+        self.block_i = i;
+        self.load(lsm).await?;
+        let block = self.block.clone().unwrap_or_default();
+        let parsed = DataBlock::parse(&block).map_err(|e| self.corrupt(e))?;
+        let (pos, key) = parsed
+            .seek(start)
+            .map_err(|e| self.corrupt(e))?
+            .into_parts();
+        self.pos = pos;
+        self.key = key;
+        self.step(lsm).await
+    }
+
+    /// Move to the next entry.
+    pub async fn step(&mut self, lsm: &Lsm<D>) -> Result<(), TableError> {
+        loop {
+            if let Some(block) = &self.block {
+                if self.pos < self.entries_len {
+                    let entries = &block[..self.entries_len];
+                    let v = decode_next(entries, &mut self.pos, &mut self.key);
+                    let v = match v {
+                        Ok(v) => v,
+                        Err(e) => return Err(self.corrupt(e)),
+                    };
+                    self.value = v.map(|v| {
+                        let at = v.as_ptr() as usize - block.as_ptr() as usize;
+                        (at, at + v.len())
+                    });
+                    self.valid = true;
+                    return Ok(());
+                }
+            }
+            // Next block, or next table.
+            self.block = None;
+            self.valid = false;
+            if self.t >= self.tables.len() {
+                return Ok(());
+            }
+            self.block_i += 1;
+            if self.block_i >= self.tables[self.t].file.index().blocks.len() {
+                self.t += 1;
+                self.block_i = 0;
+                if self.t >= self.tables.len() {
+                    return Ok(());
+                }
+            }
+            self.load(lsm).await?;
+        }
+    }
+
+    fn current(&self) -> Option<(&[u8], Option<&[u8]>)> {
+        if !self.valid {
+            return None;
+        }
+        let block = self.block.as_ref()?;
+        Some((&self.key, self.value.map(|(a, b)| &block[a..b])))
+    }
+}
+
+/// A memtable read in chunks.
+pub struct MemRun {
+    mem: SharedMem,
+    chunk: VecDeque<Owned>,
+    more: bool,
+    last: Option<Vec<u8>>,
+}
+
+impl MemRun {
+    pub fn new(mem: SharedMem) -> Self {
+        MemRun {
+            mem,
+            chunk: VecDeque::new(),
+            more: true,
+            last: None,
+        }
+    }
+
+    fn refill(&mut self, start: &[u8], end: &[u8]) {
+        if self.chunk.is_empty() && self.more {
+            self.more = self.mem.borrow().copy_range(
+                self.last.as_deref(),
+                start,
+                end,
+                MEM_CHUNK,
+                &mut self.chunk,
+            );
+            if let Some((k, _)) = self.chunk.back() {
+                self.last = Some(k.clone());
+            }
+        }
+    }
+}
+
+/// One layer of the merge.
+pub enum Source<D: Disk> {
+    /// Writes not yet durable, sorted, with the LSN each depends on.
+    Overlay(Overlay),
+    Mem(MemRun),
+    Run(TableRun<D>),
+}
+
+impl<D: Disk> Source<D> {
+    fn current(&self) -> Option<MergedEntry<'_>> {
+        match self {
+            Source::Overlay(q) => q.front().map(|(k, v, l)| (k.as_slice(), v.as_deref(), *l)),
+            Source::Mem(m) => m
+                .chunk
+                .front()
+                .map(|(k, v)| (k.as_slice(), v.as_deref(), 0)),
+            Source::Run(r) => r.current().map(|(k, v)| (k, v, 0)),
+        }
+    }
+}
+
+/// The merged stream.
+pub struct Merge<D: Disk> {
+    /// Newest layer first: on equal keys the lowest index wins.
+    sources: Vec<Source<D>>,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// One merged entry: key, value (`None`: deleted) and the pending LSN it
+/// depends on (0: durable).
+pub type MergedEntry<'a> = (&'a [u8], Option<&'a [u8]>, u64);
+
+impl<D: Disk> Merge<D> {
+    /// Position every source at `start`; `end` empty means no upper bound.
+    pub async fn new(
+        lsm: &Lsm<D>,
+        mut sources: Vec<Source<D>>,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Self, TableError> {
+        for s in &mut sources {
+            match s {
+                Source::Overlay(_) => {}
+                Source::Mem(m) => m.refill(start, end),
+                Source::Run(r) => r.seek(lsm, start).await?,
+            }
+        }
+        Ok(Merge {
+            sources,
+            start: start.to_vec(),
+            end: end.to_vec(),
+            key: Vec::new(),
+            value: Vec::new(),
+        })
+    }
+
+    /// The layers of `lsm` as sources, newest first: an optional overlay, the
+    /// memtable, the frozen memtable, level-0 tables, the level-1 run.
+    pub fn sources_of(lsm: &Lsm<D>, overlay: Option<Overlay>) -> Vec<Source<D>> {
+        let version = lsm.version();
+        let mut sources = Vec::with_capacity(4 + version.l0.len());
+        if let Some(o) = overlay {
+            sources.push(Source::Overlay(o));
+        }
+        sources.push(Source::Mem(MemRun::new(lsm.memtable())));
+        if let Some(imm) = lsm.frozen() {
+            sources.push(Source::Mem(MemRun::new(imm)));
+        }
+        for t in &version.l0 {
+            sources.push(Source::Run(TableRun::new(vec![t.clone()])));
+        }
+        if !version.l1.is_empty() {
+            sources.push(Source::Run(TableRun::new(version.l1.clone())));
+        }
+        sources
+    }
+
+    /// The next entry in key order, tombstones included.
+    pub async fn next(&mut self, lsm: &Lsm<D>) -> Result<Option<MergedEntry<'_>>, TableError> {
+        let mut winner: Option<usize> = None;
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Some((k, _, _)) = s.current() {
+                let better = match winner.and_then(|w| self.sources[w].current()) {
+                    None => true,
+                    Some((wk, _, _)) => k < wk,
+                };
+                if better {
+                    winner = Some(i);
+                }
+            }
+        }
+        let Some(w) = winner else {
+            return Ok(None);
+        };
+        let (tombstone, lsn) = {
+            let Some((k, v, lsn)) = self.sources[w].current() else {
+                unreachable!("the winner has an entry")
+            };
+            if !self.end.is_empty() && k >= self.end.as_slice() {
+                return Ok(None);
+            }
+            self.key.clear();
+            self.key.extend_from_slice(k);
+            self.value.clear();
+            if let Some(v) = v {
+                self.value.extend_from_slice(v);
+            }
+            (v.is_none(), lsn)
+        };
+        // Step past this key in every layer that has it (older versions die here).
+        for i in 0..self.sources.len() {
+            let same = self.sources[i]
+                .current()
+                .is_some_and(|(k, _, _)| k == self.key.as_slice());
+            if same {
+                match &mut self.sources[i] {
+                    Source::Overlay(q) => {
+                        q.pop_front();
+                    }
+                    Source::Mem(m) => {
+                        m.chunk.pop_front();
+                        m.refill(&self.start, &self.end);
+                    }
+                    Source::Run(r) => r.step(lsm).await?,
+                }
+            }
+        }
+        let value = (!tombstone).then_some(self.value.as_slice());
+        Ok(Some((&self.key, value, lsn)))
+    }
+}
