@@ -25,6 +25,7 @@ use super::merge::{Merge, Source, TableRun};
 
 /// Compact if level 0 holds at least `min_l0` tables. Returns whether it did.
 pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmError> {
+    let _one_at_a_time = lsm.lock_compaction().await;
     let version = lsm.version();
     if version.l0.is_empty() || version.l0.len() < min_l0 {
         return Ok(false);

@@ -62,6 +62,81 @@ impl ShardContext {
         }
     }
 
+    /// Entries with `start <= key < end` (`end` empty: no bound) in key order,
+    /// at most `limit`, from every shard. Convenient, not the fast path (the
+    /// server streams pages instead of collecting them).
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+        use super::scan::{decode_page, encode_params, page_entries, ScanParams};
+        let mut all = Vec::new();
+        for shard in 0..self.shard_count() {
+            let shard = ShardId(shard);
+            let mut from = start.to_vec();
+            let mut got = 0u32;
+            loop {
+                let mut params = Vec::new();
+                encode_params(
+                    &mut params,
+                    &ScanParams {
+                        end,
+                        limit: limit - got,
+                        filter_kind: crate::core::filter::FILTER_NONE,
+                        filter_arg: b"",
+                    },
+                );
+                let mut batch = self.new_batch();
+                batch.push(shard, OpKind::Scan, &from, &params);
+                self.router.execute(&mut batch).await;
+                let (status, body) = batch.replies(shard).get(0);
+                if status != Status::Ok {
+                    return Err(status);
+                }
+                let page = decode_page(body).ok_or(Status::Internal)?;
+                for (k, v) in page_entries(page.entries) {
+                    all.push((k.to_vec(), v.to_vec()));
+                    got += 1;
+                }
+                match page.resume {
+                    Some(r) if got < limit => from = r.to_vec(),
+                    _ => break,
+                }
+            }
+        }
+        all.sort();
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
+    /// Flush this shard's memtable into a table and wait until the manifest
+    /// records it (tools and tests; the shard flushes on its own when full).
+    pub async fn flush_local(&self) -> Result<(), String> {
+        let lsm = &self.router.state().lsm;
+        loop {
+            if let Some(reason) = lsm.failure() {
+                return Err(reason);
+            }
+            let empty = lsm.memtable().borrow().is_empty();
+            if empty && lsm.frozen().is_none() {
+                return Ok(());
+            }
+            lsm.freeze_now();
+            lsm.work
+                .until(|| (lsm.frozen().is_none() || lsm.failure().is_some()).then_some(()))
+                .await;
+        }
+    }
+
+    /// Compact this shard's level 0 into level 1 now; false if level 0 was empty.
+    pub async fn compact_local(&self) -> Result<bool, String> {
+        super::compaction::compact(&self.router.state().lsm, 1)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn one(&self, kind: OpKind, key: &[u8], value: &[u8]) -> (Status, Vec<u8>) {
         if key.len() > crate::core::limits::KEY_BYTES_MAX {
             return (Status::KeyTooLarge, Vec::new());

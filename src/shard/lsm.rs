@@ -158,6 +158,8 @@ pub struct Lsm<D: Disk> {
     /// Manifest edits (clone, store, publish) run one at a time.
     manifest_busy: Cell<bool>,
     manifest_free: WaitQueue,
+    /// One compaction at a time (the background task, or a requested one).
+    compacting: Cell<bool>,
     pub stats: LsmStats,
 }
 
@@ -250,6 +252,7 @@ impl<D: Disk> Lsm<D> {
             failure: RefCell::new(None),
             manifest_busy: Cell::new(false),
             manifest_free: WaitQueue::default(),
+            compacting: Cell::new(false),
             stats: LsmStats::default(),
         })
     }
@@ -579,6 +582,14 @@ impl<D: Disk> Lsm<D> {
         Ok(())
     }
 
+    /// Wait until no other compaction runs, and hold that until the guard drops.
+    pub async fn lock_compaction(&self) -> CompactionGuard<'_, D> {
+        self.manifest_free
+            .until(|| (!self.compacting.get()).then(|| self.compacting.set(true)))
+            .await;
+        CompactionGuard { lsm: self }
+    }
+
     async fn lock_manifest(&self) -> ManifestEdit<'_, D> {
         self.manifest_free
             .until(|| (!self.manifest_busy.get()).then(|| self.manifest_busy.set(true)))
@@ -606,6 +617,18 @@ impl<D: Disk> Lsm<D> {
             .tables()
             .map(|t| t.file.pinned_bytes())
             .sum()
+    }
+}
+
+/// Held while a compaction runs.
+pub struct CompactionGuard<'a, D: Disk> {
+    lsm: &'a Lsm<D>,
+}
+
+impl<D: Disk> Drop for CompactionGuard<'_, D> {
+    fn drop(&mut self) {
+        self.lsm.compacting.set(false);
+        self.lsm.manifest_free.wake_all();
     }
 }
 
