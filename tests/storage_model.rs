@@ -169,7 +169,10 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
             continue;
         }
         let (reply_tx, reply_rx) = mpsc::channel();
-        running.tx.send((op.clone(), reply_tx)).expect("service alive");
+        running
+            .tx
+            .send((op.clone(), reply_tx))
+            .expect("service alive");
         let got = reply_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("service answers")
@@ -185,10 +188,16 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
         .tx
         .send((Op::Scan(0, 60, 10_000), reply_tx))
         .expect("service alive");
-    let got = reply_rx.recv_timeout(Duration::from_secs(30)).expect("answer");
+    let got = reply_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("answer");
     stop(running);
     let want = Answer::Entries(model.into_iter().collect());
-    prop_assert_eq!(got.map_err(TestCaseError::fail)?, want, "final state after reopen");
+    prop_assert_eq!(
+        got.map_err(TestCaseError::fail)?,
+        want,
+        "final state after reopen"
+    );
     Ok(())
 }
 

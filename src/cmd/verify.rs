@@ -1,6 +1,7 @@
 //! `corekv verify --data-dir DIR`: offline integrity check of a stopped server's
-//! data directory: the metadata file and every WAL record of every shard, read
-//! without repairing anything.
+//! data directory: the metadata file, and for every shard its manifest, every
+//! block of every table (checksum, name, key order, index, bloom, footer) and
+//! every WAL record, read without repairing anything.
 //!
 //! Exit codes: 0 clean (a torn tail left by a crash is reported but is not
 //! damage: nothing in it was acknowledged); 1 damage found (each problem names
@@ -12,9 +13,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use corekv::io::data_dir::{decode_meta, wal_dir, DataDir, META_FILE};
+use corekv::io::data_dir::{decode_meta, shard_dir, wal_dir, DataDir, META_FILE};
+use corekv::io::manifest::load_manifest;
+use corekv::io::table_file::{check_table, parse_table_file_name};
 use corekv::io::wal_reader::{scan, ScanOptions};
-use corekv::io::DmaDisk;
+use corekv::io::{Disk, DmaDisk};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -58,6 +61,10 @@ pub fn run(args: VerifyArgs) -> ExitCode {
             DmaDisk.prime_device_probe(&meta_path).await.map_err(|e| e.to_string())?;
             let mut damaged = 0usize;
             for shard in 0..shards {
+                let (cutoff, storage_ok) = verify_storage(&dir, shard).await;
+                if !storage_ok {
+                    damaged += 1;
+                }
                 let wal = wal_dir(&dir, shard);
                 let opts = ScanOptions { shard_id: shard, repair: false, truncate_corruption: false };
                 match scan(&DmaDisk, &wal, &opts, |_| {}).await {
@@ -71,13 +78,24 @@ pub fn run(args: VerifyArgs) -> ExitCode {
                             ),
                             None => String::new(),
                         };
-                        println!(
-                            "ok     shard {shard}: {} segments, {} batches, {} records, last LSN {}, {} bytes read{torn}",
-                            r.segments, r.batches, r.records, r.last_lsn, r.bytes_read
-                        );
+                        let gap = r.segment_starts.first().is_some_and(|&(_, first)| first > cutoff + 1);
+                        if gap {
+                            damaged += 1;
+                            println!(
+                                "DAMAGE shard {shard}: the WAL starts at LSN {} but the tables cover only up to LSN {cutoff}: records are missing",
+                                r.segment_starts[0].1
+                            );
+                        } else {
+                            println!(
+                                "ok     shard {shard}: WAL {} segments, {} batches, {} records, last LSN {}, {} bytes read{torn}",
+                                r.segments, r.batches, r.records, r.last_lsn, r.bytes_read
+                            );
+                        }
                     }
                     Err(e) => {
-                        damaged += 1;
+                        if storage_ok {
+                            damaged += 1;
+                        }
                         println!("DAMAGE shard {shard}: {e}");
                     }
                 }
@@ -100,4 +118,85 @@ pub fn run(args: VerifyArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Check one shard's manifest and every table it names. Returns the WAL cutoff
+/// and whether everything was intact.
+async fn verify_storage(dir: &std::path::Path, shard: u16) -> (u64, bool) {
+    let sdir = shard_dir(dir, shard);
+    let manifest = match load_manifest(&DmaDisk, &sdir, shard).await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            println!("ok     shard {shard}: no tables yet (no manifest)");
+            return (0, true);
+        }
+        Err(e) => {
+            println!("DAMAGE shard {shard}: {}: {e}", e.name());
+            return (0, false);
+        }
+    };
+    let tables_dir = sdir.join("tables");
+    let on_disk: Vec<u64> = DmaDisk
+        .list_dir(&tables_dir)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| parse_table_file_name(n))
+        .collect();
+    let mut ok = true;
+    let (mut blocks, mut entries, mut bytes) = (0u64, 0u64, 0u64);
+    for t in &manifest.tables {
+        if !on_disk.contains(&t.id) {
+            ok = false;
+            println!(
+                "DAMAGE shard {shard}: the manifest names table {:016x}.sst (level {}), which is missing",
+                t.id, t.level
+            );
+            continue;
+        }
+        let check = check_table(&DmaDisk, &tables_dir, t.id).await;
+        blocks += check.blocks;
+        entries += check.entries;
+        bytes += t.file_bytes;
+        for p in &check.problems {
+            ok = false;
+            println!("DAMAGE shard {shard}: {p}");
+        }
+        if check.problems.is_empty() && check.entries != t.entries {
+            ok = false;
+            println!(
+                "DAMAGE shard {shard}: table {:016x}.sst holds {} entries, the manifest says {}",
+                t.id, check.entries, t.entries
+            );
+        }
+    }
+    let mut l1: Vec<_> = manifest.tables.iter().filter(|t| t.level == 1).collect();
+    l1.sort_by(|a, b| a.smallest.cmp(&b.smallest));
+    for w in l1.windows(2) {
+        if w[0].largest >= w[1].smallest {
+            ok = false;
+            println!(
+                "DAMAGE shard {shard}: level-1 tables {:016x}.sst and {:016x}.sst overlap",
+                w[0].id, w[1].id
+            );
+        }
+    }
+    let orphans = on_disk
+        .iter()
+        .filter(|id| !manifest.tables.iter().any(|t| t.id == **id))
+        .count();
+    if ok {
+        println!(
+            "ok     shard {shard}: manifest edition {}, {} tables, {blocks} blocks, {entries} entries, {bytes} bytes, WAL covered up to LSN {}{}",
+            manifest.edition,
+            manifest.tables.len(),
+            manifest.wal_cutoff_lsn,
+            if orphans > 0 {
+                format!("; {orphans} table file(s) no manifest names (an interrupted flush or compaction; removed at the next start)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    (manifest.wal_cutoff_lsn, ok)
 }
