@@ -1,0 +1,312 @@
+//! Sorted tables on real files through a real server: a dataset many times the
+//! block cache is written and read back within a memory bound, and damaged
+//! table blocks (a flipped byte, a zeroed sector, a block copied to the wrong
+//! place) are refused by reads with STORAGE_CORRUPT and named by `verify`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corekv::core::block_format::{open_block, BlockKind, DataBlock};
+use corekv::core::status::Status;
+use corekv::core::table_format::{access_index, Footer, FOOTER_EXTENT};
+use corekv::io::table_file::{parse_table_file_name, FOOTER_BLOCK_NO};
+use corekv::net::client::{Client, ClientError};
+use corekv::net::codec::Request;
+
+fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let mut s = TcpStream::connect(admin).expect("admin endpoint");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| {
+            let rest = l.strip_prefix(name).unwrap_or("#");
+            let rest = rest.strip_prefix("_total").unwrap_or(rest);
+            rest.starts_with(['{', ' '])
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn value_for(i: u32, len: usize) -> Vec<u8> {
+    let mut v = format!("value-{i}-").into_bytes();
+    while v.len() < len {
+        v.push(b'a' + (i as usize + v.len()) as u8 % 26);
+    }
+    v
+}
+
+/// Put `keys` pipelined, 64 at a time.
+fn put_all(c: &mut Client, keys: &[(Vec<u8>, Vec<u8>)]) {
+    for chunk in keys.chunks(64) {
+        for (k, v) in chunk {
+            c.queue(&Request::Put { key: k, value: v });
+        }
+        c.flush().unwrap();
+        for _ in chunk {
+            let r = c.recv().unwrap();
+            assert!(r.status.is_ok(), "{:?}", r.status);
+        }
+    }
+}
+
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+const CACHE: u64 = 4 * 1024 * 1024;
+/// What a server holds besides the block cache, with this test's settings: two
+/// shards' memtables (1 MiB, up to 2x while one flushes), WAL batch buffers,
+/// table-writer staging (1 MiB) and bloom builders, glommio's registered I/O
+/// memory (2 MiB per shard), index and bloom blocks pinned per table, thread
+/// stacks, the binary and the allocator's slack. docs/architecture.md lists it.
+const FIXED_OVERHEAD: u64 = 28 * 1024 * 1024;
+
+fn small_storage_flags() -> Vec<&'static str> {
+    vec![
+        "--shards",
+        "2",
+        "--cache-size",
+        "4194304",
+        "--memtable-size",
+        "1048576",
+        "--table-size",
+        "8388608",
+        "--wal-segment-bytes",
+        "4194304",
+        "--value-bytes-max",
+        "65536",
+    ]
+}
+
+#[test]
+fn a_dataset_ten_times_the_cache_reads_back_within_the_memory_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &small_storage_flags());
+    let mut c = server.client();
+    // 11,000 x 4 KiB = 43 MiB of values: more than 10x the 4 MiB cache.
+    let n = 11_000u32;
+    let data: Vec<(Vec<u8>, Vec<u8>)> = (0..n)
+        .map(|i| (format!("key-{i:08}").into_bytes(), value_for(i, 4096)))
+        .collect();
+    let total: usize = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    assert!(total as u64 >= 10 * CACHE);
+    put_all(&mut c, &data);
+    // Read everything back in a different order, through multi-gets.
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    order.sort_by_key(|&i| (i * 7919) % data.len());
+    for chunk in order.chunks(100) {
+        let keys: Vec<&[u8]> = chunk.iter().map(|&i| data[i].0.as_slice()).collect();
+        let got = c.mget(&keys).unwrap();
+        for (&i, v) in chunk.iter().zip(got) {
+            assert_eq!(v.as_deref(), Some(data[i].1.as_slice()), "key {i}");
+        }
+    }
+    let misses = metric(server.admin, "corekv_cache_misses");
+    let tables =
+        metric(server.admin, "corekv_l0_tables") + metric(server.admin, "corekv_l1_tables");
+    assert!(tables >= 2.0, "data went to tables ({tables})");
+    assert!(
+        misses > 1000.0,
+        "reads came from disk ({misses} block reads)"
+    );
+    let resident = metric(server.admin, "corekv_cache_resident_bytes");
+    assert!(resident <= CACHE as f64, "cache holds {resident} bytes");
+    let peak = peak_rss(server.pid());
+    eprintln!(
+        "wrote and read {} MiB; peak RSS {} MiB; {misses} block reads; {tables} tables",
+        total >> 20,
+        peak >> 20
+    );
+    assert!(
+        peak <= CACHE + FIXED_OVERHEAD,
+        "peak RSS {} MiB exceeds cache {} MiB + fixed overhead {} MiB",
+        peak >> 20,
+        CACHE >> 20,
+        FIXED_OVERHEAD >> 20
+    );
+    // A range scan over table data, in order, after a restart.
+    assert_eq!(server.stop().0, Some(0));
+    let server = common::start_server(dir.path(), &small_storage_flags());
+    let mut c = server.client();
+    let page = c
+        .scan_page(b"key-00005000", b"key-00005100", 1000, &Default::default())
+        .unwrap();
+    let keys: Vec<_> = page.entries.iter().map(|(k, _)| k.clone()).collect();
+    let want: Vec<_> = (5000..5100)
+        .map(|i| format!("key-{i:08}").into_bytes())
+        .collect();
+    assert_eq!(keys, want);
+    assert_eq!(page.entries[17].1, value_for(5017, 4096));
+}
+
+/// Every table file of every shard.
+fn table_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        let tables = shard.path().join("tables");
+        let Ok(entries) = std::fs::read_dir(&tables) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if let Some(id) = e.file_name().to_str().and_then(parse_table_file_name) {
+                out.push((e.path(), id));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (offset, extent, keys) of each data block of a table file, read with the
+/// format's own decoders.
+fn blocks_of(path: &Path, id: u64) -> Vec<(u64, usize, Vec<Vec<u8>>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let footer_at = bytes.len() - FOOTER_EXTENT;
+    let payload = open_block(&bytes[footer_at..], id, FOOTER_BLOCK_NO, BlockKind::Footer).unwrap();
+    let footer = Footer::decode(payload, id, bytes.len() as u64).unwrap();
+    let at = footer.index_offset.get() as usize;
+    let raw = &bytes[at..at + footer.index_extent.get() as usize];
+    let payload = open_block(raw, id, footer.index_block_no.get(), BlockKind::Index).unwrap();
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(payload);
+    let index = access_index(&aligned).unwrap();
+    index
+        .blocks
+        .iter()
+        .map(|b| {
+            let (off, ext) = (b.offset.to_native(), b.extent.to_native() as usize);
+            let payload = open_block(
+                &bytes[off as usize..off as usize + ext],
+                id,
+                b.block_no.to_native(),
+                BlockKind::Data,
+            )
+            .unwrap();
+            let block = DataBlock::parse(payload).unwrap();
+            let mut keys = Vec::new();
+            let mut cur = block.cursor();
+            while let Some((k, _)) = cur.next().unwrap() {
+                keys.push(k.to_vec());
+            }
+            (off, ext, keys)
+        })
+        .collect()
+}
+
+fn get_status(c: &mut Client, key: &[u8]) -> Result<Option<Vec<u8>>, Status> {
+    match c.get(key) {
+        Ok(v) => Ok(v),
+        Err(ClientError::Status { status, .. }) => Err(status),
+        Err(e) => panic!("GET failed outside the protocol: {e}"),
+    }
+}
+
+#[test]
+fn damaged_table_blocks_are_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &small_storage_flags());
+    let mut c = server.client();
+    // Distinct keys written once: each lives in exactly one place.
+    let data: Vec<(Vec<u8>, Vec<u8>)> = (0..3000u32)
+        .map(|i| (format!("key-{i:08}").into_bytes(), value_for(i, 1000)))
+        .collect();
+    put_all(&mut c, &data);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(server.admin, "corekv_flushes") < 2.0 {
+        assert!(Instant::now() < deadline, "no flush happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.stop().0, Some(0));
+
+    let (path, id) = table_files(dir.path())
+        .into_iter()
+        .next()
+        .expect("a table file");
+    let blocks = blocks_of(&path, id);
+    assert!(blocks.len() >= 6, "{} blocks", blocks.len());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    // 1: one flipped byte in block 1.
+    let (off1, _, keys1) = &blocks[1];
+    let mut b = [0u8; 1];
+    file.read_exact_at(&mut b, off1 + 100).unwrap();
+    file.write_all_at(&[b[0] ^ 0x01], off1 + 100).unwrap();
+    // 2: block 3's first sector zeroed.
+    let (off3, _, keys3) = &blocks[3];
+    file.write_all_at(&[0u8; 4096], *off3).unwrap();
+    // 3: block 4's bytes written over block 5 (a misdirected write: a valid
+    // block, in the wrong place).
+    let (off4, ext4, _) = &blocks[4];
+    let (off5, ext5, keys5) = &blocks[5];
+    assert_eq!(ext4, ext5);
+    let mut copy = vec![0u8; *ext4];
+    file.read_exact_at(&mut copy, *off4).unwrap();
+    file.write_all_at(&copy, *off5).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+
+    let server = common::start_server(dir.path(), &small_storage_flags());
+    let mut c = server.client();
+    for (what, keys) in [
+        ("flipped byte", keys1),
+        ("zeroed sector", keys3),
+        ("misdirected block", keys5),
+    ] {
+        for k in [&keys[0], &keys[keys.len() / 2]] {
+            assert_eq!(
+                get_status(&mut c, k),
+                Err(Status::StorageCorrupt),
+                "{what}: {}",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+    // Intact blocks still serve, with the right bytes.
+    for k in [&blocks[0].2[0], &blocks[2].2[0], &blocks[4].2[0]] {
+        let i: u32 = String::from_utf8_lossy(&k[4..]).parse().unwrap();
+        assert_eq!(get_status(&mut c, k), Ok(Some(value_for(i, 1000))));
+    }
+    // A scan over the damaged range fails instead of skipping the block.
+    let scanned = c.scan_page(&keys1[0], b"", 1000, &Default::default());
+    assert!(
+        scanned.is_err(),
+        "a scan over a corrupt block must not succeed"
+    );
+    assert_eq!(server.stop().0, Some(0));
+
+    let out = Command::new(common::corekv_bin())
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    for (block, off) in [(1, off1), (3, off3), (5, off5)] {
+        assert!(
+            report.lines().any(|l| l.contains("DAMAGE")
+                && l.contains(&name)
+                && l.contains(&format!("offset {off} (block {block})"))),
+            "verify must name {name} block {block} at {off}:\n{report}"
+        );
+    }
+    assert!(report.contains("checksum mismatch"), "{report}");
+    assert!(report.contains("misplaced block"), "{report}");
+}
