@@ -14,7 +14,7 @@ use rkyv::util::AlignedVec;
 use zerocopy::IntoBytes;
 
 use crate::core::block_format::{
-    open_block, seal_block, BlockError, BlockKind, DataBlock, DataBlockBuilder,
+    open_block, seal_block, BlockError, BlockKind, DataBlock, DataBlockBuilder, TRAILER_BYTES,
 };
 use crate::core::limits::SECTOR_BYTES;
 use crate::core::table_format::{
@@ -27,6 +27,8 @@ use super::error::IoError;
 
 /// The footer's block number, fixed so it can be checked before it is parsed.
 pub const FOOTER_BLOCK_NO: u32 = u32::MAX;
+/// A data block grows past 4 KiB only for large entries, and stops here.
+const DATA_BLOCK_PAYLOAD_MAX: usize = 64 * 1024 - TRAILER_BYTES;
 /// Sealed blocks are written in chunks of about this size.
 const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -127,7 +129,7 @@ impl<F: DiskFile> TableWriter<F> {
     pub async fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), TableError> {
         let value_len = value.map_or(0, <[u8]>::len);
         if !self.block.is_empty()
-            && self.block.payload_len_with(key.len(), value_len) > DATA_BLOCK_PAYLOAD_TARGET
+            && self.block_full(self.block.payload_len_with(key.len(), value_len))
         {
             self.seal_data_block();
             if self.staged.len() >= WRITE_CHUNK_BYTES {
@@ -141,6 +143,23 @@ impl<F: DiskFile> TableWriter<F> {
         self.bloom.add(key);
         self.entries += 1;
         Ok(())
+    }
+
+    /// Whether to seal the current block before an entry that would make its
+    /// payload `with` bytes. Blocks are 4 KiB while entries are small; an entry
+    /// that does not fit 4 KiB (a 4 KiB value) makes the block grow in 4 KiB
+    /// steps until its padding wastes at most 1/8 of it (or it reaches 64 KiB),
+    /// so large values do not cost a half-empty block each.
+    fn block_full(&self, with: usize) -> bool {
+        if with > DATA_BLOCK_PAYLOAD_MAX {
+            return true;
+        }
+        if with <= DATA_BLOCK_PAYLOAD_TARGET {
+            return false;
+        }
+        let used = self.block.payload_len() + TRAILER_BYTES;
+        let extent = crate::core::limits::align_up(used);
+        (extent - used) * 8 <= extent
     }
 
     fn next_block_no(&self) -> u32 {

@@ -71,6 +71,20 @@ impl ShardContext {
         end: &[u8],
         limit: u32,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+        self.scan_filtered(start, end, limit, crate::core::filter::FILTER_NONE, b"")
+            .await
+    }
+
+    /// [`Self::scan`] with a filter pushed down into every shard (see
+    /// `core::filter` for the kinds and their arguments).
+    pub async fn scan_filtered(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        filter_kind: u8,
+        filter_arg: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
         use super::scan::{decode_page, encode_params, page_entries, ScanParams};
         let mut all = Vec::new();
         for shard in 0..self.shard_count() {
@@ -84,8 +98,8 @@ impl ShardContext {
                     &ScanParams {
                         end,
                         limit: limit - got,
-                        filter_kind: crate::core::filter::FILTER_NONE,
-                        filter_arg: b"",
+                        filter_kind,
+                        filter_arg,
                     },
                 );
                 let mut batch = self.new_batch();
