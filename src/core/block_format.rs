@@ -3,7 +3,7 @@
 //! (prefix-compressed keys with restart points).
 //!
 //! ```text
-//! block   = payload | zeros | trailer            (a multiple of 4 KiB in total)
+//! block   = payload | trailer                    (the footer: payload | zeros | trailer, 4 KiB)
 //! trailer = table_id u64 | block_no u32 | kind u8 | reserved [3] | payload_len u32 | crc u32
 //!           crc = CRC32C(payload ++ trailer[0..20])
 //! data    = entry* | restart u32 * n | n u32
@@ -21,7 +21,6 @@
 //! a fuzzer) yields an error, never a panic.
 
 use super::checksum::{crc32c, crc32c_append};
-use super::limits::align_up;
 
 pub const TRAILER_BYTES: usize = 24;
 /// Entries between restart points: a lookup decodes at most this many keys
@@ -66,12 +65,8 @@ pub enum BlockError {
     Malformed(&'static str),
 }
 
-/// Bytes a block with `payload_len` payload bytes occupies on disk.
-pub fn block_extent(payload_len: usize) -> usize {
-    align_up(payload_len + TRAILER_BYTES)
-}
-
-/// Append `payload` to `out` as one sealed block; returns its extent.
+/// Append `payload` to `out` as one sealed block (payload then trailer);
+/// returns its length.
 pub fn seal_block(
     out: &mut Vec<u8>,
     payload: &[u8],
@@ -79,10 +74,30 @@ pub fn seal_block(
     block_no: u32,
     kind: BlockKind,
 ) -> usize {
-    let extent = block_extent(payload.len());
+    seal_block_padded(
+        out,
+        payload,
+        table_id,
+        block_no,
+        kind,
+        payload.len() + TRAILER_BYTES,
+    )
+}
+
+/// Like [`seal_block`], padded with zeros between payload and trailer to
+/// exactly `len` bytes (the footer, which must fill the file's last 4 KiB).
+pub fn seal_block_padded(
+    out: &mut Vec<u8>,
+    payload: &[u8],
+    table_id: u64,
+    block_no: u32,
+    kind: BlockKind,
+    len: usize,
+) -> usize {
+    assert!(len >= payload.len() + TRAILER_BYTES);
     let start = out.len();
     out.extend_from_slice(payload);
-    out.resize(start + extent - TRAILER_BYTES, 0);
+    out.resize(start + len - TRAILER_BYTES, 0);
     let mut trailer = [0u8; TRAILER_BYTES];
     trailer[0..8].copy_from_slice(&table_id.to_le_bytes());
     trailer[8..12].copy_from_slice(&block_no.to_le_bytes());
@@ -91,7 +106,7 @@ pub fn seal_block(
     let crc = crc32c_append(crc32c(payload), &trailer[..20]);
     trailer[20..24].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&trailer);
-    extent
+    len
 }
 
 /// Check a block read from disk and return its payload. The checksum is checked
@@ -477,8 +492,17 @@ mod tests {
     fn sealed_block_detects_flips_and_misdirection() {
         let payload = build(&sample());
         let mut out = Vec::new();
-        let extent = seal_block(&mut out, &payload, 7, 3, BlockKind::Data);
-        assert_eq!(extent % 4096, 0);
+        let len = seal_block_padded(&mut out, &payload, 7, 3, BlockKind::Data, 8192);
+        assert_eq!(len, 8192);
+        let mut tight = Vec::new();
+        assert_eq!(
+            seal_block(&mut tight, &payload, 7, 3, BlockKind::Data),
+            payload.len() + TRAILER_BYTES
+        );
+        assert_eq!(
+            open_block(&tight, 7, 3, BlockKind::Data).unwrap(),
+            &payload[..]
+        );
         assert_eq!(
             open_block(&out, 7, 3, BlockKind::Data).unwrap(),
             &payload[..]

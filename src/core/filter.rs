@@ -29,6 +29,10 @@ pub enum Filter {
     JsonEq {
         path: Vec<String>,
         expected: BorrowedValue<'static>,
+        /// Bytes any matching document must contain verbatim unless it uses
+        /// escapes (a non-empty expected string, or true/false/null): records
+        /// without them are rejected by a SIMD search, without parsing.
+        literal: Option<memmem::Finder<'static>>,
         /// simd-json parses in place: each value is copied here first.
         scratch: Vec<u8>,
         buffers: simd_json::Buffers,
@@ -62,8 +66,23 @@ impl Filter {
                 let expected = simd_json::to_borrowed_value(&mut value)
                     .map_err(|e| FilterError(format!("expected value is not JSON: {e}")))?
                     .into_static();
+                use simd_json::prelude::{TypedScalarValue, ValueAsScalar};
+                let literal: Option<Vec<u8>> = if let Some(text) = expected.as_str() {
+                    (!text.is_empty()).then(|| text.as_bytes().to_vec())
+                } else if let Some(b) = expected.as_bool() {
+                    Some(if b {
+                        b"true".to_vec()
+                    } else {
+                        b"false".to_vec()
+                    })
+                } else if expected.is_null() {
+                    Some(b"null".to_vec())
+                } else {
+                    None
+                };
                 Ok(Filter::JsonEq {
                     path: path.split('.').map(str::to_string).collect(),
+                    literal: literal.map(|l| memmem::Finder::new(&l).into_owned()),
                     expected,
                     scratch: Vec::new(),
                     buffers: simd_json::Buffers::default(),
@@ -85,9 +104,15 @@ impl Filter {
             Filter::JsonEq {
                 path,
                 expected,
+                literal,
                 scratch,
                 buffers,
             } => {
+                if let Some(l) = literal {
+                    if l.find(value).is_none() && memchr::memchr(b'\\', value).is_none() {
+                        return false;
+                    }
+                }
                 scratch.clear();
                 scratch.extend_from_slice(value);
                 let Ok(doc) = simd_json::to_borrowed_value_with_buffers(scratch, buffers) else {
@@ -128,6 +153,11 @@ mod tests {
         assert!(!f.matches(b"k", br#"{"user":{"name":"bob"}}"#));
         assert!(!f.matches(b"k", br#"{"user":"ann"}"#));
         assert!(!f.matches(b"k", b"not json"));
+        // The literal pre-check must not reject a match spelled with escapes.
+        assert!(f.matches(b"k", br#"{"user":{"name":"\u0061nn"}}"#));
+        let mut t = Filter::compile(FILTER_JSON_EQ, &json_eq_arg("ok", "true")).unwrap();
+        assert!(t.matches(b"k", br#"{"ok":true}"#));
+        assert!(!t.matches(b"k", br#"{"ok":false}"#));
         let mut n = Filter::compile(FILTER_JSON_EQ, &json_eq_arg("age", "42")).unwrap();
         assert!(n.matches(b"k", br#"{"age":42}"#));
         assert!(!n.matches(b"k", br#"{"age":"42"}"#));

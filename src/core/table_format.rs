@@ -10,8 +10,11 @@
 //! ```
 //!
 //! Block numbers run 0.. in file order, data blocks first, so that a block
-//! written to the wrong place is caught by its trailer. The footer is found at
-//! `file_size - 4096`; its magic and version say what the rest is.
+//! written to the wrong place is caught by its trailer. Blocks are packed
+//! without padding, except that a block which would touch more 4 KiB pages than
+//! its length needs starts at the next page: a small block is one page read, a
+//! 4.1 KiB block (one 4 KiB value) is two, and no space goes to padding. The
+//! footer fills the file's last 4 KiB; its magic and version say what the rest is.
 //!
 //! Pure: builds and parses bytes; every length comes from a checksummed block
 //! and is bounded again before use.
@@ -20,7 +23,7 @@ use rkyv::rancor;
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use super::block_format::BlockError;
+use super::block_format::{BlockError, TRAILER_BYTES};
 use super::limits::SECTOR_BYTES;
 
 pub const TABLE_MAGIC: [u8; 8] = *b"CKVTABLE";
@@ -73,9 +76,7 @@ impl Footer {
             (footer.index_offset.get(), footer.index_extent.get()),
             (footer.bloom_offset.get(), footer.bloom_extent.get()),
         ] {
-            if off % SECTOR_BYTES as u64 != 0
-                || ext == 0
-                || ext as usize % SECTOR_BYTES != 0
+            if (ext as usize) < TRAILER_BYTES
                 || off.checked_add(u64::from(ext)).is_none_or(|e| e > body_end)
             {
                 return Err(BlockError::Malformed(
@@ -84,6 +85,21 @@ impl Footer {
             }
         }
         Ok(footer)
+    }
+}
+
+/// Where a block of `len` bytes starts when the file so far is `pos` bytes
+/// long: at `pos`, unless that makes it touch more 4 KiB pages than its length
+/// needs; then at the next page boundary.
+pub fn place_block(pos: u64, len: usize) -> u64 {
+    let page = SECTOR_BYTES as u64;
+    let len = len as u64;
+    let needed = len.div_ceil(page);
+    let touched = (pos % page + len).div_ceil(page);
+    if touched > needed {
+        pos.div_ceil(page) * page
+    } else {
+        pos
     }
 }
 
@@ -118,11 +134,7 @@ pub fn access_index(payload: &[u8]) -> Result<&ArchivedTableIndex, BlockError> {
     let mut prev_end = 0u64;
     for (i, b) in index.blocks.iter().enumerate() {
         let (off, ext) = (b.offset.to_native(), b.extent.to_native());
-        if off < prev_end
-            || off % SECTOR_BYTES as u64 != 0
-            || ext == 0
-            || ext as usize % SECTOR_BYTES != 0
-            || b.block_no.to_native() as usize != i
+        if off < prev_end || (ext as usize) < TRAILER_BYTES || b.block_no.to_native() as usize != i
         {
             return Err(BlockError::Malformed("index entries out of order"));
         }
@@ -230,6 +242,14 @@ mod tests {
 
     #[test]
     fn index_round_trip_and_search() {
+        assert_eq!(place_block(0, 4072), 0);
+        assert_eq!(
+            place_block(4072, 4072),
+            4096,
+            "a small block never straddles"
+        );
+        assert_eq!(place_block(4143, 4143), 4143, "a 2-page block packs");
+        assert_eq!(place_block(4090, 4143), 4096);
         let index = TableIndex {
             blocks: (0..10u32)
                 .map(|i| IndexEntry {

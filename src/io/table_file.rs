@@ -14,12 +14,14 @@ use rkyv::util::AlignedVec;
 use zerocopy::IntoBytes;
 
 use crate::core::block_format::{
-    open_block, seal_block, BlockError, BlockKind, DataBlock, DataBlockBuilder, TRAILER_BYTES,
+    open_block, seal_block, seal_block_padded, BlockError, BlockKind, DataBlock, DataBlockBuilder,
+    TRAILER_BYTES,
 };
 use crate::core::limits::SECTOR_BYTES;
 use crate::core::table_format::{
-    access_index, encode_index, ArchivedTableIndex, Bloom, BloomBuilder, Footer, IndexEntry,
-    TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION, TABLE_MAGIC,
+    access_index, encode_index, place_block, ArchivedTableIndex, Bloom, BloomBuilder, Footer,
+    IndexEntry, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION,
+    TABLE_MAGIC,
 };
 
 use super::disk::{Disk, DiskFile, OpenMode};
@@ -27,8 +29,6 @@ use super::error::IoError;
 
 /// The footer's block number, fixed so it can be checked before it is parsed.
 pub const FOOTER_BLOCK_NO: u32 = u32::MAX;
-/// A data block grows past 4 KiB only for large entries, and stops here.
-const DATA_BLOCK_PAYLOAD_MAX: usize = 64 * 1024 - TRAILER_BYTES;
 /// Sealed blocks are written in chunks of about this size.
 const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -146,20 +146,21 @@ impl<F: DiskFile> TableWriter<F> {
     }
 
     /// Whether to seal the current block before an entry that would make its
-    /// payload `with` bytes. Blocks are 4 KiB while entries are small; an entry
-    /// that does not fit 4 KiB (a 4 KiB value) makes the block grow in 4 KiB
-    /// steps until its padding wastes at most 1/8 of it (or it reaches 64 KiB),
-    /// so large values do not cost a half-empty block each.
+    /// payload `with` bytes: blocks hold about 4 KiB; an entry larger than that
+    /// gets a block of its own.
     fn block_full(&self, with: usize) -> bool {
-        if with > DATA_BLOCK_PAYLOAD_MAX {
-            return true;
-        }
-        if with <= DATA_BLOCK_PAYLOAD_TARGET {
-            return false;
-        }
-        let used = self.block.payload_len() + TRAILER_BYTES;
-        let extent = crate::core::limits::align_up(used);
-        (extent - used) * 8 <= extent
+        with > DATA_BLOCK_PAYLOAD_TARGET
+    }
+
+    /// Seal `payload` as the next block where the placement rule puts it;
+    /// returns (offset, length).
+    fn place_and_seal(&mut self, payload: &[u8], block_no: u32, kind: BlockKind) -> (u64, usize) {
+        let pos = self.staged_at + self.staged.len() as u64;
+        let at = place_block(pos, payload.len() + TRAILER_BYTES);
+        self.staged
+            .resize(self.staged.len() + (at - pos) as usize, 0);
+        let len = seal_block(&mut self.staged, payload, self.id, block_no, kind);
+        (at, len)
     }
 
     fn next_block_no(&self) -> u32 {
@@ -168,17 +169,12 @@ impl<F: DiskFile> TableWriter<F> {
 
     fn seal_data_block(&mut self) {
         let last_key = self.block.last_key().to_vec();
-        self.payload.clear();
-        self.block.finish_into(&mut self.payload);
-        let offset = self.staged_at + self.staged.len() as u64;
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        self.block.finish_into(&mut payload);
         let block_no = self.next_block_no();
-        let extent = seal_block(
-            &mut self.staged,
-            &self.payload,
-            self.id,
-            block_no,
-            BlockKind::Data,
-        );
+        let (offset, extent) = self.place_and_seal(&payload, block_no, BlockKind::Data);
+        self.payload = payload;
         self.index.blocks.push(IndexEntry {
             last_key,
             offset,
@@ -187,16 +183,18 @@ impl<F: DiskFile> TableWriter<F> {
         });
     }
 
+    /// Write the whole sectors staged so far; a partial last sector stays
+    /// staged (O_DIRECT writes whole sectors) and is rewritten with the next.
     async fn write_staged(&mut self) -> Result<(), TableError> {
-        if self.staged.is_empty() {
+        let whole = self.staged.len() / SECTOR_BYTES * SECTOR_BYTES;
+        if whole == 0 {
             return Ok(());
         }
-        debug_assert!(self.staged.len() % SECTOR_BYTES == 0);
-        let mut buf = self.file.alloc_buf(self.staged.len());
-        buf.as_mut().copy_from_slice(&self.staged);
+        let mut buf = self.file.alloc_buf(whole);
+        buf.as_mut().copy_from_slice(&self.staged[..whole]);
         self.file.write_at(buf, self.staged_at).await?;
-        self.staged_at += self.staged.len() as u64;
-        self.staged.clear();
+        self.staged_at += whole as u64;
+        self.staged.drain(..whole);
         Ok(())
     }
 
@@ -215,23 +213,14 @@ impl<F: DiskFile> TableWriter<F> {
             .unwrap_or_default();
         let data_blocks = self.index.blocks.len() as u32;
         let index_bytes = encode_index(&self.index);
-        let index_offset = self.staged_at + self.staged.len() as u64;
-        let index_extent = seal_block(
-            &mut self.staged,
-            &index_bytes,
-            self.id,
-            data_blocks,
-            BlockKind::Index,
-        );
+        let (index_offset, index_extent) =
+            self.place_and_seal(&index_bytes, data_blocks, BlockKind::Index);
         let bloom_bytes = self.bloom.finish();
-        let bloom_offset = self.staged_at + self.staged.len() as u64;
-        let bloom_extent = seal_block(
-            &mut self.staged,
-            &bloom_bytes,
-            self.id,
-            data_blocks + 1,
-            BlockKind::Bloom,
-        );
+        let (bloom_offset, bloom_extent) =
+            self.place_and_seal(&bloom_bytes, data_blocks + 1, BlockKind::Bloom);
+        // The footer fills the last sector, so the file ends sector-aligned.
+        let end = self.staged.len().div_ceil(SECTOR_BYTES) * SECTOR_BYTES;
+        self.staged.resize(end, 0);
         let footer = Footer {
             magic: TABLE_MAGIC,
             format_version: TABLE_FORMAT_VERSION.into(),
@@ -248,15 +237,19 @@ impl<F: DiskFile> TableWriter<F> {
             bloom_extent: (bloom_extent as u32).into(),
             reserved: 0.into(),
         };
-        let footer_extent = seal_block(
+        seal_block_padded(
             &mut self.staged,
             footer.as_bytes(),
             self.id,
             FOOTER_BLOCK_NO,
             BlockKind::Footer,
+            FOOTER_EXTENT,
         );
-        assert_eq!(footer_extent, FOOTER_EXTENT);
         self.write_staged().await?;
+        assert!(
+            self.staged.is_empty(),
+            "the footer ends on a sector boundary"
+        );
         self.file.fdatasync().await?;
         let file_bytes = self.staged_at;
         self.file.close().await?;
@@ -410,9 +403,15 @@ impl<F: DiskFile> TableFile<F> {
     }
 }
 
+/// Read `len` bytes at any `offset`: O_DIRECT reads whole sectors, so read the
+/// sectors that cover the range and cut it out.
 async fn read_exact<F: DiskFile>(file: &F, offset: u64, len: usize) -> Result<Vec<u8>, TableError> {
-    let got = file.read_at(offset, len).await?;
-    if got.len() < len {
+    let sector = SECTOR_BYTES as u64;
+    let start = offset / sector * sector;
+    let end = (offset + len as u64).div_ceil(sector) * sector;
+    let got = file.read_at(start, (end - start) as usize).await?;
+    let skip = (offset - start) as usize;
+    if got.len() < skip + len {
         return Err(TableError::Corrupt {
             path: file.path().to_path_buf(),
             offset,
@@ -420,7 +419,7 @@ async fn read_exact<F: DiskFile>(file: &F, offset: u64, len: usize) -> Result<Ve
             detail: BlockError::Malformed("file ends inside the block"),
         });
     }
-    Ok(got[..len].to_vec())
+    Ok(got[skip..skip + len].to_vec())
 }
 
 /// What an offline check of one table found.
