@@ -321,3 +321,64 @@ fn damaged_table_blocks_are_refused_and_named() {
     assert!(report.contains("checksum mismatch"), "{report}");
     assert!(report.contains("misplaced block"), "{report}");
 }
+
+/// Pure overwrites: once compaction settles (the shard compacts level 0 when
+/// idle), the tables hold one version per key: space ≤ 1.5x the live data.
+#[test]
+fn space_settles_under_pure_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &small_storage_flags());
+    let mut c = server.client();
+    let keys = 2000u32;
+    let mut live = 0usize;
+    for round in 0..10u32 {
+        let data: Vec<(Vec<u8>, Vec<u8>)> = (0..keys)
+            .map(|i| {
+                (
+                    format!("key-{i:08}").into_bytes(),
+                    value_for(i + round, 1000),
+                )
+            })
+            .collect();
+        live = data.iter().map(|(k, v)| k.len() + v.len()).sum();
+        put_all(&mut c, &data);
+    }
+    let written = 10 * live;
+    let flushes = metric(server.admin, "corekv_flushes");
+    assert!(
+        flushes >= 8.0,
+        "overwrites went through tables ({flushes} flushes)"
+    );
+    // Idle: level 0 is compacted into level 1 within a few seconds.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let table_bytes = loop {
+        let l0 = metric(server.admin, "corekv_l0_tables");
+        let bytes =
+            metric(server.admin, "corekv_l0_bytes") + metric(server.admin, "corekv_l1_bytes");
+        if l0 == 0.0 {
+            break bytes;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "level 0 never settled ({l0} tables)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let memtables = metric(server.admin, "corekv_memtable_bytes");
+    let ratio = table_bytes / live as f64;
+    eprintln!(
+        "wrote {} MiB over {} MiB of live data; tables {:.1} MiB + memtables {:.1} MiB; ratio {ratio:.2}",
+        written >> 20,
+        live >> 20,
+        table_bytes / 1048576.0,
+        memtables / 1048576.0
+    );
+    assert!(ratio <= 1.5, "tables hold {ratio:.2}x the live data");
+    // And the values are the last round's.
+    for i in (0..keys).step_by(97) {
+        assert_eq!(
+            c.get(format!("key-{i:08}").as_bytes()).unwrap(),
+            Some(value_for(i + 9, 1000))
+        );
+    }
+}

@@ -86,38 +86,54 @@ impl ShardContext {
         filter_arg: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
         use super::scan::{decode_page, encode_params, page_entries, ScanParams};
+        let n = usize::from(self.shard_count());
+        // Every shard scans its part at once (one message each); a shard that
+        // stopped early (page full) is asked again from where it stopped.
+        let mut from: Vec<Option<Vec<u8>>> = vec![Some(start.to_vec()); n];
+        let mut got = vec![0u32; n];
         let mut all = Vec::new();
-        for shard in 0..self.shard_count() {
-            let shard = ShardId(shard);
-            let mut from = start.to_vec();
-            let mut got = 0u32;
-            loop {
-                let mut params = Vec::new();
-                encode_params(
-                    &mut params,
-                    &ScanParams {
-                        end,
-                        limit: limit - got,
-                        filter_kind,
-                        filter_arg,
-                    },
-                );
-                let mut batch = self.new_batch();
-                batch.push(shard, OpKind::Scan, &from, &params);
-                self.router.execute(&mut batch).await;
-                let (status, body) = batch.replies(shard).get(0);
+        let mut batch = self.new_batch();
+        let mut params = Vec::new();
+        loop {
+            batch.clear();
+            let mut asked = false;
+            for (shard, f) in from.iter().enumerate() {
+                if let Some(f) = f {
+                    params.clear();
+                    encode_params(
+                        &mut params,
+                        &ScanParams {
+                            end,
+                            limit: limit - got[shard],
+                            filter_kind,
+                            filter_arg,
+                        },
+                    );
+                    batch.push(ShardId(shard as u16), OpKind::Scan, f, &params);
+                    asked = true;
+                }
+            }
+            if !asked {
+                break;
+            }
+            self.router.execute(&mut batch).await;
+            for shard in 0..n {
+                if from[shard].is_none() {
+                    continue;
+                }
+                let (status, body) = batch.replies(ShardId(shard as u16)).get(0);
                 if status != Status::Ok {
                     return Err(status);
                 }
                 let page = decode_page(body).ok_or(Status::Internal)?;
                 for (k, v) in page_entries(page.entries) {
                     all.push((k.to_vec(), v.to_vec()));
-                    got += 1;
+                    got[shard] += 1;
                 }
-                match page.resume {
-                    Some(r) if got < limit => from = r.to_vec(),
-                    _ => break,
-                }
+                from[shard] = match page.resume {
+                    Some(r) if got[shard] < limit => Some(r.to_vec()),
+                    _ => None,
+                };
             }
         }
         all.sort();

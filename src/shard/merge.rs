@@ -22,7 +22,7 @@ use crate::io::Disk;
 use super::lsm::{Lsm, SharedMem, Table};
 
 /// Memtable entries copied per refill.
-const MEM_CHUNK: usize = 64;
+const MEM_CHUNK: usize = 16;
 
 type Owned = (Vec<u8>, Option<Vec<u8>>);
 
@@ -44,7 +44,14 @@ pub struct TableRun<D: Disk> {
     /// Read through the block cache (false for compaction, whose reads are
     /// one-off and would only push the working set out).
     cached: bool,
+    /// Blocks loaded one after another by this run: the read-ahead window
+    /// doubles with it (up to READ_AHEAD_MAX), so a short scan reads one block
+    /// and a long one keeps several reads in flight.
+    sequential: u32,
 }
+
+/// Most blocks a scan reads ahead of the one it needs, per table run.
+const READ_AHEAD_MAX: usize = 8;
 
 impl<D: Disk> TableRun<D> {
     pub fn new(tables: Vec<Rc<Table<D>>>) -> Self {
@@ -59,6 +66,7 @@ impl<D: Disk> TableRun<D> {
             value: None,
             valid: false,
             cached: true,
+            sequential: 0,
         }
     }
 
@@ -83,6 +91,13 @@ impl<D: Disk> TableRun<D> {
     async fn load(&mut self, lsm: &Lsm<D>) -> Result<(), TableError> {
         let table = &self.tables[self.t];
         let block = if self.cached {
+            let blocks = table.file.index().blocks.len();
+            let window = (1usize << self.sequential.min(3)).min(READ_AHEAD_MAX);
+            let last = (self.block_i + window).min(blocks);
+            if self.sequential > 0 && last > self.block_i + 1 {
+                read_ahead(lsm, table, self.block_i..last).await;
+            }
+            self.sequential += 1;
             lsm.load_block(table, self.block_i).await?
         } else {
             Rc::new(table.file.read_block(self.block_i).await?)
@@ -97,6 +112,7 @@ impl<D: Disk> TableRun<D> {
 
     /// Position at the first entry with key >= `start`.
     pub async fn seek(&mut self, lsm: &Lsm<D>, start: &[u8]) -> Result<(), TableError> {
+        self.sequential = 0;
         self.t = self
             .tables
             .partition_point(|t| t.meta.largest.as_slice() < start);
@@ -164,6 +180,49 @@ impl<D: Disk> TableRun<D> {
         let block = self.block.as_ref()?;
         Some((&self.key, self.value.map(|(a, b)| &block[a..b])))
     }
+}
+
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
+/// Run futures concurrently on this task and collect their outputs in order:
+/// the shard's ring keeps all their reads in flight at once.
+async fn join_all<T>(futs: Vec<Boxed<'_, T>>) -> Vec<T> {
+    let mut slots: Vec<(Option<Boxed<'_, T>>, Option<T>)> =
+        futs.into_iter().map(|f| (Some(f), None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, out) in slots.iter_mut() {
+            if let Some(f) = fut {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *fut = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    slots.into_iter().filter_map(|(_, out)| out).collect()
+}
+
+/// Load `blocks` of `table` into the cache concurrently. Errors are left for
+/// the read that needs the block, which reports them.
+async fn read_ahead<D: Disk>(lsm: &Lsm<D>, table: &Table<D>, blocks: std::ops::Range<usize>) {
+    let loads: Vec<Boxed<'_, ()>> = blocks
+        .map(|i| {
+            Box::pin(async move {
+                let _ = lsm.load_block(table, i).await;
+            }) as Boxed<'_, ()>
+        })
+        .collect();
+    join_all(loads).await;
 }
 
 /// A memtable read in chunks.
@@ -243,12 +302,17 @@ impl<D: Disk> Merge<D> {
         start: &[u8],
         end: &[u8],
     ) -> Result<Self, TableError> {
+        // Table seeks each read a block: issue them all at once.
+        let mut seeks: Vec<Boxed<'_, Result<(), TableError>>> = Vec::new();
         for s in &mut sources {
             match s {
                 Source::Overlay(_) => {}
                 Source::Mem(m) => m.refill(start, end),
-                Source::Run(r) => r.seek(lsm, start).await?,
+                Source::Run(r) => seeks.push(Box::pin(r.seek(lsm, start))),
             }
+        }
+        for r in join_all(seeks).await {
+            r?;
         }
         Ok(Merge {
             sources,
