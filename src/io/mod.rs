@@ -13,6 +13,7 @@ pub mod disk;
 pub mod dma_disk;
 pub mod error;
 pub mod manifest;
+pub mod sim_disk;
 pub mod table_file;
 pub mod wal_reader;
 pub mod wal_writer;
