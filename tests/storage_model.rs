@@ -201,9 +201,17 @@ fn run_case(ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Cases per run: 24 by default, COREKV_MODEL_CASES for longer soaks.
+fn model_cases() -> u32 {
+    std::env::var("COREKV_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 24,
+        cases: model_cases(),
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     })]
