@@ -14,6 +14,8 @@
 
 pub mod bench;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod io;
 pub mod net;
 pub mod shard;
