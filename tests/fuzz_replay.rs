@@ -216,15 +216,10 @@ fn mutated_valid_inputs_never_panic() {
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
     let mut runs = 0;
-    for (f, inputs) in &seeds {
+    for (f, inputs, n) in &seeds {
         for input in inputs {
             f(input);
-            let n = if *f as usize == fuzzing::recovery as usize {
-                iterations / 10
-            } else {
-                iterations
-            };
-            for _ in 0..n {
+            for _ in 0..*n {
                 f(&mutate(&mut rng, input));
                 runs += 1;
             }
