@@ -197,11 +197,13 @@ fn mutated_valid_inputs_never_panic() {
     recovery_seed.extend_from_slice(&manifest_seed());
     recovery_seed.push(0xA5);
     recovery_seed.extend_from_slice(&table);
-    let seeds: Vec<(Target, Vec<Vec<u8>>)> = vec![
-        (fuzzing::frames, vec![frames_seed()]),
+    // (target, seeds, mutations per seed): recovery is the slow one.
+    let seeds: Vec<(Target, Vec<Vec<u8>>, usize)> = vec![
+        (fuzzing::frames, vec![frames_seed()], iterations),
         (
             fuzzing::wal,
             vec![segment[4096..].to_vec(), segment.clone()],
+            iterations,
         ),
         (
             fuzzing::table,
@@ -211,8 +213,9 @@ fn mutated_valid_inputs_never_panic() {
                 footer,
                 manifest_seed(),
             ],
+            iterations,
         ),
-        (fuzzing::recovery, vec![recovery_seed]),
+        (fuzzing::recovery, vec![recovery_seed], iterations / 10),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
     let mut runs = 0;
