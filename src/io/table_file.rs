@@ -379,14 +379,17 @@ impl<F: DiskFile> TableFile<F> {
             entry.extent.to_native() as usize,
             entry.block_no.to_native(),
         );
-        let raw = read_exact(&self.file, at, ext).await?;
-        match open_block(&raw, self.id, no, BlockKind::Data) {
+        let mut raw = read_exact(&self.file, at, ext).await?;
+        let payload_len = match open_block(&raw, self.id, no, BlockKind::Data) {
             Ok(payload) => {
                 DataBlock::parse(payload).map_err(|e| self.corrupt_block(at, no, e))?;
-                Ok(payload.to_vec())
+                payload.len()
             }
-            Err(e) => Err(self.corrupt_block(at, no, e)),
-        }
+            Err(e) => return Err(self.corrupt_block(at, no, e)),
+        };
+        // The payload is the block's prefix: keep it in place, no second copy.
+        raw.truncate(payload_len);
+        Ok(raw)
     }
 
     fn corrupt_block(&self, offset: u64, block_no: u32, detail: BlockError) -> TableError {
