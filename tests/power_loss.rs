@@ -60,37 +60,7 @@ fn batches(seed: u64) -> Vec<Vec<Rec>> {
 
 /// Write the batches until the disk dies; returns the highest acknowledged LSN.
 fn write(disk: &SimDisk, work: &[Vec<Rec>]) -> u64 {
-    block_on(async {
-        let Ok(mut w) = WalWriter::open(disk.clone(), config(), None, &[]).await else {
-            return 0;
-        };
-        let mut acked = 0;
-        let mut payload = Vec::new();
-        for (i, batch) in work.iter().enumerate() {
-            payload.clear();
-            for (lsn, key, value) in batch {
-                encode_record(
-                    &mut payload,
-                    &Record::Put {
-                        lsn: *lsn,
-                        key,
-                        value,
-                    },
-                );
-            }
-            match w
-                .append_batch(&payload, batch[0].0, batch.len() as u32)
-                .await
-            {
-                Ok(_) => acked = batch.last().map_or(acked, |r| r.0),
-                Err(_) => return acked,
-            }
-            if i % 3 == 0 && w.background_step().await.is_err() {
-                return acked;
-            }
-        }
-        acked
-    })
+    write_until_failure(disk, work).0
 }
 
 /// Recover and check; panics with the cut point and seed on any violation.
@@ -261,9 +231,9 @@ fn every_failed_write_or_fdatasync_latches_and_loses_nothing_acknowledged() {
     assert!(runs >= 500);
 }
 
-/// Like `write`, but keeps going after the first failure to prove the writer
-/// stays latched: returns (highest acknowledged LSN, batches acknowledged
-/// after a failure).
+/// Write every batch, preparing the next segment after every third; keeps
+/// going after the first failure to prove the writer stays latched. Returns
+/// (highest acknowledged LSN, batches acknowledged after a failure).
 fn write_until_failure(disk: &SimDisk, work: &[Vec<Rec>]) -> (u64, u64) {
     block_on(async {
         let Ok(mut w) = WalWriter::open(disk.clone(), config(), None, &[]).await else {
@@ -271,7 +241,7 @@ fn write_until_failure(disk: &SimDisk, work: &[Vec<Rec>]) -> (u64, u64) {
         };
         let (mut acked, mut failed, mut after) = (0, false, 0);
         let mut payload = Vec::new();
-        for batch in work {
+        for (i, batch) in work.iter().enumerate() {
             payload.clear();
             for (lsn, key, value) in batch {
                 encode_record(
@@ -291,7 +261,7 @@ fn write_until_failure(disk: &SimDisk, work: &[Vec<Rec>]) -> (u64, u64) {
                 Ok(_) => acked = batch.last().map_or(acked, |r| r.0),
                 Err(_) => failed = true,
             }
-            if !failed && w.background_step().await.is_err() {
+            if i % 3 == 0 && w.background_step().await.is_err() {
                 failed = true;
             }
         }

@@ -81,6 +81,16 @@ struct Result1 {
     hist: Option<Histogram<u64>>,
 }
 
+impl Result1 {
+    /// Add another client's operations and latencies to this total.
+    fn absorb(&mut self, r: &Result1) {
+        self.ops += r.ops;
+        if let (Some(h), Some(rh)) = (self.hist.as_mut(), r.hist.as_ref()) {
+            let _ = h.add(rh);
+        }
+    }
+}
+
 fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("bounds")
 }
@@ -213,10 +223,7 @@ fn rocks_run(a: &Args) -> Vec<(String, Result1)> {
             };
             for t in threads {
                 let r = t.join().expect("client thread");
-                total.ops += r.ops;
-                if let (Some(h), Some(rh)) = (total.hist.as_mut(), r.hist.as_ref()) {
-                    let _ = h.add(rh);
-                }
+                total.absorb(&r);
             }
             (name.to_string(), total)
         })
@@ -295,10 +302,7 @@ fn corekv_run(a: &Args) -> Vec<(String, Result1)> {
                 hist: Some(hist()),
             };
             for r in results {
-                total.ops += r.ops;
-                if let (Some(h), Some(rh)) = (total.hist.as_mut(), r.hist.as_ref()) {
-                    let _ = h.add(rh);
-                }
+                total.absorb(&r);
             }
             (name.to_string(), total)
         })
@@ -398,10 +402,7 @@ async fn corekv_clients(
     };
     for t in tasks {
         let r = t.await;
-        total.ops += r.ops;
-        if let (Some(h), Some(rh)) = (total.hist.as_mut(), r.hist.as_ref()) {
-            let _ = h.add(rh);
-        }
+        total.absorb(&r);
     }
     total
 }

@@ -297,19 +297,18 @@ impl<D: Disk> Lsm<D> {
 
     /// Freeze the memtable if it is past its budget and no flush is running.
     pub fn maybe_freeze(&self) -> bool {
-        if self.imm.borrow().is_some() || self.memtable_bytes() < self.cfg.memtable_bytes {
-            return false;
-        }
-        let fresh = Rc::new(RefCell::new(Memtable::default()));
-        let old = std::mem::replace(&mut *self.mem.borrow_mut(), fresh);
-        *self.imm.borrow_mut() = Some(old);
-        self.work.wake_all();
-        true
+        self.memtable_bytes() >= self.cfg.memtable_bytes && self.freeze()
     }
 
     /// Freeze whatever the memtable holds (a requested flush).
     pub fn freeze_now(&self) -> bool {
-        if self.imm.borrow().is_some() || self.mem.borrow().borrow().is_empty() {
+        !self.mem.borrow().borrow().is_empty() && self.freeze()
+    }
+
+    /// Hand the memtable to the flush task and start a fresh one, unless a
+    /// flush is still running.
+    fn freeze(&self) -> bool {
+        if self.imm.borrow().is_some() {
             return false;
         }
         let fresh = Rc::new(RefCell::new(Memtable::default()));
@@ -488,9 +487,7 @@ impl<D: Disk> Lsm<D> {
                 l1: old.l1.clone(),
             });
         }
-        // Ids handed out while the store ran (another edit's tables) stay used.
-        next.next_table_id = next.next_table_id.max(self.manifest.borrow().next_table_id);
-        *self.manifest.borrow_mut() = next;
+        self.publish_manifest(next);
         *self.imm.borrow_mut() = None;
         bump(&self.stats.flushes, 1);
         bump(
@@ -499,6 +496,13 @@ impl<D: Disk> Lsm<D> {
         );
         self.work.wake_all();
         Ok(true)
+    }
+
+    /// Make `next` (now durable) the in-memory manifest. Ids handed out while
+    /// it was being stored (another edit's tables) stay used.
+    fn publish_manifest(&self, mut next: ManifestState) {
+        next.next_table_id = next.next_table_id.max(self.manifest.borrow().next_table_id);
+        *self.manifest.borrow_mut() = next;
     }
 
     pub fn alloc_table_id(&self) -> u64 {
@@ -570,9 +574,7 @@ impl<D: Disk> Lsm<D> {
                 .all(|w| w[0].meta.largest < w[1].meta.smallest));
             *self.version.borrow_mut() = Rc::new(Version { l0, l1 });
         }
-        // Ids handed out while the store ran (another edit's tables) stay used.
-        next.next_table_id = next.next_table_id.max(self.manifest.borrow().next_table_id);
-        *self.manifest.borrow_mut() = next;
+        self.publish_manifest(next);
         drop(edit);
         for id in gone {
             self.pool.drop_table(id);

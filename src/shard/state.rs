@@ -181,12 +181,12 @@ impl<D: Disk> ShardState<D> {
             Some(v) => out.push(Status::Ok, v, 0),
             None => out.push(Status::NotFound, b"", 0),
         };
-        // Capture the tables in the same instant as the memtables were checked:
-        // a flush that completes while we read moves nothing out of our view.
-        let version = self.lsm.version();
         if self.lsm.get_in_memory(key, |v| push(v, out)).is_ok() {
             return;
         }
+        // Captured with no await since the memtables were checked: a flush
+        // that completes while we read moves nothing out of our view.
+        let version = self.lsm.version();
         match self.lsm.get_in_tables(&version, key).await {
             Ok(Some((block, Some(range)))) => push(Some(&block[range]), out),
             Ok(Some((_, None))) | Ok(None) => push(None, out),
@@ -199,10 +199,10 @@ impl<D: Disk> ShardState<D> {
         if let Some(p) = self.pending.borrow().get(key) {
             return Ok((p.value.is_some(), p.lsn));
         }
-        let version = self.lsm.version();
         if let Ok(found) = self.lsm.get_in_memory(key, |v| v.is_some()) {
             return Ok((found, 0));
         }
+        let version = self.lsm.version();
         let found = self.lsm.get_in_tables(&version, key).await?;
         Ok((matches!(found, Some((_, Some(_)))), 0))
     }
