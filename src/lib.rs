@@ -15,6 +15,8 @@
 pub mod bench;
 pub mod core;
 #[doc(hidden)]
+pub mod failpoint;
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod io;
 pub mod net;

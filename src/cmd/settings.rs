@@ -83,6 +83,11 @@ pub struct ServeArgs {
     /// Level-0 tables (flushed memtables) that trigger a compaction.
     #[arg(long, env = "COREKV_L0_TRIGGER", default_value_t = 4)]
     pub l0_trigger: usize,
+    /// How long a transaction, snapshot read or single-key operation waits for
+    /// a key locked by another transaction before giving up (TXN_ABORTED /
+    /// LOCK_TIMEOUT), in ms.
+    #[arg(long, env = "COREKV_LOCK_TIMEOUT_MS", default_value_t = 1000)]
+    pub lock_timeout_ms: u64,
     /// Log format on stderr: text or json.
     #[arg(long, env = "COREKV_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -134,6 +139,7 @@ pub const KEYS: &[&str] = &[
     "memtable_size",
     "table_size",
     "l0_trigger",
+    "lock_timeout_ms",
     "log_format",
     "log_file",
     "slow_op_ms",
@@ -239,6 +245,7 @@ fn apply(args: &mut ServeArgs, key: &str, v: &toml::Value) -> Result<(), String>
         "memtable_size" => args.memtable_size = int(v)? as usize,
         "table_size" => args.table_size = int(v)?,
         "l0_trigger" => args.l0_trigger = int(v)? as usize,
+        "lock_timeout_ms" => args.lock_timeout_ms = int(v)?,
         "log_format" => args.log_format = string(v)?,
         "log_file" => args.log_file = Some(PathBuf::from(string(v)?)),
         "slow_op_ms" => args.slow_op_ms = int(v)?,
@@ -262,6 +269,7 @@ impl ServeArgs {
         config.memtable_bytes = self.memtable_size;
         config.table_target_bytes = self.table_size;
         config.l0_trigger = self.l0_trigger;
+        config.lock_timeout = Duration::from_millis(self.lock_timeout_ms);
         config
     }
 
@@ -319,6 +327,7 @@ impl ServeArgs {
             "memtable_size" => self.memtable_size.to_string(),
             "table_size" => self.table_size.to_string(),
             "l0_trigger" => self.l0_trigger.to_string(),
+            "lock_timeout_ms" => self.lock_timeout_ms.to_string(),
             "log_format" => s(&self.log_format),
             "log_file" => return self.log_file.as_ref().map(|p| s(&p.display().to_string())),
             "slow_op_ms" => self.slow_op_ms.to_string(),

@@ -43,6 +43,8 @@ pub struct EngineConfig {
     pub table_target_bytes: u64,
     /// Level-0 tables that trigger a compaction.
     pub l0_trigger: usize,
+    /// How long a request waits for a key a transaction has locked.
+    pub lock_timeout: Duration,
 }
 
 impl EngineConfig {
@@ -62,6 +64,7 @@ impl EngineConfig {
             memtable_bytes: 64 * 1024 * 1024,
             table_target_bytes: 64 * 1024 * 1024,
             l0_trigger: 4,
+            lock_timeout: Duration::from_secs(1),
         }
     }
 
@@ -130,6 +133,12 @@ impl EngineConfig {
             problems.push(format!(
                 "l0_trigger = {}: between 2 and 64",
                 self.l0_trigger
+            ));
+        }
+        if self.lock_timeout.is_zero() || self.lock_timeout > Duration::from_secs(600) {
+            problems.push(format!(
+                "lock_timeout_ms = {}: between 1 and 600000",
+                self.lock_timeout.as_millis()
             ));
         }
         if let Some(cpus) = &self.cpus {

@@ -14,5 +14,6 @@ pub mod limits;
 pub mod manifest_format;
 pub mod status;
 pub mod table_format;
+pub mod txn_format;
 pub mod types;
 pub mod wal_format;

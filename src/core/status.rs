@@ -74,6 +74,10 @@ statuses! {
     IoError = 205, "IO_ERROR", true, "A read from disk failed; nothing was returned for it.";
     Overloaded = 206, "OVERLOADED", true, "The shard is past its memory budget for pending work (WAL backlog, or a memtable its flushes cannot keep up with); retry with back-off.";
     StorageFailed = 207, "STORAGE_FAILED", false, "A table flush or compaction on this shard failed (disk full, I/O error); the shard refuses writes until restarted. Acknowledged writes are safe in the WAL.";
+    ConditionFailed = 300, "CONDITION_FAILED", false, "A TXN condition was false, so none of its writes were applied; the body names the index of the first false condition.";
+    TxnAborted = 301, "TXN_ABORTED", true, "The transaction could not take its locks in time (contention) and was rolled back cleanly; nothing was applied. Retry it.";
+    TxnInDoubt = 302, "TXN_IN_DOUBT", false, "The coordinating shard's WAL failed while recording the transaction's decision: it may or may not have committed. Restart the server; recovery resolves it all-or-nothing.";
+    LockTimeout = 303, "LOCK_TIMEOUT", true, "The key is locked by a transaction that did not finish within the lock timeout; nothing was done. Retry.";
 }
 
 impl Status {

@@ -186,6 +186,13 @@ const _: () = assert!(RECORD_HEADER_BYTES == 20);
 pub enum RecordKind {
     Put = 1,
     Delete = 2,
+    /// A transaction's commit decision, with the coordinator's own writes (also
+    /// the whole of a single-shard transaction). Body: `core::txn_format`.
+    TxnCommit = 3,
+    /// A participant's prepared writes, not applied until resolved.
+    TxnPrepare = 4,
+    /// A participant's resolution of a prepared transaction.
+    TxnResolve = 5,
 }
 
 impl RecordKind {
@@ -193,6 +200,9 @@ impl RecordKind {
         match v {
             1 => Some(RecordKind::Put),
             2 => Some(RecordKind::Delete),
+            3 => Some(RecordKind::TxnCommit),
+            4 => Some(RecordKind::TxnPrepare),
+            5 => Some(RecordKind::TxnResolve),
             _ => None,
         }
     }
@@ -210,18 +220,27 @@ pub enum Record<'a> {
         lsn: u64,
         key: &'a [u8],
     },
+    /// A transaction record; `body` is validated against `kind`'s layout in
+    /// `core::txn_format` before a decoder returns it.
+    Txn {
+        lsn: u64,
+        kind: RecordKind,
+        body: &'a [u8],
+    },
 }
 
 impl<'a> Record<'a> {
     pub fn lsn(&self) -> u64 {
         match self {
-            Record::Put { lsn, .. } | Record::Delete { lsn, .. } => *lsn,
+            Record::Put { lsn, .. } | Record::Delete { lsn, .. } | Record::Txn { lsn, .. } => *lsn,
         }
     }
 
-    pub fn key(&self) -> &'a [u8] {
+    /// The key a single-key record writes; `None` for transaction records.
+    pub fn key(&self) -> Option<&'a [u8]> {
         match self {
-            Record::Put { key, .. } | Record::Delete { key, .. } => key,
+            Record::Put { key, .. } | Record::Delete { key, .. } => Some(key),
+            Record::Txn { .. } => None,
         }
     }
 }
@@ -237,6 +256,7 @@ impl Record<'_> {
         match self {
             Record::Put { key, value, .. } => put_record_bytes(key.len(), value.len()),
             Record::Delete { key, .. } => RECORD_HEADER_BYTES + key.len(),
+            Record::Txn { body, .. } => RECORD_HEADER_BYTES + body.len(),
         }
     }
 }
@@ -247,6 +267,13 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
     let (kind, body_bytes) = match record {
         Record::Put { key, value, .. } => (RecordKind::Put, 4 + key.len() + value.len()),
         Record::Delete { key, .. } => (RecordKind::Delete, key.len()),
+        Record::Txn { kind, body, .. } => {
+            assert!(
+                !matches!(kind, RecordKind::Put | RecordKind::Delete),
+                "a transaction record with a single-key kind"
+            );
+            (*kind, body.len())
+        }
     };
     assert!(
         body_bytes <= RECORD_BODY_BYTES_MAX,
@@ -268,6 +295,7 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
             out.extend_from_slice(value);
         }
         Record::Delete { key, .. } => out.extend_from_slice(key),
+        Record::Txn { body, .. } => out.extend_from_slice(body),
     }
     let crc = crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -349,6 +377,20 @@ pub fn decode_record(bytes: &[u8], expected_lsn: u64) -> Result<(Record<'_>, usi
                 return Err(RecordError::MalformedBody { offset });
             }
             Record::Delete { lsn, key: body }
+        }
+        Some(kind @ (RecordKind::TxnCommit | RecordKind::TxnPrepare | RecordKind::TxnResolve)) => {
+            use super::txn_format::{
+                parse_commit_record, parse_prepare_record, parse_resolve_record,
+            };
+            let valid = match kind {
+                RecordKind::TxnCommit => parse_commit_record(body).is_ok(),
+                RecordKind::TxnPrepare => parse_prepare_record(body).is_ok(),
+                _ => parse_resolve_record(body).is_ok(),
+            };
+            if !valid {
+                return Err(RecordError::MalformedBody { offset });
+            }
+            Record::Txn { lsn, kind, body }
         }
         None => {
             return Err(RecordError::UnknownKind {

@@ -11,6 +11,29 @@ use std::time::Duration;
 use crate::core::status::Status;
 
 use super::codec::{encode_request, parse_frame, HelloInfo, Parsed, Request, Side};
+use crate::core::txn_format::{encode_mput, encode_txn, Cond, Write as TxnWrite};
+
+/// How a TXN ended, when the server answered it definitively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnResult {
+    Committed,
+    /// Condition number `i` (from 0) was false; nothing was written.
+    ConditionFailed(u32),
+}
+
+/// Interpret a TXN/MPUT response.
+pub fn txn_result(resp: Response) -> Result<TxnResult, ClientError> {
+    match resp.status {
+        Status::Ok => Ok(TxnResult::Committed),
+        Status::ConditionFailed => match resp.body.first_chunk::<4>() {
+            Some(i) => Ok(TxnResult::ConditionFailed(u32::from_le_bytes(*i))),
+            None => Err(ClientError::Protocol(
+                "CONDITION_FAILED without a condition index".into(),
+            )),
+        },
+        _ => resp.into_result().map(|_| TxnResult::Committed),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -268,6 +291,28 @@ impl Client {
     }
 
     /// Values of `keys`, in order (`None`: missing).
+    /// Apply `writes` atomically if every condition holds. `Ok(Committed)`:
+    /// applied and durable; `Ok(ConditionFailed(i))`: condition `i` was false
+    /// and nothing was applied. Errors include TXN_ABORTED (retry it).
+    pub fn txn(
+        &mut self,
+        conds: &[Cond<'_>],
+        writes: &[TxnWrite<'_>],
+    ) -> Result<TxnResult, ClientError> {
+        let mut body = Vec::new();
+        encode_txn(&mut body, conds, writes);
+        txn_result(self.call(&Request::Txn { body: &body })?)
+    }
+
+    /// Write every pair atomically (all or none), durable on return.
+    pub fn mput(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<(), ClientError> {
+        let mut body = Vec::new();
+        encode_mput(&mut body, pairs);
+        self.call(&Request::Mput { body: &body })?.into_result()?;
+        Ok(())
+    }
+
+    /// Read every key at one instant: no transaction is seen half-applied.
     pub fn mget(&mut self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, ClientError> {
         let mut body = Vec::new();
         for k in keys {

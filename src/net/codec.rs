@@ -58,7 +58,12 @@ opcodes! {
     Delete = 5, "DELETE";
     Scan = 6, "SCAN";
     Mget = 7, "MGET";
+    Txn = 8, "TXN";
+    Mput = 9, "MPUT";
 }
+
+/// Most conditions plus writes one TXN (or pairs one MPUT) may carry.
+pub const TXN_OPS_MAX: u32 = 10_000;
 
 /// Most keys one MGET may carry.
 pub const MGET_KEYS_MAX: u32 = 10_000;
@@ -238,6 +243,14 @@ pub enum Request<'a> {
         count: u32,
         keys: &'a [u8],
     },
+    /// A whole TXN body (`core::txn_format`), already validated.
+    Txn {
+        body: &'a [u8],
+    },
+    /// A whole MPUT body, already validated.
+    Mput {
+        body: &'a [u8],
+    },
 }
 
 /// Split `len u32 | bytes` off the front of `b`.
@@ -408,7 +421,86 @@ pub fn decode_request<'a>(
             }
             Ok(Request::Mget { count, keys })
         }
+        Opcode::Txn => {
+            let view = crate::core::txn_format::TxnView::parse(body, false)
+                .map_err(|e| txn_body_error("TXN", e))?;
+            let ops = u64::from(view.cond_count()) + u64::from(view.write_count());
+            check_txn_size(
+                ops,
+                view.writes().map(|w| w.value().map_or(0, <[u8]>::len)),
+                view.writes()
+                    .map(|w| crate::core::txn_format::write_bytes(&w)),
+                limits,
+            )?;
+            Ok(Request::Txn { body })
+        }
+        Opcode::Mput => {
+            let pairs =
+                crate::core::txn_format::parse_mput(body).map_err(|e| txn_body_error("MPUT", e))?;
+            check_txn_size(
+                pairs.len() as u64,
+                pairs.iter().map(|(_, v)| v.len()),
+                pairs.iter().map(|(k, v)| 9 + k.len() + v.len()),
+                limits,
+            )?;
+            Ok(Request::Mput { body })
+        }
     }
+}
+
+fn txn_body_error(op: &str, e: crate::core::txn_format::TxnFormatError) -> WireError {
+    use crate::core::txn_format::TxnFormatError;
+    match e {
+        TxnFormatError::KeyTooLarge(n) => WireError::soft(
+            Status::KeyTooLarge,
+            format!("key of {n} bytes; the limit is {KEY_BYTES_MAX}"),
+        ),
+        e => WireError::fatal(
+            Status::MalformedBody,
+            format!("{op} body does not match its layout: {e}"),
+        ),
+    }
+}
+
+/// A transaction's writes become one WAL record: bound it like the largest PUT.
+fn check_txn_size(
+    ops: u64,
+    values: impl Iterator<Item = usize>,
+    write_bytes: impl Iterator<Item = usize>,
+    limits: &Limits,
+) -> Result<(), WireError> {
+    if ops > u64::from(TXN_OPS_MAX) {
+        return Err(WireError::soft(
+            Status::InvalidArgument,
+            format!("{ops} conditions and writes; the limit is {TXN_OPS_MAX}"),
+        ));
+    }
+    let mut largest = 0;
+    for v in values {
+        largest = largest.max(v);
+    }
+    if largest > limits.value_bytes_max {
+        return Err(WireError::soft(
+            Status::ValueTooLarge,
+            format!(
+                "value of {largest} bytes; the limit is {}",
+                limits.value_bytes_max
+            ),
+        ));
+    }
+    // Record header and participant list are a few KiB at most, well inside the
+    // key-sized headroom a largest PUT record has over the value limit.
+    let total: usize = write_bytes.sum();
+    if total > limits.value_bytes_max {
+        return Err(WireError::soft(
+            Status::InvalidArgument,
+            format!(
+                "transaction writes of {total} bytes in all; the limit is the value limit, {}",
+                limits.value_bytes_max
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The HELLO response body.
@@ -537,6 +629,14 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
             put_header(out, Opcode::Mget as u8, 0, request_id, 4 + keys.len());
             out.extend_from_slice(&count.to_le_bytes());
             out.extend_from_slice(keys);
+        }
+        Request::Txn { body } => {
+            put_header(out, Opcode::Txn as u8, 0, request_id, body.len());
+            out.extend_from_slice(body);
+        }
+        Request::Mput { body } => {
+            put_header(out, Opcode::Mput as u8, 0, request_id, body.len());
+            out.extend_from_slice(body);
         }
         Request::Put { key, value } => {
             assert!(key.len() <= u32::MAX as usize);

@@ -49,7 +49,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
         } = batch.fill(rbuf.data(), ctx, cfg, &mut needed);
         if !batch.is_empty() {
             let started = Instant::now();
-            batch.execute(ctx).await;
+            batch.execute(rbuf.data(), ctx).await;
             let nanos = started.elapsed().as_nanos() as u64;
             if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
                 batch.log_slow(ctx, nanos);

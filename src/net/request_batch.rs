@@ -17,8 +17,8 @@ use crate::shard::scan::{decode_page, encode_params, page_entries, ScanParams};
 use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
 use super::codec::{
-    decode_request, encode_response, encode_response_with, mget_keys, parse_frame, HelloInfo,
-    Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
+    decode_request, encode_response, encode_response_with, parse_frame, HelloInfo, Limits, Opcode,
+    Parsed, Request, Side, HEADER_BYTES,
 };
 
 /// At most this many requests go into one batch, so one connection cannot hold a
@@ -46,11 +46,19 @@ pub enum Entry {
         opcode: u8,
         shard: ShardId,
     },
-    /// `count` GETs whose owners are `mget_shards[first..first + count]`.
+    /// A snapshot read of `count` keys (the MGET key list at `keys` in the
+    /// receive buffer); answered from `serial_out`.
     Mget {
         id: u64,
-        first: usize,
-        count: usize,
+        keys: Range<usize>,
+        count: u32,
+    },
+    /// A TXN (or MPUT) whose body is at `body` in the receive buffer; answered
+    /// from `serial_status` / `serial_out`.
+    Txn {
+        id: u64,
+        opcode: u8,
+        body: Range<usize>,
     },
     /// One page from every shard, merged; at most `limit` entries.
     Scan {
@@ -84,9 +92,13 @@ pub struct Filled {
 pub struct RequestBatch {
     routed: RoutedBatch,
     order: Vec<Entry>,
-    mget_shards: Vec<ShardId>,
     scratch: Vec<u8>,
     cursors: Vec<usize>,
+    /// A TXN, MPUT or MGET ends its batch and runs after the batch's routed
+    /// operations, so a connection's requests take effect in the order sent.
+    serial: bool,
+    serial_status: Status,
+    serial_out: Vec<u8>,
 }
 
 impl RequestBatch {
@@ -94,9 +106,11 @@ impl RequestBatch {
         RequestBatch {
             routed: ctx.new_batch(),
             order: Vec::with_capacity(64),
-            mget_shards: Vec::new(),
             scratch: Vec::new(),
             cursors: vec![0; usize::from(ctx.shard_count())],
+            serial: false,
+            serial_status: Status::Ok,
+            serial_out: Vec::new(),
         }
     }
 
@@ -107,7 +121,7 @@ impl RequestBatch {
     pub fn clear(&mut self) {
         self.routed.clear();
         self.order.clear();
-        self.mget_shards.clear();
+        self.serial = false;
     }
 
     /// Parse complete frames from `data` into the batch.
@@ -121,7 +135,7 @@ impl RequestBatch {
         let body_max = cfg.limits.body_bytes_max();
         let mut consumed = 0;
         *needed = HEADER_BYTES;
-        while self.order.len() < BATCH_REQUESTS_MAX && consumed < BATCH_BYTES_MAX {
+        while self.order.len() < BATCH_REQUESTS_MAX && consumed < BATCH_BYTES_MAX && !self.serial {
             match parse_frame(&data[consumed..], Side::Server, body_max) {
                 Parsed::Incomplete { needed: n } => {
                     *needed = n;
@@ -210,17 +224,24 @@ impl RequestBatch {
                 payload: body_start..body_start + payload.len(),
             }),
             Request::Mget { count, keys } => {
-                let first = self.mget_shards.len();
-                for key in mget_keys(keys) {
-                    let shard = ctx.router.shard_of(key);
-                    self.routed.push(shard, OpKind::Get, key, b"");
-                    self.mget_shards.push(shard);
-                }
-                debug_assert_eq!(self.mget_shards.len() - first, count as usize);
+                let at = body_start + 4;
+                self.serial = true;
                 self.order.push(Entry::Mget {
                     id,
-                    first,
-                    count: count as usize,
+                    keys: at..at + keys.len(),
+                    count,
+                });
+            }
+            Request::Txn { body } | Request::Mput { body } => {
+                let opcode = match request {
+                    Request::Txn { .. } => Opcode::Txn,
+                    _ => Opcode::Mput,
+                };
+                self.serial = true;
+                self.order.push(Entry::Txn {
+                    id,
+                    opcode: opcode as u8,
+                    body: body_start..body_start + body.len(),
                 });
             }
             Request::Scan {
@@ -249,10 +270,31 @@ impl RequestBatch {
         }
     }
 
-    /// Run every routed operation on its shard.
-    pub async fn execute(&mut self, ctx: &ShardContext) {
+    /// Run every routed operation on its shard, then the closing TXN, MPUT or
+    /// MGET if there is one. `data` is the receive buffer `fill` parsed.
+    pub async fn execute(&mut self, data: &[u8], ctx: &ShardContext) {
         if !self.routed.is_empty() {
             ctx.router.execute(&mut self.routed).await;
+        }
+        if !self.serial {
+            return;
+        }
+        match self.order.last() {
+            Some(Entry::Mget { keys, count, .. }) => {
+                self.serial_status = ctx
+                    .router
+                    .snapshot_get(&data[keys.clone()], *count, &mut self.serial_out)
+                    .await;
+            }
+            Some(Entry::Txn { opcode, body, .. }) => {
+                let mut body = &data[body.clone()];
+                if *opcode == Opcode::Mput as u8 {
+                    mput_as_txn(body, &mut self.scratch);
+                    body = &self.scratch;
+                }
+                self.serial_status = ctx.router.transaction(body, &mut self.serial_out).await;
+            }
+            _ => unreachable!("a serial batch ends with its serial entry"),
         }
     }
 
@@ -279,19 +321,21 @@ impl RequestBatch {
                     metrics.record_request(class, status, nanos);
                     encode_response(out, *opcode, *id, status, value);
                 }
-                Entry::Mget { id, first, count } => {
-                    let shards = &self.mget_shards[*first..*first + *count];
-                    let (routed, cursors) = (&self.routed, &mut self.cursors);
-                    encode_response_with(out, Opcode::Mget as u8, *id, Status::Ok, |o| {
-                        o.extend_from_slice(&(*count as u32).to_le_bytes());
-                        for shard in shards {
-                            let (status, value) = next_reply(routed, cursors, *shard);
-                            o.extend_from_slice(&status.code().to_le_bytes());
-                            o.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                            o.extend_from_slice(value);
-                        }
-                    });
-                    metrics.record_request(OpClass::Get, Status::Ok, nanos);
+                Entry::Mget { id, count, .. } => {
+                    let status = self.serial_status;
+                    let body: &[u8] = if status.is_ok() {
+                        &self.serial_out
+                    } else {
+                        b""
+                    };
+                    debug_assert!(!status.is_ok() || body.starts_with(&count.to_le_bytes()));
+                    encode_response(out, Opcode::Mget as u8, *id, status, body);
+                    metrics.record_request(OpClass::Get, status, nanos);
+                }
+                Entry::Txn { id, opcode, .. } => {
+                    let status = self.serial_status;
+                    encode_response(out, *opcode, *id, status, &self.serial_out);
+                    metrics.record_request(OpClass::Txn, status, nanos);
                 }
                 Entry::Scan { id, limit } => {
                     let status = merge_scan(&self.routed, &mut self.cursors, *id, *limit, out);
@@ -341,7 +385,7 @@ impl RequestBatch {
                         shards.push(shard.0);
                     }
                 }
-                Entry::Mget { count, .. } => ops[0] += count,
+                Entry::Mget { count, .. } => ops[0] += *count as usize,
                 _ => ops[3] += 1,
             }
         }
@@ -355,6 +399,21 @@ impl RequestBatch {
             owner_shards = ?shards,
             "slow request batch"
         );
+    }
+}
+
+/// An MPUT body as the TXN body with the same writes and no conditions.
+fn mput_as_txn(mput: &[u8], out: &mut Vec<u8>) {
+    use crate::core::txn_format::{encode_write, sized_items, Write};
+    out.clear();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let Some((count, pairs)) = mput.split_first_chunk::<4>() else {
+        unreachable!("the codec validated this MPUT body")
+    };
+    out.extend_from_slice(count);
+    let mut items = sized_items(pairs);
+    while let (Some(k), Some(v)) = (items.next(), items.next()) {
+        encode_write(out, &Write::Put(k, v));
     }
 }
 

@@ -80,6 +80,9 @@ pub struct Commit {
     /// flush is recorded in the manifest); `recycled` is how far that was done.
     recycle_through: Cell<u64>,
     recycled: Cell<u64>,
+    /// Async durability: someone waits for the open batch (a transaction's
+    /// prepare or decision), so sync it now instead of after `sync_interval`.
+    urgent: Cell<bool>,
     pub stats: CommitStats,
 }
 
@@ -116,6 +119,7 @@ impl Commit {
             stop: Event::default(),
             recycle_through: Cell::new(0),
             recycled: Cell::new(0),
+            urgent: Cell::new(false),
             stats: CommitStats::default(),
         }
     }
@@ -202,6 +206,13 @@ impl Commit {
             .await
     }
 
+    /// Sync what is open without waiting for the async interval (sync mode
+    /// always does).
+    pub fn request_sync(&self) {
+        self.urgent.set(true);
+        self.work_arrived.wake_all();
+    }
+
     /// Every record at or below `lsn` is in durable tables: the flusher may
     /// delete the WAL segments that hold nothing newer.
     pub fn request_recycle(&self, lsn: u64) {
@@ -284,11 +295,13 @@ impl Commit {
                     let st = self.st.borrow();
                     (st.open.len() >= WAL_BATCH_BYTES_TARGET
                         || !st.sealed.is_empty()
+                        || self.urgent.get()
                         || self.stop.is_set())
                     .then_some(())
                 });
                 future::or(sleep, big).await;
             }
+            self.urgent.set(false);
             let (first_lsn, count) = {
                 let mut st = self.st.borrow_mut();
                 match st.sealed.pop_front() {

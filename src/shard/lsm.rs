@@ -148,6 +148,12 @@ pub struct Lsm<D: Disk> {
     pub cfg: LsmConfig,
     mem: RefCell<SharedMem>,
     imm: RefCell<Option<SharedMem>>,
+    /// Records at or above this LSN have writes not yet in the memtable
+    /// (transactions between logging and applying): the WAL must keep them.
+    wal_floor: Cell<u64>,
+    /// `wal_floor` when the frozen memtable was frozen: its flush may not record
+    /// a cutoff at or past it, since those writes went to the next memtable.
+    imm_floor: Cell<u64>,
     version: RefCell<Rc<Version<D>>>,
     manifest: RefCell<ManifestState>,
     pub pool: BufferPool<Vec<u8>>,
@@ -249,6 +255,8 @@ impl<D: Disk> Lsm<D> {
             manifest: RefCell::new(manifest),
             pool,
             work: WaitQueue::default(),
+            wal_floor: Cell::new(u64::MAX),
+            imm_floor: Cell::new(u64::MAX),
             failure: RefCell::new(None),
             manifest_busy: Cell::new(false),
             manifest_free: WaitQueue::default(),
@@ -282,6 +290,12 @@ impl<D: Disk> Lsm<D> {
         self.imm.borrow().clone()
     }
 
+    /// Records from `lsn` on (`None`: none) are logged but their writes are not
+    /// in the memtable yet; flushes keep the WAL from there.
+    pub fn set_wal_floor(&self, lsn: Option<u64>) {
+        self.wal_floor.set(lsn.unwrap_or(u64::MAX));
+    }
+
     /// Apply one durable write (`None` deletes).
     pub fn apply(&self, key: Vec<u8>, value: Option<Vec<u8>>, lsn: u64) {
         let full = {
@@ -312,6 +326,7 @@ impl<D: Disk> Lsm<D> {
             return false;
         }
         let fresh = Rc::new(RefCell::new(Memtable::default()));
+        self.imm_floor.set(self.wal_floor.get());
         let old = std::mem::replace(&mut *self.mem.borrow_mut(), fresh);
         *self.imm.borrow_mut() = Some(old);
         self.work.wake_all();
@@ -471,7 +486,8 @@ impl<D: Disk> Lsm<D> {
         let _edit = self.lock_manifest().await;
         let mut next = self.manifest.borrow().clone();
         next.edition += 1;
-        next.wal_cutoff_lsn = next.wal_cutoff_lsn.max(max_lsn);
+        let covered = max_lsn.min(self.imm_floor.get().saturating_sub(1));
+        next.wal_cutoff_lsn = next.wal_cutoff_lsn.max(covered);
         if let Some(t) = &new_table {
             next.tables.push(t.meta.clone());
         }

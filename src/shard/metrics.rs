@@ -37,10 +37,20 @@ pub enum OpClass {
     Put = 1,
     Delete = 2,
     Other = 3,
+    /// TXN and MPUT.
+    Txn = 4,
 }
 
+pub const OP_CLASSES: usize = 5;
+
 impl OpClass {
-    pub const ALL: [OpClass; 4] = [OpClass::Get, OpClass::Put, OpClass::Delete, OpClass::Other];
+    pub const ALL: [OpClass; OP_CLASSES] = [
+        OpClass::Get,
+        OpClass::Put,
+        OpClass::Delete,
+        OpClass::Other,
+        OpClass::Txn,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +58,7 @@ impl OpClass {
             OpClass::Put => "put",
             OpClass::Delete => "delete",
             OpClass::Other => "other",
+            OpClass::Txn => "txn",
         }
     }
 }
@@ -64,10 +75,10 @@ pub struct ShardMetrics {
     pub connections_rejected: Cell<u64>,
     pub protocol_errors: Cell<u64>,
     /// Requests answered by connections on this shard, by op class.
-    pub requests: [Cell<u64>; 4],
+    pub requests: [Cell<u64>; OP_CLASSES],
     /// Request latency (parse to response written) by op class, on this shard's
     /// connections, whichever shard owned the key.
-    pub latency: [LatencyHist; 4],
+    pub latency: [LatencyHist; OP_CLASSES],
     /// Non-OK responses by status (index in `Status::ALL`).
     pub errors: RefCell<Vec<u64>>,
 }

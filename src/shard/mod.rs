@@ -12,6 +12,7 @@ pub mod clock;
 pub mod commit;
 pub mod compaction;
 pub mod context;
+pub mod locks;
 pub mod lsm;
 pub mod maintenance;
 pub mod memtable;
@@ -26,6 +27,9 @@ pub mod scan;
 pub mod state;
 pub mod sync;
 pub mod telemetry;
+pub mod txn_coordinator;
+pub mod txn_participant;
+pub mod txn_recovery;
 
 pub use context::ShardContext;
 pub use ops::OpKind;

@@ -17,6 +17,18 @@ pub enum OpKind {
     Delete,
     /// Key: the start key; value: encoded `scan::ScanParams`. Reply: a page.
     Scan,
+    /// A transaction whose keys all live on this shard. Value: the shard form
+    /// of its body (`core::txn_format`).
+    Txn,
+    /// Two-phase commit, phase one. Key: the txn id bytes; value: this shard's part.
+    TxnPrepare,
+    /// Phase two. Key: the txn id bytes; value: `[1]` commit, `[0]` abort.
+    TxnDecide,
+    /// Read keys (value: `len u32 | key` items) under shared locks. Key: empty
+    /// to release at once, or the snapshot id whose locks stay held.
+    SnapRead,
+    /// Release the locks a `SnapRead` holds. Key: the snapshot id.
+    SnapRelease,
 }
 
 #[derive(Clone, Debug)]

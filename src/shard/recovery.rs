@@ -13,6 +13,8 @@ use crate::io::Disk;
 
 use super::lsm::{Lsm, LsmConfig, LsmError};
 use super::state::{replay_record, ShardState};
+use super::txn_recovery::TxnReplay;
+use crate::core::wal_format::Record;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverySource {
@@ -60,6 +62,9 @@ pub struct Recovered<D: Disk> {
     pub state: Rc<ShardState<D>>,
     pub wal: WalWriter<D>,
     pub report: ScanReport,
+    /// Transactions found in the log; the in-doubt ones are pinned in `state`
+    /// and must be settled (`txn_recovery::settle_in_doubt`) before serving.
+    pub txns: TxnReplay,
 }
 
 pub fn wal_config(config: &EngineConfig, shard: ShardId, shard_count: u16) -> WalConfig {
@@ -97,9 +102,13 @@ pub async fn recover<D: Disk>(
         repair: true,
         truncate_corruption: config.recover_truncate,
     };
+    let mut txns = TxnReplay::default();
     let report = wal_reader::scan(&disk, &wal_cfg.dir, &opts, |r| {
         if r.lsn() > cutoff {
-            replay_record(&lsm, r)
+            match r {
+                Record::Txn { lsn, kind, body } => txns.replay(&lsm, kind, body, lsn),
+                other => replay_record(&lsm, other),
+            }
         }
     })
     .await
@@ -118,6 +127,16 @@ pub async fn recover<D: Disk>(
                 ),
             })));
         }
+    }
+    if let Some((id, lsn)) = txns.orphans.first() {
+        return Err(err(RecoverySource::Wal(WalError::Corrupt {
+            path: wal_cfg.dir.clone(),
+            offset: 0,
+            detail: format!(
+                "the log resolves {id} at LSN {lsn} but holds no prepare record for it above \
+                 the tables' cutoff (LSN {cutoff}): its writes are missing"
+            ),
+        })));
     }
     if let Some(torn) = &report.torn {
         tracing::warn!(
@@ -149,8 +168,17 @@ pub async fn recover<D: Disk>(
         config,
         lsm,
         report.last_lsn.max(cutoff) + 1,
+        0,
     ));
+    for (lsn, _) in txns.in_doubt.values() {
+        state.pin(*lsn);
+    }
     // Segments the tables already cover go as soon as the flusher runs.
     state.commit.request_recycle(cutoff);
-    Ok(Recovered { state, wal, report })
+    Ok(Recovered {
+        state,
+        wal,
+        report,
+        txns,
+    })
 }

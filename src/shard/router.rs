@@ -184,38 +184,9 @@ impl Router {
             if peer == me || batch.ops[peer].is_empty() {
                 continue;
             }
-            let token = self.alloc_slot();
             let ops = std::mem::take(&mut batch.ops[peer]);
             let replies = std::mem::take(&mut batch.replies[peer]);
-            ShardMetrics::incr(&self.state.metrics.forwarded_batches_out);
-            let tx = self.to[peer]
-                .as_ref()
-                .expect("a sender for every other shard");
-            if let Err(e) = tx
-                .send(ShardMsg::Exec {
-                    token,
-                    ops,
-                    replies,
-                })
-                .await
-            {
-                // The only way a send fails is a closed channel: the peer is gone
-                // (shutdown). Answer its ops here so the slot does not wait forever.
-                let glommio::GlommioError::Closed(glommio::ResourceType::Channel(msg)) = e else {
-                    panic!("shard channel send failed unexpectedly: {e}");
-                };
-                let ShardMsg::Exec {
-                    ops, mut replies, ..
-                } = msg
-                else {
-                    unreachable!("we sent Exec")
-                };
-                for _ in 0..ops.len() {
-                    replies.push(crate::core::status::Status::ShuttingDown, b"", 0);
-                }
-                self.fill_slot(token, ops, replies);
-            }
-            batch.tokens[peer] = Some(token);
+            batch.tokens[peer] = Some(self.send_exec(peer, ops, replies).await);
         }
         if !batch.ops[me].is_empty() {
             self.state
@@ -231,6 +202,59 @@ impl Router {
             batch.ops[peer] = ops;
             batch.replies[peer] = replies;
         }
+    }
+
+    /// Execute `ops` on one shard (in place if it is this one) and return the
+    /// batch, cleared, with its replies.
+    pub async fn call(
+        &self,
+        shard: ShardId,
+        mut ops: OpBatch,
+        mut replies: ReplyBatch,
+    ) -> (OpBatch, ReplyBatch) {
+        replies.clear();
+        if shard == self.id {
+            self.state.execute(&ops, &mut replies).await;
+            self.state.settle(&mut replies).await;
+            ops.clear();
+            return (ops, replies);
+        }
+        let token = self.send_exec(shard.index(), ops, replies).await;
+        self.wait_slot(token).await
+    }
+
+    /// Send `ops` to `peer`; its replies arrive in the returned slot.
+    async fn send_exec(&self, peer: usize, ops: OpBatch, replies: ReplyBatch) -> u32 {
+        let token = self.alloc_slot();
+        ShardMetrics::incr(&self.state.metrics.forwarded_batches_out);
+        let tx = self.to[peer]
+            .as_ref()
+            .expect("a sender for every other shard");
+        if let Err(e) = tx
+            .send(ShardMsg::Exec {
+                token,
+                ops,
+                replies,
+            })
+            .await
+        {
+            // The only way a send fails is a closed channel: the peer is gone
+            // (shutdown). Answer its ops here so the slot does not wait forever.
+            let glommio::GlommioError::Closed(glommio::ResourceType::Channel(msg)) = e else {
+                panic!("shard channel send failed unexpectedly: {e}");
+            };
+            let ShardMsg::Exec {
+                ops, mut replies, ..
+            } = msg
+            else {
+                unreachable!("we sent Exec")
+            };
+            for _ in 0..ops.len() {
+                replies.push(crate::core::status::Status::ShuttingDown, b"", 0);
+            }
+            self.fill_slot(token, ops, replies);
+        }
+        token
     }
 
     fn alloc_slot(&self) -> u32 {

@@ -31,6 +31,7 @@ use super::recovery::{recover, RecoveryError};
 use super::router::{make_links, Router, ShardLinks};
 use super::sync::Event;
 use super::telemetry::{Health, ShardSnapshot, Telemetry};
+use super::txn_recovery::{settle_in_doubt, TxnOutcomes, TxnReplay};
 
 /// Why the engine could not start. Each variant has a stable name (docs/errors.md).
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,8 @@ struct Control {
     services_done: AtomicUsize,
     /// `None` until every shard reported its recovery; then whether to serve.
     go: Mutex<Option<bool>>,
+    /// Every shard's transaction decisions, gathered before `go` is set.
+    txn_outcomes: Mutex<TxnOutcomes>,
     go_changed: Condvar,
 }
 
@@ -174,10 +177,11 @@ impl Engine {
             telemetry,
             services_done: AtomicUsize::new(0),
             go: Mutex::new(None),
+            txn_outcomes: Mutex::new(TxnOutcomes::default()),
             go_changed: Condvar::new(),
         });
         let service = Arc::new(service);
-        let (report_tx, report_rx) = mpsc::channel::<Result<(), RecoveryError>>();
+        let (report_tx, report_rx) = mpsc::channel::<Result<TxnReplay, RecoveryError>>();
         let mut threads = Vec::with_capacity(usize::from(n));
         let meta_path = data_dir.meta_path();
         for (i, links) in make_links(usize::from(n)).into_iter().enumerate() {
@@ -220,9 +224,10 @@ impl Engine {
         }
         drop(report_tx);
         let mut first_error = None;
+        let mut outcomes = TxnOutcomes::default();
         for _ in 0..n {
             match report_rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(replay)) => outcomes.gather(&replay),
                 Ok(Err(e)) => {
                     first_error.get_or_insert(e);
                 }
@@ -246,6 +251,10 @@ impl Engine {
                 detail,
             });
         }
+        *control
+            .txn_outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = outcomes;
         release(&control, true);
         Ok(Engine {
             info,
@@ -315,7 +324,7 @@ async fn run_shard<S, F>(
     links: ShardLinks,
     control: Arc<Control>,
     meta_path: PathBuf,
-    report: mpsc::Sender<Result<(), RecoveryError>>,
+    report: mpsc::Sender<Result<TxnReplay, RecoveryError>>,
     service: Arc<S>,
 ) -> ShardExit
 where
@@ -333,7 +342,7 @@ where
             detail: "device probe failed".into(),
         };
     }
-    let recovered = match recover(disk, &config, shard, shard_count).await {
+    let mut recovered = match recover(disk, &config, shard, shard_count).await {
         Ok(r) => r,
         Err(e) => {
             let detail = e.to_string();
@@ -352,7 +361,13 @@ where
         tables = recovered.state.lsm.version().tables().count(),
         "shard recovered"
     );
-    let _ = report.send(Ok(()));
+    let in_doubt = std::mem::take(&mut recovered.txns.in_doubt);
+    let summary = TxnReplay {
+        decisions: std::mem::take(&mut recovered.txns.decisions),
+        max_seq: std::mem::take(&mut recovered.txns.max_seq),
+        ..TxnReplay::default()
+    };
+    let _ = report.send(Ok(summary));
     // Blocking here is fine: nothing else runs on this executor yet.
     let go = {
         let mut g = control.go.lock().unwrap_or_else(|p| p.into_inner());
@@ -402,6 +417,16 @@ where
             reason
         })
     };
+
+    // Settle what a crash left prepared before this shard (or, through the
+    // router, any other) serves: every shard connects its router only after.
+    let outcomes = control
+        .txn_outcomes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    settle_in_doubt(&state, in_doubt, &outcomes).await;
+    drop(outcomes);
 
     let storage_stop = Rc::new(Event::default());
     let (flushes, compactions) = {

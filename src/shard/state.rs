@@ -10,10 +10,12 @@
 //! LSN and is held until that LSN is durable, or failed if the WAL fails first.
 
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use crate::core::config::EngineConfig;
 use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
+use crate::core::txn_format::id_from_bytes;
 use crate::core::types::{Durability, ShardId};
 use crate::core::wal_format::{decode_batch_payload, Record};
 use crate::io::table_file::TableError;
@@ -22,12 +24,14 @@ use crate::io::{Disk, DmaDisk};
 use crate::core::filter::Filter;
 
 use super::commit::Commit;
+use super::locks::LockTable;
 use super::lsm::Lsm;
 use super::merge::{Merge, Overlay};
 use super::metrics::ShardMetrics;
 use super::ops::{OpBatch, OpKind, OpRef, ReplyBatch};
 use super::pending::{Pending, PendingWrite};
 use super::scan::{decode_params, scan_page};
+use super::txn_participant::TxnTable;
 
 /// Whether the shard accepts writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,11 +47,16 @@ pub struct ShardState<D: Disk = DmaDisk> {
     pub id: ShardId,
     pub shard_count: u16,
     durability: Durability,
-    value_bytes_max: usize,
+    pub(super) value_bytes_max: usize,
     pub lsm: Lsm<D>,
-    pending: RefCell<Pending>,
+    pub(super) pending: RefCell<Pending>,
     pub commit: Commit,
     pub metrics: ShardMetrics,
+    /// Key locks held by transactions and snapshot reads between phases.
+    pub(super) locks: LockTable,
+    pub(super) txns: RefCell<TxnTable>,
+    /// How long a request waits for a key lock before giving up.
+    pub(super) lock_timeout: Duration,
 }
 
 impl<D: Disk> ShardState<D> {
@@ -57,6 +66,7 @@ impl<D: Disk> ShardState<D> {
         config: &EngineConfig,
         lsm: Lsm<D>,
         next_lsn: u64,
+        first_txn_seq: u64,
     ) -> ShardState<D> {
         // Pending WAL bytes allowed before OVERLOADED: room for many largest values.
         let open_bytes_max = (config.value_bytes_max * 4).max(64 * 1024 * 1024);
@@ -77,6 +87,9 @@ impl<D: Disk> ShardState<D> {
                 next_lsn,
             ),
             metrics: ShardMetrics::default(),
+            locks: LockTable::default(),
+            txns: RefCell::new(TxnTable::new(first_txn_seq)),
+            lock_timeout: config.lock_timeout,
         }
     }
 
@@ -97,6 +110,20 @@ impl<D: Disk> ShardState<D> {
 
     async fn execute_one(&self, op: OpRef<'_>, out: &mut ReplyBatch) {
         debug_assert!(op.key.len() <= KEY_BYTES_MAX, "the codec bounds keys");
+        // Single-key operations wait for a transaction that locked their key.
+        if !self.locks.is_empty() {
+            let write = match op.kind {
+                OpKind::Get => Some(false),
+                OpKind::Put | OpKind::Delete => Some(true),
+                _ => None,
+            };
+            if let Some(write) = write {
+                let deadline = Instant::now() + self.lock_timeout;
+                if !self.locks.wait_unlocked(op.key, write, deadline).await {
+                    return out.push(Status::LockTimeout, b"", 0);
+                }
+            }
+        }
         match op.kind {
             OpKind::Get => {
                 self.metrics.gets.set(self.metrics.gets.get() + 1);
@@ -113,11 +140,36 @@ impl<D: Disk> ShardState<D> {
                 }
             }
             OpKind::Scan => self.scan(op.key, op.value, out).await,
+            OpKind::Txn => self.txn_single(op.value, out).await,
+            OpKind::TxnPrepare => match id_from_bytes(op.key) {
+                Some(id) => self.txn_prepare(id, op.value, out).await,
+                None => out.push(Status::Internal, b"bad transaction id", 0),
+            },
+            OpKind::TxnDecide => match id_from_bytes(op.key) {
+                Some(id) => self.txn_decide(id, op.value == [1], out).await,
+                None => out.push(Status::Internal, b"bad transaction id", 0),
+            },
+            OpKind::SnapRead => self.snap_read(id_from_bytes(op.key), op.value, out).await,
+            OpKind::SnapRelease => match id_from_bytes(op.key) {
+                Some(id) => self.snap_release(id, out),
+                None => out.push(Status::Internal, b"bad snapshot id", 0),
+            },
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
-                let existed = match self.exists(op.key).await {
-                    Ok(e) => e,
-                    Err(e) => return out.push(read_failure(&e), b"", 0),
+                let deadline = Instant::now() + self.lock_timeout;
+                let existed = loop {
+                    let existed = match self.exists(op.key).await {
+                        Ok(e) => e,
+                        Err(e) => return out.push(read_failure(&e), b"", 0),
+                    };
+                    // The lookup may have waited for a block read, and a
+                    // transaction may have locked the key meanwhile.
+                    if !self.locks.is_blocked(op.key, true) {
+                        break existed;
+                    }
+                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
+                        return out.push(Status::LockTimeout, b"", 0);
+                    }
                 };
                 match self.write(op.key, None) {
                     Ok(lsn) => out.push(Status::Ok, &[u8::from(existed.0)], lsn.max(existed.1)),
@@ -272,7 +324,7 @@ impl<D: Disk> ShardState<D> {
 }
 
 /// The status a failed table read gives its request.
-fn read_failure(e: &TableError) -> Status {
+pub(super) fn read_failure(e: &TableError) -> Status {
     match e {
         TableError::Corrupt { .. } => Status::StorageCorrupt,
         TableError::Io(_) => Status::IoError,
@@ -283,16 +335,20 @@ fn read_failure(e: &TableError) -> Status {
 /// when it is still the latest write of its key.
 fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>) {
     let lsn = record.lsn();
-    match pending.take_if_latest(record.key(), lsn) {
+    // A transaction applies its own writes once durable (`txn_participant`).
+    let Some(key) = record.key() else { return };
+    match pending.take_if_latest(key, lsn) {
         Some((key, value)) => lsm.apply(key, value, lsn),
         None => replay_record(lsm, record),
     }
 }
 
-/// Apply one recovered (or superseded) record to the storage.
+/// Apply one recovered (or superseded) single-key record to the storage;
+/// transaction records are replayed by `recovery`.
 pub fn replay_record<D: Disk>(lsm: &Lsm<D>, record: Record<'_>) {
     match record {
         Record::Put { lsn, key, value } => lsm.apply(key.to_vec(), Some(value.to_vec()), lsn),
         Record::Delete { lsn, key } => lsm.apply(key.to_vec(), None, lsn),
+        Record::Txn { .. } => {}
     }
 }

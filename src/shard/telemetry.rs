@@ -50,7 +50,7 @@ pub struct ShardSnapshot {
     pub cpu: usize,
     pub health: Health,
     pub published: SystemTime,
-    pub requests: [u64; 4],
+    pub requests: [u64; super::metrics::OP_CLASSES],
     pub latency: Vec<Histogram<u64>>,
     /// Non-OK responses by status.
     pub errors: Vec<(Status, u64)>,
@@ -134,7 +134,7 @@ impl ShardSnapshot {
             cpu,
             health: Health::Starting,
             published: SystemTime::now(),
-            requests: [0; 4],
+            requests: [0; super::metrics::OP_CLASSES],
             latency: OpClass::ALL.iter().map(|_| h()).collect(),
             errors: Vec::new(),
             connections_open: 0,

@@ -35,6 +35,15 @@ pub fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
 
 /// Like [`start_server`] but returns the server's stderr if it exits instead.
 pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+    try_start_server_env(data_dir, extra, &[])
+}
+
+/// [`try_start_server`] with extra environment variables (e.g. a failpoint).
+pub fn try_start_server_env(
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
     let mut child = Command::new(corekv_bin())
         .arg("serve")
         .arg("--data-dir")
@@ -42,6 +51,7 @@ pub fn try_start_server(data_dir: &Path, extra: &[&str]) -> Result<Server, Strin
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(extra)
         .env("COREKV_LOG", "info")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

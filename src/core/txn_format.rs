@@ -1,0 +1,626 @@
+//! Byte layouts of transactions: the TXN/MPUT request body, the per-shard part
+//! of a transaction that travels between cores, and the three WAL record bodies
+//! two-phase commit writes.
+//!
+//! ```text
+//! txn body     = [cond_count u32] [cond]* [write_count u32] [write]*
+//! cond         = [index u32, shard form only] [kind u8] [key_len u32] [key]
+//!                ([value_len u32] [value] when kind = EQUALS)
+//! write        = [kind u8] [key_len u32] [key] ([value_len u32] [value] when kind = PUT)
+//! mput body    = [count u32] ([key_len u32] [key] [value_len u32] [value])*
+//!
+//! TXN_COMMIT   = [coordinator u16] [seq u64] [participant_count u16] [participant u16]*
+//!                [write_count u32] [write]*        decision (+ the coordinator's own writes)
+//! TXN_PREPARE  = [coordinator u16] [seq u64] [write_count u32] [write]*
+//! TXN_RESOLVE  = [coordinator u16] [seq u64] [commit u8]
+//! ```
+//!
+//! Every parser here bounds each length by the bytes that remain before it is
+//! used, so no length field can make a reader allocate or index past the input.
+//! This module is pure: it encodes into and decodes from byte slices.
+
+use super::limits::KEY_BYTES_MAX;
+
+pub const COND_EQUALS: u8 = 1;
+pub const COND_ABSENT: u8 = 2;
+pub const COND_PRESENT: u8 = 3;
+pub const WRITE_PUT: u8 = 1;
+pub const WRITE_DELETE: u8 = 2;
+
+/// A transaction's identity: the shard that coordinates it and a sequence number
+/// that coordinator never hands out twice (it starts above the clock and above
+/// every id its recovered log shows).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnId {
+    pub coordinator: u16,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for TxnId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "txn {}:{}", self.coordinator, self.seq)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Cond<'a> {
+    Equals(&'a [u8], &'a [u8]),
+    Absent(&'a [u8]),
+    Present(&'a [u8]),
+}
+
+impl<'a> Cond<'a> {
+    pub fn key(&self) -> &'a [u8] {
+        match self {
+            Cond::Equals(k, _) | Cond::Absent(k) | Cond::Present(k) => k,
+        }
+    }
+
+    /// Whether the condition holds for the key's current value.
+    pub fn holds(&self, current: Option<&[u8]>) -> bool {
+        match self {
+            Cond::Equals(_, v) => current == Some(*v),
+            Cond::Absent(_) => current.is_none(),
+            Cond::Present(_) => current.is_some(),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Write<'a> {
+    Put(&'a [u8], &'a [u8]),
+    Delete(&'a [u8]),
+}
+
+impl<'a> Write<'a> {
+    pub fn key(&self) -> &'a [u8] {
+        match self {
+            Write::Put(k, _) | Write::Delete(k) => k,
+        }
+    }
+
+    pub fn value(&self) -> Option<&'a [u8]> {
+        match self {
+            Write::Put(_, v) => Some(v),
+            Write::Delete(_) => None,
+        }
+    }
+}
+
+/// Why a body failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxnFormatError {
+    #[error("transaction body is truncated or a length points past its end")]
+    Truncated,
+    #[error("transaction body has {0} bytes left over after its last entry")]
+    TrailingBytes(usize),
+    #[error("unknown condition kind {0}")]
+    CondKind(u8),
+    #[error("unknown write kind {0}")]
+    WriteKind(u8),
+    #[error("key of {0} bytes; the limit is {KEY_BYTES_MAX}")]
+    KeyTooLarge(usize),
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Result<u8, TxnFormatError> {
+        let (v, rest) = self.b.split_first().ok_or(TxnFormatError::Truncated)?;
+        self.b = rest;
+        Ok(*v)
+    }
+    fn u16(&mut self) -> Result<u16, TxnFormatError> {
+        let (v, rest) = self
+            .b
+            .split_first_chunk::<2>()
+            .ok_or(TxnFormatError::Truncated)?;
+        self.b = rest;
+        Ok(u16::from_le_bytes(*v))
+    }
+    fn u32(&mut self) -> Result<u32, TxnFormatError> {
+        let (v, rest) = self
+            .b
+            .split_first_chunk::<4>()
+            .ok_or(TxnFormatError::Truncated)?;
+        self.b = rest;
+        Ok(u32::from_le_bytes(*v))
+    }
+    fn u64(&mut self) -> Result<u64, TxnFormatError> {
+        let (v, rest) = self
+            .b
+            .split_first_chunk::<8>()
+            .ok_or(TxnFormatError::Truncated)?;
+        self.b = rest;
+        Ok(u64::from_le_bytes(*v))
+    }
+    fn sized(&mut self) -> Result<&'a [u8], TxnFormatError> {
+        let n = self.u32()? as usize;
+        if n > self.b.len() {
+            return Err(TxnFormatError::Truncated);
+        }
+        let (v, rest) = self.b.split_at(n);
+        self.b = rest;
+        Ok(v)
+    }
+    fn key(&mut self) -> Result<&'a [u8], TxnFormatError> {
+        let k = self.sized()?;
+        if k.len() > KEY_BYTES_MAX {
+            return Err(TxnFormatError::KeyTooLarge(k.len()));
+        }
+        Ok(k)
+    }
+    fn cond(&mut self, indexed: bool) -> Result<(u32, Cond<'a>), TxnFormatError> {
+        let index = if indexed { self.u32()? } else { 0 };
+        let kind = self.u8()?;
+        let key = self.key()?;
+        let cond = match kind {
+            COND_EQUALS => Cond::Equals(key, self.sized()?),
+            COND_ABSENT => Cond::Absent(key),
+            COND_PRESENT => Cond::Present(key),
+            k => return Err(TxnFormatError::CondKind(k)),
+        };
+        Ok((index, cond))
+    }
+    fn write(&mut self) -> Result<Write<'a>, TxnFormatError> {
+        let kind = self.u8()?;
+        let key = self.key()?;
+        match kind {
+            WRITE_PUT => Ok(Write::Put(key, self.sized()?)),
+            WRITE_DELETE => Ok(Write::Delete(key)),
+            k => Err(TxnFormatError::WriteKind(k)),
+        }
+    }
+    /// A count of entries at least `min_bytes` long each, bounded by what is left.
+    fn count(&mut self, min_bytes: usize) -> Result<u32, TxnFormatError> {
+        let n = self.u32()?;
+        if (n as usize).saturating_mul(min_bytes) > self.b.len() {
+            return Err(TxnFormatError::Truncated);
+        }
+        Ok(n)
+    }
+}
+
+const COND_MIN_BYTES: usize = 5;
+const WRITE_MIN_BYTES: usize = 5;
+
+/// A validated transaction body: conditions then writes.
+#[derive(Copy, Clone, Debug)]
+pub struct TxnView<'a> {
+    conds: &'a [u8],
+    cond_count: u32,
+    writes: &'a [u8],
+    write_count: u32,
+    indexed: bool,
+}
+
+impl<'a> TxnView<'a> {
+    /// Parse and validate a body. `indexed`: the shard form, where every
+    /// condition carries its index in the client's transaction.
+    pub fn parse(body: &'a [u8], indexed: bool) -> Result<TxnView<'a>, TxnFormatError> {
+        let mut r = Reader { b: body };
+        let cond_count = r.count(COND_MIN_BYTES)?;
+        let conds = r.b;
+        for _ in 0..cond_count {
+            r.cond(indexed)?;
+        }
+        let conds = &conds[..conds.len() - r.b.len()];
+        let write_count = r.count(WRITE_MIN_BYTES)?;
+        let writes = r.b;
+        for _ in 0..write_count {
+            r.write()?;
+        }
+        if !r.b.is_empty() {
+            return Err(TxnFormatError::TrailingBytes(r.b.len()));
+        }
+        Ok(TxnView {
+            conds,
+            cond_count,
+            writes,
+            write_count,
+            indexed,
+        })
+    }
+
+    pub fn cond_count(&self) -> u32 {
+        self.cond_count
+    }
+
+    pub fn write_count(&self) -> u32 {
+        self.write_count
+    }
+
+    /// Conditions with their index in the client's transaction.
+    pub fn conds(&self) -> impl Iterator<Item = (u32, Cond<'a>)> + 'a {
+        let mut r = Reader { b: self.conds };
+        let indexed = self.indexed;
+        let mut i = 0u32;
+        std::iter::from_fn(move || {
+            let (index, c) = r.cond(indexed).ok()?;
+            let index = if indexed { index } else { i };
+            i += 1;
+            Some((index, c))
+        })
+    }
+
+    pub fn writes(&self) -> WriteIter<'a> {
+        WriteIter {
+            r: Reader { b: self.writes },
+        }
+    }
+}
+
+/// The writes of a validated body (parsing stops at the first malformed entry,
+/// which validation rules out).
+pub struct WriteIter<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Iterator for WriteIter<'a> {
+    type Item = Write<'a>;
+    fn next(&mut self) -> Option<Write<'a>> {
+        if self.r.b.is_empty() {
+            return None;
+        }
+        self.r.write().ok()
+    }
+}
+
+/// Validate `count` writes in `bytes` (and nothing after them).
+fn validate_writes(bytes: &[u8], count: u32) -> Result<(), TxnFormatError> {
+    let mut r = Reader { b: bytes };
+    for _ in 0..count {
+        r.write()?;
+    }
+    if !r.b.is_empty() {
+        return Err(TxnFormatError::TrailingBytes(r.b.len()));
+    }
+    Ok(())
+}
+
+/// The `len u32 | bytes` items of a list already validated by its parser (an
+/// MGET key list); stops at the first item that does not fit.
+pub fn sized_items(mut b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let mut r = Reader { b };
+        let item = r.sized().ok()?;
+        b = r.b;
+        Some(item)
+    })
+}
+
+/// Starts a counted list; pass the result to [`end_list`] with the count.
+pub fn begin_list(out: &mut Vec<u8>) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    at
+}
+
+pub fn end_list(out: &mut [u8], at: usize, count: u32) {
+    out[at..at + 4].copy_from_slice(&count.to_le_bytes());
+}
+
+fn put_sized(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+pub fn encode_cond(out: &mut Vec<u8>, index: Option<u32>, cond: &Cond<'_>) {
+    if let Some(i) = index {
+        out.extend_from_slice(&i.to_le_bytes());
+    }
+    match cond {
+        Cond::Equals(k, v) => {
+            out.push(COND_EQUALS);
+            put_sized(out, k);
+            put_sized(out, v);
+        }
+        Cond::Absent(k) => {
+            out.push(COND_ABSENT);
+            put_sized(out, k);
+        }
+        Cond::Present(k) => {
+            out.push(COND_PRESENT);
+            put_sized(out, k);
+        }
+    }
+}
+
+pub fn encode_write(out: &mut Vec<u8>, write: &Write<'_>) {
+    match write {
+        Write::Put(k, v) => {
+            out.push(WRITE_PUT);
+            put_sized(out, k);
+            put_sized(out, v);
+        }
+        Write::Delete(k) => {
+            out.push(WRITE_DELETE);
+            put_sized(out, k);
+        }
+    }
+}
+
+/// Bytes [`encode_write`] appends.
+pub fn write_bytes(write: &Write<'_>) -> usize {
+    match write {
+        Write::Put(k, v) => 9 + k.len() + v.len(),
+        Write::Delete(k) => 5 + k.len(),
+    }
+}
+
+/// Encode a whole client transaction (the TXN request body).
+pub fn encode_txn(out: &mut Vec<u8>, conds: &[Cond<'_>], writes: &[Write<'_>]) {
+    out.extend_from_slice(&(conds.len() as u32).to_le_bytes());
+    for c in conds {
+        encode_cond(out, None, c);
+    }
+    out.extend_from_slice(&(writes.len() as u32).to_le_bytes());
+    for w in writes {
+        encode_write(out, w);
+    }
+}
+
+/// The pairs of an MPUT body, validated.
+pub fn parse_mput(body: &[u8]) -> Result<Vec<(&[u8], &[u8])>, TxnFormatError> {
+    let mut r = Reader { b: body };
+    let n = r.count(8)?;
+    let mut pairs = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let k = r.key()?;
+        let v = r.sized()?;
+        pairs.push((k, v));
+    }
+    if !r.b.is_empty() {
+        return Err(TxnFormatError::TrailingBytes(r.b.len()));
+    }
+    Ok(pairs)
+}
+
+pub fn encode_mput(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        put_sized(out, k);
+        put_sized(out, v);
+    }
+}
+
+/// A decoded TXN_COMMIT record body: the decision, and the coordinator's own writes.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitRecord<'a> {
+    pub id: TxnId,
+    participants: &'a [u8],
+    writes: &'a [u8],
+}
+
+impl<'a> CommitRecord<'a> {
+    pub fn participants(&self) -> impl Iterator<Item = u16> + 'a {
+        self.participants
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+    }
+    pub fn has_participants(&self) -> bool {
+        !self.participants.is_empty()
+    }
+    pub fn writes(&self) -> WriteIter<'a> {
+        WriteIter {
+            r: Reader { b: self.writes },
+        }
+    }
+}
+
+/// A decoded TXN_PREPARE record body.
+#[derive(Debug, Clone, Copy)]
+pub struct PrepareRecord<'a> {
+    pub id: TxnId,
+    pub writes: &'a [u8],
+    pub write_count: u32,
+}
+
+impl<'a> PrepareRecord<'a> {
+    pub fn writes(&self) -> WriteIter<'a> {
+        WriteIter {
+            r: Reader { b: self.writes },
+        }
+    }
+}
+
+/// A decoded TXN_RESOLVE record body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolveRecord {
+    pub id: TxnId,
+    pub commit: bool,
+}
+
+/// A transaction id as the 10 bytes that name it in shard messages.
+pub fn id_bytes(id: TxnId) -> [u8; 10] {
+    let mut b = [0u8; 10];
+    b[..2].copy_from_slice(&id.coordinator.to_le_bytes());
+    b[2..].copy_from_slice(&id.seq.to_le_bytes());
+    b
+}
+
+pub fn id_from_bytes(b: &[u8]) -> Option<TxnId> {
+    read_id(&mut Reader { b }).ok()
+}
+
+fn read_id(r: &mut Reader<'_>) -> Result<TxnId, TxnFormatError> {
+    Ok(TxnId {
+        coordinator: r.u16()?,
+        seq: r.u64()?,
+    })
+}
+
+fn put_id(out: &mut Vec<u8>, id: TxnId) {
+    out.extend_from_slice(&id.coordinator.to_le_bytes());
+    out.extend_from_slice(&id.seq.to_le_bytes());
+}
+
+/// Start a TXN_COMMIT body; append writes with [`encode_write`] and finish with
+/// [`end_list`] on the returned position.
+pub fn begin_commit_record(out: &mut Vec<u8>, id: TxnId, participants: &[u16]) -> usize {
+    put_id(out, id);
+    out.extend_from_slice(&(participants.len() as u16).to_le_bytes());
+    for p in participants {
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    begin_list(out)
+}
+
+/// Start a TXN_PREPARE body; append writes and finish with [`end_list`].
+pub fn begin_prepare_record(out: &mut Vec<u8>, id: TxnId) -> usize {
+    put_id(out, id);
+    begin_list(out)
+}
+
+pub fn encode_resolve_record(out: &mut Vec<u8>, id: TxnId, commit: bool) {
+    put_id(out, id);
+    out.push(u8::from(commit));
+}
+
+pub fn parse_commit_record(body: &[u8]) -> Result<CommitRecord<'_>, TxnFormatError> {
+    let mut r = Reader { b: body };
+    let id = read_id(&mut r)?;
+    let n = usize::from(r.u16()?);
+    if n * 2 > r.b.len() {
+        return Err(TxnFormatError::Truncated);
+    }
+    let (participants, rest) = r.b.split_at(n * 2);
+    r.b = rest;
+    let count = r.count(WRITE_MIN_BYTES)?;
+    validate_writes(r.b, count)?;
+    Ok(CommitRecord {
+        id,
+        participants,
+        writes: r.b,
+    })
+}
+
+pub fn parse_prepare_record(body: &[u8]) -> Result<PrepareRecord<'_>, TxnFormatError> {
+    let mut r = Reader { b: body };
+    let id = read_id(&mut r)?;
+    let write_count = r.count(WRITE_MIN_BYTES)?;
+    validate_writes(r.b, write_count)?;
+    Ok(PrepareRecord {
+        id,
+        writes: r.b,
+        write_count,
+    })
+}
+
+pub fn parse_resolve_record(body: &[u8]) -> Result<ResolveRecord, TxnFormatError> {
+    let mut r = Reader { b: body };
+    let id = read_id(&mut r)?;
+    let commit = match r.u8()? {
+        0 => false,
+        1 => true,
+        k => return Err(TxnFormatError::WriteKind(k)),
+    };
+    if !r.b.is_empty() {
+        return Err(TxnFormatError::TrailingBytes(r.b.len()));
+    }
+    Ok(ResolveRecord { id, commit })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txn_round_trip_both_forms() {
+        let conds = [
+            Cond::Equals(b"a", b"1"),
+            Cond::Absent(b"b"),
+            Cond::Present(b"c"),
+        ];
+        let writes = [Write::Put(b"a", b"2"), Write::Delete(b"c")];
+        let mut body = Vec::new();
+        encode_txn(&mut body, &conds, &writes);
+        let v = TxnView::parse(&body, false).expect("valid");
+        let got: Vec<_> = v.conds().collect();
+        assert_eq!(got, vec![(0, conds[0]), (1, conds[1]), (2, conds[2])]);
+        assert_eq!(v.writes().collect::<Vec<_>>(), writes.to_vec());
+
+        let mut shard = Vec::new();
+        let at = begin_list(&mut shard);
+        encode_cond(&mut shard, Some(7), &conds[2]);
+        end_list(&mut shard, at, 1);
+        let at = begin_list(&mut shard);
+        encode_write(&mut shard, &writes[0]);
+        end_list(&mut shard, at, 1);
+        let v = TxnView::parse(&shard, true).expect("valid");
+        assert_eq!(v.conds().collect::<Vec<_>>(), vec![(7, conds[2])]);
+        assert_eq!(write_bytes(&writes[0]), 9 + 1 + 1);
+    }
+
+    #[test]
+    fn every_truncation_and_bad_count_is_rejected() {
+        let mut body = Vec::new();
+        encode_txn(
+            &mut body,
+            &[Cond::Equals(b"key", b"value")],
+            &[Write::Put(b"k", b"v")],
+        );
+        for cut in 0..body.len() {
+            assert!(TxnView::parse(&body[..cut], false).is_err(), "cut {cut}");
+        }
+        let mut huge = body.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            TxnView::parse(&huge, false).unwrap_err(),
+            TxnFormatError::Truncated
+        );
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert!(TxnView::parse(&trailing, false).is_err());
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let id = TxnId {
+            coordinator: 3,
+            seq: 99,
+        };
+        let mut b = Vec::new();
+        let at = begin_commit_record(&mut b, id, &[1, 2]);
+        encode_write(&mut b, &Write::Put(b"x", b"y"));
+        end_list(&mut b, at, 1);
+        let c = parse_commit_record(&b).expect("valid");
+        assert_eq!(c.id, id);
+        assert_eq!(c.participants().collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(c.writes().collect::<Vec<_>>(), vec![Write::Put(b"x", b"y")]);
+        for cut in 0..b.len() {
+            assert!(parse_commit_record(&b[..cut]).is_err());
+        }
+
+        let mut p = Vec::new();
+        let at = begin_prepare_record(&mut p, id);
+        encode_write(&mut p, &Write::Delete(b"z"));
+        end_list(&mut p, at, 1);
+        let pr = parse_prepare_record(&p).expect("valid");
+        assert_eq!(pr.writes().collect::<Vec<_>>(), vec![Write::Delete(b"z")]);
+
+        let mut r = Vec::new();
+        encode_resolve_record(&mut r, id, true);
+        assert_eq!(
+            parse_resolve_record(&r),
+            Ok(ResolveRecord { id, commit: true })
+        );
+        r[10] = 2;
+        assert!(parse_resolve_record(&r).is_err());
+    }
+
+    #[test]
+    fn mput_round_trip_and_bounds() {
+        let mut b = Vec::new();
+        encode_mput(&mut b, &[(b"a", b"1"), (b"bb", b"")]);
+        assert_eq!(
+            parse_mput(&b).expect("valid"),
+            vec![(&b"a"[..], &b"1"[..]), (&b"bb"[..], &b""[..])]
+        );
+        for cut in 0..b.len() {
+            assert!(parse_mput(&b[..cut]).is_err());
+        }
+    }
+}

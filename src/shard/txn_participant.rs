@@ -1,0 +1,488 @@
+//! One shard's side of transactions and snapshot reads: taking key locks,
+//! checking conditions, logging TXN_COMMIT / TXN_PREPARE / TXN_RESOLVE records
+//! and applying transactional writes once their record is durable.
+//!
+//! A transaction's writes reach the memtable only after the record that carries
+//! them (or, for a participant, the resolve record) is durable, while the keys
+//! are still locked: nobody can observe them earlier, and a failed fsync leaves
+//! nothing visible. Because they may be applied after later records of other
+//! keys, every such record pins the WAL (see `Lsm::set_wal_floor`) until its
+//! writes are in the memtable; a coordinator's decision stays pinned until every
+//! participant has durably resolved, so recovery can always find it.
+//!
+//! It must never: apply a prepared transaction's writes without a commit
+//! decision, release a participant's locks while its outcome is in doubt, or
+//! hold a lock past the request that took it on any path but the in-doubt one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use crate::core::status::Status;
+use crate::core::txn_format::{
+    begin_commit_record, begin_prepare_record, encode_resolve_record, encode_write, end_list,
+    parse_prepare_record, TxnId, TxnView, WriteIter,
+};
+use crate::core::wal_format::{Record, RecordKind};
+use crate::io::table_file::TableError;
+use crate::io::Disk;
+
+use super::locks::{LockSet, Mode};
+use super::ops::ReplyBatch;
+use super::state::{read_failure, ShardState};
+
+/// A participant's prepared transaction: its locks and writes, until resolved.
+struct Prepared {
+    locks: LockSet,
+    /// The TXN_PREPARE record body (writes are read from it when committing).
+    record: Vec<u8>,
+    lsn: u64,
+}
+
+/// Per-shard transaction bookkeeping.
+#[derive(Default)]
+pub struct TxnTable {
+    prepared: HashMap<TxnId, Prepared>,
+    snapshots: HashMap<TxnId, LockSet>,
+    /// LSN → number of holders: records whose writes are not in the memtable
+    /// yet, or decisions some participant has not durably resolved.
+    pins: BTreeMap<u64, u32>,
+    /// Next sequence number this shard hands out as a coordinator.
+    next_seq: u64,
+}
+
+impl TxnTable {
+    pub fn new(first_seq: u64) -> TxnTable {
+        TxnTable {
+            next_seq: first_seq,
+            ..TxnTable::default()
+        }
+    }
+
+    pub fn prepared_len(&self) -> usize {
+        self.prepared.len()
+    }
+}
+
+/// Why a decision or single-shard commit did not take effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitError {
+    /// Refused before anything was logged: definitely not committed.
+    NotLogged(Status),
+    /// Logged, but the WAL failed before it was durable: it may have committed.
+    InDoubt,
+}
+
+/// Why a shard said no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Condition `index` (in the client's numbering) was false.
+    Condition(u32),
+    /// The locks were not free before the deadline.
+    LockTimeout,
+    Failed(Status),
+}
+
+impl Refusal {
+    pub fn push(&self, out: &mut ReplyBatch) {
+        match self {
+            Refusal::Condition(i) => out.push(Status::ConditionFailed, &i.to_le_bytes(), 0),
+            Refusal::LockTimeout => out.push(
+                Status::TxnAborted,
+                b"lock wait timed out (contention); nothing was applied",
+                0,
+            ),
+            Refusal::Failed(s) => out.push(*s, b"", 0),
+        }
+    }
+}
+
+/// The locks a transaction part needs: writes exclusive, condition-only keys shared.
+pub fn lock_set_of(view: &TxnView<'_>, set: &mut LockSet) {
+    set.clear();
+    for (_, c) in view.conds() {
+        set.add(c.key(), Mode::Shared);
+    }
+    for w in view.writes() {
+        set.add(w.key(), Mode::Exclusive);
+    }
+    set.seal();
+}
+
+impl<D: Disk> ShardState<D> {
+    pub fn next_txn_id(&self) -> TxnId {
+        let mut t = self.txns.borrow_mut();
+        t.next_seq += 1;
+        TxnId {
+            coordinator: self.id.0,
+            seq: t.next_seq,
+        }
+    }
+
+    /// Never hand out a transaction number at or below `seq` (recovery: above
+    /// the clock and every number the log shows).
+    pub fn raise_txn_seq(&self, seq: u64) {
+        let mut t = self.txns.borrow_mut();
+        t.next_seq = t.next_seq.max(seq);
+    }
+
+    /// Lock `set` with no owner, until the process ends (in-doubt keys after a
+    /// failed recovery resolve). Free at startup, so granted at once.
+    pub fn hold_locks_forever(&self, set: &LockSet) {
+        let granted = self.locks.grant_now(set);
+        debug_assert!(granted, "locks taken before serving");
+    }
+
+    pub fn prepared_txns(&self) -> usize {
+        self.txns.borrow().prepared_len()
+    }
+
+    pub fn pin(&self, lsn: u64) {
+        let mut t = self.txns.borrow_mut();
+        *t.pins.entry(lsn).or_insert(0) += 1;
+        self.lsm.set_wal_floor(t.pins.keys().next().copied());
+    }
+
+    pub fn unpin(&self, lsn: u64) {
+        let mut t = self.txns.borrow_mut();
+        match t.pins.get_mut(&lsn) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                t.pins.remove(&lsn);
+            }
+            None => panic!("unpinned LSN {lsn} that was not pinned"),
+        }
+        self.lsm.set_wal_floor(t.pins.keys().next().copied());
+    }
+
+    /// The current value of `key` as this shard would answer a GET.
+    pub(super) async fn read_current<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R, TableError> {
+        if let Some(p) = self.pending.borrow().get(key) {
+            return Ok(f(p.value.as_deref()));
+        }
+        let f = match self.lsm.get_in_memory(key, f) {
+            Ok(r) => return Ok(r),
+            Err(f) => f,
+        };
+        let version = self.lsm.version();
+        Ok(match self.lsm.get_in_tables(&version, key).await? {
+            Some((block, Some(range))) => f(Some(&block[range])),
+            Some((_, None)) | None => f(None),
+        })
+    }
+
+    fn check_writable(&self, view: &TxnView<'_>) -> Result<(), Refusal> {
+        if self.commit.is_failed() {
+            return Err(Refusal::Failed(Status::WalFailed));
+        }
+        if self.lsm.failure().is_some() {
+            return Err(Refusal::Failed(Status::StorageFailed));
+        }
+        if view.write_count() > 0 && self.lsm.must_stall() {
+            return Err(Refusal::Failed(Status::Overloaded));
+        }
+        if view
+            .writes()
+            .any(|w| w.value().is_some_and(|v| v.len() > self.value_bytes_max))
+        {
+            return Err(Refusal::Failed(Status::ValueTooLarge));
+        }
+        Ok(())
+    }
+
+    /// Lock this shard's keys of a transaction and check its conditions. On
+    /// success the locks in `set` are held and must be released by the caller.
+    pub(super) async fn lock_and_check(
+        &self,
+        view: &TxnView<'_>,
+        set: &mut LockSet,
+        deadline: Instant,
+    ) -> Result<(), Refusal> {
+        self.check_writable(view)?;
+        lock_set_of(view, set);
+        if !self.locks.acquire(set, deadline).await {
+            return Err(Refusal::LockTimeout);
+        }
+        for (index, cond) in view.conds() {
+            match self.read_current(cond.key(), |v| cond.holds(v)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.locks.release(set);
+                    return Err(Refusal::Condition(index));
+                }
+                Err(e) => {
+                    self.locks.release(set);
+                    return Err(Refusal::Failed(read_failure(&e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Log a transaction record and pin it; in async mode ask for a prompt sync,
+    /// since the transaction waits for it.
+    pub(super) fn log_txn(&self, kind: RecordKind, body: &[u8]) -> Result<u64, Status> {
+        let lsn = self.commit.append(|lsn| Record::Txn { lsn, kind, body })?;
+        self.pin(lsn);
+        self.commit.request_sync();
+        Ok(lsn)
+    }
+
+    pub(super) fn apply_writes(&self, writes: WriteIter<'_>, lsn: u64) {
+        for w in writes {
+            self.lsm
+                .apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
+        }
+    }
+
+    /// Log a TXN_COMMIT with `view`'s writes (the whole of a single-shard
+    /// transaction, or a coordinator's decision with its own writes), wait until
+    /// durable and apply. The locks must be held. The record stays pinned if
+    /// `keep_pin` (a decision participants still need); returns its LSN.
+    pub(super) async fn commit_writes(
+        &self,
+        id: TxnId,
+        participants: &[u16],
+        view: &TxnView<'_>,
+        keep_pin: bool,
+    ) -> Result<u64, CommitError> {
+        let mut body = Vec::with_capacity(
+            32 + view.writes().map(|w| 9 + w.key().len()).sum::<usize>()
+                + view
+                    .writes()
+                    .map(|w| w.value().map_or(0, <[u8]>::len))
+                    .sum::<usize>(),
+        );
+        let at = begin_commit_record(&mut body, id, participants);
+        for w in view.writes() {
+            encode_write(&mut body, &w);
+        }
+        end_list(&mut body, at, view.write_count());
+        let lsn = self
+            .log_txn(RecordKind::TxnCommit, &body)
+            .map_err(CommitError::NotLogged)?;
+        if self.commit.wait_durable(lsn).await.is_err() {
+            // Possibly durable, possibly not: the caller decides what that means.
+            return Err(CommitError::InDoubt);
+        }
+        self.apply_writes(view.writes(), lsn);
+        if !keep_pin {
+            self.unpin(lsn);
+        }
+        Ok(lsn)
+    }
+
+    /// A transaction whose keys all live on this shard: one TXN_COMMIT record.
+    pub(super) async fn txn_single(&self, body: &[u8], out: &mut ReplyBatch) {
+        let Ok(view) = TxnView::parse(body, true) else {
+            debug_assert!(false, "the coordinator encodes shard bodies");
+            return out.push(Status::Internal, b"malformed transaction part", 0);
+        };
+        let mut set = LockSet::default();
+        if let Err(r) = self
+            .lock_and_check(&view, &mut set, self.lock_deadline())
+            .await
+        {
+            return r.push(out);
+        }
+        let id = TxnId {
+            coordinator: self.id.0,
+            seq: 0,
+        };
+        let result = if view.write_count() == 0 {
+            Ok(0)
+        } else {
+            self.commit_writes(id, &[], &view, false).await
+        };
+        self.locks.release(&set);
+        match result {
+            Ok(_) => out.push(Status::Ok, b"", 0),
+            Err(CommitError::NotLogged(s)) => out.push(s, b"", 0),
+            // Like a single PUT whose fsync failed: not acknowledged, maybe lost.
+            Err(CommitError::InDoubt) => out.push(Status::WalFailed, b"", 0),
+        }
+    }
+
+    /// Phase one on a participant: lock, check, log TXN_PREPARE, wait durable.
+    pub(super) async fn txn_prepare(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
+        let Ok(view) = TxnView::parse(body, true) else {
+            debug_assert!(false, "the coordinator encodes shard bodies");
+            return out.push(Status::Internal, b"malformed transaction part", 0);
+        };
+        let mut set = LockSet::default();
+        if let Err(r) = self
+            .lock_and_check(&view, &mut set, self.lock_deadline())
+            .await
+        {
+            return r.push(out);
+        }
+        let mut record = Vec::with_capacity(body.len() + 16);
+        let at = begin_prepare_record(&mut record, id);
+        for w in view.writes() {
+            encode_write(&mut record, &w);
+        }
+        end_list(&mut record, at, view.write_count());
+        let lsn = match self.log_txn(RecordKind::TxnPrepare, &record) {
+            Ok(lsn) => lsn,
+            Err(s) => {
+                self.locks.release(&set);
+                return out.push(s, b"", 0);
+            }
+        };
+        if self.commit.wait_durable(lsn).await.is_err() {
+            // Whether or not the prepare reached the disk, the coordinator will
+            // not commit after this answer, and recovery presumes abort.
+            self.unpin(lsn);
+            self.locks.release(&set);
+            return out.push(Status::WalFailed, b"", 0);
+        }
+        crate::failpoint!("txn-after-prepare");
+        self.txns.borrow_mut().prepared.insert(
+            id,
+            Prepared {
+                locks: set,
+                record,
+                lsn,
+            },
+        );
+        out.push(Status::Ok, b"", 0);
+    }
+
+    /// Phase two on a participant. Commit: log TXN_RESOLVE, wait durable, apply
+    /// the prepared writes, release. Abort: release (presumed abort needs no record).
+    pub(super) async fn txn_decide(&self, id: TxnId, commit: bool, out: &mut ReplyBatch) {
+        let Some(p) = self.txns.borrow_mut().prepared.remove(&id) else {
+            debug_assert!(false, "decision for {id} which is not prepared here");
+            return out.push(Status::Internal, b"transaction not prepared here", 0);
+        };
+        if !commit {
+            self.unpin(p.lsn);
+            self.locks.release(&p.locks);
+            return out.push(Status::Ok, b"", 0);
+        }
+        let mut body = Vec::with_capacity(11);
+        encode_resolve_record(&mut body, id, true);
+        let resolved = match self.log_txn(RecordKind::TxnResolve, &body) {
+            Ok(lsn) => self
+                .commit
+                .wait_durable(lsn)
+                .await
+                .map(|()| lsn)
+                .map_err(|()| Status::WalFailed),
+            Err(s) => Err(s),
+        };
+        let lsn = match resolved {
+            Ok(lsn) => lsn,
+            Err(s) => {
+                // In doubt here until restart: keep the locks and the pin so
+                // nobody reads around the committed writes; recovery applies them.
+                self.txns.borrow_mut().prepared.insert(id, p);
+                return out.push(s, b"", 0);
+            }
+        };
+        let Ok(record) = parse_prepare_record(&p.record) else {
+            unreachable!("we encoded this prepare record");
+        };
+        self.apply_writes(record.writes(), lsn);
+        crate::failpoint!("txn-after-partial-apply");
+        self.unpin(lsn);
+        self.unpin(p.lsn);
+        self.locks.release(&p.locks);
+        out.push(Status::Ok, b"", 0);
+    }
+
+    /// Read `keys` (an MGET key list) under shared locks. `hold`: keep the locks
+    /// under `id` until [`Self::snap_release`] (a multi-shard snapshot);
+    /// otherwise release them at once. Reply: one `status u16 | len u32 | value`
+    /// entry per key, in order.
+    pub(super) async fn snap_read(&self, id: Option<TxnId>, keys: &[u8], out: &mut ReplyBatch) {
+        let mut set = LockSet::default();
+        for k in crate::core::txn_format::sized_items(keys) {
+            set.add(k, Mode::Shared);
+        }
+        set.seal();
+        if !self.locks.acquire(&set, self.lock_deadline()).await {
+            return Refusal::LockTimeout.push(out);
+        }
+        let mut page = Vec::new();
+        let mut failed = None;
+        for k in crate::core::txn_format::sized_items(keys) {
+            let read = self
+                .read_current(k, |v| {
+                    let (status, v) = match v {
+                        Some(v) => (Status::Ok, v),
+                        None => (Status::NotFound, &b""[..]),
+                    };
+                    page.extend_from_slice(&status.code().to_le_bytes());
+                    page.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    page.extend_from_slice(v);
+                })
+                .await;
+            if let Err(e) = read {
+                failed = Some(read_failure(&e));
+                break;
+            }
+        }
+        match (failed, id) {
+            (Some(s), _) => {
+                self.locks.release(&set);
+                out.push(s, b"", 0);
+            }
+            (None, Some(id)) => {
+                self.txns.borrow_mut().snapshots.insert(id, set);
+                out.push(Status::Ok, &page, 0);
+            }
+            (None, None) => {
+                self.locks.release(&set);
+                out.push(Status::Ok, &page, 0);
+            }
+        }
+    }
+
+    pub(super) fn snap_release(&self, id: TxnId, out: &mut ReplyBatch) {
+        if let Some(set) = self.txns.borrow_mut().snapshots.remove(&id) {
+            self.locks.release(&set);
+        }
+        out.push(Status::Ok, b"", 0);
+    }
+
+    /// Release locks a coordinator took on its own shard.
+    pub(super) fn release_locks(&self, set: &LockSet) {
+        self.locks.release(set);
+    }
+
+    pub(super) fn lock_deadline(&self) -> Instant {
+        Instant::now() + self.lock_timeout
+    }
+
+    /// Recovery: resolve a prepared transaction found in the log. `commit` comes
+    /// from the coordinators' recovered decisions (absent: presumed abort).
+    pub async fn resolve_recovered(
+        &self,
+        id: TxnId,
+        writes_record: &[u8],
+        commit: bool,
+    ) -> Result<(), Status> {
+        if !commit {
+            // Nothing was applied and no coordinator will ever commit this id.
+            return Ok(());
+        }
+        let mut body = Vec::with_capacity(11);
+        encode_resolve_record(&mut body, id, true);
+        let lsn = self.log_txn(RecordKind::TxnResolve, &body)?;
+        self.commit
+            .wait_durable(lsn)
+            .await
+            .map_err(|()| Status::WalFailed)?;
+        let Ok(record) = parse_prepare_record(writes_record) else {
+            unreachable!("recovery validated this prepare record");
+        };
+        self.apply_writes(record.writes(), lsn);
+        self.unpin(lsn);
+        crate::failpoint!("txn-during-recovery");
+        Ok(())
+    }
+}
