@@ -6,6 +6,7 @@
 //! coordinated-omission correction) and reporting. It talks to servers only over
 //! TCP and must never reach into the engine: it measures what a user would see.
 
+pub mod bank;
 pub mod driver;
 pub mod keygen;
 pub mod plot;

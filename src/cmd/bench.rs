@@ -30,7 +30,8 @@ pub struct BenchArgs {
     /// Requests in flight per connection.
     #[arg(long, default_value_t = 1)]
     pub pipeline: usize,
-    /// YCSB workload A-F, ping, or custom (with --mix).
+    /// YCSB workload A-F, ping, custom (with --mix), or bank (the transaction
+    /// invariant check: --load creates --keys accounts; a run checks the total).
     #[arg(long, default_value = "A")]
     pub workload: String,
     /// Custom mix, e.g. get=0.9,put=0.1.
@@ -95,6 +96,9 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
+    if args.workload.eq_ignore_ascii_case("bank") {
+        return bank(&args);
+    }
     match execute(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -150,6 +154,55 @@ fn median(runs: &[(driver::Measured, f64)]) -> &(driver::Measured, f64) {
     let total = |m: &driver::Measured| m.hists.iter().map(|h| h.len()).sum::<u64>();
     order.sort_by_key(|&i| total(&runs[i].0));
     &runs[order[order.len() / 2]]
+}
+
+/// `--workload bank`: exit 0 if the invariant held, 1 with the violation.
+fn bank(args: &BenchArgs) -> ExitCode {
+    use corekv::bench::bank;
+    type Outcome = Result<Option<Result<bank::BankReport, String>>, String>;
+    let result: Outcome = (|| {
+        let addr = resolve(&args.addr)?;
+        if args.load || args.load_only {
+            let mut c = corekv::net::client::Client::connect(addr).map_err(|e| e.to_string())?;
+            bank::load(&mut c, args.keys)?;
+            println!(
+                "created {} accounts x {} = {}",
+                args.keys,
+                bank::INITIAL_BALANCE,
+                args.keys * bank::INITIAL_BALANCE
+            );
+            if args.load_only {
+                return Ok(None);
+            }
+        }
+        Ok(Some(bank::run(&bank::BankConfig {
+            addr,
+            accounts: args.keys,
+            connections: args.connections,
+            duration: Duration::from_secs_f64(args.duration),
+            check_every: Duration::from_millis(100),
+            seed: args.seed,
+        })))
+    })();
+    match result {
+        Ok(None) => ExitCode::SUCCESS,
+        Ok(Some(Ok(r))) => {
+            println!(
+                "bank: invariant held. {} transfers committed, {} conflicts, {} aborted by lock \
+                 timeout, {} snapshot checks of all {} accounts",
+                r.transfers, r.conflicts, r.aborts, r.checks, args.keys
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Err(violation))) => {
+            eprintln!("BANK_VIOLATION: {violation}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("BENCH_FAILED: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn execute(args: &BenchArgs) -> Result<(), String> {
