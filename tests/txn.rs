@@ -201,3 +201,58 @@ fn hot_keys_under_contention() {
     );
     let _ = Duration::ZERO;
 }
+
+fn cli(addr: std::net::SocketAddr, args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(common::corekv_bin())
+        .arg("cli")
+        .arg("--addr")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn cli");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("cli output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn cli_mput_mget_and_txn_from_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(dir.path(), &["--shards", "2"]);
+    let a = server.addr;
+    assert_eq!(cli(a, &["mput", "x", "1", "y", "2"], "").0, 0);
+    let (code, out, _) = cli(a, &["mget", "x", "y"], "");
+    assert_eq!((code, out.as_str()), (0, "1\n2\n"));
+    let (code, out, _) = cli(a, &["mput", "x", "1", "y"], "");
+    assert_eq!(code, 2, "odd pair count refused: {out}");
+
+    let txn = r#"{"if": [{"key": "x", "equals": "1"}, {"key": "z", "absent": true}],
+                  "then": [{"put": "x", "value": "10"}, {"delete": "y"}]}"#;
+    let (code, out, err) = cli(a, &["txn"], txn);
+    assert_eq!((code, out.as_str()), (0, "COMMITTED"), "{err}");
+    let (code, out, _) = cli(a, &["mget", "x", "y"], "");
+    assert_eq!((code, out.as_str()), (1, "10\n\n"), "y deleted, x updated");
+
+    let (code, out, _) = cli(a, &["txn"], txn);
+    assert_eq!((code, out.as_str()), (1, "CONDITION_FAILED 0"));
+
+    let (code, _, err) = cli(a, &["txn"], r#"{"if": [{"key": "x"}]}"#);
+    assert_eq!(code, 2);
+    assert!(err.starts_with("INVALID_ARGUMENT") && err.contains("if[0]"), "{err}");
+    let (code, _, err) = cli(a, &["txn"], "not json");
+    assert_eq!(code, 2);
+    assert!(err.contains("not JSON"), "{err}");
+}

@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use corekv::net::client::{Client, ClientError, ScanFilter};
+use corekv::core::status::Status;
+use corekv::core::txn_format::{Cond, Write as KvWrite};
+use corekv::net::client::{Client, ClientError, ScanFilter, TxnResult};
 
 #[derive(Args, Debug)]
 pub struct CliArgs {
@@ -35,6 +37,16 @@ pub enum CliCommand {
     /// Print the values of several keys, one per line (missing keys: empty line,
     /// and exit code 1).
     Mget { keys: Vec<String> },
+    /// Write every KEY VALUE pair atomically (all or none).
+    Mput {
+        #[arg(required = true, num_args = 2.., value_names = ["KEY", "VALUE"])]
+        pairs: Vec<String>,
+    },
+    /// Run a transaction described by JSON on stdin:
+    /// {"if": [{"key": K, "equals": V} | {"key": K, "absent": true} | {"key": K, "present": true}],
+    ///  "then": [{"put": K, "value": V} | {"delete": K}]}.
+    /// Prints COMMITTED (exit 0) or CONDITION_FAILED <index> (exit 1).
+    Txn,
     /// Print `key<TAB>value` for every key in [START, END) (END "" = to the end).
     Scan {
         start: String,
@@ -172,10 +184,130 @@ fn execute(args: &CliArgs) -> Result<ExitCode, ClientError> {
             }
             let _ = stdout.flush();
         }
+        CliCommand::Mput { pairs } => {
+            if pairs.len() % 2 != 0 {
+                return Err(invalid("mput takes KEY VALUE pairs: the last key has no value"));
+            }
+            let kv: Vec<(&[u8], &[u8])> = pairs
+                .chunks(2)
+                .map(|p| (p[0].as_bytes(), p[1].as_bytes()))
+                .collect();
+            client.mput(&kv)?;
+            print(&mut stdout, b"OK");
+        }
+        CliCommand::Txn => {
+            let mut input = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
+                .map_err(ClientError::Io)?;
+            let txn = parse_txn_json(&mut input).map_err(|e| invalid(&e))?;
+            let conds: Vec<Cond<'_>> = txn.conds.iter().map(TxnCond::as_cond).collect();
+            let writes: Vec<KvWrite<'_>> = txn.writes.iter().map(TxnWrite::as_write).collect();
+            match client.txn(&conds, &writes)? {
+                TxnResult::Committed => print(&mut stdout, b"COMMITTED"),
+                TxnResult::ConditionFailed(i) => {
+                    print(&mut stdout, format!("CONDITION_FAILED {i}").as_bytes());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
         CliCommand::Del { key } => {
             let existed = client.delete(key.as_bytes())?;
             print(&mut stdout, if existed { b"1" } else { b"0" });
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn invalid(detail: &str) -> ClientError {
+    ClientError::Status {
+        status: Status::InvalidArgument,
+        detail: detail.into(),
+    }
+}
+
+enum TxnCond {
+    Equals(String, String),
+    Absent(String),
+    Present(String),
+}
+
+impl TxnCond {
+    fn as_cond(&self) -> Cond<'_> {
+        match self {
+            TxnCond::Equals(k, v) => Cond::Equals(k.as_bytes(), v.as_bytes()),
+            TxnCond::Absent(k) => Cond::Absent(k.as_bytes()),
+            TxnCond::Present(k) => Cond::Present(k.as_bytes()),
+        }
+    }
+}
+
+enum TxnWrite {
+    Put(String, String),
+    Delete(String),
+}
+
+impl TxnWrite {
+    fn as_write(&self) -> KvWrite<'_> {
+        match self {
+            TxnWrite::Put(k, v) => KvWrite::Put(k.as_bytes(), v.as_bytes()),
+            TxnWrite::Delete(k) => KvWrite::Delete(k.as_bytes()),
+        }
+    }
+}
+
+struct TxnJson {
+    conds: Vec<TxnCond>,
+    writes: Vec<TxnWrite>,
+}
+
+/// The `corekv cli txn` description; every problem is named with its position.
+fn parse_txn_json(input: &mut [u8]) -> Result<TxnJson, String> {
+    use simd_json::prelude::*;
+    let doc = simd_json::to_borrowed_value(input).map_err(|e| format!("stdin is not JSON: {e}"))?;
+    let obj = doc.as_object().ok_or("the transaction must be a JSON object")?;
+    for k in obj.keys() {
+        if k != "if" && k != "then" {
+            return Err(format!("unknown field {k:?} (expected \"if\" and \"then\")"));
+        }
+    }
+    let text = |v: Option<&simd_json::BorrowedValue<'_>>, what: &str| -> Result<String, String> {
+        v.and_then(|v| v.as_str())
+            .map(str::to_string)
+            .ok_or_else(|| format!("{what} must be a string"))
+    };
+    let mut conds = Vec::new();
+    if let Some(list) = obj.get("if") {
+        let list = list.as_array().ok_or("\"if\" must be a list")?;
+        for (i, c) in list.iter().enumerate() {
+            let key = text(c.get("key"), &format!("if[{i}].key"))?;
+            conds.push(if c.get("equals").is_some() {
+                TxnCond::Equals(key, text(c.get("equals"), &format!("if[{i}].equals"))?)
+            } else if c.get("absent").and_then(|v| v.as_bool()) == Some(true) {
+                TxnCond::Absent(key)
+            } else if c.get("present").and_then(|v| v.as_bool()) == Some(true) {
+                TxnCond::Present(key)
+            } else {
+                return Err(format!(
+                    "if[{i}] needs \"equals\": VALUE, \"absent\": true or \"present\": true"
+                ));
+            });
+        }
+    }
+    let mut writes = Vec::new();
+    if let Some(list) = obj.get("then") {
+        let list = list.as_array().ok_or("\"then\" must be a list")?;
+        for (i, w) in list.iter().enumerate() {
+            writes.push(if w.get("put").is_some() {
+                TxnWrite::Put(
+                    text(w.get("put"), &format!("then[{i}].put"))?,
+                    text(w.get("value"), &format!("then[{i}].value"))?,
+                )
+            } else if w.get("delete").is_some() {
+                TxnWrite::Delete(text(w.get("delete"), &format!("then[{i}].delete"))?)
+            } else {
+                return Err(format!("then[{i}] needs \"put\": KEY with \"value\", or \"delete\": KEY"));
+            });
+        }
+    }
+    Ok(TxnJson { conds, writes })
 }
