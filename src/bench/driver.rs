@@ -21,7 +21,7 @@ use glommio::net::TcpStream;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
-use super::keygen::key_for;
+use super::keygen::{companion_key, key_for};
 use super::proto::{encode, parse, BenchRequest, Protocol, Reply};
 use super::workload::{OpType, ValueSize, Workload};
 
@@ -43,6 +43,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// How long an idle client executor spins before sleeping.
     pub spin: Duration,
+    /// The server's shard count (HELLO), to place the second key of txn1/txn2.
+    pub shards: u16,
 }
 
 /// Latency histogram in nanoseconds: 1 ns .. 100 s, 3 significant digits.
@@ -237,6 +239,7 @@ async fn connection(
     let (mut rstart, mut rend) = (0usize, 0usize);
     let mut inflight: VecDeque<Pending> = VecDeque::with_capacity(cfg.pipeline);
     let mut key = Vec::with_capacity(32);
+    let mut key2 = Vec::with_capacity(40);
     let value_buf = vec![b'v'; cfg.value_size.max];
     let mut next_id = 1u64;
     // Open loop: this connection's share of the rate, as a fixed interval.
@@ -304,6 +307,10 @@ async fn connection(
                 OpType::Delete => BenchRequest::Del(&key),
                 OpType::Scan => BenchRequest::Scan(&key, rng.gen_range(1..=cfg.workload.scan_max)),
                 OpType::Ping => BenchRequest::Ping,
+                OpType::Txn1 | OpType::Txn2 => {
+                    companion_key(&key, cfg.shards, op == OpType::Txn1, &mut key2);
+                    BenchRequest::Mput2(&key, &key2, &value_buf[..cfg.value_size.pick(&mut rng)])
+                }
             };
             encode(cfg.protocol, &mut wbuf, next_id, request)?;
             next_id += 1;

@@ -20,6 +20,22 @@ pub fn fnv64(v: u64) -> u64 {
 
 /// The key of record `ordinal`, YCSB style ("user" + hashed ordinal), padded so
 /// that every key has the same length.
+/// A second key for a two-key transaction on `key`: on the same shard as `key`
+/// (`same`) or on another one, of `shards` (the server's routing is public:
+/// docs/protocol.md). With one shard, "another" is the same one.
+pub fn companion_key(key: &[u8], shards: u16, same: bool, out: &mut Vec<u8>) {
+    use crate::core::hash::shard_for_key;
+    let home = shard_for_key(key, shards);
+    for i in 0u32.. {
+        out.clear();
+        out.extend_from_slice(key);
+        out.extend_from_slice(format!("/t{i}").as_bytes());
+        if shards < 2 || (shard_for_key(out, shards) == home) == same {
+            return;
+        }
+    }
+}
+
 pub fn key_for(ordinal: u64, out: &mut Vec<u8>) {
     use std::io::Write;
     out.clear();

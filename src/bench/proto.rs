@@ -33,6 +33,8 @@ pub enum BenchRequest<'a> {
     /// Up to `count` entries from `start`.
     Scan(&'a [u8], u32),
     Ping,
+    /// Both keys set to the value atomically (MPUT / MSET).
+    Mput2(&'a [u8], &'a [u8], &'a [u8]),
 }
 
 /// Append one request. `Err` if the protocol cannot express it.
@@ -44,7 +46,12 @@ pub fn encode(
 ) -> Result<(), &'static str> {
     match proto {
         Protocol::Native => {
+            let mut body = Vec::new();
+            if let BenchRequest::Mput2(a, b, v) = req {
+                crate::core::txn_format::encode_mput(&mut body, &[(a, v), (b, v)]);
+            }
             let r = match req {
+                BenchRequest::Mput2(..) => Request::Mput { body: &body },
                 BenchRequest::Get(key) => Request::Get { key },
                 BenchRequest::Set(key, value) => Request::Put { key, value },
                 BenchRequest::Del(key) => Request::Delete { key },
@@ -73,6 +80,7 @@ pub fn encode(
                 BenchRequest::Set(key, value) => bulk(&[b"SET", key, value]),
                 BenchRequest::Del(key) => bulk(&[b"DEL", key]),
                 BenchRequest::Ping => bulk(&[b"PING"]),
+                BenchRequest::Mput2(a, b, v) => bulk(&[b"MSET", a, v, b, v]),
                 BenchRequest::Scan(..) => return Err(
                     "RESP has no ordered range scan; workload E runs on the native protocol only",
                 ),

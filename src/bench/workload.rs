@@ -14,10 +14,16 @@ pub enum OpType {
     ReadModifyWrite,
     Delete,
     Ping,
+    /// MPUT of the chosen key and a companion key on the same shard: a
+    /// single-shard transaction (RESP: MSET).
+    Txn1,
+    /// MPUT of the chosen key and a companion key on another shard: two-phase
+    /// commit (RESP: MSET).
+    Txn2,
 }
 
 impl OpType {
-    pub const ALL: [OpType; 7] = [
+    pub const ALL: [OpType; 9] = [
         OpType::Read,
         OpType::Update,
         OpType::Insert,
@@ -25,6 +31,8 @@ impl OpType {
         OpType::ReadModifyWrite,
         OpType::Delete,
         OpType::Ping,
+        OpType::Txn1,
+        OpType::Txn2,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,6 +44,8 @@ impl OpType {
             OpType::ReadModifyWrite => "rmw",
             OpType::Delete => "delete",
             OpType::Ping => "ping",
+            OpType::Txn1 => "txn1",
+            OpType::Txn2 => "txn2",
         }
     }
 
@@ -61,7 +71,7 @@ impl Mix {
     }
 
     /// Parse `get=0.9,put=0.1` (names: get/read, put/update, insert, scan, rmw,
-    /// del/delete, ping).
+    /// del/delete, ping, txn1, txn2).
     pub fn parse(s: &str) -> Result<Mix, String> {
         let mut parts = Vec::new();
         for item in s.split(',') {
@@ -76,6 +86,8 @@ impl Mix {
                 "rmw" => OpType::ReadModifyWrite,
                 "del" | "delete" => OpType::Delete,
                 "ping" => OpType::Ping,
+                "txn1" => OpType::Txn1,
+                "txn2" => OpType::Txn2,
                 other => return Err(format!("unknown operation {other:?}")),
             };
             let p: f64 = p

@@ -229,6 +229,12 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         seed: args.seed,
         progress: !args.quiet,
         spin: Duration::from_micros(args.client_spin_us),
+        shards: match t.protocol {
+            Protocol::Native => corekv::net::client::Client::connect(t.addr)
+                .and_then(|mut c| c.hello())
+                .map_or(1, |h| h.shard_count),
+            Protocol::Resp => 1,
+        },
     };
     for t in &targets {
         if t.protocol == Protocol::Resp && w.mix.0.iter().any(|(op, _)| *op == OpType::Scan) {

@@ -75,6 +75,8 @@ impl LockSet {
 struct Held {
     exclusive: bool,
     holders: u32,
+    /// Held for good by an in-doubt transaction (see [`LockTable::poison`]).
+    poisoned: bool,
 }
 
 #[derive(Default)]
@@ -105,6 +107,7 @@ impl LockTable {
             let l = held.entry(*h).or_insert(Held {
                 exclusive: *mode == Mode::Exclusive,
                 holders: 0,
+                poisoned: false,
             });
             l.holders += 1;
             debug_assert!(!l.exclusive || l.holders == 1, "two exclusive holders");
@@ -144,7 +147,10 @@ impl LockTable {
                 let Some(l) = held.get_mut(h) else {
                     panic!("released a lock that is not held");
                 };
-                assert_eq!(l.exclusive, *mode == Mode::Exclusive, "lock mode mismatch");
+                assert!(
+                    l.poisoned || l.exclusive == (*mode == Mode::Exclusive),
+                    "lock mode mismatch"
+                );
                 l.holders -= 1;
                 if l.holders == 0 {
                     held.remove(h);
@@ -160,6 +166,23 @@ impl LockTable {
         match self.held.borrow().get(&hash) {
             None => false,
             Some(l) => write || l.exclusive,
+        }
+    }
+
+    /// Lock every key of `set` exclusively for as long as the process runs,
+    /// whoever holds it now (their releases still balance). For the keys of a
+    /// transaction whose outcome a failed WAL left in doubt.
+    pub fn poison(&self, set: &LockSet) {
+        let mut held = self.held.borrow_mut();
+        for (h, _) in &set.entries {
+            let l = held.entry(*h).or_insert(Held {
+                exclusive: true,
+                holders: 0,
+                poisoned: true,
+            });
+            l.exclusive = true;
+            l.poisoned = true;
+            l.holders += 1;
         }
     }
 

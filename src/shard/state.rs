@@ -17,7 +17,7 @@ use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
 use crate::core::txn_format::id_from_bytes;
 use crate::core::types::{Durability, ShardId};
-use crate::core::wal_format::{decode_batch_payload, Record};
+use crate::core::wal_format::{decode_batch_payload, Record, RecordKind};
 use crate::io::table_file::TableError;
 use crate::io::{Disk, DmaDisk};
 
@@ -46,7 +46,7 @@ pub enum ShardStatus {
 pub struct ShardState<D: Disk = DmaDisk> {
     pub id: ShardId,
     pub shard_count: u16,
-    durability: Durability,
+    pub(super) durability: Durability,
     pub(super) value_bytes_max: usize,
     pub lsm: Lsm<D>,
     pub(super) pending: RefCell<Pending>,
@@ -303,8 +303,13 @@ impl<D: Disk> ShardState<D> {
             return;
         }
         let mut pending = self.pending.borrow_mut();
-        let decoded = decode_batch_payload(payload, first_lsn, count, |record| {
-            apply_record(&self.lsm, &mut pending, record);
+        let decoded = decode_batch_payload(payload, first_lsn, count, |record| match record {
+            Record::Txn {
+                kind: RecordKind::TxnResolve,
+                lsn,
+                ..
+            } => self.apply_resolved(&mut pending, lsn),
+            record => apply_record(&self.lsm, &mut pending, record),
         });
         // We encoded these bytes ourselves a moment ago.
         assert!(
@@ -316,6 +321,7 @@ impl<D: Disk> ShardState<D> {
     /// The WAL failed: forget every write that did not become durable.
     pub fn drop_pending(&self) {
         self.pending.borrow_mut().clear();
+        self.poison_committing();
     }
 
     pub fn pending_len(&self) -> usize {
@@ -335,7 +341,25 @@ pub(super) fn read_failure(e: &TableError) -> Status {
 /// when it is still the latest write of its key.
 fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>) {
     let lsn = record.lsn();
-    // A transaction applies its own writes once durable (`txn_participant`).
+    if let Record::Txn {
+        kind: RecordKind::TxnCommit,
+        body,
+        ..
+    } = record
+    {
+        // Staged in `pending` by `log_commit`, like single-key writes.
+        let Ok(c) = crate::core::txn_format::parse_commit_record(body) else {
+            unreachable!("we encoded this commit record")
+        };
+        for w in c.writes() {
+            match pending.take_if_latest(w.key(), lsn) {
+                Some((key, value)) => lsm.apply(key, value, lsn),
+                None => lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn),
+            }
+        }
+        return;
+    }
+    // Prepares are applied when resolved; resolves by `apply_resolved`.
     let Some(key) = record.key() else { return };
     match pending.take_if_latest(key, lsn) {
         Some((key, value)) => lsm.apply(key, value, lsn),

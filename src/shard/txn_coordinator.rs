@@ -180,7 +180,22 @@ impl Router {
             // The coordinator owns none of the keys: its decision has no writes.
             own_locks.clear();
         }
-        match state.commit_writes(id, &prepared, &own_view, true).await {
+        let logged = state.log_commit(id, &prepared, &own_view, true);
+        let decided = match logged {
+            Ok(lsn) => {
+                if state.sync_mode() && own_locked {
+                    // Staged: readers of these keys now wait for the decision's fsync.
+                    state.release_locks(&own_locks);
+                    own_locked = false;
+                }
+                state
+                    .finish_commit(&own_view, lsn, true)
+                    .await
+                    .map(|()| lsn)
+            }
+            Err(e) => Err(e),
+        };
+        match decided {
             Ok(lsn) => {
                 crate::failpoint!("txn-after-decision");
                 if own_locked {
@@ -203,7 +218,11 @@ impl Router {
                 status
             }
             Err(CommitError::InDoubt) => {
-                // The decision may be on disk. Keep every lock: recovery settles it.
+                // The decision may be on disk. Keep every key locked until
+                // restart (staged writes were dropped with the WAL): recovery settles it.
+                if !own_locked {
+                    state.poison_locks(&own_locks);
+                }
                 tracing::error!(
                     shard = me,
                     %id,

@@ -18,9 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::core::status::Status;
+use crate::core::types::Durability;
 use crate::core::txn_format::{
     begin_commit_record, begin_prepare_record, encode_resolve_record, encode_write, end_list,
-    parse_prepare_record, TxnId, TxnView, WriteIter,
+    parse_prepare_record, write_bytes, TxnId, TxnView, WriteIter,
 };
 use crate::core::wal_format::{Record, RecordKind};
 use crate::io::table_file::TableError;
@@ -42,6 +43,8 @@ struct Prepared {
 #[derive(Default)]
 pub struct TxnTable {
     prepared: HashMap<TxnId, Prepared>,
+    /// Sync durability: resolves logged and staged, by resolve LSN, until durable.
+    committing: HashMap<u64, Prepared>,
     snapshots: HashMap<TxnId, LockSet>,
     /// LSN → number of holders: records whose writes are not in the memtable
     /// yet, or decisions some participant has not durably resolved.
@@ -70,6 +73,14 @@ pub enum CommitError {
     NotLogged(Status),
     /// Logged, but the WAL failed before it was durable: it may have committed.
     InDoubt,
+}
+
+fn push_commit_error(e: CommitError, out: &mut ReplyBatch) {
+    match e {
+        CommitError::NotLogged(s) => out.push(s, b"", 0),
+        // Like a single PUT whose fsync failed: not acknowledged, maybe lost.
+        CommitError::InDoubt => out.push(Status::WalFailed, b"", 0),
+    }
 }
 
 /// Why a shard said no.
@@ -238,11 +249,16 @@ impl<D: Disk> ShardState<D> {
         }
     }
 
-    /// Log a TXN_COMMIT with `view`'s writes (the whole of a single-shard
-    /// transaction, or a coordinator's decision with its own writes), wait until
-    /// durable and apply. The locks must be held. The record stays pinned if
-    /// `keep_pin` (a decision participants still need); returns its LSN.
-    pub(super) async fn commit_writes(
+    /// Log a TXN_COMMIT with `view`'s writes: the whole of a single-shard
+    /// transaction, or a coordinator's decision with its own writes. The locks
+    /// must be held. A decision stays pinned (`keep_pin`) until every
+    /// participant has resolved. Then call [`Self::finish_commit`].
+    ///
+    /// Sync durability: the writes are staged like single-key writes (visible
+    /// at once, every reply that saw them held until durable, moved into the
+    /// memtable in LSN order when durable), so the caller may release its locks
+    /// right after this returns. Async: applied by `finish_commit`, under locks.
+    pub(super) fn log_commit(
         &self,
         id: TxnId,
         participants: &[u16],
@@ -250,29 +266,55 @@ impl<D: Disk> ShardState<D> {
         keep_pin: bool,
     ) -> Result<u64, CommitError> {
         let mut body = Vec::with_capacity(
-            32 + view.writes().map(|w| 9 + w.key().len()).sum::<usize>()
-                + view
-                    .writes()
-                    .map(|w| w.value().map_or(0, <[u8]>::len))
-                    .sum::<usize>(),
+            32 + view.writes().map(|w| write_bytes(&w)).sum::<usize>(),
         );
         let at = begin_commit_record(&mut body, id, participants);
         for w in view.writes() {
             encode_write(&mut body, &w);
         }
         end_list(&mut body, at, view.write_count());
-        let lsn = self
-            .log_txn(RecordKind::TxnCommit, &body)
-            .map_err(CommitError::NotLogged)?;
-        if self.commit.wait_durable(lsn).await.is_err() {
-            // Possibly durable, possibly not: the caller decides what that means.
-            return Err(CommitError::InDoubt);
+        let record = |lsn| Record::Txn {
+            lsn,
+            kind: RecordKind::TxnCommit,
+            body: &body,
+        };
+        let lsn = self.commit.append(record).map_err(CommitError::NotLogged)?;
+        if keep_pin || !self.sync_mode() {
+            self.pin(lsn);
         }
-        self.apply_writes(view.writes(), lsn);
-        if !keep_pin {
-            self.unpin(lsn);
+        if self.sync_mode() {
+            let mut pending = self.pending.borrow_mut();
+            for w in view.writes() {
+                pending.insert(w.key(), lsn, w.value());
+            }
+        } else {
+            self.commit.request_sync();
         }
         Ok(lsn)
+    }
+
+    /// Wait until a logged commit is durable (async: then apply its writes,
+    /// with the locks still held). `Err(InDoubt)`: the WAL failed first.
+    pub(super) async fn finish_commit(
+        &self,
+        view: &TxnView<'_>,
+        lsn: u64,
+        keep_pin: bool,
+    ) -> Result<(), CommitError> {
+        if self.commit.wait_durable(lsn).await.is_err() {
+            return Err(CommitError::InDoubt);
+        }
+        if !self.sync_mode() {
+            self.apply_writes(view.writes(), lsn);
+            if !keep_pin {
+                self.unpin(lsn);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn sync_mode(&self) -> bool {
+        self.durability == Durability::Sync
     }
 
     /// A transaction whose keys all live on this shard: one TXN_COMMIT record.
@@ -288,21 +330,31 @@ impl<D: Disk> ShardState<D> {
         {
             return r.push(out);
         }
+        if view.write_count() == 0 {
+            self.locks.release(&set);
+            return out.push(Status::Ok, b"", 0);
+        }
         let id = TxnId {
             coordinator: self.id.0,
             seq: 0,
         };
-        let result = if view.write_count() == 0 {
-            Ok(0)
-        } else {
-            self.commit_writes(id, &[], &view, false).await
+        let lsn = match self.log_commit(id, &[], &view, false) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                self.locks.release(&set);
+                return push_commit_error(e, out);
+            }
         };
+        if self.sync_mode() {
+            // The reply waits for the record like a PUT's does (`settle`).
+            self.locks.release(&set);
+            return out.push(Status::Ok, b"", lsn);
+        }
+        let finished = self.finish_commit(&view, lsn, false).await;
         self.locks.release(&set);
-        match result {
-            Ok(_) => out.push(Status::Ok, b"", 0),
-            Err(CommitError::NotLogged(s)) => out.push(s, b"", 0),
-            // Like a single PUT whose fsync failed: not acknowledged, maybe lost.
-            Err(CommitError::InDoubt) => out.push(Status::WalFailed, b"", 0),
+        match finished {
+            Ok(()) => out.push(Status::Ok, b"", 0),
+            Err(e) => push_commit_error(e, out),
         }
     }
 
@@ -365,6 +417,9 @@ impl<D: Disk> ShardState<D> {
         }
         let mut body = Vec::with_capacity(11);
         encode_resolve_record(&mut body, id, true);
+        if self.sync_mode() {
+            return self.resolve_staged(id, p, &body, out);
+        }
         let resolved = match self.log_txn(RecordKind::TxnResolve, &body) {
             Ok(lsn) => self
                 .commit
@@ -392,6 +447,71 @@ impl<D: Disk> ShardState<D> {
         self.unpin(p.lsn);
         self.locks.release(&p.locks);
         out.push(Status::Ok, b"", 0);
+    }
+
+    /// Sync durability: log TXN_RESOLVE and stage the prepared writes like
+    /// single-key writes (visible now, replies held until durable), then
+    /// release the locks. The writes reach the memtable, and the prepare's pin
+    /// is dropped, when the resolve record is durable (`apply_durable`).
+    fn resolve_staged(&self, id: TxnId, p: Prepared, body: &[u8], out: &mut ReplyBatch) {
+        let record = |lsn| Record::Txn {
+            lsn,
+            kind: RecordKind::TxnResolve,
+            body,
+        };
+        let lsn = match self.commit.append(record) {
+            Ok(lsn) => lsn,
+            Err(s) => {
+                // Nothing logged; the WAL has failed. In doubt until restart:
+                // keep the locks and the pin; recovery applies the writes.
+                self.txns.borrow_mut().prepared.insert(id, p);
+                return out.push(s, b"", 0);
+            }
+        };
+        let Ok(record) = parse_prepare_record(&p.record) else {
+            unreachable!("we encoded this prepare record");
+        };
+        {
+            let mut pending = self.pending.borrow_mut();
+            for w in record.writes() {
+                pending.insert(w.key(), lsn, w.value());
+            }
+        }
+        crate::failpoint!("txn-after-partial-apply");
+        self.locks.release(&p.locks);
+        self.txns.borrow_mut().committing.insert(lsn, p);
+        out.push(Status::Ok, b"", lsn);
+    }
+
+    /// A TXN_RESOLVE staged by [`Self::resolve_staged`] is durable: its writes
+    /// go to the memtable (called in LSN order with the other records of its
+    /// batch, `pending` borrowed by the caller).
+    pub(super) fn apply_resolved(&self, pending: &mut super::pending::Pending, lsn: u64) {
+        let Some(p) = self.txns.borrow_mut().committing.remove(&lsn) else {
+            return; // resolved by recovery, which applies its own writes
+        };
+        let Ok(record) = parse_prepare_record(&p.record) else {
+            unreachable!("we encoded this prepare record");
+        };
+        for w in record.writes() {
+            match pending.take_if_latest(w.key(), lsn) {
+                Some((key, value)) => self.lsm.apply(key, value, lsn),
+                None => self
+                    .lsm
+                    .apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn),
+            }
+        }
+        self.unpin(p.lsn);
+    }
+
+    /// The WAL failed: staged resolves will never be durable here, but their
+    /// transactions committed. Lock their keys until restart, so nobody reads
+    /// around them; recovery applies them from the prepare and the decision.
+    pub(super) fn poison_committing(&self) {
+        let t = self.txns.borrow();
+        for p in t.committing.values() {
+            self.locks.poison(&p.locks);
+        }
     }
 
     /// Read `keys` (an MGET key list) under shared locks. `hold`: keep the locks
@@ -447,6 +567,11 @@ impl<D: Disk> ShardState<D> {
             self.locks.release(&set);
         }
         out.push(Status::Ok, b"", 0);
+    }
+
+    /// Lock `set` until restart (keys of an in-doubt transaction).
+    pub(super) fn poison_locks(&self, set: &LockSet) {
+        self.locks.poison(set);
     }
 
     /// Release locks a coordinator took on its own shard.
