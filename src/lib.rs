@@ -13,6 +13,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bench;
+pub mod check;
 pub mod core;
 #[doc(hidden)]
 pub mod failpoint;

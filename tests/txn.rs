@@ -69,6 +69,16 @@ fn conditions_atomicity_and_snapshots_across_shards() {
         vec![Some(b"70".to_vec()), Some(b"80".to_vec())]
     );
 
+    // Two false conditions on different shards: the reply names the first
+    // (shards are visited in order, so the one on shard 1 is checked last).
+    let r = c
+        .txn(
+            &[Cond::Equals(&b, b"no"), Cond::Equals(&a, b"no")],
+            &[Write::Put(&a, b"0")],
+        )
+        .expect("txn");
+    assert_eq!(r, TxnResult::ConditionFailed(0));
+
     // Deletes and absent conditions.
     let r = c
         .txn(
@@ -261,7 +271,10 @@ fn cli_mput_mget_and_txn_from_json() {
 
     let (code, _, err) = cli(a, &["txn"], r#"{"if": [{"key": "x"}]}"#);
     assert_eq!(code, 2);
-    assert!(err.starts_with("INVALID_ARGUMENT") && err.contains("if[0]"), "{err}");
+    assert!(
+        err.starts_with("INVALID_ARGUMENT") && err.contains("if[0]"),
+        "{err}"
+    );
     let (code, _, err) = cli(a, &["txn"], "not json");
     assert_eq!(code, 2);
     assert!(err.contains("not JSON"), "{err}");

@@ -186,7 +186,9 @@ fn execute(args: &CliArgs) -> Result<ExitCode, ClientError> {
         }
         CliCommand::Mput { pairs } => {
             if pairs.len() % 2 != 0 {
-                return Err(invalid("mput takes KEY VALUE pairs: the last key has no value"));
+                return Err(invalid(
+                    "mput takes KEY VALUE pairs: the last key has no value",
+                ));
             }
             let kv: Vec<(&[u8], &[u8])> = pairs
                 .chunks(2)
@@ -264,10 +266,14 @@ struct TxnJson {
 fn parse_txn_json(input: &mut [u8]) -> Result<TxnJson, String> {
     use simd_json::prelude::*;
     let doc = simd_json::to_borrowed_value(input).map_err(|e| format!("stdin is not JSON: {e}"))?;
-    let obj = doc.as_object().ok_or("the transaction must be a JSON object")?;
+    let obj = doc
+        .as_object()
+        .ok_or("the transaction must be a JSON object")?;
     for k in obj.keys() {
         if k != "if" && k != "then" {
-            return Err(format!("unknown field {k:?} (expected \"if\" and \"then\")"));
+            return Err(format!(
+                "unknown field {k:?} (expected \"if\" and \"then\")"
+            ));
         }
     }
     let text = |v: Option<&simd_json::BorrowedValue<'_>>, what: &str| -> Result<String, String> {
@@ -305,7 +311,9 @@ fn parse_txn_json(input: &mut [u8]) -> Result<TxnJson, String> {
             } else if w.get("delete").is_some() {
                 TxnWrite::Delete(text(w.get("delete"), &format!("then[{i}].delete"))?)
             } else {
-                return Err(format!("then[{i}] needs \"put\": KEY with \"value\", or \"delete\": KEY"));
+                return Err(format!(
+                    "then[{i}] needs \"put\": KEY with \"value\", or \"delete\": KEY"
+                ));
             });
         }
     }

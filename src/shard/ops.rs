@@ -24,6 +24,9 @@ pub enum OpKind {
     TxnPrepare,
     /// Phase two. Key: the txn id bytes; value: `[1]` commit, `[0]` abort.
     TxnDecide,
+    /// After a false condition on another shard: lock and check this shard's
+    /// part, keep the locks under the txn id (released by `SnapRelease`).
+    TxnCheck,
     /// Read keys (value: `len u32 | key` items) under shared locks. Key: empty
     /// to release at once, or the snapshot id whose locks stay held.
     SnapRead,

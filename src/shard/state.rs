@@ -145,6 +145,10 @@ impl<D: Disk> ShardState<D> {
                 Some(id) => self.txn_prepare(id, op.value, out).await,
                 None => out.push(Status::Internal, b"bad transaction id", 0),
             },
+            OpKind::TxnCheck => match id_from_bytes(op.key) {
+                Some(id) => self.txn_check(id, op.value, out).await,
+                None => out.push(Status::Internal, b"bad transaction id", 0),
+            },
             OpKind::TxnDecide => match id_from_bytes(op.key) {
                 Some(id) => self.txn_decide(id, op.value == [1], out).await,
                 None => out.push(Status::Internal, b"bad transaction id", 0),

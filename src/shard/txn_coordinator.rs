@@ -143,17 +143,20 @@ impl Router {
         let mut prepared: Vec<u16> = Vec::with_capacity(owners.len());
         let mut scratch = Vec::new();
         let deadline = state.lock_deadline();
-        for &s in owners {
+        for (pos, &s) in owners.iter().enumerate() {
             let refused = if s == me {
                 match state
-                    .lock_and_check(&own_view, &mut own_locks, deadline)
+                    .lock_and_check(&own_view, &mut own_locks, deadline, true)
                     .await
                 {
                     Ok(()) => {
                         own_locked = true;
                         None
                     }
-                    Err(r) => Some(refusal_reply(&r)),
+                    Err(r) => {
+                        own_locked = matches!(r, Refusal::Condition(_));
+                        Some(refusal_reply(&r))
+                    }
                 }
             } else {
                 parts[usize::from(s)].encode(&mut scratch);
@@ -167,14 +170,41 @@ impl Router {
                     Some((status, reply))
                 }
             };
-            if let Some((status, reply)) = refused {
-                if own_locked {
-                    state.release_locks(&own_locks);
+            let Some((mut status, mut reply)) = refused else {
+                continue;
+            };
+            let mut held: Vec<u16> = Vec::new();
+            if status == Status::ConditionFailed {
+                if s != me {
+                    held.push(s);
                 }
-                self.decide_all(id, &prepared, false).await;
-                detail.extend_from_slice(&reply);
-                return status;
+                // Later shards may hold lower-numbered conditions: check them
+                // while everything checked so far stays locked.
+                let (st, rep) = self
+                    .lowest_false_condition(
+                        id,
+                        parts,
+                        &owners[pos + 1..],
+                        &own_view,
+                        &mut own_locks,
+                        &mut own_locked,
+                        &mut held,
+                        reply,
+                    )
+                    .await;
+                status = st;
+                reply = rep;
             }
+            if own_locked {
+                state.release_locks(&own_locks);
+            }
+            for h in held {
+                self.call_one(ShardId(h), OpKind::SnapRelease, &id_bytes(id), b"")
+                    .await;
+            }
+            self.decide_all(id, &prepared, false).await;
+            detail.extend_from_slice(&reply);
+            return status;
         }
         if !own_locked {
             // The coordinator owns none of the keys: its decision has no writes.
@@ -235,6 +265,71 @@ impl Router {
                 Status::TxnInDoubt
             }
         }
+    }
+
+    /// A condition of index `first` (in `reply`) was false on an earlier shard,
+    /// whose locks are still held. Lock and check the `rest` of the owners that
+    /// have a lower-numbered condition, keeping their locks (`held`, or the
+    /// coordinator's own), so the answer names the first false condition of
+    /// one state. A lock timeout here makes the whole answer TXN_ABORTED.
+    #[allow(clippy::too_many_arguments)]
+    async fn lowest_false_condition(
+        &self,
+        id: TxnId,
+        parts: &[Part],
+        rest: &[u16],
+        own_view: &TxnView<'_>,
+        own_locks: &mut LockSet,
+        own_locked: &mut bool,
+        held: &mut Vec<u16>,
+        reply: Vec<u8>,
+    ) -> (Status, Vec<u8>) {
+        let index_of = |r: &[u8]| r.first_chunk::<4>().map_or(0, |b| u32::from_le_bytes(*b));
+        let mut lowest = index_of(&reply);
+        let mut scratch = Vec::new();
+        for &t in rest {
+            let part = &parts[usize::from(t)];
+            let Ok(view) = ({
+                part.encode(&mut scratch);
+                TxnView::parse(&scratch, true)
+            }) else {
+                unreachable!("we encoded this part")
+            };
+            if !view.conds().any(|(i, _)| i < lowest) {
+                continue;
+            }
+            let (status, r) = if t == self.id.0 {
+                let deadline = self.state().lock_deadline();
+                match self
+                    .state()
+                    .lock_and_check(own_view, own_locks, deadline, true)
+                    .await
+                {
+                    Ok(()) => {
+                        *own_locked = true;
+                        (Status::Ok, Vec::new())
+                    }
+                    Err(r) => {
+                        *own_locked = matches!(r, Refusal::Condition(_));
+                        refusal_reply(&r)
+                    }
+                }
+            } else {
+                let (status, r) = self
+                    .call_one(ShardId(t), OpKind::TxnCheck, &id_bytes(id), &scratch)
+                    .await;
+                if matches!(status, Status::Ok | Status::ConditionFailed) {
+                    held.push(t);
+                }
+                (status, r)
+            };
+            match status {
+                Status::Ok => {}
+                Status::ConditionFailed => lowest = lowest.min(index_of(&r)),
+                _ => return (status, r),
+            }
+        }
+        (Status::ConditionFailed, lowest.to_le_bytes().to_vec())
     }
 
     /// Send the decision to every shard in `shards`; true if all applied it.

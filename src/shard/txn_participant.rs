@@ -18,11 +18,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::core::status::Status;
-use crate::core::types::Durability;
 use crate::core::txn_format::{
     begin_commit_record, begin_prepare_record, encode_resolve_record, encode_write, end_list,
     parse_prepare_record, write_bytes, TxnId, TxnView, WriteIter,
 };
+use crate::core::types::Durability;
 use crate::core::wal_format::{Record, RecordKind};
 use crate::io::table_file::TableError;
 use crate::io::Disk;
@@ -204,13 +204,19 @@ impl<D: Disk> ShardState<D> {
         Ok(())
     }
 
-    /// Lock this shard's keys of a transaction and check its conditions. On
-    /// success the locks in `set` are held and must be released by the caller.
+    /// Lock this shard's keys of a transaction and check its conditions (in
+    /// index order: the first false one is the lowest-numbered false one here).
+    /// On success the locks in `set` are held and must be released by the
+    /// caller; on a false condition too if `keep_on_false` (the coordinator
+    /// still has to check lower-numbered conditions on later shards while
+    /// these stay locked, so that the reply names the first false condition
+    /// of one consistent state).
     pub(super) async fn lock_and_check(
         &self,
         view: &TxnView<'_>,
         set: &mut LockSet,
         deadline: Instant,
+        keep_on_false: bool,
     ) -> Result<(), Refusal> {
         self.check_writable(view)?;
         lock_set_of(view, set);
@@ -221,7 +227,9 @@ impl<D: Disk> ShardState<D> {
             match self.read_current(cond.key(), |v| cond.holds(v)).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    self.locks.release(set);
+                    if !keep_on_false {
+                        self.locks.release(set);
+                    }
                     return Err(Refusal::Condition(index));
                 }
                 Err(e) => {
@@ -265,9 +273,8 @@ impl<D: Disk> ShardState<D> {
         view: &TxnView<'_>,
         keep_pin: bool,
     ) -> Result<u64, CommitError> {
-        let mut body = Vec::with_capacity(
-            32 + view.writes().map(|w| write_bytes(&w)).sum::<usize>(),
-        );
+        let mut body =
+            Vec::with_capacity(32 + view.writes().map(|w| write_bytes(&w)).sum::<usize>());
         let at = begin_commit_record(&mut body, id, participants);
         for w in view.writes() {
             encode_write(&mut body, &w);
@@ -325,7 +332,7 @@ impl<D: Disk> ShardState<D> {
         };
         let mut set = LockSet::default();
         if let Err(r) = self
-            .lock_and_check(&view, &mut set, self.lock_deadline())
+            .lock_and_check(&view, &mut set, self.lock_deadline(), false)
             .await
         {
             return r.push(out);
@@ -358,6 +365,30 @@ impl<D: Disk> ShardState<D> {
         }
     }
 
+    /// After a false condition elsewhere: lock this shard's keys and check its
+    /// conditions, keeping the locks under `id` either way (released by
+    /// `SnapRelease`), so the coordinator can name the lowest false condition.
+    pub(super) async fn txn_check(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
+        let Ok(view) = TxnView::parse(body, true) else {
+            debug_assert!(false, "the coordinator encodes shard bodies");
+            return out.push(Status::Internal, b"malformed transaction part", 0);
+        };
+        let mut set = LockSet::default();
+        let checked = self
+            .lock_and_check(&view, &mut set, self.lock_deadline(), true)
+            .await;
+        match checked {
+            Ok(()) | Err(Refusal::Condition(_)) => {
+                self.txns.borrow_mut().snapshots.insert(id, set);
+            }
+            Err(_) => {}
+        }
+        match checked {
+            Ok(()) => out.push(Status::Ok, b"", 0),
+            Err(r) => r.push(out),
+        }
+    }
+
     /// Phase one on a participant: lock, check, log TXN_PREPARE, wait durable.
     pub(super) async fn txn_prepare(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
         let Ok(view) = TxnView::parse(body, true) else {
@@ -366,9 +397,13 @@ impl<D: Disk> ShardState<D> {
         };
         let mut set = LockSet::default();
         if let Err(r) = self
-            .lock_and_check(&view, &mut set, self.lock_deadline())
+            .lock_and_check(&view, &mut set, self.lock_deadline(), true)
             .await
         {
+            if let Refusal::Condition(_) = r {
+                // Held until the coordinator has checked the rest (SnapRelease).
+                self.txns.borrow_mut().snapshots.insert(id, set);
+            }
             return r.push(out);
         }
         let mut record = Vec::with_capacity(body.len() + 16);

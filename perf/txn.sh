@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Transaction throughput and latency against plain PUT, one server per run.
+#
+# Usage: perf/txn.sh
+# Environment (defaults in brackets):
+#   SHARDS [2]  CONNECTIONS [32]  KEYS [100000]  VALUE [256]  DURATION [8]
+#   WARMUP [2]  REPEAT [3]  CLIENT_CORES [0]  DURABILITY [sync]
+#
+# 1. Peak (closed loop): put, txn1 (MPUT of two keys on one shard), txn2 (MPUT
+#    of two keys on two shards), uniform keys, REPEAT interleaved runs each on a
+#    fresh data directory; prints every run and the medians and ratios to put.
+# 2. Latency at 50% of each op's median peak (open loop, coordinated-omission
+#    corrected): p50/p99/p99.9 per op.
+# 3. GET p99 at a fixed rate alone, next to a txn2 load on other keys, and next
+#    to a PUT load writing as many keys per second (the control).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARDS=${SHARDS:-2}; CONNECTIONS=${CONNECTIONS:-32}; KEYS=${KEYS:-100000}; VALUE=${VALUE:-256}
+DURATION=${DURATION:-8}; WARMUP=${WARMUP:-2}; REPEAT=${REPEAT:-3}; CLIENT_CORES=${CLIENT_CORES:-0}
+DURABILITY=${DURABILITY:-sync}
+cargo build --release --quiet
+bin=target/release/corekv
+work=$(mktemp -d /tmp/corekv-txn.XXXXXX)
+server=""
+cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start() {
+    rm -rf "$work/data"; port=$(free_port); admin=$(free_port)
+    $bin serve --data-dir "$work/data" --shards "$SHARDS" --durability "$DURABILITY" \
+        --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin >"$work/server.log" 2>&1 &
+    server=$!
+    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0; sleep 0.1; done
+    echo "server did not start" >&2; cat "$work/server.log" >&2; exit 2
+}
+stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
+bench() { # mix, extra args... → prints "ops/s p50 p99 p99.9" of the op line
+    local mix=$1; shift
+    $bin bench --addr 127.0.0.1:$port --workload custom --mix "$mix" --distribution uniform \
+        --keys "$KEYS" --value-size "$VALUE" --connections "$CONNECTIONS" --client-cores "$CLIENT_CORES" \
+        --warmup "$WARMUP" --duration "$DURATION" --quiet "$@" >"$work/bench.out"
+    awk -v op="${mix%%=*}" '$1==op || ($1=="update" && op=="put") || ($1=="read" && op=="get") {print $3, $5, $7, $8}' "$work/bench.out"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+echo "# $(date -u +%F) $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), kernel $(uname -r)"
+echo "# shards=$SHARDS connections=$CONNECTIONS keys=$KEYS value=$VALUE durability=$DURABILITY"
+echo "## peak (closed loop), ops/s p50 p99 p99.9 (µs)"
+declare -A peaks
+for r in $(seq "$REPEAT"); do
+    for op in put txn1 txn2; do
+        start; line=$(bench "$op=1"); stop
+        echo "run $r $op $line"
+        peaks[$op]+="$(echo "$line" | cut -d' ' -f1) "
+    done
+done
+for op in put txn1 txn2; do
+    m=$(echo ${peaks[$op]} | tr ' ' '\n' | median); eval "med_$op=$m"
+done
+echo "median peak: put $med_put, txn1 $med_txn1 ($(python3 -c "print(f'{$med_txn1/$med_put:.2f}')")x put), txn2 $med_txn2 ($(python3 -c "print(f'{$med_txn2/$med_put:.2f}')")x put)"
+
+echo "## at 50% of each median peak (open loop), ops/s p50 p99 p99.9 (µs)"
+for op in put txn1 txn2; do
+    eval "peak=\$med_$op"; rate=$(python3 -c "print(int($peak*0.5))")
+    start; echo "$op @ $rate/s: $(bench "$op=1" --rate "$rate")"; stop
+done
+
+echo "## GET p99 at a fixed rate, alone / next to txn2 / next to put writing as many keys"
+get_rate=$(python3 -c "print(int($med_put*0.3))"); txn_rate=$(python3 -c "print(int($med_txn2*0.3))")
+start
+$bin bench --addr 127.0.0.1:$port --workload custom --mix put=1 --keys "$KEYS" --connections 16 --load --load-only --quiet >/dev/null
+side() { # mix rate → background load on keys above KEYS
+    $bin bench --addr 127.0.0.1:$port --workload custom --mix "$1" --distribution uniform --keys "$KEYS" \
+        --connections 8 --client-cores "$CLIENT_CORES" --warmup 0 --duration $((DURATION + WARMUP + 2)) \
+        --rate "$2" --seed 99 --quiet >/dev/null &
+    side_pid=$!
+}
+for what in alone txn2 put; do
+    case $what in
+        alone) side_pid="";;
+        txn2) side "txn2=1" "$txn_rate";;
+        put) side "put=1" "$((txn_rate * 2))";;
+    esac
+    sleep 1
+    echo "get @ $get_rate/s, $what${side_pid:+ (side load)}: $(bench "get=1" --rate "$get_rate")"
+    [ -n "$side_pid" ] && wait "$side_pid"
+done
+stop
