@@ -5,6 +5,8 @@
 # Environment (defaults in brackets):
 #   SHARDS [2]  CONNECTIONS [32]  KEYS [100000]  VALUE [256]  DURATION [8]
 #   WARMUP [2]  REPEAT [3]  CLIENT_CORES [0]  DURABILITY [sync]
+#   PARTS ["peak load get"]: which parts to run; without "peak", part 2 needs
+#   PUT_PEAK TXN1_PEAK TXN2_PEAK and part 3 PUT_PEAK TXN2_PEAK (ops/s).
 #
 # 1. Peak (closed loop): put, txn1 (MPUT of two keys on one shard), txn2 (MPUT
 #    of two keys on two shards), uniform keys, REPEAT interleaved runs each on a
@@ -46,6 +48,9 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "# $(date -u +%F) $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), kernel $(uname -r)"
 echo "# shards=$SHARDS connections=$CONNECTIONS keys=$KEYS value=$VALUE durability=$DURABILITY"
+PARTS=${PARTS:-"peak load get"}
+med_put=${PUT_PEAK:-0}; med_txn1=${TXN1_PEAK:-0}; med_txn2=${TXN2_PEAK:-0}
+if [[ $PARTS == *peak* ]]; then
 echo "## peak (closed loop), ops/s p50 p99 p99.9 (µs)"
 declare -A peaks
 for r in $(seq "$REPEAT"); do
@@ -59,12 +64,18 @@ for op in put txn1 txn2; do
     m=$(echo ${peaks[$op]} | tr ' ' '\n' | median); eval "med_$op=$m"
 done
 echo "median peak: put $med_put, txn1 $med_txn1 ($(python3 -c "print(f'{$med_txn1/$med_put:.2f}')")x put), txn2 $med_txn2 ($(python3 -c "print(f'{$med_txn2/$med_put:.2f}')")x put)"
+fi
 
+if [[ $PARTS == *load* ]]; then
 echo "## at 50% of each median peak (open loop), ops/s p50 p99 p99.9 (µs)"
-for op in put txn1 txn2; do
-    eval "peak=\$med_$op"; rate=$(python3 -c "print(int($peak*0.5))")
-    start; echo "$op @ $rate/s: $(bench "$op=1" --rate "$rate")"; stop
+for r in $(seq "$REPEAT"); do
+    for op in put txn1 txn2; do
+        eval "peak=\$med_$op"; rate=$(python3 -c "print(int($peak*0.5))")
+        start; echo "run $r $op @ $rate/s: $(bench "$op=1" --rate "$rate")"; stop
+    done
 done
+fi
+[[ $PARTS == *get* ]] || exit 0
 
 echo "## GET p99 at a fixed rate, alone / next to txn2 / next to put writing as many keys"
 get_rate=$(python3 -c "print(int($med_put*0.3))"); txn_rate=$(python3 -c "print(int($med_txn2*0.3))")
@@ -76,6 +87,7 @@ side() { # mix rate → background load on keys above KEYS
         --rate "$2" --seed 99 --quiet >/dev/null &
     side_pid=$!
 }
+for r in $(seq "$REPEAT"); do
 for what in alone txn2 put; do
     case $what in
         alone) side_pid="";;
@@ -83,7 +95,8 @@ for what in alone txn2 put; do
         put) side "put=1" "$((txn_rate * 2))";;
     esac
     sleep 1
-    echo "get @ $get_rate/s, $what${side_pid:+ (side load)}: $(bench "get=1" --rate "$get_rate")"
-    [ -n "$side_pid" ] && wait "$side_pid"
+    echo "run $r get @ $get_rate/s, $what${side_pid:+ (side load)}: $(bench "get=1" --rate "$get_rate")"
+    if [ -n "$side_pid" ]; then wait "$side_pid"; fi
+done
 done
 stop

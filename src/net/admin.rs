@@ -465,6 +465,19 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             per_shard(&|s| s.pending_writes as f64),
         )?;
         family(
+            "corekv_txn_locks_held",
+            "Keys locked by transactions and snapshot MGETs right now (a steady non-zero value \
+             with no load: an in-doubt transaction, see TXN_IN_DOUBT).",
+            MetricType::Gauge,
+            per_shard(&|s| s.txn_locks_held as f64),
+        )?;
+        family(
+            "corekv_txn_prepared",
+            "Transactions prepared on this shard, waiting for their coordinator's decision.",
+            MetricType::Gauge,
+            per_shard(&|s| s.txn_prepared as f64),
+        )?;
+        family(
             "corekv_uptime_seconds",
             "Seconds since the process started.",
             MetricType::Gauge,

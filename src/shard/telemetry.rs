@@ -67,6 +67,10 @@ pub struct ShardSnapshot {
     pub wal_largest_batch_records: u64,
     pub durable_lsn: u64,
     pub pending_writes: u64,
+    /// Keys (hashes) locked by transactions and snapshot reads right now.
+    pub txn_locks_held: u64,
+    /// Transactions prepared here and waiting for their coordinator's decision.
+    pub txn_prepared: u64,
     pub storage: StorageSnapshot,
 }
 
@@ -150,6 +154,8 @@ impl ShardSnapshot {
             wal_largest_batch_records: 0,
             durable_lsn: 0,
             pending_writes: 0,
+            txn_locks_held: 0,
+            txn_prepared: 0,
             storage: StorageSnapshot::default(),
         }
     }
@@ -190,6 +196,8 @@ impl ShardSnapshot {
             wal_largest_batch_records: c.largest_batch_records.get(),
             durable_lsn: state.commit.durable_lsn(),
             pending_writes: state.pending_len() as u64,
+            txn_locks_held: state.locks_held() as u64,
+            txn_prepared: state.prepared_txns() as u64,
             storage: StorageSnapshot::capture(state),
         }
     }

@@ -143,6 +143,10 @@ impl<D: Disk> ShardState<D> {
         debug_assert!(granted, "locks taken before serving");
     }
 
+    pub fn locks_held(&self) -> usize {
+        self.locks.len()
+    }
+
     pub fn prepared_txns(&self) -> usize {
         self.txns.borrow().prepared_len()
     }
