@@ -17,6 +17,9 @@ pub enum OpKind {
     Delete,
     /// Key: the start key; value: encoded `scan::ScanParams`. Reply: a page.
     Scan,
+    /// One phase of an online backup (`shard::backup`). Key: the backup id
+    /// (u64 LE); value: the phase byte, then its argument.
+    Backup,
 }
 
 #[derive(Clone, Debug)]

@@ -21,6 +21,7 @@ use crate::io::{Disk, DmaDisk};
 
 use crate::core::filter::Filter;
 
+use super::backup::BackupGate;
 use super::commit::Commit;
 use super::lsm::Lsm;
 use super::merge::{Merge, Overlay};
@@ -48,6 +49,8 @@ pub struct ShardState<D: Disk = DmaDisk> {
     pending: RefCell<Pending>,
     pub commit: Commit,
     pub metrics: ShardMetrics,
+    /// Holds writes back while a backup takes its cut (`shard::backup`).
+    pub(super) backup: BackupGate,
 }
 
 impl<D: Disk> ShardState<D> {
@@ -77,6 +80,7 @@ impl<D: Disk> ShardState<D> {
                 next_lsn,
             ),
             metrics: ShardMetrics::default(),
+            backup: BackupGate::default(),
         }
     }
 
@@ -107,14 +111,19 @@ impl<D: Disk> ShardState<D> {
                 if op.value.len() > self.value_bytes_max {
                     return out.push(Status::ValueTooLarge, b"", 0);
                 }
+                let _gate = self.backup.enter_write().await;
                 match self.write(op.key, Some(op.value)) {
                     Ok(lsn) => out.push(Status::Ok, b"", lsn),
                     Err(status) => out.push(status, b"", 0),
                 }
             }
             OpKind::Scan => self.scan(op.key, op.value, out).await,
+            OpKind::Backup => self.backup_op(op.key, op.value, out).await,
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
+                // Entered before the lookup: a pause waits for this delete, so
+                // its answer and its write fall on the same side of the cut.
+                let _gate = self.backup.enter_write().await;
                 let existed = match self.exists(op.key).await {
                     Ok(e) => e,
                     Err(e) => return out.push(read_failure(&e), b"", 0),
