@@ -87,8 +87,9 @@ fn writer(
     while !stop.load(Ordering::SeqCst) {
         let sent_after_backup = backup_returned.load(Ordering::SeqCst);
         let key = format!("w{id}-{i}");
-        c.put(key.as_bytes(), &value_of(id, i))
-            .unwrap_or_else(|e| panic!("writer {id}: put {key}: {e} (writes must wait, never fail)"));
+        c.put(key.as_bytes(), &value_of(id, i)).unwrap_or_else(|e| {
+            panic!("writer {id}: put {key}: {e} (writes must wait, never fail)")
+        });
         log.push(Sent {
             acked_before_backup: !backup_started.load(Ordering::SeqCst),
             sent_after_backup,
@@ -115,7 +116,10 @@ fn check_cut(logs: &[Vec<Sent>], found: &[Vec<Option<Vec<u8>>>]) -> Result<CutSt
         let present: Vec<bool> = found[w].iter().map(Option::is_some).collect();
         let prefix = present.iter().take_while(|p| **p).count();
         if prefix > log.len() {
-            return Err(format!("writer {w}: w{w}-{} exists but was never written", log.len()));
+            return Err(format!(
+                "writer {w}: w{w}-{} exists but was never written",
+                log.len()
+            ));
         }
         if let Some(gap) = present[prefix..].iter().position(|p| *p) {
             return Err(format!(
@@ -196,13 +200,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     started.store(true, Ordering::SeqCst);
-    let out = corekv(&[
-        "backup",
-        "--addr",
-        &addr.to_string(),
-        "--to",
-        s(&backup),
-    ]);
+    let out = corekv(&["backup", "--addr", &addr.to_string(), "--to", s(&backup)]);
     returned.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
@@ -212,7 +210,10 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         .collect();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(report.contains("backup ok") && report.contains("cut LSNs"), "{report}");
+    assert!(
+        report.contains("backup ok") && report.contains("cut LSNs"),
+        "{report}"
+    );
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
 
@@ -244,7 +245,10 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         found.push(values);
     }
     let stats = check_cut(&logs, &found).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{stats:?}; writes per writer: {:?}", logs.iter().map(Vec::len).collect::<Vec<_>>());
+    eprintln!(
+        "{stats:?}; writes per writer: {:?}",
+        logs.iter().map(Vec::len).collect::<Vec<_>>()
+    );
     assert!(
         stats.acked_before > 100 && stats.sent_after > 10,
         "the backup did not run under load: {stats:?}"
@@ -311,10 +315,18 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     let missing_parent = dir.path().join("no-such-dir/backup");
     let out = corekv(&["backup", "--addr", &addr, "--to", s(&missing_parent)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("BACKUP_TARGET_INVALID"), "{}", text(&out));
+    assert!(
+        text(&out).contains("BACKUP_TARGET_INVALID"),
+        "{}",
+        text(&out)
+    );
     let inside = data.join("backup");
     let out = corekv(&["backup", "--addr", &addr, "--to", s(&inside)]);
-    assert!(text(&out).contains("inside the data directory"), "{}", text(&out));
+    assert!(
+        text(&out).contains("inside the data directory"),
+        "{}",
+        text(&out)
+    );
     server.client().put(b"after", b"refusals").unwrap();
     assert_eq!(server.stop().0, Some(0));
 
@@ -343,7 +355,11 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     std::fs::write(target.join("precious"), b"keep me").unwrap();
     let out = corekv(&["restore", "--from", s(&backup), "--data-dir", s(&target)]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("RESTORE_TARGET_NOT_EMPTY"), "{}", text(&out));
+    assert!(
+        text(&out).contains("RESTORE_TARGET_NOT_EMPTY"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me");
     let out = corekv(&[
         "restore",
@@ -365,13 +381,19 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
         })
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(std::fs::read(aside[0].join("precious")).unwrap(), b"keep me");
+    assert_eq!(
+        std::fs::read(aside[0].join("precious")).unwrap(),
+        b"keep me"
+    );
     assert!(text(&out).contains(s(&aside[0])), "{}", text(&out));
 
     // The restored copy serves the backed-up data.
     let server = common::start_server(&target, STORAGE);
     let mut c = server.client();
-    assert_eq!(c.get(b"key-002999").unwrap(), Some(vec![b'a' + (2999 % 26) as u8; 300]));
+    assert_eq!(
+        c.get(b"key-002999").unwrap(),
+        Some(vec![b'a' + (2999 % 26) as u8; 300])
+    );
     assert_eq!(c.get(b"after").unwrap(), None, "written after the backup");
 }
 
@@ -382,7 +404,13 @@ fn backup_verification_catches_a_changed_manifest() {
     let backup = dir.path().join("backup");
     let server = common::start_server(&data, &["--shards", "2"]);
     load(&server, 200);
-    let out = corekv(&["backup", "--addr", &server.addr.to_string(), "--to", s(&backup)]);
+    let out = corekv(&[
+        "backup",
+        "--addr",
+        &server.addr.to_string(),
+        "--to",
+        s(&backup),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     drop(server);
     let out = corekv(&["verify", "--backup", s(&backup)]);
@@ -396,7 +424,13 @@ fn backup_verification_catches_a_changed_manifest() {
     std::fs::write(&manifest, &changed).unwrap();
     for args in [
         vec!["verify", "--backup", s(&backup)],
-        vec!["restore", "--from", s(&backup), "--data-dir", s(&dir.path().join("r"))],
+        vec![
+            "restore",
+            "--from",
+            s(&backup),
+            "--data-dir",
+            s(&dir.path().join("r")),
+        ],
     ] {
         let out = corekv(&args);
         assert_eq!(out.status.code(), Some(1), "{}", text(&out));

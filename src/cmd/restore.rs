@@ -80,7 +80,10 @@ pub fn run(args: RestoreArgs) -> ExitCode {
     );
     match super::verify::check_dir(&args.data_dir) {
         0 => {
-            println!("restore verified: start the server on {}", args.data_dir.display());
+            println!(
+                "restore verified: start the server on {}",
+                args.data_dir.display()
+            );
             ExitCode::SUCCESS
         }
         code => {

@@ -93,8 +93,8 @@ pub fn encode_backup_manifest(body: &BackupBody) -> Vec<u8> {
 /// the backup (a damaged manifest must not make restore write elsewhere).
 pub fn decode_backup_manifest(bytes: &[u8]) -> Result<BackupBody, BackupFormatError> {
     let bad = |s: String| BackupFormatError(s);
-    let file: BackupManifestFile = serde_json::from_slice(bytes)
-        .map_err(|e| bad(format!("not a backup manifest ({e})")))?;
+    let file: BackupManifestFile =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a backup manifest ({e})")))?;
     let computed = body_crc(&file.body);
     if computed != file.body_crc32c {
         return Err(bad(format!(

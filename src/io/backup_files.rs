@@ -211,7 +211,10 @@ pub fn link_shard_tables(
     }
     for &id in table_ids {
         let name = table_file_name(id);
-        link_or_copy(&src.join("tables").join(&name), &dst.join("tables").join(&name))?;
+        link_or_copy(
+            &src.join("tables").join(&name),
+            &dst.join("tables").join(&name),
+        )?;
     }
     let manifest = src.join(MANIFEST_FILE);
     match fs::symlink_metadata(&manifest) {
@@ -328,14 +331,15 @@ pub fn seal_shard(target: &Path, shard: u16) -> Result<Vec<BackupFileEntry>, Bac
     let dir = backup_shard_dir(target, shard);
     let mut entries = Vec::new();
     for sub in ["", "tables", "wal"] {
-        let d = if sub.is_empty() { dir.clone() } else { dir.join(sub) };
+        let d = if sub.is_empty() {
+            dir.clone()
+        } else {
+            dir.join(sub)
+        };
         let mut names: Vec<String> = Vec::new();
         for entry in fs::read_dir(&d).map_err(io(IoOp::ListDir, &d))? {
             let entry = entry.map_err(io(IoOp::ListDir, &d))?;
-            let is_file = entry
-                .file_type()
-                .map_err(io(IoOp::Stat, &d))?
-                .is_file();
+            let is_file = entry.file_type().map_err(io(IoOp::Stat, &d))?.is_file();
             if is_file {
                 if let Some(n) = entry.file_name().to_str() {
                     names.push(n.to_string());

@@ -484,7 +484,12 @@ pub async fn run_backup(ctx: &ShardContext, target: &[u8]) -> Result<Vec<u8>, Ba
     // Every shard copies its WAL tail at once: one message each.
     batch.clear();
     for s in 0..n {
-        batch.push(ShardId(s), OpKind::Backup, &id.to_le_bytes(), &[PHASE_FINISH]);
+        batch.push(
+            ShardId(s),
+            OpKind::Backup,
+            &id.to_le_bytes(),
+            &[PHASE_FINISH],
+        );
     }
     ctx.router.execute(&mut batch).await;
     let mut files = Vec::new();
