@@ -547,3 +547,61 @@ pub async fn run_backup(ctx: &ShardContext, target: &[u8]) -> Result<Vec<u8>, Ba
     });
     serde_json::to_vec(&summary).map_err(|e| BackupFailure::failed(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    #[test]
+    fn writes_wait_at_a_closed_gate_and_a_pause_waits_for_writes_past_it() {
+        let ex = glommio::LocalExecutor::default();
+        ex.run(async {
+            let gate = Rc::new(BackupGate::default());
+            // A write past the gate before the pause holds the pause's drain.
+            let early = gate.enter_write().await;
+            gate.paused
+                .set(Some((1, Instant::now() + Duration::from_secs(30))));
+            let g = gate.clone();
+            let late = glommio::spawn_local(async move {
+                let _t = g.enter_write().await;
+                Instant::now()
+            });
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+            assert_eq!(gate.writers.get(), 1, "the late write waits at the gate");
+            let g = gate.clone();
+            let drained = glommio::spawn_local(async move {
+                g.changed
+                    .until(|| (g.writers.get() == 0).then_some(()))
+                    .await
+            });
+            drop(early);
+            drained.await;
+            let lifted = Instant::now();
+            gate.lift(1);
+            assert!(
+                late.await >= lifted,
+                "the late write entered only once lifted"
+            );
+            assert_eq!(gate.expired.get(), None);
+        });
+    }
+
+    #[test]
+    fn a_pause_past_its_deadline_lifts_itself_and_marks_the_backup_failed() {
+        let ex = glommio::LocalExecutor::default();
+        ex.run(async {
+            let gate = BackupGate::default();
+            let started = Instant::now();
+            gate.paused
+                .set(Some((7, started + Duration::from_millis(50))));
+            drop(gate.enter_write().await);
+            let waited = started.elapsed();
+            assert!(waited >= Duration::from_millis(50), "{waited:?}");
+            assert!(waited < Duration::from_secs(5), "{waited:?}");
+            assert_eq!(gate.paused.get(), None);
+            assert_eq!(gate.expired.get(), Some(7));
+            assert_eq!(gate.writers.get(), 0);
+        });
+    }
+}
