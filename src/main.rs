@@ -30,8 +30,12 @@ enum Command {
     Config(cmd::config::ConfigCommand),
     /// Collect a diagnostics archive (config, health, metrics, logs, system facts).
     Diagnose(cmd::diagnose::DiagnoseArgs),
-    /// Check a stopped server's data directory: metadata and every WAL record.
+    /// Check a stopped server's data directory (or a backup): metadata, tables, WAL.
     Verify(cmd::verify::VerifyArgs),
+    /// Take an online, consistent backup of a running server, and verify it.
+    Backup(cmd::backup::BackupArgs),
+    /// Restore a backup into a data directory (the server must be stopped).
+    Restore(cmd::restore::RestoreArgs),
     /// Check this host's tuning for corekv.
     #[command(subcommand)]
     Tune(cmd::tune::TuneCommand),
@@ -56,6 +60,8 @@ fn main() -> ExitCode {
         Command::Bench(args) => cmd::bench::run(args),
         Command::Tune(c) => cmd::tune::run(c),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Backup(args) => cmd::backup::run(args),
+        Command::Restore(args) => cmd::restore::run(args),
         Command::Diagnose(args) => cmd::diagnose::run(args, &sub("diagnose")),
         Command::Config(c) => {
             let config = sub("config");

@@ -85,6 +85,7 @@ fn config(addr: SocketAddr, rate: Option<f64>) -> BenchConfig {
         seed: 1,
         progress: false,
         spin: Duration::ZERO,
+        shards: 1,
     }
 }
 

@@ -75,10 +75,10 @@ fn recover_and_check(disk: &SimDisk, work: &[Vec<Rec>], acked: u64, what: &str) 
     let report = block_on(scan(disk, Path::new(&config().dir), &opts, |r| {
         got.push((
             r.lsn(),
-            r.key().to_vec(),
+            r.key().unwrap_or_default().to_vec(),
             match r {
                 Record::Put { value, .. } => value.to_vec(),
-                Record::Delete { .. } => Vec::new(),
+                Record::Delete { .. } | Record::Txn { .. } => Vec::new(),
             },
         ))
     }))

@@ -74,6 +74,9 @@ statuses! {
     IoError = 205, "IO_ERROR", true, "A read from disk failed; nothing was returned for it.";
     Overloaded = 206, "OVERLOADED", true, "The shard is past its memory budget for pending work (WAL backlog, or a memtable its flushes cannot keep up with); retry with back-off.";
     StorageFailed = 207, "STORAGE_FAILED", false, "A table flush or compaction on this shard failed (disk full, I/O error); the shard refuses writes until restarted. Acknowledged writes are safe in the WAL.";
+    BackupFailed = 220, "BACKUP_FAILED", false, "An online backup could not be completed (I/O error, a shard's WAL failed, or writes stayed paused past the deadline); the body says why. Writes were not affected beyond a short wait.";
+    BackupTargetInvalid = 221, "BACKUP_TARGET_INVALID", false, "The BACKUP target directory is unusable: not absolute, its parent does not exist, it is not empty, or it is inside the data directory.";
+    BackupInProgress = 222, "BACKUP_IN_PROGRESS", true, "Another backup is running on this server; retry when it is done.";
     ConditionFailed = 300, "CONDITION_FAILED", false, "A TXN condition was false, so none of its writes were applied; the body names the index of the first false condition.";
     TxnAborted = 301, "TXN_ABORTED", true, "The transaction could not take its locks in time (contention) and was rolled back cleanly; nothing was applied. Retry it.";
     TxnInDoubt = 302, "TXN_IN_DOUBT", false, "The coordinating shard's WAL failed while recording the transaction's decision: it may or may not have committed. Restart the server; recovery resolves it all-or-nothing.";

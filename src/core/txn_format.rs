@@ -362,8 +362,11 @@ pub fn encode_txn(out: &mut Vec<u8>, conds: &[Cond<'_>], writes: &[Write<'_>]) {
     }
 }
 
+/// One key and its value, borrowed from a body.
+pub type Pair<'a> = (&'a [u8], &'a [u8]);
+
 /// The pairs of an MPUT body, validated.
-pub fn parse_mput(body: &[u8]) -> Result<Vec<(&[u8], &[u8])>, TxnFormatError> {
+pub fn parse_mput(body: &[u8]) -> Result<Vec<Pair<'_>>, TxnFormatError> {
     let mut r = Reader { b: body };
     let n = r.count(8)?;
     let mut pairs = Vec::with_capacity(n as usize);

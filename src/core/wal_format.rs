@@ -536,7 +536,7 @@ mod tests {
                 key: b"beta"
             }
         );
-        assert_eq!(seen[2].key(), b"");
+        assert_eq!(seen[2].key(), Some(&b""[..]));
     }
 
     #[test]

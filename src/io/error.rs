@@ -18,6 +18,8 @@ pub enum IoOp {
     CreateDir,
     Close,
     Stat,
+    Link,
+    Copy,
 }
 
 impl IoOp {
@@ -36,6 +38,8 @@ impl IoOp {
             IoOp::CreateDir => "create directory",
             IoOp::Close => "close",
             IoOp::Stat => "stat",
+            IoOp::Link => "hard link",
+            IoOp::Copy => "copy",
         }
     }
 }

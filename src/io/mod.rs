@@ -8,6 +8,7 @@
 //! meaning; retry a failed write or fdatasync (a failure is reported once and the
 //! caller latches it); or hand back bytes whose checksum failed.
 
+pub mod backup_files;
 pub mod data_dir;
 pub mod disk;
 pub mod dma_disk;

@@ -228,6 +228,13 @@ impl Client {
             .map(drop)
     }
 
+    /// Ask the server to write an online backup into `target`, a directory
+    /// path on the server host. Returns the server's JSON summary. Takes as
+    /// long as copying the WAL does: set a generous timeout.
+    pub fn backup(&mut self, target: &[u8]) -> Result<Vec<u8>, ClientError> {
+        self.call(&Request::Backup { target })?.into_result()
+    }
+
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
         let resp = self.call(&Request::Get { key })?;
         if resp.status == Status::NotFound {

@@ -60,10 +60,14 @@ opcodes! {
     Mget = 7, "MGET";
     Txn = 8, "TXN";
     Mput = 9, "MPUT";
+    Backup = 16, "BACKUP";
 }
 
 /// Most conditions plus writes one TXN (or pairs one MPUT) may carry.
 pub const TXN_OPS_MAX: u32 = 10_000;
+
+/// Longest BACKUP target path (Linux PATH_MAX).
+pub const BACKUP_PATH_BYTES_MAX: usize = 4096;
 
 /// Most keys one MGET may carry.
 pub const MGET_KEYS_MAX: u32 = 10_000;
@@ -250,6 +254,10 @@ pub enum Request<'a> {
     /// A whole MPUT body, already validated.
     Mput {
         body: &'a [u8],
+    },
+    /// An absolute directory path on the server host.
+    Backup {
+        target: &'a [u8],
     },
 }
 
@@ -445,6 +453,17 @@ pub fn decode_request<'a>(
             )?;
             Ok(Request::Mput { body })
         }
+        Opcode::Backup => {
+            if body.is_empty() || body.len() > BACKUP_PATH_BYTES_MAX || body.contains(&0) {
+                return Err(WireError::soft(
+                    Status::InvalidArgument,
+                    format!(
+                        "BACKUP takes a directory path of 1 to {BACKUP_PATH_BYTES_MAX} bytes without NUL"
+                    ),
+                ));
+            }
+            Ok(Request::Backup { target: body })
+        }
     }
 }
 
@@ -638,6 +657,10 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
             put_header(out, Opcode::Mput as u8, 0, request_id, body.len());
             out.extend_from_slice(body);
         }
+        Request::Backup { target } => {
+            put_header(out, Opcode::Backup as u8, 0, request_id, target.len());
+            out.extend_from_slice(target);
+        }
         Request::Put { key, value } => {
             assert!(key.len() <= u32::MAX as usize);
             put_header(
@@ -707,6 +730,13 @@ mod tests {
             key: &[0u8, 255, 10],
             value: &[7u8; 1024],
         });
+        round_trip(Request::Backup {
+            target: b"/var/backups/corekv-1",
+        });
+        for body in [&b""[..], b"/a\0b", &[b'/'; BACKUP_PATH_BYTES_MAX + 1]] {
+            let e = bad(&frame(Opcode::Backup as u8, body));
+            assert_eq!((e.status, e.fatal), (Status::InvalidArgument, false));
+        }
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub enum Entry {
     Hello {
         id: u64,
     },
+    /// Run after the routed operations; `outcome` is filled by `execute`.
+    Backup {
+        id: u64,
+        target: Vec<u8>,
+        outcome: Option<(Status, Vec<u8>)>,
+    },
     Ping {
         id: u64,
         payload: Range<usize>,
@@ -163,6 +169,16 @@ impl RequestBatch {
                     let body_start = consumed + HEADER_BYTES;
                     consumed += len;
                     match decode_request(&header, body, &cfg.limits) {
+                        // A backup's cut must not include requests sent after
+                        // it, so it closes the batch.
+                        Ok(request @ Request::Backup { .. }) => {
+                            self.add(ctx, id, request, body_start);
+                            return Filled {
+                                consumed,
+                                close: None,
+                                full: true,
+                            };
+                        }
                         Ok(request) => self.add(ctx, id, request, body_start),
                         Err(e) => {
                             let entry = Entry::Error {
@@ -219,6 +235,11 @@ impl RequestBatch {
                 self.route(ctx, id, Opcode::Delete, OpKind::Delete, key, b"")
             }
             Request::Hello => self.order.push(Entry::Hello { id }),
+            Request::Backup { target } => self.order.push(Entry::Backup {
+                id,
+                target: target.to_vec(),
+                outcome: None,
+            }),
             Request::Ping { payload } => self.order.push(Entry::Ping {
                 id,
                 payload: body_start..body_start + payload.len(),
@@ -275,6 +296,17 @@ impl RequestBatch {
     pub async fn execute(&mut self, data: &[u8], ctx: &ShardContext) {
         if !self.routed.is_empty() {
             ctx.router.execute(&mut self.routed).await;
+        }
+        for entry in &mut self.order {
+            if let Entry::Backup {
+                target, outcome, ..
+            } = entry
+            {
+                *outcome = Some(match crate::shard::backup::run_backup(ctx, target).await {
+                    Ok(summary) => (Status::Ok, summary),
+                    Err(f) => (f.status, f.detail.into_bytes()),
+                });
+            }
         }
         if !self.serial {
             return;
@@ -345,6 +377,14 @@ impl RequestBatch {
                     encode_response_with(out, Opcode::Hello as u8, *id, Status::Ok, |o| {
                         cfg.hello.encode(o)
                     })
+                }
+                Entry::Backup { id, outcome, .. } => {
+                    let (status, body) = match outcome {
+                        Some((status, body)) => (*status, body.as_slice()),
+                        None => (Status::Internal, &b"backup did not run"[..]),
+                    };
+                    metrics.record_request(OpClass::Other, status, nanos);
+                    encode_response(out, Opcode::Backup as u8, *id, status, body);
                 }
                 Entry::Ping { id, payload } => encode_response(
                     out,

@@ -83,6 +83,11 @@ pub struct Commit {
     /// Async durability: someone waits for the open batch (a transaction's
     /// prepare or decision), so sync it now instead of after `sync_interval`.
     urgent: Cell<bool>,
+    /// Backups that need every WAL segment kept until they copied it.
+    recycle_holds: Cell<u32>,
+    /// (segment, offset) where the WAL ends after the last durable batch,
+    /// published by the flusher, which owns the writer.
+    wal_end: Cell<(u64, u64)>,
     pub stats: CommitStats,
 }
 
@@ -120,6 +125,8 @@ impl Commit {
             recycle_through: Cell::new(0),
             recycled: Cell::new(0),
             urgent: Cell::new(false),
+            recycle_holds: Cell::new(0),
+            wal_end: Cell::new((0, 0)),
             stats: CommitStats::default(),
         }
     }
@@ -223,7 +230,26 @@ impl Commit {
     }
 
     fn recycle_due(&self) -> bool {
-        self.recycle_through.get() > self.recycled.get()
+        self.recycle_through.get() > self.recycled.get() && self.recycle_holds.get() == 0
+    }
+
+    /// Keep every WAL segment until [`Self::release_recycling`]: a backup is
+    /// copying segments a newer manifest no longer needs.
+    pub fn hold_recycling(&self) {
+        self.recycle_holds.set(self.recycle_holds.get() + 1);
+    }
+
+    pub fn release_recycling(&self) {
+        self.recycle_holds
+            .set(self.recycle_holds.get().saturating_sub(1));
+        self.work_arrived.wake_all();
+    }
+
+    /// (segment sequence, byte offset) just past the last durable batch. Once
+    /// `durable_lsn() == next_lsn() - 1` and nothing is appended, this is where
+    /// the log ends on disk.
+    pub fn wal_end(&self) -> (u64, u64) {
+        self.wal_end.get()
     }
 
     async fn recycle<D: Disk>(&self, wal: &mut WalWriter<D>) {
@@ -265,6 +291,8 @@ impl Commit {
         on_failed: impl FnOnce(&str),
     ) {
         let mut spare: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let end = wal.position();
+        self.wal_end.set((end.seq, end.offset));
         loop {
             if !self.has_work() {
                 if self.stop.is_set() {
@@ -325,6 +353,8 @@ impl Commit {
                     let nanos = (clock.now() - started).as_nanos() as u64;
                     self.record_stats(count, written.bytes, nanos);
                     on_durable(&spare, first_lsn, count);
+                    let end = wal.position();
+                    self.wal_end.set((end.seq, end.offset));
                     self.st.borrow_mut().durable_lsn = first_lsn + u64::from(count) - 1;
                     self.durable_changed.wake_all();
                 }

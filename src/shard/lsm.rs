@@ -278,6 +278,20 @@ impl<D: Disk> Lsm<D> {
         &self.tables_dir
     }
 
+    /// The shard directory (holds MANIFEST and `tables/`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest as stored on disk, with manifest edits held off until the
+    /// returned guard drops: the tables it names are not deleted meanwhile (a
+    /// compaction deletes its inputs only after its own edit).
+    pub async fn hold_manifest(&self) -> (ManifestState, impl Sized + '_) {
+        let edit = self.lock_manifest().await;
+        let state = self.manifest.borrow().clone();
+        (state, edit)
+    }
+
     pub fn version(&self) -> Rc<Version<D>> {
         self.version.borrow().clone()
     }

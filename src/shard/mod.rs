@@ -7,6 +7,7 @@
 //! mutable state between cores except through explicit messages, or acknowledge a
 //! write in sync mode before the fdatasync covering it completed.
 
+pub mod backup;
 pub mod buffer_pool;
 pub mod clock;
 pub mod commit;

@@ -32,6 +32,9 @@ pub enum OpKind {
     SnapRead,
     /// Release the locks a `SnapRead` holds. Key: the snapshot id.
     SnapRelease,
+    /// One phase of an online backup (`shard::backup`). Key: the backup id
+    /// (u64 LE); value: the phase byte, then its argument.
+    Backup,
 }
 
 #[derive(Clone, Debug)]

@@ -23,6 +23,7 @@ use crate::io::{Disk, DmaDisk};
 
 use crate::core::filter::Filter;
 
+use super::backup::BackupGate;
 use super::commit::Commit;
 use super::locks::LockTable;
 use super::lsm::Lsm;
@@ -57,6 +58,8 @@ pub struct ShardState<D: Disk = DmaDisk> {
     pub(super) txns: RefCell<TxnTable>,
     /// How long a request waits for a key lock before giving up.
     pub(super) lock_timeout: Duration,
+    /// Holds writes back while a backup takes its cut (`shard::backup`).
+    pub(super) backup: BackupGate,
 }
 
 impl<D: Disk> ShardState<D> {
@@ -90,6 +93,7 @@ impl<D: Disk> ShardState<D> {
             locks: LockTable::default(),
             txns: RefCell::new(TxnTable::new(first_txn_seq)),
             lock_timeout: config.lock_timeout,
+            backup: BackupGate::default(),
         }
     }
 
@@ -134,6 +138,18 @@ impl<D: Disk> ShardState<D> {
                 if op.value.len() > self.value_bytes_max {
                     return out.push(Status::ValueTooLarge, b"", 0);
                 }
+                let deadline = Instant::now() + self.lock_timeout;
+                let _gate = loop {
+                    let gate = self.backup.enter_write().await;
+                    // Waiting at the gate may have let a transaction lock the key.
+                    if !self.locks.is_blocked(op.key, true) {
+                        break gate;
+                    }
+                    drop(gate);
+                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
+                        return out.push(Status::LockTimeout, b"", 0);
+                    }
+                };
                 match self.write(op.key, Some(op.value)) {
                     Ok(lsn) => out.push(Status::Ok, b"", lsn),
                     Err(status) => out.push(status, b"", 0),
@@ -158,10 +174,15 @@ impl<D: Disk> ShardState<D> {
                 Some(id) => self.snap_release(id, out),
                 None => out.push(Status::Internal, b"bad snapshot id", 0),
             },
+            OpKind::Backup => self.backup_op(op.key, op.value, out).await,
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
                 let deadline = Instant::now() + self.lock_timeout;
-                let existed = loop {
+                let (existed, _gate) = loop {
+                    // Entered before the lookup: a pause waits for this delete,
+                    // so its answer and its write fall on the same side of the
+                    // cut. Not held while waiting for a transaction's lock.
+                    let gate = self.backup.enter_write().await;
                     let existed = match self.exists(op.key).await {
                         Ok(e) => e,
                         Err(e) => return out.push(read_failure(&e), b"", 0),
@@ -169,8 +190,9 @@ impl<D: Disk> ShardState<D> {
                     // The lookup may have waited for a block read, and a
                     // transaction may have locked the key meanwhile.
                     if !self.locks.is_blocked(op.key, true) {
-                        break existed;
+                        break (existed, gate);
                     }
+                    drop(gate);
                     if !self.locks.wait_unlocked(op.key, true, deadline).await {
                         return out.push(Status::LockTimeout, b"", 0);
                     }

@@ -210,7 +210,9 @@ impl Router {
             // The coordinator owns none of the keys: its decision has no writes.
             own_locks.clear();
         }
+        let gate = state.backup.enter_write().await;
         let logged = state.log_commit(id, &prepared, &own_view, true);
+        drop(gate);
         let decided = match logged {
             Ok(lsn) => {
                 if state.sync_mode() && own_locked {

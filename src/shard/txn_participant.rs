@@ -349,7 +349,11 @@ impl<D: Disk> ShardState<D> {
             coordinator: self.id.0,
             seq: 0,
         };
-        let lsn = match self.log_commit(id, &[], &view, false) {
+        // Backups cut between WAL appends: hold a pause off while appending.
+        let gate = self.backup.enter_write().await;
+        let logged = self.log_commit(id, &[], &view, false);
+        drop(gate);
+        let lsn = match logged {
             Ok(lsn) => lsn,
             Err(e) => {
                 self.locks.release(&set);
@@ -416,7 +420,10 @@ impl<D: Disk> ShardState<D> {
             encode_write(&mut record, &w);
         }
         end_list(&mut record, at, view.write_count());
-        let lsn = match self.log_txn(RecordKind::TxnPrepare, &record) {
+        let gate = self.backup.enter_write().await;
+        let logged = self.log_txn(RecordKind::TxnPrepare, &record);
+        drop(gate);
+        let lsn = match logged {
             Ok(lsn) => lsn,
             Err(s) => {
                 self.locks.release(&set);
@@ -456,10 +463,13 @@ impl<D: Disk> ShardState<D> {
         }
         let mut body = Vec::with_capacity(11);
         encode_resolve_record(&mut body, id, true);
+        let gate = self.backup.enter_write().await;
         if self.sync_mode() {
             return self.resolve_staged(id, p, &body, out);
         }
-        let resolved = match self.log_txn(RecordKind::TxnResolve, &body) {
+        let logged = self.log_txn(RecordKind::TxnResolve, &body);
+        drop(gate);
+        let resolved = match logged {
             Ok(lsn) => self
                 .commit
                 .wait_durable(lsn)
