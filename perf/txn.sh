@@ -86,6 +86,8 @@ echo "## GET p99 at a fixed rate, alone / next to txn2 / next to put writing as 
 get_rate=$(python3 -c "print(int($med_put*0.3))"); txn_rate=$(python3 -c "print(int($med_txn2*0.3))")
 start
 $bin bench --addr 127.0.0.1:$port --workload custom --mix put=1 --keys "$KEYS" --connections 16 --load --load-only --quiet >/dev/null
+# Let the load settle (flush, compaction, spare WAL segments) before measuring.
+BENCH_WARMUP=0 BENCH_DURATION=15 bench "get=1" --rate "$get_rate" >/dev/null
 side() { # mix rate → background load on keys above KEYS
     $bin bench --addr 127.0.0.1:$port --workload custom --mix "$1" --distribution uniform --keys "$KEYS" \
         --connections 8 --client-cores "$CLIENT_CORES" --warmup 0 --duration $((DURATION + WARMUP + 2)) \
