@@ -189,3 +189,27 @@ fn cli_exit_codes_and_binary_values() {
         "{o:?}"
     );
 }
+
+/// After a crash, a restart on the same port must not be refused because of the
+/// old connections' TIME_WAIT remains (the listener sets SO_REUSEADDR, which
+/// they inherit).
+#[test]
+fn restart_on_the_same_port_after_sigkill_with_connections_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::start_server(dir.path(), &["--shards", "2"]);
+    let port = server.addr.port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut clients: Vec<_> = (0..8).map(|_| server.client()).collect();
+    for c in &mut clients {
+        c.put(b"k", b"v").expect("put");
+    }
+    server.kill();
+    // Closing after the server's FIN (without sending) leaves the server side
+    // of each connection in TIME_WAIT.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    drop(clients);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let restarted = common::try_start_server(dir.path(), &["--listen", &listen]);
+    let server = restarted.unwrap_or_else(|e| panic!("restart on {listen} refused: {e}"));
+    assert_eq!(server.client().get(b"k").expect("get"), Some(b"v".to_vec()));
+}

@@ -109,14 +109,32 @@ pub fn check_values(keys: &[Vec<u8>], values: &[Option<Vec<u8>>]) -> Result<(), 
     Ok(())
 }
 
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BankError {
+    /// The invariant is broken: what was seen.
+    Violation(String),
+    /// The check could not run (connection lost, server error).
+    Failed(String),
+}
+
+impl std::fmt::Display for BankError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BankError::Violation(v) => write!(f, "invariant violated: {v}"),
+            BankError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Read every account in one snapshot and check the invariant.
-pub fn check(client: &mut Client, accounts: u64) -> Result<(), String> {
+pub fn check(client: &mut Client, accounts: u64) -> Result<(), BankError> {
     let keys = account_keys(accounts);
     let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
     let values = client
         .mget(&refs)
-        .map_err(|e| format!("snapshot read: {e}"))?;
-    check_values(&keys, &values)
+        .map_err(|e| BankError::Failed(format!("snapshot read: {e}")))?;
+    check_values(&keys, &values).map_err(BankError::Violation)
 }
 
 /// One transfer attempt between two random accounts.
@@ -177,19 +195,20 @@ pub struct BankConfig {
 }
 
 /// Check, run transfers for `duration` while checking, check again.
-/// `Err` names the first violation (or the error that stopped the run).
-pub fn run(cfg: &BankConfig) -> Result<BankReport, String> {
+/// `Err` names the first violation, or the error that stopped the run.
+pub fn run(cfg: &BankConfig) -> Result<BankReport, BankError> {
+    let failed = BankError::Failed;
     let connect = || {
-        let c = Client::connect(cfg.addr).map_err(|e| e.to_string())?;
+        let c = Client::connect(cfg.addr).map_err(|e| failed(e.to_string()))?;
         c.set_timeout(Some(Duration::from_secs(30)))
-            .map_err(|e| e.to_string())?;
-        Ok::<_, String>(c)
+            .map_err(|e| failed(e.to_string()))?;
+        Ok::<_, BankError>(c)
     };
     let mut checker = connect()?;
-    check(&mut checker, cfg.accounts).map_err(|e| format!("before the run: {e}"))?;
+    check(&mut checker, cfg.accounts).map_err(|e| before("before the run", e))?;
     let stop = Arc::new(AtomicBool::new(false));
     let checks = Arc::new(AtomicU64::new(0));
-    let violation: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let violation: Arc<Mutex<Option<BankError>>> = Arc::new(Mutex::new(None));
     let workers: Vec<_> = (0..cfg.connections)
         .map(|i| {
             let mut client = connect()?;
@@ -204,7 +223,7 @@ pub fn run(cfg: &BankConfig) -> Result<BankReport, String> {
                 Ok::<_, String>(report)
             }))
         })
-        .collect::<Result<_, String>>()?;
+        .collect::<Result<_, BankError>>()?;
     let checker_thread = {
         let (stop, checks, violation, cfg) =
             (stop.clone(), checks.clone(), violation.clone(), cfg.clone());
@@ -241,14 +260,22 @@ pub fn run(cfg: &BankConfig) -> Result<BankReport, String> {
     }
     let mut checker = checker_thread
         .join()
-        .map_err(|_| "the checker thread panicked".to_string())?;
-    if let Some(v) = violation.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(format!("invariant violated during the run: {v}"));
+        .map_err(|_| failed("the checker thread panicked".into()))?;
+    let seen = violation.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(e) = seen {
+        return Err(before("during the run", e));
     }
     if let Some(e) = failure {
-        return Err(e);
+        return Err(failed(e));
     }
-    check(&mut checker, cfg.accounts).map_err(|e| format!("after the run: {e}"))?;
+    check(&mut checker, cfg.accounts).map_err(|e| before("after the run", e))?;
     total.checks = checks.load(Ordering::Relaxed) + 2;
     Ok(total)
+}
+
+fn before(when: &str, e: BankError) -> BankError {
+    match e {
+        BankError::Violation(v) => BankError::Violation(format!("{when}: {v}")),
+        BankError::Failed(f) => BankError::Failed(format!("{when}: {f}")),
+    }
 }

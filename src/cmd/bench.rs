@@ -159,7 +159,7 @@ fn median(runs: &[(driver::Measured, f64)]) -> &(driver::Measured, f64) {
 /// `--workload bank`: exit 0 if the invariant held, 1 with the violation.
 fn bank(args: &BenchArgs) -> ExitCode {
     use corekv::bench::bank;
-    type Outcome = Result<Option<Result<bank::BankReport, String>>, String>;
+    type Outcome = Result<Option<Result<bank::BankReport, bank::BankError>>, String>;
     let result: Outcome = (|| {
         let addr = resolve(&args.addr)?;
         if args.load || args.load_only {
@@ -194,9 +194,15 @@ fn bank(args: &BenchArgs) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Ok(Some(Err(violation))) => {
-            eprintln!("BANK_VIOLATION: {violation}");
+        Ok(Some(Err(bank::BankError::Violation(v)))) => {
+            eprintln!("BANK_VIOLATION: {v}");
             ExitCode::from(1)
+        }
+        Ok(Some(Err(bank::BankError::Failed(e)))) => {
+            eprintln!(
+                "BENCH_FAILED: the bank run stopped (the invariant held as far as it ran): {e}"
+            );
+            ExitCode::from(2)
         }
         Err(e) => {
             eprintln!("BENCH_FAILED: {e}");

@@ -95,6 +95,29 @@ pub fn resolve_listen(addr: &str) -> Result<SocketAddr, NetError> {
     })
 }
 
+/// This shard's listener: SO_REUSEPORT (every shard listens on the address and
+/// the kernel spreads connections) and SO_REUSEADDR. The latter is inherited
+/// by accepted sockets and so by their TIME_WAIT remains after a crash; without
+/// it those remains make the plain-bind probe of a restart on the same port
+/// fail with ADDRESS_IN_USE for a minute (glommio's own `bind` sets only
+/// SO_REUSEPORT).
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    sk.listen(1024)?;
+    // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
 /// Run the server on one shard until the engine stops: stop accepting, let every
 /// connection finish its current batch, return.
 pub async fn serve_shard(
@@ -102,8 +125,7 @@ pub async fn serve_shard(
     cfg: Arc<ServerConfig>,
     listening: Arc<AtomicUsize>,
 ) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(cfg.listen).map_err(|e| format!("bind {}: {e}", cfg.listen))?;
+    let listener = bind_listener(cfg.listen).map_err(|e| format!("bind {}: {e}", cfg.listen))?;
     listening.fetch_add(1, Ordering::SeqCst);
     let conn_cfg = Rc::new(ConnConfig {
         limits: Limits::new(cfg.value_bytes_max),

@@ -48,7 +48,11 @@ pub fn try_start_server_env(
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(if extra.contains(&"--listen") {
+            &["--admin-listen", "127.0.0.1:0"][..]
+        } else {
+            &["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"][..]
+        })
         .args(extra)
         .env("COREKV_LOG", "info")
         .envs(env.iter().copied())
