@@ -96,29 +96,30 @@ fn bank_invariant_survives_sigkill_cycles() {
     assert!(checks_total > 20, "the checks did run");
 }
 
-/// A key with `prefix` owned by `shard` of 2.
-fn key_on(prefix: &str, shard: u16) -> Vec<u8> {
+/// A key with `prefix` owned by `shard` of `shards`.
+fn key_on(prefix: &str, shard: u16, shards: u16) -> Vec<u8> {
     (0..)
         .map(|i| format!("{prefix}~{i}").into_bytes())
-        .find(|k| shard_for_key(k, 2).0 == shard)
+        .find(|k| shard_for_key(k, shards).0 == shard)
         .expect("some key lands on every shard")
 }
 
-/// Pair `i` of a writer: one key on each shard, the same value in both.
-fn pair(writer: usize, i: u64) -> (Vec<u8>, Vec<u8>) {
-    (
-        key_on(&format!("w{writer}-{i}-a"), 0),
-        key_on(&format!("w{writer}-{i}-b"), 1),
-    )
+/// Transaction `i` of a writer: one key on each of the `shards` shards, the
+/// same value in all.
+fn group(writer: usize, i: u64, shards: u16) -> Vec<Vec<u8>> {
+    (0..shards)
+        .map(|s| key_on(&format!("w{writer}-{i}-{s}"), s, shards))
+        .collect()
 }
 
 struct Attempts {
+    shards: u16,
     /// (writer, i, acknowledged)
     sent: Vec<(usize, u64, bool)>,
 }
 
-/// Run cross-shard MPUTs from 4 connections until the server dies.
-fn write_pairs_until_crash(addr: std::net::SocketAddr) -> Attempts {
+/// Run MPUTs over every shard from 4 connections until the server dies.
+fn write_until_crash(addr: std::net::SocketAddr, shards: u16) -> Attempts {
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let writers: Vec<_> = (0..4)
         .map(|w| {
@@ -129,9 +130,11 @@ fn write_pairs_until_crash(addr: std::net::SocketAddr) -> Attempts {
                 };
                 let _ = c.set_timeout(Some(Duration::from_secs(20)));
                 for i in 0.. {
-                    let (a, b) = pair(w, i);
+                    let keys = group(w, i, shards);
                     let v = format!("v{w}-{i}");
-                    let acked = c.mput(&[(&a, v.as_bytes()), (&b, v.as_bytes())]);
+                    let pairs: Vec<(&[u8], &[u8])> =
+                        keys.iter().map(|k| (&k[..], v.as_bytes())).collect();
+                    let acked = c.mput(&pairs);
                     let ok = acked.is_ok();
                     attempts.lock().expect("lock").push((w, i, ok));
                     match acked {
@@ -147,34 +150,36 @@ fn write_pairs_until_crash(addr: std::net::SocketAddr) -> Attempts {
         let _ = w.join();
     }
     let sent = attempts.lock().expect("lock").clone();
-    Attempts { sent }
+    Attempts { shards, sent }
 }
 
-/// Every attempted pair is all-or-nothing, every acknowledged pair is there.
-fn check_pairs(client: &mut Client, attempts: &Attempts) -> (usize, usize) {
+/// Every attempted transaction is all-or-nothing, every acknowledged one is there.
+fn check_groups(client: &mut Client, attempts: &Attempts) -> (usize, usize) {
     let (mut present, mut absent) = (0, 0);
     for &(w, i, acked) in &attempts.sent {
-        let (a, b) = pair(w, i);
-        let got = client.mget(&[&a, &b]).expect("read pair");
+        let keys = group(w, i, attempts.shards);
+        let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+        let got = client.mget(&refs).expect("read group");
         let v = format!("v{w}-{i}").into_bytes();
-        match (&got[0], &got[1]) {
-            (Some(x), Some(y)) if *x == v && *y == v => present += 1,
-            (None, None) => {
-                assert!(!acked, "acknowledged transaction w{w}-{i} was lost");
-                absent += 1;
-            }
-            other => panic!("transaction w{w}-{i} is half applied: {other:?}"),
+        if got.iter().all(|g| g.as_ref() == Some(&v)) {
+            present += 1;
+        } else if got.iter().all(Option::is_none) {
+            assert!(!acked, "acknowledged transaction w{w}-{i} was lost");
+            absent += 1;
+        } else {
+            panic!("transaction w{w}-{i} is half applied: {got:?}");
         }
     }
     (present, absent)
 }
 
-fn crash_at(point: &str, at: u32) -> (tempfile::TempDir, Attempts) {
+fn crash_at(point: &str, at: u32, shards: u16) -> (tempfile::TempDir, Attempts) {
     let dir = tempfile::tempdir().expect("tempdir");
     let fp = format!("{point}@{at}");
-    let server = try_start_server_env(dir.path(), &["--shards", "2"], &[("COREKV_FAILPOINT", &fp)])
+    let n = shards.to_string();
+    let server = try_start_server_env(dir.path(), &["--shards", &n], &[("COREKV_FAILPOINT", &fp)])
         .expect("server starts");
-    let attempts = write_pairs_until_crash(server.addr);
+    let attempts = write_until_crash(server.addr, shards);
     let started = Instant::now();
     let mut server = server;
     let status = server.child.wait().expect("wait for the crash");
@@ -191,41 +196,59 @@ fn crash_at(point: &str, at: u32) -> (tempfile::TempDir, Attempts) {
     (dir, attempts)
 }
 
+/// Restart without the failpoint and check every transaction.
+fn restart_and_check(dir: &tempfile::TempDir, attempts: &Attempts) -> (usize, usize) {
+    let n = attempts.shards.to_string();
+    let server = start_server(dir.path(), &["--shards", &n]);
+    check_groups(&mut server.client(), attempts)
+}
+
 #[test]
 fn crash_after_prepare_aborts_the_transaction() {
-    let (dir, attempts) = crash_at("txn-after-prepare", 25);
-    let server = start_server(dir.path(), &["--shards", "2"]);
-    let (present, absent) = check_pairs(&mut server.client(), &attempts);
+    let (dir, attempts) = crash_at("txn-after-prepare", 25, 2);
+    let (present, absent) = restart_and_check(&dir, &attempts);
     assert!(present >= 20, "{present} present");
+    assert!(absent >= 1, "the transaction prepared at the crash is gone");
+}
+
+/// Three shards: two remote participants, so the crash can leave one prepared
+/// and the other not.
+#[test]
+fn crash_after_prepare_on_some_participants_aborts_the_transaction() {
+    let (dir, attempts) = crash_at("txn-after-prepare", 41, 3);
+    let (present, absent) = restart_and_check(&dir, &attempts);
+    assert!(present >= 15, "{present} present");
     assert!(absent >= 1, "the transaction prepared at the crash is gone");
 }
 
 #[test]
 fn crash_after_decision_commits_the_transaction() {
-    let (dir, attempts) = crash_at("txn-after-decision", 25);
-    let server = start_server(dir.path(), &["--shards", "2"]);
-    let (present, _) = check_pairs(&mut server.client(), &attempts);
+    let (dir, attempts) = crash_at("txn-after-decision", 25, 2);
+    let (present, _) = restart_and_check(&dir, &attempts);
     // The decided transaction was never acknowledged, yet it must be there.
-    let unacked_present = attempts.sent.iter().filter(|a| !a.2).count();
-    assert!(
-        present >= 25,
-        "{present} present, {unacked_present} unacknowledged"
-    );
+    assert!(present >= 25, "{present} present");
 }
 
 #[test]
 fn crash_after_partial_apply_completes_the_transaction() {
-    let (dir, attempts) = crash_at("txn-after-partial-apply", 25);
-    let server = start_server(dir.path(), &["--shards", "2"]);
-    let (present, _) = check_pairs(&mut server.client(), &attempts);
+    let (dir, attempts) = crash_at("txn-after-partial-apply", 25, 2);
+    let (present, _) = restart_and_check(&dir, &attempts);
     assert!(present >= 25, "{present} present");
+}
+
+/// Three shards: one participant applied its part, the other not yet.
+#[test]
+fn crash_after_one_of_two_participants_applied_completes_the_transaction() {
+    let (dir, attempts) = crash_at("txn-after-partial-apply", 41, 3);
+    let (present, _) = restart_and_check(&dir, &attempts);
+    assert!(present >= 15, "{present} present");
 }
 
 /// A crash after the decision leaves prepared participants; the restart
 /// crashes again while settling them; the third start settles them.
 #[test]
 fn crash_during_recovery_is_recovered() {
-    let (dir, attempts) = crash_at("txn-after-decision", 25);
+    let (dir, attempts) = crash_at("txn-after-decision", 25, 2);
     let again = try_start_server_env(
         dir.path(),
         &["--shards", "2"],
@@ -243,7 +266,6 @@ fn crash_during_recovery_is_recovered() {
         crashed,
         "recovery had a transaction to settle and crashed doing so"
     );
-    let server = start_server(dir.path(), &["--shards", "2"]);
-    let (present, _) = check_pairs(&mut server.client(), &attempts);
+    let (present, _) = restart_and_check(&dir, &attempts);
     assert!(present >= 25, "{present} present");
 }
