@@ -89,6 +89,9 @@ struct State {
     ops: u64,
     /// The process dies when this many operations have been performed.
     crash_at: Option<u64>,
+    /// Every operation first yields once to the executor, so that a
+    /// deterministic scheduler can complete concurrent operations in any order.
+    interleave: bool,
 }
 
 /// The simulated disk. Clones share one state.
@@ -115,7 +118,22 @@ impl SimDisk {
                 counts: [0; 3],
                 ops: 0,
                 crash_at: None,
+                interleave: false,
             })),
+        }
+    }
+
+    /// Make every operation yield to the executor once before it takes effect
+    /// (for the deterministic shard simulation: I/O completes in the order the
+    /// scheduler picks).
+    pub fn set_interleave(&self, on: bool) {
+        self.st.borrow_mut().interleave = on;
+    }
+
+    async fn turn(&self) {
+        let interleave = self.st.borrow().interleave;
+        if interleave {
+            futures_lite::future::yield_now().await;
         }
     }
 
@@ -126,6 +144,16 @@ impl SimDisk {
     /// Operations performed so far.
     pub fn ops(&self) -> u64 {
         self.st.borrow().ops
+    }
+
+    /// Operations of `kind` performed so far (to aim a fault at a later one).
+    pub fn op_count(&self, kind: FaultKind) -> u64 {
+        let slot = match kind {
+            FaultKind::ReadEio => 0,
+            FaultKind::WriteEio | FaultKind::WriteEnospc => 1,
+            FaultKind::SyncEio => 2,
+        };
+        self.st.borrow().counts[slot]
     }
 
     /// Reads performed so far (to aim a read fault at a later read).
@@ -287,6 +315,7 @@ impl Disk for SimDisk {
     type File = SimFile;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> IoResult<SimFile> {
+        self.turn().await;
         self.check(IoOp::Open, path)?;
         let mut st = self.st.borrow_mut();
         let inode = match (mode, st.names.get(path).copied()) {
@@ -312,6 +341,7 @@ impl Disk for SimDisk {
     }
 
     async fn remove(&self, path: &Path) -> IoResult<()> {
+        self.turn().await;
         self.check(IoOp::Remove, path)?;
         match self.st.borrow_mut().names.remove(path) {
             Some(_) => Ok(()),
@@ -320,6 +350,7 @@ impl Disk for SimDisk {
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> IoResult<()> {
+        self.turn().await;
         self.check(IoOp::Rename, from)?;
         let mut st = self.st.borrow_mut();
         match st.names.remove(from) {
@@ -332,6 +363,7 @@ impl Disk for SimDisk {
     }
 
     async fn sync_dir(&self, dir: &Path) -> IoResult<()> {
+        self.turn().await;
         self.check(IoOp::SyncDir, dir)?;
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
@@ -345,6 +377,7 @@ impl Disk for SimDisk {
     }
 
     async fn create_dir_all(&self, dir: &Path) -> IoResult<()> {
+        self.turn().await;
         self.check(IoOp::CreateDir, dir)?;
         // Directories themselves are assumed durable (created at setup).
         let mut st = self.st.borrow_mut();
@@ -357,6 +390,7 @@ impl Disk for SimDisk {
     }
 
     async fn list_dir(&self, dir: &Path) -> IoResult<Vec<String>> {
+        self.turn().await;
         self.check(IoOp::ListDir, dir)?;
         let st = self.st.borrow();
         if !st.dirs.contains(dir) {
@@ -388,6 +422,7 @@ impl DiskFile for SimFile {
     }
 
     async fn write_at(&self, buf: SimBuf, offset: u64) -> IoResult<()> {
+        self.disk.turn().await;
         assert!(self.writable, "write to a read-only file");
         assert!(
             offset % ALIGN as u64 == 0 && buf.0.len() % ALIGN == 0,
@@ -418,6 +453,7 @@ impl DiskFile for SimFile {
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> IoResult<Vec<u8>> {
+        self.disk.turn().await;
         assert!(
             offset % ALIGN as u64 == 0 && len % ALIGN == 0,
             "unaligned O_DIRECT read"
@@ -432,6 +468,7 @@ impl DiskFile for SimFile {
     }
 
     async fn fdatasync(&self) -> IoResult<()> {
+        self.disk.turn().await;
         self.disk.check(IoOp::Sync, &self.path)?;
         let mut st = self.disk.st.borrow_mut();
         let inode = &mut st.inodes[self.inode];
@@ -442,6 +479,7 @@ impl DiskFile for SimFile {
     }
 
     async fn allocate(&self, len: u64) -> IoResult<()> {
+        self.disk.turn().await;
         self.disk.check(IoOp::Allocate, &self.path)?;
         let mut st = self.disk.st.borrow_mut();
         let inode = &mut st.inodes[self.inode];
@@ -453,11 +491,13 @@ impl DiskFile for SimFile {
     }
 
     async fn size(&self) -> IoResult<u64> {
+        self.disk.turn().await;
         self.disk.check(IoOp::Stat, &self.path)?;
         Ok(self.disk.st.borrow().inodes[self.inode].visible().len() as u64)
     }
 
     async fn truncate(&self, len: u64) -> IoResult<()> {
+        self.disk.turn().await;
         self.disk.check(IoOp::Truncate, &self.path)?;
         let mut st = self.disk.st.borrow_mut();
         let inode = &mut st.inodes[self.inode];
@@ -470,6 +510,7 @@ impl DiskFile for SimFile {
     }
 
     async fn close(self) -> IoResult<()> {
+        self.disk.turn().await;
         Ok(())
     }
 }

@@ -33,3 +33,51 @@ impl Clock for GlommioClock {
         glommio::timer::sleep(d).await
     }
 }
+
+/// Simulated time for the deterministic simulation: it stands still until the
+/// scheduler, finding no task ready, advances it to the earliest sleeper.
+#[derive(Clone, Default)]
+pub struct SimClock {
+    now: std::rc::Rc<std::cell::Cell<Duration>>,
+    timers: std::rc::Rc<
+        std::cell::RefCell<std::collections::BTreeMap<(Duration, u64), std::task::Waker>>,
+    >,
+    seq: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl SimClock {
+    /// Jump to the earliest pending timer and wake it; false if there is none.
+    pub fn advance(&self) -> bool {
+        let first = self.timers.borrow_mut().pop_first();
+        match first {
+            Some(((at, _), waker)) => {
+                self.now.set(self.now.get().max(at));
+                waker.wake();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Clock for SimClock {
+    fn now(&self) -> Duration {
+        self.now.get()
+    }
+
+    async fn sleep(&self, d: Duration) {
+        let at = self.now.get() + d;
+        std::future::poll_fn(|cx| {
+            if self.now.get() >= at {
+                return std::task::Poll::Ready(());
+            }
+            let seq = self.seq.get();
+            self.seq.set(seq + 1);
+            self.timers
+                .borrow_mut()
+                .insert((at, seq), cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}

@@ -130,7 +130,7 @@ async fn write_outputs<D: Disk>(
         if since_yield == 256 {
             // Cached blocks never make us wait: give foreground work its turn.
             since_yield = 0;
-            glommio::yield_if_needed().await;
+            super::sync::yield_point().await;
         }
     }
     if let Some(w) = writer.take() {

@@ -30,6 +30,18 @@ fn fail<D: Disk>(state: &ShardState<D>, what: &str, e: &dyn std::fmt::Display) {
     state.lsm.fail(reason);
 }
 
+/// Compact level 0 into level 1 now (tools and the simulator); a failure
+/// latches the shard read-only like a background one. Returns whether it ran.
+pub async fn compact_now<D: Disk>(state: &ShardState<D>) -> bool {
+    match compact(&state.lsm, 1).await {
+        Ok(ran) => ran,
+        Err(e) => {
+            fail(state, "compaction", &e);
+            false
+        }
+    }
+}
+
 /// Flush frozen memtables until `stop` is set (a flush in progress completes).
 pub async fn run_flushes<D: Disk>(state: Rc<ShardState<D>>, stop: Rc<Event>) {
     let lsm = &state.lsm;

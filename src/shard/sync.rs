@@ -6,6 +6,26 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
+thread_local! {
+    static SIMULATED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// This thread runs the deterministic simulation: long-running work yields
+/// with a plain `yield_now` (reproducible) instead of glommio's time-slice
+/// check (which depends on the wall clock and needs a glommio executor).
+pub fn set_simulated(on: bool) {
+    SIMULATED.with(|s| s.set(on));
+}
+
+/// Let other tasks run: in production only if this task's time slice is used up.
+pub async fn yield_point() {
+    if SIMULATED.with(Cell::get) {
+        futures_lite::future::yield_now().await;
+    } else {
+        glommio::yield_if_needed().await;
+    }
+}
+
 /// Tasks waiting for "something changed". Waiters re-check their own condition
 /// after waking, so spurious wake-ups are harmless.
 ///
