@@ -39,6 +39,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 type Task = Pin<Box<dyn Future<Output = ()>>>;
+/// Where the recovery task leaves the recovered shard.
+type RecoverySlot = Rc<RefCell<Option<Result<Recovered<SimDisk>, String>>>>;
 
 struct TaskWaker {
     id: usize,
@@ -356,7 +358,7 @@ fn run_seed_stats(seed: u64) -> Result<(u64, Stats), String> {
     for epoch in 0..4u64 {
         let clock = SimClock::default();
         let mut sched = Sched::new(seed.wrapping_mul(31).wrapping_add(epoch), clock.clone());
-        let recovered: Rc<RefCell<Option<Result<Recovered<SimDisk>, String>>>> = Rc::default();
+        let recovered: RecoverySlot = Rc::default();
         {
             let (disk, cfg, slot) = (disk.clone(), cfg.clone(), recovered.clone());
             let id = sched.spawn(async move {
