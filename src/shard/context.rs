@@ -77,6 +77,12 @@ impl ShardContext {
 
     /// [`Self::scan`] with a filter pushed down into every shard (see
     /// `core::filter` for the kinds and their arguments).
+    ///
+    /// Each shard is first asked for its share of `limit` plus a margin (keys
+    /// spread evenly by the hash, so one round usually suffices), and the pages
+    /// are merged in key order; a shard whose page ran out is asked again only
+    /// when the merge cannot go on without it. Asking every shard for the whole
+    /// `limit` read `shards` times the entries the answer keeps.
     pub async fn scan_filtered(
         &self,
         start: &[u8],
@@ -85,60 +91,85 @@ impl ShardContext {
         filter_kind: u8,
         filter_arg: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
+        use std::collections::VecDeque;
+
         use super::scan::{decode_page, encode_params, page_entries, ScanParams};
         let n = usize::from(self.shard_count());
-        // Every shard scans its part at once (one message each); a shard that
-        // stopped early (page full) is asked again from where it stopped.
-        let mut from: Vec<Option<Vec<u8>>> = vec![Some(start.to_vec()); n];
-        let mut got = vec![0u32; n];
-        let mut all = Vec::new();
+        let limit_n = limit as usize;
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(limit_n.min(4096));
+        if limit == 0 {
+            return Ok(out);
+        }
+        // Per shard: entries fetched and not yet merged, and where to go on
+        // (`None`: the shard has nothing more in range).
+        let mut bufs: Vec<VecDeque<(Vec<u8>, Vec<u8>)>> = vec![VecDeque::new(); n];
+        let mut resume: Vec<Option<Vec<u8>>> = vec![Some(start.to_vec()); n];
+        let share = limit_n.div_ceil(n) + (limit_n / 4).max(4);
+        let mut want: Vec<usize> = (0..n).collect();
+        let mut amount = share.min(limit_n);
         let mut batch = self.new_batch();
         let mut params = Vec::new();
         loop {
-            batch.clear();
-            let mut asked = false;
-            for (shard, f) in from.iter().enumerate() {
-                if let Some(f) = f {
+            if !want.is_empty() {
+                batch.clear();
+                for &shard in &want {
+                    let Some(from) = &resume[shard] else { continue };
                     params.clear();
                     encode_params(
                         &mut params,
                         &ScanParams {
                             end,
-                            limit: limit - got[shard],
+                            limit: amount as u32,
                             filter_kind,
                             filter_arg,
                         },
                     );
-                    batch.push(ShardId(shard as u16), OpKind::Scan, f, &params);
-                    asked = true;
+                    batch.push(ShardId(shard as u16), OpKind::Scan, from, &params);
+                }
+                self.router.execute(&mut batch).await;
+                for &shard in &want {
+                    if resume[shard].is_none() {
+                        continue;
+                    }
+                    let (status, body) = batch.replies(ShardId(shard as u16)).get(0);
+                    if status != Status::Ok {
+                        return Err(status);
+                    }
+                    let page = decode_page(body).ok_or(Status::Internal)?;
+                    bufs[shard]
+                        .extend(page_entries(page.entries).map(|(k, v)| (k.to_vec(), v.to_vec())));
+                    resume[shard] = page.resume.map(<[u8]>::to_vec);
+                }
+                want.clear();
+            }
+            if out.len() == limit_n {
+                return Ok(out);
+            }
+            let best = (0..n)
+                .filter(|&s| !bufs[s].is_empty())
+                .min_by(|&a, &b| bufs[a][0].0.cmp(&bufs[b][0].0));
+            // A shard with nothing buffered but more in range may hold the
+            // next key: its remaining keys start at its resume point.
+            for s in 0..n {
+                if bufs[s].is_empty() {
+                    if let Some(r) = &resume[s] {
+                        if best.is_none_or(|b| r.as_slice() <= bufs[b][0].0.as_slice()) {
+                            want.push(s);
+                        }
+                    }
                 }
             }
-            if !asked {
-                break;
+            if !want.is_empty() {
+                amount = (limit_n - out.len()).max(16).min(limit_n);
+                continue;
             }
-            self.router.execute(&mut batch).await;
-            for shard in 0..n {
-                if from[shard].is_none() {
-                    continue;
-                }
-                let (status, body) = batch.replies(ShardId(shard as u16)).get(0);
-                if status != Status::Ok {
-                    return Err(status);
-                }
-                let page = decode_page(body).ok_or(Status::Internal)?;
-                for (k, v) in page_entries(page.entries) {
-                    all.push((k.to_vec(), v.to_vec()));
-                    got[shard] += 1;
-                }
-                from[shard] = match page.resume {
-                    Some(r) if got[shard] < limit => Some(r.to_vec()),
-                    _ => None,
-                };
+            let Some(b) = best else {
+                return Ok(out);
+            };
+            if let Some(entry) = bufs[b].pop_front() {
+                out.push(entry);
             }
         }
-        all.sort();
-        all.truncate(limit as usize);
-        Ok(all)
     }
 
     /// Flush this shard's memtable into a table and wait until the manifest
