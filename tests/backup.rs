@@ -22,20 +22,11 @@ use corekv::net::codec::Request;
 
 /// Small memtables, tables and segments: a short run flushes, compacts and
 /// rolls WAL segments over many times, so the backup holds all of them.
-const STORAGE: &[&str] = &[
-    "--shards",
-    "2",
-    "--memtable-size",
-    "65536",
-    "--table-size",
-    "65536",
-    "--l0-trigger",
-    "2",
-    "--wal-segment-bytes",
-    "1048576",
-    "--value-bytes-max",
-    "65536",
-];
+fn storage_args() -> Vec<&'static str> {
+    let mut a = vec!["--shards", "2"];
+    a.extend_from_slice(common::TINY_STORAGE);
+    a
+}
 
 fn corekv(args: &[&str]) -> Output {
     Command::new(common::corekv_bin())
@@ -192,7 +183,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
     let data = dir.path().join("data");
     let backup = dir.path().join("backup");
     let restored = dir.path().join("restored");
-    let server = common::start_server(&data, STORAGE);
+    let server = common::start_server(&data, &storage_args());
     let addr = server.addr;
     let writers = 4;
     let started = Arc::new(AtomicBool::new(false));
@@ -235,7 +226,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         .count();
     assert!(tables > 0, "no tables in the backup");
 
-    let server = common::start_server(&restored, STORAGE);
+    let server = common::start_server(&restored, &storage_args());
     let mut c = server.client();
     let mut found = Vec::new();
     for (w, log) in logs.iter().enumerate() {
@@ -328,7 +319,7 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let backup = dir.path().join("backup");
-    let server = common::start_server(&data, STORAGE);
+    let server = common::start_server(&data, &storage_args());
     load(&server, 3000);
     let addr = server.addr.to_string();
     let out = corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
@@ -414,7 +405,7 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     assert!(text(&out).contains(s(&aside[0])), "{}", text(&out));
 
     // The restored copy serves the backed-up data.
-    let server = common::start_server(&target, STORAGE);
+    let server = common::start_server(&target, &storage_args());
     let mut c = server.client();
     assert_eq!(
         c.get(b"key-002999").unwrap(),

@@ -247,23 +247,7 @@ fn sigkill_during_flushes_and_compactions_loses_nothing() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(12);
-    let shards_with_tables = run_cycles(
-        "sync",
-        cycles,
-        0xF1A5,
-        &[
-            "--memtable-size",
-            "65536",
-            "--table-size",
-            "65536",
-            "--l0-trigger",
-            "2",
-            "--wal-segment-bytes",
-            "1048576",
-            "--value-bytes-max",
-            "65536",
-        ],
-    );
+    let shards_with_tables = run_cycles("sync", cycles, 0xF1A5, common::TINY_STORAGE);
     // Prove the cycles exercised tables at all: both shards had a manifest in
     // most cycles.
     assert!(

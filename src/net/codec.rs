@@ -605,22 +605,19 @@ pub fn encode_response_with(
     out[start + 16..start + 20].copy_from_slice(&(body_len as u32).to_le_bytes());
 }
 
+/// A request whose body is one byte string, all of it.
+fn put_whole(out: &mut Vec<u8>, opcode: Opcode, request_id: u64, body: &[u8]) {
+    put_header(out, opcode as u8, 0, request_id, body.len());
+    out.extend_from_slice(body);
+}
+
 /// Append a request frame.
 pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>) {
     match *request {
         Request::Hello => put_header(out, Opcode::Hello as u8, 0, request_id, 0),
-        Request::Ping { payload } => {
-            put_header(out, Opcode::Ping as u8, 0, request_id, payload.len());
-            out.extend_from_slice(payload);
-        }
-        Request::Get { key } => {
-            put_header(out, Opcode::Get as u8, 0, request_id, key.len());
-            out.extend_from_slice(key);
-        }
-        Request::Delete { key } => {
-            put_header(out, Opcode::Delete as u8, 0, request_id, key.len());
-            out.extend_from_slice(key);
-        }
+        Request::Ping { payload } => put_whole(out, Opcode::Ping, request_id, payload),
+        Request::Get { key } => put_whole(out, Opcode::Get, request_id, key),
+        Request::Delete { key } => put_whole(out, Opcode::Delete, request_id, key),
         Request::Scan {
             start,
             end,
@@ -649,18 +646,9 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
             out.extend_from_slice(&count.to_le_bytes());
             out.extend_from_slice(keys);
         }
-        Request::Txn { body } => {
-            put_header(out, Opcode::Txn as u8, 0, request_id, body.len());
-            out.extend_from_slice(body);
-        }
-        Request::Mput { body } => {
-            put_header(out, Opcode::Mput as u8, 0, request_id, body.len());
-            out.extend_from_slice(body);
-        }
-        Request::Backup { target } => {
-            put_header(out, Opcode::Backup as u8, 0, request_id, target.len());
-            out.extend_from_slice(target);
-        }
+        Request::Txn { body } => put_whole(out, Opcode::Txn, request_id, body),
+        Request::Mput { body } => put_whole(out, Opcode::Mput, request_id, body),
+        Request::Backup { target } => put_whole(out, Opcode::Backup, request_id, target),
         Request::Put { key, value } => {
             assert!(key.len() <= u32::MAX as usize);
             put_header(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::core::config::EngineConfig;
 use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
-use crate::core::txn_format::id_from_bytes;
+use crate::core::txn_format::{id_from_bytes, WriteIter};
 use crate::core::types::{Durability, ShardId};
 use crate::core::wal_format::{decode_batch_payload, Record, RecordKind};
 use crate::io::table_file::TableError;
@@ -377,12 +377,7 @@ fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>
         let Ok(c) = crate::core::txn_format::parse_commit_record(body) else {
             unreachable!("we encoded this commit record")
         };
-        for w in c.writes() {
-            match pending.take_if_latest(w.key(), lsn) {
-                Some((key, value)) => lsm.apply(key, value, lsn),
-                None => lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn),
-            }
-        }
+        apply_staged(lsm, pending, c.writes(), lsn);
         return;
     }
     // Prepares are applied when resolved; resolves by `apply_resolved`.
@@ -390,6 +385,36 @@ fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>
     match pending.take_if_latest(key, lsn) {
         Some((key, value)) => lsm.apply(key, value, lsn),
         None => replay_record(lsm, record),
+    }
+}
+
+/// A transaction's writes at `lsn`, now durable, into the storage (replay).
+pub fn apply_txn_writes<D: Disk>(lsm: &Lsm<D>, writes: WriteIter<'_>, lsn: u64) {
+    for w in writes {
+        lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
+    }
+}
+
+/// Stage a transaction's writes at `lsn` in `pending`, like single-key writes.
+pub(super) fn stage_txn_writes(pending: &mut Pending, writes: WriteIter<'_>, lsn: u64) {
+    for w in writes {
+        pending.insert(w.key(), lsn, w.value());
+    }
+}
+
+/// A transaction's staged writes at `lsn` are durable: move them into the
+/// storage, reusing the pending buffers where they are still the latest.
+pub(super) fn apply_staged<D: Disk>(
+    lsm: &Lsm<D>,
+    pending: &mut Pending,
+    writes: WriteIter<'_>,
+    lsn: u64,
+) {
+    for w in writes {
+        match pending.take_if_latest(w.key(), lsn) {
+            Some((key, value)) => lsm.apply(key, value, lsn),
+            None => lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn),
+        }
     }
 }
 

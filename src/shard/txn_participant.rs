@@ -29,7 +29,7 @@ use crate::io::Disk;
 
 use super::locks::{LockSet, Mode};
 use super::ops::ReplyBatch;
-use super::state::{read_failure, ShardState};
+use super::state::{apply_staged, apply_txn_writes, read_failure, stage_txn_writes, ShardState};
 
 /// A participant's prepared transaction: its locks and writes, until resolved.
 struct Prepared {
@@ -255,10 +255,7 @@ impl<D: Disk> ShardState<D> {
     }
 
     pub(super) fn apply_writes(&self, writes: WriteIter<'_>, lsn: u64) {
-        for w in writes {
-            self.lsm
-                .apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
-        }
+        apply_txn_writes(&self.lsm, writes, lsn);
     }
 
     /// Log a TXN_COMMIT with `view`'s writes: the whole of a single-shard
@@ -294,10 +291,7 @@ impl<D: Disk> ShardState<D> {
             self.pin(lsn);
         }
         if self.sync_mode() {
-            let mut pending = self.pending.borrow_mut();
-            for w in view.writes() {
-                pending.insert(w.key(), lsn, w.value());
-            }
+            stage_txn_writes(&mut self.pending.borrow_mut(), view.writes(), lsn);
         } else {
             self.commit.request_sync();
         }
@@ -520,12 +514,7 @@ impl<D: Disk> ShardState<D> {
         let Ok(record) = parse_prepare_record(&p.record) else {
             unreachable!("we encoded this prepare record");
         };
-        {
-            let mut pending = self.pending.borrow_mut();
-            for w in record.writes() {
-                pending.insert(w.key(), lsn, w.value());
-            }
-        }
+        stage_txn_writes(&mut self.pending.borrow_mut(), record.writes(), lsn);
         crate::failpoint!("txn-after-partial-apply");
         self.locks.release(&p.locks);
         self.txns.borrow_mut().committing.insert(lsn, p);
@@ -542,14 +531,7 @@ impl<D: Disk> ShardState<D> {
         let Ok(record) = parse_prepare_record(&p.record) else {
             unreachable!("we encoded this prepare record");
         };
-        for w in record.writes() {
-            match pending.take_if_latest(w.key(), lsn) {
-                Some((key, value)) => self.lsm.apply(key, value, lsn),
-                None => self
-                    .lsm
-                    .apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn),
-            }
-        }
+        apply_staged(&self.lsm, pending, record.writes(), lsn);
         self.unpin(p.lsn);
     }
 

@@ -27,7 +27,7 @@ use crate::io::Disk;
 
 use super::locks::{LockSet, Mode};
 use super::lsm::Lsm;
-use super::state::ShardState;
+use super::state::{apply_txn_writes, ShardState};
 
 /// What one shard's replay found about transactions.
 #[derive(Default, Debug)]
@@ -55,9 +55,7 @@ impl TxnReplay {
                 let Ok(c) = parse_commit_record(body) else {
                     unreachable!("the WAL decoder validates transaction records")
                 };
-                for w in c.writes() {
-                    lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
-                }
+                apply_txn_writes(lsm, c.writes(), lsn);
                 if c.has_participants() {
                     self.decisions.push(c.id);
                     self.saw(c.id);
@@ -79,9 +77,7 @@ impl TxnReplay {
                         let Ok(p) = parse_prepare_record(&record) else {
                             unreachable!("validated when it was replayed")
                         };
-                        for w in p.writes() {
-                            lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
-                        }
+                        apply_txn_writes(lsm, p.writes(), lsn);
                     }
                     Some(_) => {}
                     None => self.orphans.push((r.id, lsn)),

@@ -172,3 +172,18 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Tiny memtables, tables and WAL segments: a few MB of writes flush, compact
+/// and roll segments over many times.
+pub const TINY_STORAGE: &[&str] = &[
+    "--memtable-size",
+    "65536",
+    "--table-size",
+    "65536",
+    "--l0-trigger",
+    "2",
+    "--wal-segment-bytes",
+    "1048576",
+    "--value-bytes-max",
+    "65536",
+];
