@@ -139,3 +139,100 @@ fn embedded_scan_merges_shards_exactly() {
     let checked = result.unwrap_or_else(|e| panic!("{e}"));
     assert!(checked > 1000, "{checked} entries checked");
 }
+
+/// A cold scan reads the blocks it needs with one device request and no block
+/// past its last entry; the same scan again reads nothing. (Before, it read
+/// one block per request, ahead in a doubling window that ran past the end.)
+#[test]
+fn cold_scan_reads_its_blocks_in_one_request() {
+    use corekv::shard::telemetry::StorageSnapshot;
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        let mut c = EngineConfig::new(dir.path());
+        c.shards = Some(1);
+        c
+    };
+    let value = |i: u32| {
+        let mut v = format!("{i:08}").into_bytes();
+        v.resize(1000, b'x');
+        v
+    };
+    // Load, then move everything into one level-1 table.
+    let (loaded_tx, loaded) = mpsc::channel::<Result<(), String>>();
+    let loaded_tx = Arc::new(std::sync::Mutex::new(loaded_tx));
+    let engine = Engine::start(config(), move |ctx: ShardContext| {
+        let loaded_tx = loaded_tx.clone();
+        async move {
+            let load = async {
+                for i in 0..3000u32 {
+                    ctx.put(format!("k{i:05}").as_bytes(), &value(i))
+                        .await
+                        .map_err(|s| s.name().to_string())?;
+                }
+                ctx.flush_local().await?;
+                ctx.compact_local().await.map(|_| ())
+            };
+            let loaded = load.await;
+            let _ = loaded_tx.lock().unwrap().send(loaded);
+            ctx.shutdown.wait().await;
+            Ok(())
+        }
+    })
+    .expect("engine starts");
+    loaded.recv().unwrap().expect("load");
+    engine.request_stop();
+    assert!(engine.wait().iter().all(|e| *e == ShardExit::Clean));
+
+    // Reopen with a cold cache and scan.
+    let (tx, rx) = mpsc::channel::<Result<Vec<(u64, u64)>, String>>();
+    let tx = Arc::new(std::sync::Mutex::new(tx));
+    let engine = Engine::start(config(), move |ctx: ShardContext| {
+        let tx = tx.clone();
+        async move {
+            let counts = || {
+                let s = StorageSnapshot::capture(ctx.router.state());
+                (s.block_read_requests, s.cache.misses)
+            };
+            let mut seen = vec![counts()];
+            for (start, limit) in [(1000u32, 60u32), (1000, 60), (2000, 1)] {
+                let got = ctx
+                    .scan(format!("k{start:05}").as_bytes(), b"", limit)
+                    .await
+                    .map_err(|s| s.name().to_string())?;
+                let expect: Vec<_> = (start..start + limit)
+                    .map(|i| (format!("k{i:05}").into_bytes(), value(i)))
+                    .collect();
+                if got != expect {
+                    let _ = tx.lock().unwrap().send(Err(format!(
+                        "scan from {start}: {} entries, not the {limit} expected",
+                        got.len()
+                    )));
+                    return Ok(());
+                }
+                seen.push(counts());
+            }
+            let _ = tx.lock().unwrap().send(Ok(seen));
+            ctx.shutdown.wait().await;
+            Ok(())
+        }
+    })
+    .expect("engine starts");
+    let seen = rx.recv().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    engine.request_stop();
+    engine.wait();
+    let delta = |i: usize| (seen[i + 1].0 - seen[i].0, seen[i + 1].1 - seen[i].1);
+    // 60 entries of ~1,010 bytes, 4 to a 4 KiB block: 15 or 16 blocks, plus
+    // the one the estimate adds for where the start falls in its block.
+    let (requests, blocks) = delta(0);
+    assert_eq!(requests, 1, "cold scan: {requests} requests");
+    assert!(
+        (15..=17).contains(&blocks),
+        "cold scan read {blocks} blocks"
+    );
+    assert_eq!(delta(1), (0, 0), "the same scan again is served from cache");
+    let (requests, blocks) = delta(2);
+    assert!(
+        requests == 1 && blocks <= 2,
+        "limit 1: {requests} requests, {blocks} blocks"
+    );
+}

@@ -102,8 +102,9 @@ fn value_for(rng: &mut impl Rng, len: usize, out: &mut Vec<u8>) {
 
 // ---------------------------------------------------------------- RocksDB
 
-fn rocks_open(path: &std::path::Path, a: &Args) -> rocksdb::DB {
+fn rocks_open(path: &std::path::Path, a: &Args) -> (rocksdb::DB, rocksdb::Options) {
     let mut o = rocksdb::Options::default();
+    o.enable_statistics();
     o.create_if_missing(true);
     o.set_compression_type(rocksdb::DBCompressionType::None);
     o.set_use_direct_reads(true);
@@ -116,12 +117,13 @@ fn rocks_open(path: &std::path::Path, a: &Args) -> rocksdb::DB {
     let cache = rocksdb::Cache::new_lru_cache(a.cache_bytes).expect("block cache");
     t.set_block_cache(&cache);
     o.set_block_based_table_factory(&t);
-    rocksdb::DB::open(&o, path).expect("open rocksdb")
+    (rocksdb::DB::open(&o, path).expect("open rocksdb"), o)
 }
 
 fn rocks_run(a: &Args) -> Vec<(String, Result1)> {
     let dir = tempfile::tempdir_in(&a.dir).expect("tempdir");
-    let db = Arc::new(rocks_open(dir.path(), a));
+    let (db, opts) = rocks_open(dir.path(), a);
+    let db = Arc::new(db);
     // Load without per-write sync (both engines load the same way), then flush.
     let t = Instant::now();
     let mut nosync = rocksdb::WriteOptions::default();
@@ -216,8 +218,15 @@ fn rocks_run(a: &Args) -> Vec<(String, Result1)> {
                     })
                 })
                 .collect();
+            let before = rocks_cache_counts(&opts);
             std::thread::sleep(Duration::from_secs(a.seconds));
             stop.store(true, Ordering::Relaxed);
+            let after = rocks_cache_counts(&opts);
+            eprintln!(
+                "rocksdb {name}: data block cache hits {}, misses {}",
+                after.0 - before.0,
+                after.1 - before.1
+            );
             let mut total = Result1 {
                 ops: 0,
                 hist: Some(hist()),
@@ -229,6 +238,23 @@ fn rocks_run(a: &Args) -> Vec<(String, Result1)> {
             (name.to_string(), total)
         })
         .collect()
+}
+
+/// RocksDB's data-block cache (hits, misses) so far, from its statistics.
+fn rocks_cache_counts(o: &rocksdb::Options) -> (u64, u64) {
+    let stats = o.get_statistics().unwrap_or_default();
+    let count = |name: &str| {
+        stats
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        count("rocksdb.block.cache.data.hit "),
+        count("rocksdb.block.cache.data.miss "),
+    )
 }
 
 // ---------------------------------------------------------------- corekv
@@ -401,10 +427,30 @@ async fn corekv_clients(
         ops: 0,
         hist: Some(hist()),
     };
+    let counts = || {
+        let lsm = &ctx.router.state().lsm;
+        let p = lsm.pool_stats();
+        let requests = lsm.stats.block_read_requests.get();
+        [p.hits, p.prefetch_used, p.misses, requests]
+    };
+    let before = counts();
     for t in tasks {
         let r = t.await;
         total.absorb(&r);
     }
+    let after = counts();
+    let d: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    // Every shard serves every shard's scans: per-operation figures are per
+    // operation of this shard's clients, a rough guide.
+    eprintln!(
+        "corekv shard {}: {} ops; cache hits {}, first uses of read-ahead blocks {}, blocks read {}, read requests {}",
+        ctx.shard().0,
+        total.ops,
+        d[0],
+        d[1],
+        d[2],
+        d[3]
+    );
     total
 }
 

@@ -392,6 +392,45 @@ impl<F: DiskFile> TableFile<F> {
         Ok(raw)
     }
 
+    /// Read data blocks `blocks` with one device request (they lie one after
+    /// another in the file) and verify each on its own: a scan that needs ten
+    /// neighbouring blocks pays one I/O, not ten, and a bad block fails alone.
+    /// The outer error is the read itself failing.
+    pub async fn read_blocks(
+        &self,
+        blocks: std::ops::Range<usize>,
+    ) -> Result<Vec<Result<Vec<u8>, TableError>>, TableError> {
+        let index = self.index();
+        let (Some(first), Some(last)) = (
+            index.blocks.get(blocks.start),
+            blocks.end.checked_sub(1).and_then(|i| index.blocks.get(i)),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let start = first.offset.to_native();
+        let end = last.offset.to_native() + u64::from(last.extent.to_native());
+        // The index was validated at open: offsets ascend and end before it.
+        assert!(start < end, "table index offsets must ascend");
+        let span = read_exact_buf(&self.file, start, (end - start) as usize).await?;
+        let out = blocks
+            .map(|i| {
+                let entry = &index.blocks[i];
+                let (at, ext, no) = (
+                    entry.offset.to_native(),
+                    entry.extent.to_native() as usize,
+                    entry.block_no.to_native(),
+                );
+                let from = (at - start) as usize;
+                let raw = &span[from..from + ext];
+                let payload = open_block(raw, self.id, no, BlockKind::Data)
+                    .map_err(|e| self.corrupt_block(at, no, e))?;
+                DataBlock::parse(payload).map_err(|e| self.corrupt_block(at, no, e))?;
+                Ok(payload.to_vec())
+            })
+            .collect();
+        Ok(out)
+    }
+
     fn corrupt_block(&self, offset: u64, block_no: u32, detail: BlockError) -> TableError {
         TableError::Corrupt {
             path: self.file.path().to_path_buf(),
@@ -409,6 +448,16 @@ impl<F: DiskFile> TableFile<F> {
 /// Read `len` bytes at any `offset`: O_DIRECT reads whole sectors, so read the
 /// sectors that cover the range and cut it out.
 async fn read_exact<F: DiskFile>(file: &F, offset: u64, len: usize) -> Result<Vec<u8>, TableError> {
+    let buf = read_exact_buf(file, offset, len).await?;
+    Ok(buf.to_vec())
+}
+
+/// [`read_exact`] without the copy: the device's buffer, cut to the range.
+async fn read_exact_buf<F: DiskFile>(
+    file: &F,
+    offset: u64,
+    len: usize,
+) -> Result<SubBuf<F::ReadBuf>, TableError> {
     let sector = SECTOR_BYTES as u64;
     let start = offset / sector * sector;
     let end = (offset + len as u64).div_ceil(sector) * sector;
@@ -422,7 +471,23 @@ async fn read_exact<F: DiskFile>(file: &F, offset: u64, len: usize) -> Result<Ve
             detail: BlockError::Malformed("file ends inside the block"),
         });
     }
-    Ok(got[skip..skip + len].to_vec())
+    Ok(SubBuf {
+        buf: got,
+        range: skip..skip + len,
+    })
+}
+
+/// Part of a read buffer.
+struct SubBuf<B> {
+    buf: B,
+    range: std::ops::Range<usize>,
+}
+
+impl<B: std::ops::Deref<Target = [u8]>> std::ops::Deref for SubBuf<B> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
 }
 
 /// What an offline check of one table found.

@@ -351,7 +351,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         let g = MetricType::Gauge;
         let c = MetricType::Counter;
         type Pick = fn(&crate::shard::telemetry::ShardSnapshot) -> f64;
-        let storage: [(&str, &str, MetricType, Pick); 21] = [
+        let storage: [(&str, &str, MetricType, Pick); 23] = [
             (
                 "corekv_memtable_entries",
                 "Entries in the active memtable.",
@@ -414,6 +414,18 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
                 "Block cache misses (block reads).",
                 c,
                 |s| s.storage.cache.misses as f64,
+            ),
+            (
+                "corekv_cache_prefetch_used",
+                "First uses of blocks read ahead by scans (their reads counted as misses).",
+                c,
+                |s| s.storage.cache.prefetch_used as f64,
+            ),
+            (
+                "corekv_block_read_requests",
+                "Device read requests for table blocks; a scan reads neighbouring missing blocks with one.",
+                c,
+                |s| s.storage.block_read_requests as f64,
             ),
             (
                 "corekv_cache_coalesced",

@@ -362,17 +362,19 @@ pub fn decode_request<'a>(
                     "SCAN body does not match its layout".into(),
                 )
             };
-            let (start, rest) = take_sized(body).ok_or_else(malformed)?;
-            let (end, rest) = take_sized(rest).ok_or_else(malformed)?;
-            let (limit, rest) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
-            let (&filter_kind, rest) = rest.split_first().ok_or_else(malformed)?;
-            let (filter_arg, rest) = take_sized(rest).ok_or_else(malformed)?;
-            if !rest.is_empty() {
-                return Err(malformed());
+            let ScanFields {
+                start,
+                end,
+                limit,
+                filter_kind,
+                filter_arg,
+            } = scan_fields(body).ok_or_else(malformed)?;
+            // A page's `next` is its last key plus a 0 byte, one byte longer
+            // than any key can be: a start may be that long.
+            if start.len() > limits.key_bytes_max {
+                check_key(&start[1..])?;
             }
-            check_key(start)?;
             check_key(end)?;
-            let limit = u32::from_le_bytes(*limit);
             if limit == 0 || limit > crate::shard::scan::SCAN_LIMIT_MAX {
                 return Err(WireError::soft(
                     Status::InvalidArgument,
@@ -465,6 +467,33 @@ pub fn decode_request<'a>(
             Ok(Request::Backup { target: body })
         }
     }
+}
+
+/// The fields of a SCAN body, unchecked.
+pub struct ScanFields<'a> {
+    pub start: &'a [u8],
+    pub end: &'a [u8],
+    pub limit: u32,
+    pub filter_kind: u8,
+    pub filter_arg: &'a [u8],
+}
+
+/// Split a SCAN body into its fields (`None`: it does not match the layout).
+/// [`decode_request`] checks them; the server reads them again from the
+/// receive buffer when the scan runs.
+pub fn scan_fields(body: &[u8]) -> Option<ScanFields<'_>> {
+    let (start, rest) = take_sized(body)?;
+    let (end, rest) = take_sized(rest)?;
+    let (limit, rest) = rest.split_first_chunk::<4>()?;
+    let (&filter_kind, rest) = rest.split_first()?;
+    let (filter_arg, rest) = take_sized(rest)?;
+    rest.is_empty().then_some(ScanFields {
+        start,
+        end,
+        limit: u32::from_le_bytes(*limit),
+        filter_kind,
+        filter_arg,
+    })
 }
 
 fn txn_body_error(op: &str, e: crate::core::txn_format::TxnFormatError) -> WireError {

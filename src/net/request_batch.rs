@@ -13,12 +13,11 @@ use std::ops::Range;
 use crate::core::status::Status;
 use crate::core::types::ShardId;
 use crate::shard::metrics::{OpClass, ShardMetrics};
-use crate::shard::scan::{decode_page, encode_params, page_entries, ScanParams};
-use crate::shard::{OpKind, RoutedBatch, ShardContext};
+use crate::shard::{OpKind, RoutedBatch, ScanRequest, ShardContext};
 
 use super::codec::{
-    decode_request, encode_response, encode_response_with, parse_frame, HelloInfo, Limits, Opcode,
-    Parsed, Request, Side, HEADER_BYTES,
+    decode_request, encode_response, encode_response_with, parse_frame, scan_fields, HelloInfo,
+    Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
 };
 
 /// At most this many requests go into one batch, so one connection cannot hold a
@@ -60,10 +59,11 @@ pub enum Entry {
         opcode: u8,
         body: Range<usize>,
     },
-    /// One page from every shard, merged; at most `limit` entries.
+    /// A SCAN whose body is at `body` in the receive buffer: pages from every
+    /// shard, merged; answered from `serial_status` / `serial_out`.
     Scan {
         id: u64,
-        limit: u32,
+        body: Range<usize>,
     },
     Hello {
         id: u64,
@@ -172,14 +172,16 @@ impl RequestBatch {
                         // A backup's cut must not include requests sent after
                         // it, so it closes the batch.
                         Ok(request @ Request::Backup { .. }) => {
-                            self.add(ctx, id, request, body_start);
+                            self.add(ctx, id, request, body_start..body_start + body.len());
                             return Filled {
                                 consumed,
                                 close: None,
                                 full: true,
                             };
                         }
-                        Ok(request) => self.add(ctx, id, request, body_start),
+                        Ok(request) => {
+                            self.add(ctx, id, request, body_start..body_start + body.len())
+                        }
                         Err(e) => {
                             let entry = Entry::Error {
                                 id,
@@ -225,7 +227,8 @@ impl RequestBatch {
         });
     }
 
-    fn add(&mut self, ctx: &ShardContext, id: u64, request: Request<'_>, body_start: usize) {
+    fn add(&mut self, ctx: &ShardContext, id: u64, request: Request<'_>, frame_body: Range<usize>) {
+        let body_start = frame_body.start;
         match request {
             Request::Get { key } => self.route(ctx, id, Opcode::Get, OpKind::Get, key, b""),
             Request::Put { key, value } => {
@@ -265,28 +268,15 @@ impl RequestBatch {
                     body: body_start..body_start + body.len(),
                 });
             }
-            Request::Scan {
-                start,
-                end,
-                limit,
-                filter_kind,
-                filter_arg,
-            } => {
-                self.scratch.clear();
-                encode_params(
-                    &mut self.scratch,
-                    &ScanParams {
-                        end,
-                        limit,
-                        filter_kind,
-                        filter_arg,
-                    },
-                );
-                for s in 0..ctx.shard_count() {
-                    self.routed
-                        .push(ShardId(s), OpKind::Scan, start, &self.scratch);
-                }
-                self.order.push(Entry::Scan { id, limit });
+            Request::Scan { .. } => {
+                // A scan may need a second round of shard requests, which a
+                // batch's single routed round cannot give it: it runs after
+                // the batch's routed operations, like MGET.
+                self.serial = true;
+                self.order.push(Entry::Scan {
+                    id,
+                    body: frame_body,
+                });
             }
         }
     }
@@ -325,6 +315,9 @@ impl RequestBatch {
                     body = &self.scratch;
                 }
                 self.serial_status = ctx.router.transaction(body, &mut self.serial_out).await;
+            }
+            Some(Entry::Scan { body, .. }) => {
+                self.serial_status = run_scan(ctx, &data[body.clone()], &mut self.serial_out).await;
             }
             _ => unreachable!("a serial batch ends with its serial entry"),
         }
@@ -369,8 +362,14 @@ impl RequestBatch {
                     encode_response(out, *opcode, *id, status, &self.serial_out);
                     metrics.record_request(OpClass::Txn, status, nanos);
                 }
-                Entry::Scan { id, limit } => {
-                    let status = merge_scan(&self.routed, &mut self.cursors, *id, *limit, out);
+                Entry::Scan { id, .. } => {
+                    let status = self.serial_status;
+                    let body: &[u8] = if status.is_ok() {
+                        &self.serial_out
+                    } else {
+                        b""
+                    };
+                    encode_response(out, Opcode::Scan as u8, *id, status, body);
                     metrics.record_request(OpClass::Other, status, nanos);
                 }
                 Entry::Hello { id } => {
@@ -468,90 +467,48 @@ fn next_reply<'a>(
     reply
 }
 
-/// Merge one page from every shard into the SCAN response. Shards own disjoint
-/// keys and return them sorted, so this is a k-way merge; it stops at the limit
-/// or at the lowest point where some shard stopped early, and hands the client
-/// the key to continue from.
-fn merge_scan(
-    routed: &RoutedBatch,
-    cursors: &mut [usize],
-    id: u64,
-    limit: u32,
-    out: &mut Vec<u8>,
-) -> Status {
-    let n = cursors.len();
-    let mut pages = Vec::with_capacity(n);
-    for s in 0..n {
-        let (status, body) = next_reply(routed, cursors, ShardId(s as u16));
-        if !status.is_ok() {
-            encode_response(out, Opcode::Scan as u8, id, status, body);
-            return status;
+/// Run the SCAN whose (already checked) body is `body` and write the response
+/// body into `out`: `count u32 | (key_len u32 | key | value_len u32 | value)* |
+/// next_len u32 | next`. At most two rounds of shard requests: the first asks
+/// each shard for its share, the second tops up a shard that fell short; a
+/// page still short after that ends where the shards stopped, and `next` says
+/// where to go on (a selective filter cannot hold a connection for long).
+async fn run_scan(ctx: &ShardContext, body: &[u8], out: &mut Vec<u8>) -> Status {
+    out.clear();
+    let Some(f) = scan_fields(body) else {
+        debug_assert!(false, "SCAN bodies are checked before they run");
+        return Status::Internal;
+    };
+    let request = ScanRequest {
+        start: f.start,
+        end: f.end,
+        limit: f.limit,
+        filter_kind: f.filter_kind,
+        filter_arg: f.filter_arg,
+        max_rounds: 2,
+    };
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let mut count = 0u32;
+    let next = ctx
+        .scan_merged(&request, |k, v| {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+            count += 1;
+        })
+        .await;
+    match next {
+        Ok(next) => {
+            out[..4].copy_from_slice(&count.to_le_bytes());
+            let next = next.unwrap_or_default();
+            out.extend_from_slice(&(next.len() as u32).to_le_bytes());
+            out.extend_from_slice(&next);
+            Status::Ok
         }
-        match decode_page(body) {
-            Some(p) => pages.push(p),
-            None => {
-                encode_response(
-                    out,
-                    Opcode::Scan as u8,
-                    id,
-                    Status::Internal,
-                    b"malformed shard page",
-                );
-                return Status::Internal;
-            }
+        Err(status) => {
+            out.clear();
+            status
         }
     }
-    // Nothing at or past the lowest resume point is known complete.
-    let bound: Option<&[u8]> = pages.iter().filter_map(|p| p.resume).min();
-    let mut iters: Vec<_> = pages
-        .iter()
-        .map(|p| page_entries(p.entries).peekable())
-        .collect();
-    encode_response_with(out, Opcode::Scan as u8, id, Status::Ok, |o| {
-        let count_at = o.len();
-        o.extend_from_slice(&0u32.to_le_bytes());
-        let mut count = 0u32;
-        let mut last: Option<&[u8]> = None;
-        let mut hit_limit = false;
-        loop {
-            let mut best: Option<(usize, &[u8])> = None;
-            for (i, it) in iters.iter_mut().enumerate() {
-                if let Some(&(k, _)) = it.peek() {
-                    if best.is_none_or(|(_, b)| k < b) {
-                        best = Some((i, k));
-                    }
-                }
-            }
-            let Some((i, key)) = best else { break };
-            if bound.is_some_and(|b| key >= b) {
-                break;
-            }
-            if count == limit {
-                hit_limit = true;
-                break;
-            }
-            let Some((k, v)) = iters[i].next() else { break };
-            o.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            o.extend_from_slice(k);
-            o.extend_from_slice(&(v.len() as u32).to_le_bytes());
-            o.extend_from_slice(v);
-            count += 1;
-            last = Some(k);
-        }
-        o[count_at..count_at + 4].copy_from_slice(&count.to_le_bytes());
-        // Continue right after the last key returned, or where a shard stopped.
-        let next: Option<Vec<u8>> = match (hit_limit, last, bound) {
-            (true, Some(k), _) => {
-                let mut n = k.to_vec();
-                n.push(0);
-                Some(n)
-            }
-            (_, _, Some(b)) => Some(b.to_vec()),
-            _ => None,
-        };
-        let next = next.unwrap_or_default();
-        o.extend_from_slice(&(next.len() as u32).to_le_bytes());
-        o.extend_from_slice(&next);
-    });
-    Status::Ok
 }

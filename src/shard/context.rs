@@ -77,12 +77,6 @@ impl ShardContext {
 
     /// [`Self::scan`] with a filter pushed down into every shard (see
     /// `core::filter` for the kinds and their arguments).
-    ///
-    /// Each shard is first asked for its share of `limit` plus a margin (keys
-    /// spread evenly by the hash, so one round usually suffices), and the pages
-    /// are merged in key order; a shard whose page ran out is asked again only
-    /// when the merge cannot go on without it. Asking every shard for the whole
-    /// `limit` read `shards` times the entries the answer keeps.
     pub async fn scan_filtered(
         &self,
         start: &[u8],
@@ -91,40 +85,73 @@ impl ShardContext {
         filter_kind: u8,
         filter_arg: &[u8],
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Status> {
-        use std::collections::VecDeque;
+        let mut out = Vec::with_capacity((limit as usize).min(4096));
+        let request = ScanRequest {
+            start,
+            end,
+            limit,
+            filter_kind,
+            filter_arg,
+            max_rounds: usize::MAX,
+        };
+        self.scan_merged(&request, |k, v| out.push((k.to_vec(), v.to_vec())))
+            .await?;
+        Ok(out)
+    }
 
-        use super::scan::{decode_page, encode_params, page_entries, ScanParams};
+    /// The merged scan every caller uses: entries of every shard in key
+    /// order, at most `limit`, each handed to `emit` (borrowed from the shard's
+    /// page: no copy unless `emit` makes one). Returns where to continue
+    /// (`None`: the range is exhausted).
+    ///
+    /// Each shard is first asked for its share of `limit` plus a margin
+    /// ([`first_share`]), and the pages are merged in key order; a shard whose
+    /// page ran out is asked again, for what the answer still lacks, only when
+    /// the merge cannot go on without it. After `max_rounds` rounds the scan
+    /// stops short at the lowest point some shard has not reached (the caller
+    /// pages on from there), which bounds the work of one request behind a
+    /// selective filter.
+    pub async fn scan_merged(
+        &self,
+        r: &ScanRequest<'_>,
+        mut emit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<Option<Vec<u8>>, Status> {
+        use super::scan::{decode_page, encode_params, first_share, page_entries, ScanParams};
         let n = usize::from(self.shard_count());
-        let limit_n = limit as usize;
-        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(limit_n.min(4096));
+        let limit = r.limit as usize;
         if limit == 0 {
-            return Ok(out);
+            return Ok(Some(r.start.to_vec()));
         }
-        // Per shard: entries fetched and not yet merged, and where to go on
-        // (`None`: the shard has nothing more in range).
-        let mut bufs: Vec<VecDeque<(Vec<u8>, Vec<u8>)>> = vec![VecDeque::new(); n];
-        let mut resume: Vec<Option<Vec<u8>>> = vec![Some(start.to_vec()); n];
-        let share = limit_n.div_ceil(n) + (limit_n / 4).max(4);
+        // Per shard: the page being merged and how far into its entries, and
+        // where to go on (`None`: the shard has nothing more in range).
+        let mut pages: Vec<Vec<u8>> = vec![Vec::new(); n];
+        let mut at = vec![0usize; n];
+        let mut resume: Vec<Option<Vec<u8>>> = vec![Some(r.start.to_vec()); n];
         let mut want: Vec<usize> = (0..n).collect();
-        let mut amount = share.min(limit_n);
+        let mut amount = first_share(limit, n);
+        let mut rounds = 0;
+        let mut emitted = 0;
+        let mut last: Vec<u8> = Vec::new();
         let mut batch = self.new_batch();
         let mut params = Vec::new();
         loop {
             if !want.is_empty() {
+                rounds += 1;
                 batch.clear();
+                params.clear();
+                encode_params(
+                    &mut params,
+                    &ScanParams {
+                        end: r.end,
+                        limit: amount as u32,
+                        filter_kind: r.filter_kind,
+                        filter_arg: r.filter_arg,
+                    },
+                );
                 for &shard in &want {
-                    let Some(from) = &resume[shard] else { continue };
-                    params.clear();
-                    encode_params(
-                        &mut params,
-                        &ScanParams {
-                            end,
-                            limit: amount as u32,
-                            filter_kind,
-                            filter_arg,
-                        },
-                    );
-                    batch.push(ShardId(shard as u16), OpKind::Scan, from, &params);
+                    if let Some(from) = &resume[shard] {
+                        batch.push(ShardId(shard as u16), OpKind::Scan, from, &params);
+                    }
                 }
                 self.router.execute(&mut batch).await;
                 for &shard in &want {
@@ -136,39 +163,60 @@ impl ShardContext {
                         return Err(status);
                     }
                     let page = decode_page(body).ok_or(Status::Internal)?;
-                    bufs[shard]
-                        .extend(page_entries(page.entries).map(|(k, v)| (k.to_vec(), v.to_vec())));
                     resume[shard] = page.resume.map(<[u8]>::to_vec);
+                    pages[shard].clear();
+                    pages[shard].extend_from_slice(page.entries);
+                    at[shard] = 0;
                 }
                 want.clear();
             }
-            if out.len() == limit_n {
-                return Ok(out);
+            if emitted == limit {
+                let more =
+                    resume.iter().any(Option::is_some) || (0..n).any(|s| at[s] < pages[s].len());
+                if !more {
+                    return Ok(None);
+                }
+                last.push(0);
+                return Ok(Some(last));
             }
             let best = (0..n)
-                .filter(|&s| !bufs[s].is_empty())
-                .min_by(|&a, &b| bufs[a][0].0.cmp(&bufs[b][0].0));
+                .filter_map(|s| page_entries(&pages[s][at[s]..]).next().map(|(k, _)| (s, k)))
+                .min_by(|a, b| a.1.cmp(b.1));
             // A shard with nothing buffered but more in range may hold the
             // next key: its remaining keys start at its resume point.
+            let mut bound: Option<&[u8]> = None;
             for s in 0..n {
-                if bufs[s].is_empty() {
-                    if let Some(r) = &resume[s] {
-                        if best.is_none_or(|b| r.as_slice() <= bufs[b][0].0.as_slice()) {
-                            want.push(s);
-                        }
+                if at[s] < pages[s].len() {
+                    continue;
+                }
+                if let Some(from) = &resume[s] {
+                    if best.is_none_or(|(_, k)| from.as_slice() <= k) {
+                        want.push(s);
+                        bound = Some(bound.map_or(from.as_slice(), |b| b.min(from.as_slice())));
                     }
                 }
             }
-            if !want.is_empty() {
-                amount = (limit_n - out.len()).max(16).min(limit_n);
+            if let Some(bound) = bound {
+                if rounds >= r.max_rounds {
+                    // Everything below `bound` was returned.
+                    return Ok(Some(bound.to_vec()));
+                }
+                // No shard can add more than the answer still lacks.
+                amount = limit - emitted;
                 continue;
             }
-            let Some(b) = best else {
-                return Ok(out);
+            let Some((s, _)) = best else {
+                return Ok(None);
             };
-            if let Some(entry) = bufs[b].pop_front() {
-                out.push(entry);
-            }
+            let page = &pages[s][at[s]..];
+            let Some((k, v)) = page_entries(page).next() else {
+                unreachable!("the best shard has an entry")
+            };
+            emit(k, v);
+            emitted += 1;
+            last.clear();
+            last.extend_from_slice(k);
+            at[s] += 8 + k.len() + v.len();
         }
     }
 
@@ -209,4 +257,15 @@ impl ShardContext {
         let (status, value) = batch.replies(shard).get(0);
         (status, value.to_vec())
     }
+}
+
+/// One merged scan: the SCAN request's fields, and how many rounds of shard
+/// requests it may take (`usize::MAX`: until the answer is complete).
+pub struct ScanRequest<'a> {
+    pub start: &'a [u8],
+    pub end: &'a [u8],
+    pub limit: u32,
+    pub filter_kind: u8,
+    pub filter_arg: &'a [u8],
+    pub max_rounds: usize,
 }

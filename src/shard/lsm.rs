@@ -36,8 +36,11 @@ use crate::io::table_file::{
 use crate::io::Disk;
 
 use super::buffer_pool::{BlockKey, BufferPool, PoolStats};
+
+/// Most neighbouring blocks one prefetch request reads (128 KiB of 4 KiB blocks).
+pub const PREFETCH_SPAN_BLOCKS: usize = 32;
 use super::memtable::{Lookup, Memtable};
-use super::sync::WaitQueue;
+use super::sync::{join_all, Boxed, WaitQueue};
 
 /// Sizes that shape one shard's storage.
 #[derive(Clone, Debug)]
@@ -132,6 +135,8 @@ pub struct LsmStats {
     pub compaction_write_bytes: Cell<u64>,
     pub write_stalls: Cell<u64>,
     pub read_errors: Cell<u64>,
+    /// Device requests for data blocks (a prefetch of neighbours is one).
+    pub block_read_requests: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -437,7 +442,10 @@ impl<D: Disk> Lsm<D> {
         let bytes = entry.extent.to_native() as usize;
         let r = self
             .pool
-            .get_or_load(key, bytes, || t.file.read_block(i))
+            .get_or_load(key, bytes, || {
+                bump(&self.stats.block_read_requests, 1);
+                t.file.read_block(i)
+            })
             .await;
         if let Err(e) = &r {
             bump(&self.stats.read_errors, 1);
@@ -448,6 +456,72 @@ impl<D: Disk> Lsm<D> {
             );
         }
         r
+    }
+
+    /// Bring blocks `blocks` of `t` into the cache, reading each run of
+    /// neighbouring missing blocks with one request (at most
+    /// [`PREFETCH_SPAN_BLOCKS`] per request), all requests in flight at once.
+    /// On this machine's disk one 32 KiB read costs about a third of eight
+    /// 4 KiB reads in device capacity. Errors are left for the read that
+    /// needs the block, which reports them.
+    pub async fn prefetch_blocks(&self, t: &Table<D>, blocks: Range<usize>) {
+        let index = t.file.index();
+        let key_of = |i: usize| BlockKey {
+            table: t.id(),
+            offset: index.blocks[i].offset.to_native(),
+        };
+        // Claimed loads end in `finish_load` even if this future is dropped,
+        // else waiters for those blocks would wait forever.
+        struct Claims<'a, B> {
+            pool: &'a BufferPool<B>,
+            open: Vec<BlockKey>,
+        }
+        impl<B> Drop for Claims<'_, B> {
+            fn drop(&mut self) {
+                for key in self.open.drain(..) {
+                    self.pool.finish_load(key, None);
+                }
+            }
+        }
+        let mut claims = Claims {
+            pool: &self.pool,
+            open: Vec::new(),
+        };
+        let mut runs: Vec<Range<usize>> = Vec::new();
+        for i in blocks {
+            if !self.pool.claim_load(key_of(i)) {
+                continue;
+            }
+            claims.open.push(key_of(i));
+            match runs.last_mut() {
+                Some(r) if r.end == i && r.len() < PREFETCH_SPAN_BLOCKS => r.end = i + 1,
+                _ => runs.push(i..i + 1),
+            }
+        }
+        if runs.is_empty() {
+            return;
+        }
+        type Read = Result<Vec<Result<Vec<u8>, TableError>>, TableError>;
+        let reads: Vec<Boxed<'_, Read>> = runs
+            .iter()
+            .map(|r| Box::pin(t.file.read_blocks(r.clone())) as Boxed<'_, Read>)
+            .collect();
+        bump(&self.stats.block_read_requests, runs.len() as u64);
+        let reads = join_all(reads).await;
+        // No await from here on: every claim is finished below.
+        claims.open.clear();
+        for (run, read) in runs.into_iter().zip(reads) {
+            let blocks = read.unwrap_or_default();
+            let mut blocks = blocks.into_iter();
+            for i in run {
+                let key = key_of(i);
+                let block = blocks.next().and_then(Result::ok).map(|b| {
+                    let bytes = index.blocks[i].extent.to_native() as usize;
+                    (Rc::new(b), bytes)
+                });
+                self.pool.finish_load(key, block);
+            }
+        }
     }
 
     pub fn pool_stats(&self) -> PoolStats {

@@ -20,6 +20,7 @@ use crate::io::table_file::TableError;
 use crate::io::Disk;
 
 use super::lsm::{Lsm, SharedMem, Table};
+use super::sync::{join_all, Boxed};
 
 /// Memtable entries copied per refill.
 const MEM_CHUNK: usize = 16;
@@ -48,10 +49,19 @@ pub struct TableRun<D: Disk> {
     /// doubles with it (up to READ_AHEAD_MAX), so a short scan reads one block
     /// and a long one keeps several reads in flight.
     sequential: u32,
+    /// Entries of this run the caller expects to consume after a seek (0:
+    /// unknown). A seek reads the blocks holding them all at once, one device
+    /// round trip instead of one per block, and no block past them.
+    expect: usize,
+    /// Blocks below this index of the current table were already requested
+    /// by the seek's read-ahead.
+    requested_until: usize,
 }
 
 /// Most blocks a scan reads ahead of the one it needs, per table run.
 const READ_AHEAD_MAX: usize = 8;
+/// Most blocks a seek reads at once for an expected entry count.
+const SEEK_READ_MAX: usize = 64;
 
 impl<D: Disk> TableRun<D> {
     pub fn new(tables: Vec<Rc<Table<D>>>) -> Self {
@@ -67,7 +77,14 @@ impl<D: Disk> TableRun<D> {
             valid: false,
             cached: true,
             sequential: 0,
+            expect: 0,
+            requested_until: 0,
         }
+    }
+
+    /// Entries in this run's tables.
+    pub fn entries(&self) -> u64 {
+        self.tables.iter().map(|t| t.meta.entries).sum()
     }
 
     /// A run whose reads bypass the block cache.
@@ -91,13 +108,15 @@ impl<D: Disk> TableRun<D> {
     async fn load(&mut self, lsm: &Lsm<D>) -> Result<(), TableError> {
         let table = &self.tables[self.t];
         let block = if self.cached {
-            let blocks = table.file.index().blocks.len();
-            let window = (1usize << self.sequential.min(3)).min(READ_AHEAD_MAX);
-            let last = (self.block_i + window).min(blocks);
-            if self.sequential > 0 && last > self.block_i + 1 {
-                read_ahead(lsm, table, self.block_i..last).await;
+            if self.block_i >= self.requested_until {
+                let blocks = table.file.index().blocks.len();
+                let window = (1usize << self.sequential.min(3)).min(READ_AHEAD_MAX);
+                let last = (self.block_i + window).min(blocks);
+                if self.sequential > 0 && last > self.block_i + 1 {
+                    lsm.prefetch_blocks(table, self.block_i..last).await;
+                }
+                self.sequential += 1;
             }
-            self.sequential += 1;
             lsm.load_block(table, self.block_i).await?
         } else {
             Rc::new(table.file.read_block(self.block_i).await?)
@@ -120,10 +139,26 @@ impl<D: Disk> TableRun<D> {
         if self.t == self.tables.len() {
             return Ok(());
         }
-        let Some(i) = find_block(self.tables[self.t].file.index(), start) else {
+        let table = &self.tables[self.t];
+        let Some(i) = find_block(table.file.index(), start) else {
             return Ok(());
         };
         self.block_i = i;
+        self.requested_until = 0;
+        if self.cached && self.expect > 0 {
+            // The first block holds on average half a block of entries below
+            // `start`, hence the extra block.
+            let blocks = table.file.index().blocks.len();
+            let per_block = (table.meta.entries as usize / blocks.max(1)).max(1);
+            let want = (self.expect.div_ceil(per_block) + 1).min(SEEK_READ_MAX);
+            self.requested_until = (i + want).min(blocks);
+            if self.requested_until > i + 1 {
+                lsm.prefetch_blocks(table, i..self.requested_until).await;
+            }
+            // Past the expected blocks the scan is longer than foreseen: go on
+            // with a doubling window.
+            self.sequential = 1;
+        }
         self.load(lsm).await?;
         let block = self.block.clone().unwrap_or_default();
         let parsed = DataBlock::parse(&block).map_err(|e| self.corrupt(e))?;
@@ -165,6 +200,7 @@ impl<D: Disk> TableRun<D> {
             if self.block_i >= self.tables[self.t].file.index().blocks.len() {
                 self.t += 1;
                 self.block_i = 0;
+                self.requested_until = 0;
                 if self.t >= self.tables.len() {
                     return Ok(());
                 }
@@ -180,49 +216,6 @@ impl<D: Disk> TableRun<D> {
         let block = self.block.as_ref()?;
         Some((&self.key, self.value.map(|(a, b)| &block[a..b])))
     }
-}
-
-type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
-
-/// Run futures concurrently on this task and collect their outputs in order:
-/// the shard's ring keeps all their reads in flight at once.
-async fn join_all<T>(futs: Vec<Boxed<'_, T>>) -> Vec<T> {
-    let mut slots: Vec<(Option<Boxed<'_, T>>, Option<T>)> =
-        futs.into_iter().map(|f| (Some(f), None)).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (fut, out) in slots.iter_mut() {
-            if let Some(f) = fut {
-                match f.as_mut().poll(cx) {
-                    std::task::Poll::Ready(v) => {
-                        *out = Some(v);
-                        *fut = None;
-                    }
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    slots.into_iter().filter_map(|(_, out)| out).collect()
-}
-
-/// Load `blocks` of `table` into the cache concurrently. Errors are left for
-/// the read that needs the block, which reports them.
-async fn read_ahead<D: Disk>(lsm: &Lsm<D>, table: &Table<D>, blocks: std::ops::Range<usize>) {
-    let loads: Vec<Boxed<'_, ()>> = blocks
-        .map(|i| {
-            Box::pin(async move {
-                let _ = lsm.load_block(table, i).await;
-            }) as Boxed<'_, ()>
-        })
-        .collect();
-    join_all(loads).await;
 }
 
 /// A memtable read in chunks.
@@ -288,6 +281,10 @@ pub struct Merge<D: Disk> {
     end: Vec<u8>,
     key: Vec<u8>,
     value: Vec<u8>,
+    /// `key` was returned and the layers still stand on it: they step past it
+    /// at the next call, not before, so that a page that stops after an entry
+    /// never reads the block after it.
+    returned: bool,
 }
 
 /// One merged entry: key, value (`None`: deleted) and the pending LSN it
@@ -320,12 +317,30 @@ impl<D: Disk> Merge<D> {
             end: end.to_vec(),
             key: Vec::new(),
             value: Vec::new(),
+            returned: false,
         })
+    }
+
+    /// Where a scan that stops now continues: just past the last key returned
+    /// (`key ++ 0x00` is the smallest key greater than it), or at the start.
+    pub fn resume_point(&self) -> Vec<u8> {
+        if !self.returned {
+            return self.start.clone();
+        }
+        let mut k = Vec::with_capacity(self.key.len() + 1);
+        k.extend_from_slice(&self.key);
+        k.push(0);
+        k
     }
 
     /// The layers of `lsm` as sources, newest first: an optional overlay, the
     /// memtable, the frozen memtable, level-0 tables, the level-1 run.
-    pub fn sources_of(lsm: &Lsm<D>, overlay: Option<Overlay>) -> Vec<Source<D>> {
+    ///
+    /// `expect` is how many entries the caller expects to read after the seek
+    /// (0: unknown, e.g. behind a selective filter). Keys are spread over the
+    /// layers in proportion to their sizes, so each table run is told its share
+    /// and reads exactly the blocks that share needs at once.
+    pub fn sources_of(lsm: &Lsm<D>, overlay: Option<Overlay>, expect: usize) -> Vec<Source<D>> {
         let version = lsm.version();
         let mut sources = Vec::with_capacity(4 + version.l0.len());
         if let Some(o) = overlay {
@@ -341,11 +356,33 @@ impl<D: Disk> Merge<D> {
         if !version.l1.is_empty() {
             sources.push(Source::Run(TableRun::new(version.l1.clone())));
         }
+        if expect > 0 {
+            let mem = lsm.memtable().borrow().len() as u64
+                + lsm.frozen().map_or(0, |m| m.borrow().len() as u64);
+            let total: u64 = mem
+                + sources
+                    .iter()
+                    .map(|s| match s {
+                        Source::Run(r) => r.entries(),
+                        _ => 0,
+                    })
+                    .sum::<u64>();
+            for s in &mut sources {
+                if let Source::Run(r) = s {
+                    let share = (expect as u64 * r.entries()).div_ceil(total.max(1));
+                    r.expect = share as usize;
+                }
+            }
+        }
         sources
     }
 
     /// The next entry in key order, tombstones included.
     pub async fn next(&mut self, lsm: &Lsm<D>) -> Result<Option<MergedEntry<'_>>, TableError> {
+        if self.returned {
+            self.step_past_key(lsm).await?;
+            self.returned = false;
+        }
         let mut winner: Option<usize> = None;
         for (i, s) in self.sources.iter().enumerate() {
             if let Some((k, _, _)) = s.current() {
@@ -376,7 +413,13 @@ impl<D: Disk> Merge<D> {
             }
             (v.is_none(), lsn)
         };
-        // Step past this key in every layer that has it (older versions die here).
+        self.returned = true;
+        let value = (!tombstone).then_some(self.value.as_slice());
+        Ok(Some((&self.key, value, lsn)))
+    }
+
+    /// Step past `self.key` in every layer that has it (older versions die here).
+    async fn step_past_key(&mut self, lsm: &Lsm<D>) -> Result<(), TableError> {
         for i in 0..self.sources.len() {
             let same = self.sources[i]
                 .current()
@@ -394,7 +437,6 @@ impl<D: Disk> Merge<D> {
                 }
             }
         }
-        let value = (!tombstone).then_some(self.value.as_slice());
-        Ok(Some((&self.key, value, lsn)))
+        Ok(())
     }
 }

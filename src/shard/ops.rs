@@ -150,6 +150,14 @@ impl ReplyBatch {
         });
     }
 
+    /// Start a reply whose value is written in place by code that may await
+    /// (a scan page): no copy of a large value. The reply exists once
+    /// [`OpenReply::close`] is called; dropped unclosed, its bytes are removed.
+    pub fn open(&mut self) -> OpenReply<'_> {
+        let start = self.bytes.len();
+        OpenReply { batch: self, start }
+    }
+
     pub fn len(&self) -> usize {
         self.replies.len()
     }
@@ -193,6 +201,46 @@ impl ReplyBatch {
                 r.value = r.value.start..r.value.start;
             }
         }
+    }
+}
+
+/// A reply being written in place; derefs to the batch's buffer, whose bytes
+/// from where it was opened are the value.
+pub struct OpenReply<'a> {
+    batch: &'a mut ReplyBatch,
+    start: usize,
+}
+
+impl OpenReply<'_> {
+    pub fn close(mut self, status: Status, wait_lsn: u64) {
+        let end = self.batch.bytes.len();
+        assert!(end <= u32::MAX as usize, "reply batch past 4 GiB");
+        self.batch.replies.push(Reply {
+            status,
+            value: self.start as u32..end as u32,
+            wait_lsn,
+        });
+        // Closed: the bytes stay.
+        self.start = end;
+    }
+}
+
+impl std::ops::Deref for OpenReply<'_> {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.batch.bytes
+    }
+}
+
+impl std::ops::DerefMut for OpenReply<'_> {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.batch.bytes
+    }
+}
+
+impl Drop for OpenReply<'_> {
+    fn drop(&mut self) {
+        self.batch.bytes.truncate(self.start);
     }
 }
 

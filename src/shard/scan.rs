@@ -4,12 +4,14 @@
 //! A shard returns at most `limit` matching entries, at most
 //! [`SCAN_REPLY_BYTES_MAX`] bytes, and examines at most [`SCAN_EXAMINED_MAX`]
 //! records per request, so one scan never holds a core for long; when it stops
-//! early it says where to resume. The connection's shard merges the pages of all
-//! shards (see `net::connection`).
+//! early it says where to resume. The caller's shard merges the pages of all
+//! shards (`ShardContext::scan_merged`).
 //!
 //! Internal formats (never on the wire):
 //! - params: `end_len u32 | end | limit u32 | filter_kind u8 | filter_arg`
-//! - reply:  `resume_flag u8 | resume_len u32 | resume | (key_len u32 | key | value_len u32 | value)*`
+//! - reply:  `(key_len u32 | key | value_len u32 | value)* | resume | resume_len u32 | resume_flag u8`
+//!   (the resume point last, so a page is written in one pass straight into
+//!   the reply buffer: it is known only when the page ends)
 
 use crate::core::filter::Filter;
 
@@ -33,6 +35,23 @@ pub struct ScanParams<'a> {
     pub limit: u32,
     pub filter_kind: u8,
     pub filter_arg: &'a [u8],
+}
+
+/// How many entries to ask each of `shards` shards for first, for a merged
+/// page of `limit`. Keys are spread over shards by a hash, so a shard's count
+/// among the first `limit` keys is binomial(limit, 1/shards): ask for the mean
+/// plus 1.5 standard deviations (a shard falls short about 7 % of the time and
+/// is asked again for exactly what is missing). Every entry asked for beyond
+/// what the merge keeps is read from disk for nothing: asking every shard for
+/// the whole limit read `shards` times the blocks.
+pub fn first_share(limit: usize, shards: usize) -> usize {
+    if shards <= 1 {
+        return limit;
+    }
+    let p = 1.0 / shards as f64;
+    let sd = (limit as f64 * p * (1.0 - p)).sqrt();
+    let share = limit.div_ceil(shards) + (1.5 * sd).ceil() as usize + 1;
+    share.min(limit)
 }
 
 pub fn encode_params(out: &mut Vec<u8>, p: &ScanParams<'_>) {
@@ -74,8 +93,11 @@ pub struct ShardPage<'a> {
 }
 
 pub fn decode_page(b: &[u8]) -> Option<ShardPage<'_>> {
-    let (&flag, rest) = b.split_first()?;
-    let (resume, entries) = split_bytes(rest)?;
+    let (&flag, rest) = b.split_last()?;
+    let (rest, n) = rest.split_last_chunk::<4>()?;
+    let n = u32::from_le_bytes(*n) as usize;
+    let entries_len = rest.len().checked_sub(n)?;
+    let (entries, resume) = rest.split_at(entries_len);
     Some(ShardPage {
         resume: (flag == 1).then_some(resume),
         entries,
@@ -109,22 +131,24 @@ pub async fn scan_page<D: Disk>(
     filter: &mut Filter,
     out: &mut Vec<u8>,
 ) -> Result<u64, TableError> {
-    let header_at = out.len();
-    out.push(0);
-    out.extend_from_slice(&0u32.to_le_bytes());
     let entries_at = out.len();
     let mut wait_lsn = 0;
     let mut matched = 0u32;
     let mut examined = 0usize;
     let mut resume: Option<Vec<u8>> = None;
-    while let Some((key, value, lsn)) = merge.next(lsm).await? {
+    loop {
+        // Checked before asking for the next entry, so a full page never
+        // reads the block after its last entry.
         let full = matched >= p.limit
             || out.len() - entries_at >= SCAN_REPLY_BYTES_MAX
             || examined >= SCAN_EXAMINED_MAX;
         if full {
-            resume = Some(key.to_vec());
+            resume = Some(merge.resume_point());
             break;
         }
+        let Some((key, value, lsn)) = merge.next(lsm).await? else {
+            break;
+        };
         examined += 1;
         wait_lsn = wait_lsn.max(lsn);
         let Some(value) = value else { continue };
@@ -133,21 +157,30 @@ pub async fn scan_page<D: Disk>(
             matched += 1;
         }
     }
-    if let Some(r) = resume {
-        // The page must be self-contained: rebuild with the header in front.
-        let entries = out.split_off(entries_at);
-        out.truncate(header_at);
-        out.push(1);
-        out.extend_from_slice(&(r.len() as u32).to_le_bytes());
-        out.extend_from_slice(&r);
-        out.extend_from_slice(&entries);
-    }
+    let r = resume.as_deref().unwrap_or_default();
+    out.extend_from_slice(r);
+    out.extend_from_slice(&(r.len() as u32).to_le_bytes());
+    out.push(u8::from(resume.is_some()));
     Ok(wait_lsn)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_share_covers_the_mean_and_never_exceeds_the_limit() {
+        assert_eq!(first_share(50, 1), 50);
+        assert_eq!(first_share(1, 2), 1);
+        assert_eq!(first_share(50, 2), 25 + 6 + 1);
+        assert_eq!(first_share(100, 2), 50 + 8 + 1);
+        for shards in 1..=16 {
+            for limit in 0..=1000 {
+                let share = first_share(limit, shards);
+                assert!(share <= limit && share >= limit.div_ceil(shards));
+            }
+        }
+    }
 
     #[test]
     fn params_round_trip() {

@@ -216,19 +216,26 @@ impl<D: Disk> ShardState<D> {
             Err(e) => return out.push(Status::InvalidArgument, e.to_string().as_bytes(), 0),
         };
         let overlay = self.pending_overlay(start, params.end);
-        let sources = Merge::sources_of(&self.lsm, overlay);
-        let mut page = Vec::new();
+        // Unfiltered, the page needs exactly `limit` live entries: the tables
+        // read the blocks holding them at once. A filter's yield is unknown.
+        let expect = if filter.is_none() {
+            params.limit as usize
+        } else {
+            0
+        };
+        let sources = Merge::sources_of(&self.lsm, overlay, expect);
+        let mut page = out.open();
         let scanned = async {
             let mut merge = Merge::new(&self.lsm, sources, start, params.end).await?;
             scan_page(&self.lsm, &mut merge, &params, &mut filter, &mut page).await
         }
         .await;
         match scanned {
-            Ok(wait_lsn) => {
-                out.push(Status::Ok, &page, 0);
-                out.set_last_wait_lsn(wait_lsn);
+            Ok(wait_lsn) => page.close(Status::Ok, wait_lsn),
+            Err(e) => {
+                drop(page);
+                out.push(read_failure(&e), b"", 0);
             }
-            Err(e) => out.push(read_failure(&e), b"", 0),
         }
     }
 

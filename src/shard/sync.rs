@@ -26,6 +26,37 @@ pub async fn yield_point() {
     }
 }
 
+/// A boxed future borrowed for `'a`.
+pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
+
+/// Run futures concurrently on this task and collect their outputs in order:
+/// the shard's ring keeps all their reads in flight at once.
+pub async fn join_all<T>(futs: Vec<Boxed<'_, T>>) -> Vec<T> {
+    let mut slots: Vec<(Option<Boxed<'_, T>>, Option<T>)> =
+        futs.into_iter().map(|f| (Some(f), None)).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (fut, out) in slots.iter_mut() {
+            if let Some(f) = fut {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *fut = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    slots.into_iter().filter_map(|(_, out)| out).collect()
+}
+
 /// Tasks waiting for "something changed". Waiters re-check their own condition
 /// after waking, so spurious wake-ups are harmless.
 ///

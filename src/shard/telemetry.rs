@@ -95,6 +95,7 @@ pub struct StorageSnapshot {
     pub compaction_write_bytes: u64,
     pub write_stalls: u64,
     pub read_errors: u64,
+    pub block_read_requests: u64,
     pub wal_segments_recycled: u64,
 }
 
@@ -122,6 +123,7 @@ impl StorageSnapshot {
             compaction_write_bytes: st.compaction_write_bytes.get(),
             write_stalls: st.write_stalls.get(),
             read_errors: st.read_errors.get(),
+            block_read_requests: st.block_read_requests.get(),
             wal_segments_recycled: state.commit.stats.segments_recycled.get(),
         }
     }
