@@ -237,3 +237,41 @@ fn scan_sees_pipelined_writes_and_mget_spans_shards() {
     assert_eq!(out.status.code(), Some(1), "a missing key exits 1");
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "v0\n\nv2\n");
 }
+
+/// With two shards the server asks each for its share of the limit and tops
+/// up the one that fell short: an unfiltered page is always full (the limit,
+/// or what is left of the range), whatever the start and the limit.
+#[test]
+fn unfiltered_pages_are_full_over_two_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2"]);
+    let mut c = server.client();
+    let model = load(&mut c);
+    let keys: Vec<&Vec<u8>> = model.keys().collect();
+    let mut short_seen = 0;
+    for (i, limit) in [1u32, 2, 5, 7, 16, 50, 100, 333, 1000]
+        .iter()
+        .cycle()
+        .take(90)
+        .enumerate()
+    {
+        let from = keys[(i * 7919) % keys.len()];
+        let page = c.scan_page(from, b"", *limit, &ScanFilter::None).unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = model
+            .range(from.clone()..)
+            .take(*limit as usize)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if want.len() < *limit as usize {
+            short_seen += 1;
+        }
+        assert!(
+            page.entries == want,
+            "from {:?}, limit {limit}: {} entries, expected {}",
+            String::from_utf8_lossy(from),
+            page.entries.len(),
+            want.len()
+        );
+    }
+    assert!(short_seen > 0, "some pages reach the end of the range");
+}

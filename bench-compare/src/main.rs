@@ -7,6 +7,7 @@
 //! Run (see docs/benchmarks.md):
 //!   ROCKSDB_LIB_DIR=/usr/lib/x86_64-linux-gnu cargo run --release -- \
 //!       [--records N] [--value-size B] [--cache-mib M] [--seconds S] [--clients C] [--dir DIR]
+//!       [--spin-us U]   (corekv: an idle shard spins U µs before sleeping; default 0)
 //!
 //! Both engines bypass the OS page cache (corekv always; RocksDB with
 //! use_direct_reads and direct I/O for flush and compaction), so the cache
@@ -31,6 +32,7 @@ struct Args {
     records: u64,
     value_size: usize,
     cache_bytes: usize,
+    spin_us: u64,
     seconds: u64,
     clients: usize,
     dir: std::path::PathBuf,
@@ -43,6 +45,7 @@ fn parse_args() -> Args {
         records: 400_000,
         value_size: 1000,
         cache_bytes: 32 << 20,
+        spin_us: 0,
         seconds: 10,
         clients: 16,
         dir: std::env::temp_dir(),
@@ -61,6 +64,7 @@ fn parse_args() -> Args {
             "--records" => a.records = n(),
             "--value-size" => a.value_size = n() as usize,
             "--cache-mib" => a.cache_bytes = (n() as usize) << 20,
+            "--spin-us" => a.spin_us = n(),
             "--seconds" => a.seconds = n(),
             "--clients" => a.clients = n() as usize,
             "--dir" => a.dir = v.into(),
@@ -263,6 +267,7 @@ fn corekv_engine(dir: &std::path::Path, a: &Args, durability: Durability) -> Eng
     let mut c = EngineConfig::new(dir);
     c.durability = durability;
     c.cache_bytes = a.cache_bytes;
+    c.spin_before_park = Duration::from_micros(a.spin_us);
     c
 }
 
@@ -500,12 +505,13 @@ fn main() {
         eprintln!("{name}: {} ops", r.ops);
     }
     println!(
-        "records {} x {} B values, cache {} MiB, {} clients, {} s per workload, sync writes",
+        "records {} x {} B values, cache {} MiB, {} clients, {} s per workload, sync writes, corekv spin {} µs",
         a.records,
         a.value_size,
         a.cache_bytes >> 20,
         a.clients,
-        a.seconds
+        a.seconds,
+        a.spin_us
     );
     println!(
         "workload | corekv ops/s | corekv p99 µs | rocksdb ops/s | rocksdb p99 µs | ratio ops/s"

@@ -133,6 +133,11 @@ impl DiskFile for DmaDiskFile {
         (self.file.alignment() as usize).max(crate::core::limits::SECTOR_BYTES)
     }
 
+    fn read_alignment(&self) -> usize {
+        // O_DIRECT reads need the logical block, never less than 512 B.
+        (self.file.alignment() as usize).max(512)
+    }
+
     fn alloc_buf(&self, len: usize) -> DmaBuf {
         let mut buf = self.file.alloc_dma_buffer(len);
         buf.as_bytes_mut().fill(0);

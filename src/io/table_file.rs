@@ -453,12 +453,13 @@ async fn read_exact<F: DiskFile>(file: &F, offset: u64, len: usize) -> Result<Ve
 }
 
 /// [`read_exact`] without the copy: the device's buffer, cut to the range.
+/// Reads the device's logical blocks that cover the range, no more.
 async fn read_exact_buf<F: DiskFile>(
     file: &F,
     offset: u64,
     len: usize,
 ) -> Result<SubBuf<F::ReadBuf>, TableError> {
-    let sector = SECTOR_BYTES as u64;
+    let sector = file.read_alignment() as u64;
     let start = offset / sector * sector;
     let end = (offset + len as u64).div_ceil(sector) * sector;
     let got = file.read_at(start, (end - start) as usize).await?;
