@@ -155,5 +155,12 @@ pub fn recovery(data: &[u8]) {
         }
         let _ = crate::io::manifest::load_manifest(&disk, shard, 0).await;
         let _ = crate::io::table_file::check_table(&disk, &tables, 1).await;
+        // Neighbouring blocks read with one request (scans): any range.
+        if let Ok(t) = crate::io::table_file::TableFile::open(&disk, &tables, 1).await {
+            let n = t.index().blocks.len();
+            let _ = t.read_blocks(0..n.min(40)).await;
+            let _ = t.read_blocks(n / 2..n).await;
+            let _ = t.read_blocks(n..n + 3).await;
+        }
     });
 }

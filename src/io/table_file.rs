@@ -409,9 +409,19 @@ impl<F: DiskFile> TableFile<F> {
         };
         let start = first.offset.to_native();
         let end = last.offset.to_native() + u64::from(last.extent.to_native());
-        // The index was validated at open: offsets ascend and end before it.
-        assert!(start < end, "table index offsets must ascend");
-        let span = read_exact_buf(&self.file, start, (end - start) as usize).await?;
+        // The index passed its checksum, but its offsets are still checked
+        // before they cut the span: a bad one fails its block, never panics.
+        let span_len = end
+            .checked_sub(start)
+            .filter(|&n| n > 0 && n <= u32::MAX as u64);
+        let Some(span_len) = span_len else {
+            return Err(self.corrupt_block(
+                start,
+                first.block_no.to_native(),
+                BlockError::Malformed("index offsets do not ascend"),
+            ));
+        };
+        let span = read_exact_buf(&self.file, start, span_len as usize).await?;
         let out = blocks
             .map(|i| {
                 let entry = &index.blocks[i];
@@ -420,8 +430,14 @@ impl<F: DiskFile> TableFile<F> {
                     entry.extent.to_native() as usize,
                     entry.block_no.to_native(),
                 );
-                let from = (at - start) as usize;
-                let raw = &span[from..from + ext];
+                let from = at.checked_sub(start).map(|f| f as usize);
+                let Some(raw) = from.and_then(|f| span.get(f..f.checked_add(ext)?)) else {
+                    return Err(self.corrupt_block(
+                        at,
+                        no,
+                        BlockError::Malformed("index offsets do not ascend"),
+                    ));
+                };
                 let payload = open_block(raw, self.id, no, BlockKind::Data)
                     .map_err(|e| self.corrupt_block(at, no, e))?;
                 DataBlock::parse(payload).map_err(|e| self.corrupt_block(at, no, e))?;

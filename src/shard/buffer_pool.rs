@@ -124,6 +124,11 @@ impl<B> BufferPool<B> {
         }
     }
 
+    /// Whether a block of `bytes` would be kept (larger ones bypass the cache).
+    pub fn would_keep(&self, bytes: usize) -> bool {
+        bytes <= self.max_block_bytes.get()
+    }
+
     pub fn stats(&self) -> PoolStats {
         let inner = self.inner.borrow();
         let mut s = inner.stats;

@@ -39,6 +39,8 @@ use super::buffer_pool::{BlockKey, BufferPool, PoolStats};
 
 /// Most neighbouring blocks one prefetch request reads (128 KiB of 4 KiB blocks).
 pub const PREFETCH_SPAN_BLOCKS: usize = 32;
+/// Most bytes one prefetch request reads (large values make large blocks).
+pub const PREFETCH_SPAN_BYTES: usize = 256 * 1024;
 use super::memtable::{Lookup, Memtable};
 use super::sync::{join_all, Boxed, WaitQueue};
 
@@ -460,7 +462,9 @@ impl<D: Disk> Lsm<D> {
 
     /// Bring blocks `blocks` of `t` into the cache, reading each run of
     /// neighbouring missing blocks with one request (at most
-    /// [`PREFETCH_SPAN_BLOCKS`] per request), all requests in flight at once.
+    /// [`PREFETCH_SPAN_BLOCKS`] blocks and [`PREFETCH_SPAN_BYTES`] bytes per
+    /// request), all requests in flight at once. Blocks too large for the
+    /// cache are skipped: the read that needs them reads them.
     /// On this machine's disk one 32 KiB read costs about a third of eight
     /// 4 KiB reads in device capacity. Errors are left for the read that
     /// needs the block, which reports them.
@@ -488,14 +492,28 @@ impl<D: Disk> Lsm<D> {
             open: Vec::new(),
         };
         let mut runs: Vec<Range<usize>> = Vec::new();
+        let mut run_bytes = 0usize;
         for i in blocks {
-            if !self.pool.claim_load(key_of(i)) {
+            // A block the cache would not keep would be read twice: leave it
+            // to the read that needs it.
+            let bytes = index.blocks[i].extent.to_native() as usize;
+            if !self.pool.would_keep(bytes) || !self.pool.claim_load(key_of(i)) {
                 continue;
             }
             claims.open.push(key_of(i));
             match runs.last_mut() {
-                Some(r) if r.end == i && r.len() < PREFETCH_SPAN_BLOCKS => r.end = i + 1,
-                _ => runs.push(i..i + 1),
+                Some(r)
+                    if r.end == i
+                        && r.len() < PREFETCH_SPAN_BLOCKS
+                        && run_bytes + bytes <= PREFETCH_SPAN_BYTES =>
+                {
+                    r.end = i + 1;
+                    run_bytes += bytes;
+                }
+                _ => {
+                    runs.push(i..i + 1);
+                    run_bytes = bytes;
+                }
             }
         }
         if runs.is_empty() {
