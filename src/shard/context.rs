@@ -122,21 +122,25 @@ impl ShardContext {
         if limit == 0 {
             return Ok(Some(r.start.to_vec()));
         }
-        // Per shard: the page being merged and how far into its entries, and
-        // where to go on (`None`: the shard has nothing more in range).
-        let mut pages: Vec<Vec<u8>> = vec![Vec::new(); n];
+        // Per shard: how far into its page's entries the merge is, and where
+        // to go on (`None`: the shard has nothing more in range). First-round
+        // pages are merged where they lie, in `first`'s replies; a page from a
+        // later round is copied into `owned` (its batch is reused).
         let mut at = vec![0usize; n];
+        let mut owned: Vec<Option<Vec<u8>>> = vec![None; n];
         let mut resume: Vec<Option<Vec<u8>>> = vec![Some(r.start.to_vec()); n];
         let mut want: Vec<usize> = (0..n).collect();
         let mut amount = first_share(limit, n);
         let mut rounds = 0;
         let mut emitted = 0;
         let mut last: Vec<u8> = Vec::new();
-        let mut batch = self.new_batch();
+        let mut first = self.new_batch();
+        let mut topup = self.new_batch();
         let mut params = Vec::new();
         loop {
             if !want.is_empty() {
                 rounds += 1;
+                let batch = if rounds == 1 { &mut first } else { &mut topup };
                 batch.clear();
                 params.clear();
                 encode_params(
@@ -153,7 +157,7 @@ impl ShardContext {
                         batch.push(ShardId(shard as u16), OpKind::Scan, from, &params);
                     }
                 }
-                self.router.execute(&mut batch).await;
+                self.router.execute(batch).await;
                 for &shard in &want {
                     if resume[shard].is_none() {
                         continue;
@@ -164,15 +168,27 @@ impl ShardContext {
                     }
                     let page = decode_page(body).ok_or(Status::Internal)?;
                     resume[shard] = page.resume.map(<[u8]>::to_vec);
-                    pages[shard].clear();
-                    pages[shard].extend_from_slice(page.entries);
+                    if rounds > 1 {
+                        let copy = owned[shard].get_or_insert_with(Vec::new);
+                        copy.clear();
+                        copy.extend_from_slice(page.entries);
+                    }
                     at[shard] = 0;
                 }
                 want.clear();
             }
+            // The entries shard `s` has not yet handed to the merge.
+            let rest = |s: usize| -> &[u8] {
+                let entries = match &owned[s] {
+                    Some(copy) => copy.as_slice(),
+                    None => decode_page(first.replies(ShardId(s as u16)).get(0).1)
+                        .map_or(&[][..], |p| p.entries),
+                };
+                &entries[at[s]..]
+            };
             if emitted == limit {
                 let more =
-                    resume.iter().any(Option::is_some) || (0..n).any(|s| at[s] < pages[s].len());
+                    resume.iter().any(Option::is_some) || (0..n).any(|s| !rest(s).is_empty());
                 if !more {
                     return Ok(None);
                 }
@@ -180,13 +196,13 @@ impl ShardContext {
                 return Ok(Some(last));
             }
             let best = (0..n)
-                .filter_map(|s| page_entries(&pages[s][at[s]..]).next().map(|(k, _)| (s, k)))
+                .filter_map(|s| page_entries(rest(s)).next().map(|(k, _)| (s, k)))
                 .min_by(|a, b| a.1.cmp(b.1));
             // A shard with nothing buffered but more in range may hold the
             // next key: its remaining keys start at its resume point.
             let mut bound: Option<&[u8]> = None;
             for s in 0..n {
-                if at[s] < pages[s].len() {
+                if !rest(s).is_empty() {
                     continue;
                 }
                 if let Some(from) = &resume[s] {
@@ -208,8 +224,7 @@ impl ShardContext {
             let Some((s, _)) = best else {
                 return Ok(None);
             };
-            let page = &pages[s][at[s]..];
-            let Some((k, v)) = page_entries(page).next() else {
+            let Some((k, v)) = page_entries(rest(s)).next() else {
                 unreachable!("the best shard has an entry")
             };
             emit(k, v);
