@@ -201,11 +201,11 @@ impl ShardContext {
             // A shard with nothing buffered but more in range may hold the
             // next key: its remaining keys start at its resume point.
             let mut bound: Option<&[u8]> = None;
-            for s in 0..n {
+            for (s, from) in resume.iter().enumerate() {
                 if !rest(s).is_empty() {
                     continue;
                 }
-                if let Some(from) = &resume[s] {
+                if let Some(from) = from {
                     if best.is_none_or(|(_, k)| from.as_slice() <= k) {
                         want.push(s);
                         bound = Some(bound.map_or(from.as_slice(), |b| b.min(from.as_slice())));
