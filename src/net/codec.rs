@@ -10,6 +10,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
+use crate::shard::scan::ScanRequest;
 
 pub const MAGIC: [u8; 2] = *b"CK";
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -362,7 +363,7 @@ pub fn decode_request<'a>(
                     "SCAN body does not match its layout".into(),
                 )
             };
-            let ScanFields {
+            let ScanRequest {
                 start,
                 end,
                 limit,
@@ -469,25 +470,16 @@ pub fn decode_request<'a>(
     }
 }
 
-/// The fields of a SCAN body, unchecked.
-pub struct ScanFields<'a> {
-    pub start: &'a [u8],
-    pub end: &'a [u8],
-    pub limit: u32,
-    pub filter_kind: u8,
-    pub filter_arg: &'a [u8],
-}
-
 /// Split a SCAN body into its fields (`None`: it does not match the layout).
 /// [`decode_request`] checks them; the server reads them again from the
 /// receive buffer when the scan runs.
-pub fn scan_fields(body: &[u8]) -> Option<ScanFields<'_>> {
+pub fn scan_fields(body: &[u8]) -> Option<ScanRequest<'_>> {
     let (start, rest) = take_sized(body)?;
     let (end, rest) = take_sized(rest)?;
     let (limit, rest) = rest.split_first_chunk::<4>()?;
     let (&filter_kind, rest) = rest.split_first()?;
     let (filter_arg, rest) = take_sized(rest)?;
-    rest.is_empty().then_some(ScanFields {
+    rest.is_empty().then_some(ScanRequest {
         start,
         end,
         limit: u32::from_le_bytes(*limit),

@@ -13,7 +13,7 @@ use std::ops::Range;
 use crate::core::status::Status;
 use crate::core::types::ShardId;
 use crate::shard::metrics::{OpClass, ShardMetrics};
-use crate::shard::{OpKind, RoutedBatch, ScanRequest, ShardContext};
+use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
 use super::codec::{
     decode_request, encode_response, encode_response_with, parse_frame, scan_fields, HelloInfo,
@@ -475,22 +475,14 @@ fn next_reply<'a>(
 /// where to go on (a selective filter cannot hold a connection for long).
 async fn run_scan(ctx: &ShardContext, body: &[u8], out: &mut Vec<u8>) -> Status {
     out.clear();
-    let Some(f) = scan_fields(body) else {
+    let Some(request) = scan_fields(body) else {
         debug_assert!(false, "SCAN bodies are checked before they run");
         return Status::Internal;
-    };
-    let request = ScanRequest {
-        start: f.start,
-        end: f.end,
-        limit: f.limit,
-        filter_kind: f.filter_kind,
-        filter_arg: f.filter_arg,
-        max_rounds: 2,
     };
     out.extend_from_slice(&0u32.to_le_bytes());
     let mut count = 0u32;
     let next = ctx
-        .scan_merged(&request, |k, v| {
+        .scan_merged(&request, 2, |k, v| {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k);
             out.extend_from_slice(&(v.len() as u32).to_le_bytes());

@@ -9,6 +9,7 @@ use crate::core::types::{Durability, ShardId};
 
 use super::ops::OpKind;
 use super::router::{RoutedBatch, Router};
+use super::scan::ScanRequest;
 use super::sync::Event;
 
 /// Per-core handle to the engine. Cheap to clone; lives on its core (`!Send`).
@@ -92,10 +93,11 @@ impl ShardContext {
             limit,
             filter_kind,
             filter_arg,
-            max_rounds: usize::MAX,
         };
-        self.scan_merged(&request, |k, v| out.push((k.to_vec(), v.to_vec())))
-            .await?;
+        self.scan_merged(&request, usize::MAX, |k, v| {
+            out.push((k.to_vec(), v.to_vec()))
+        })
+        .await?;
         Ok(out)
     }
 
@@ -114,6 +116,7 @@ impl ShardContext {
     pub async fn scan_merged(
         &self,
         r: &ScanRequest<'_>,
+        max_rounds: usize,
         mut emit: impl FnMut(&[u8], &[u8]),
     ) -> Result<Option<Vec<u8>>, Status> {
         use super::scan::{decode_page, encode_params, first_share, page_entries, ScanParams};
@@ -213,7 +216,7 @@ impl ShardContext {
                 }
             }
             if let Some(bound) = bound {
-                if rounds >= r.max_rounds {
+                if rounds >= max_rounds {
                     // Everything below `bound` was returned.
                     return Ok(Some(bound.to_vec()));
                 }
@@ -272,15 +275,4 @@ impl ShardContext {
         let (status, value) = batch.replies(shard).get(0);
         (status, value.to_vec())
     }
-}
-
-/// One merged scan: the SCAN request's fields, and how many rounds of shard
-/// requests it may take (`usize::MAX`: until the answer is complete).
-pub struct ScanRequest<'a> {
-    pub start: &'a [u8],
-    pub end: &'a [u8],
-    pub limit: u32,
-    pub filter_kind: u8,
-    pub filter_arg: &'a [u8],
-    pub max_rounds: usize,
 }

@@ -32,7 +32,8 @@ pub mod txn_coordinator;
 pub mod txn_participant;
 pub mod txn_recovery;
 
-pub use context::{ScanRequest, ShardContext};
+pub use context::ShardContext;
 pub use ops::OpKind;
 pub use router::{RoutedBatch, Router};
 pub use runtime::{Engine, EngineInfo, ShardExit, StartError};
+pub use scan::ScanRequest;

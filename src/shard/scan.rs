@@ -85,6 +85,18 @@ pub fn decode_params(b: &[u8]) -> Option<ScanParams<'_>> {
     })
 }
 
+/// One SCAN as a client asks for it (the wire fields; `net::codec::scan_fields`
+/// reads them from a request body): merged over every shard by
+/// `ShardContext::scan_merged`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanRequest<'a> {
+    pub start: &'a [u8],
+    pub end: &'a [u8],
+    pub limit: u32,
+    pub filter_kind: u8,
+    pub filter_arg: &'a [u8],
+}
+
 /// A decoded shard page.
 pub struct ShardPage<'a> {
     /// Where this shard would continue, if it stopped early.
