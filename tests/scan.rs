@@ -8,6 +8,7 @@ use std::process::Command;
 
 use corekv::net::client::ScanFilter;
 use corekv::net::codec::Request;
+use corekv::shard::scan::ScanRequest;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -155,13 +156,13 @@ fn scan_sees_pipelined_writes_and_mget_spans_shards() {
         key: b"p:1",
         value: b"one",
     });
-    c.queue(&Request::Scan {
+    c.queue(&Request::Scan(ScanRequest {
         start: b"p:",
         end: b"p;",
         limit: 10,
         filter_kind: 0,
         filter_arg: b"",
-    });
+    }));
     c.flush().unwrap();
     assert!(c.recv().unwrap().status.is_ok());
     let scan = c.recv().unwrap();

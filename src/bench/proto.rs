@@ -7,6 +7,7 @@ use std::io::Write;
 
 use crate::core::status::Status;
 use crate::net::codec::{encode_request, parse_frame, Parsed, Request, Side};
+use crate::shard::scan::ScanRequest;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -56,13 +57,13 @@ pub fn encode(
                 BenchRequest::Set(key, value) => Request::Put { key, value },
                 BenchRequest::Del(key) => Request::Delete { key },
                 BenchRequest::Ping => Request::Ping { payload: b"" },
-                BenchRequest::Scan(start, limit) => Request::Scan {
+                BenchRequest::Scan(start, limit) => Request::Scan(ScanRequest {
                     start,
                     end: b"",
                     limit,
                     filter_kind: 0,
                     filter_arg: b"",
-                },
+                }),
             };
             encode_request(out, id, &r);
         }

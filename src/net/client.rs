@@ -12,6 +12,7 @@ use crate::core::status::Status;
 
 use super::codec::{encode_request, parse_frame, HelloInfo, Parsed, Request, Side};
 use crate::core::txn_format::{encode_mput, encode_txn, Cond, Write as TxnWrite};
+use crate::shard::scan::ScanRequest;
 
 /// How a TXN ended, when the server answered it definitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,13 +267,13 @@ impl Client {
     ) -> Result<ScanPage, ClientError> {
         let (kind, arg) = filter.wire();
         let body = self
-            .call(&Request::Scan {
+            .call(&Request::Scan(ScanRequest {
                 start,
                 end,
                 limit,
                 filter_kind: kind,
                 filter_arg: &arg,
-            })?
+            }))?
             .into_result()?;
         decode_scan_page(&body)
             .ok_or_else(|| ClientError::Protocol("malformed SCAN response".into()))

@@ -236,13 +236,7 @@ pub enum Request<'a> {
     Delete {
         key: &'a [u8],
     },
-    Scan {
-        start: &'a [u8],
-        end: &'a [u8],
-        limit: u32,
-        filter_kind: u8,
-        filter_arg: &'a [u8],
-    },
+    Scan(ScanRequest<'a>),
     /// `keys`: `count` entries of `key_len u32 | key`, already validated.
     Mget {
         count: u32,
@@ -363,13 +357,14 @@ pub fn decode_request<'a>(
                     "SCAN body does not match its layout".into(),
                 )
             };
+            let scan = scan_fields(body).ok_or_else(malformed)?;
             let ScanRequest {
                 start,
                 end,
                 limit,
                 filter_kind,
                 filter_arg,
-            } = scan_fields(body).ok_or_else(malformed)?;
+            } = scan;
             // A page's `next` is its last key plus a 0 byte, one byte longer
             // than any key can be: a start may be that long.
             if start.len() > limits.key_bytes_max {
@@ -388,13 +383,7 @@ pub fn decode_request<'a>(
             if let Err(e) = crate::core::filter::Filter::compile(filter_kind, filter_arg) {
                 return Err(WireError::soft(Status::InvalidArgument, e.to_string()));
             }
-            Ok(Request::Scan {
-                start,
-                end,
-                limit,
-                filter_kind,
-                filter_arg,
-            })
+            Ok(Request::Scan(scan))
         }
         Opcode::Mget => {
             let malformed = || {
@@ -639,13 +628,13 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
         Request::Ping { payload } => put_whole(out, Opcode::Ping, request_id, payload),
         Request::Get { key } => put_whole(out, Opcode::Get, request_id, key),
         Request::Delete { key } => put_whole(out, Opcode::Delete, request_id, key),
-        Request::Scan {
+        Request::Scan(ScanRequest {
             start,
             end,
             limit,
             filter_kind,
             filter_arg,
-        } => {
+        }) => {
             put_header(
                 out,
                 Opcode::Scan as u8,

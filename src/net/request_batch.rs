@@ -268,7 +268,7 @@ impl RequestBatch {
                     body: body_start..body_start + body.len(),
                 });
             }
-            Request::Scan { .. } => {
+            Request::Scan(_) => {
                 // A scan may need a second round of shard requests, which a
                 // batch's single routed round cannot give it: it runs after
                 // the batch's routed operations, like MGET.
