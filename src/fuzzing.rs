@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::core::block_format::{open_block, BlockKind, DataBlock};
 use crate::core::manifest_format::decode_manifest;
-use crate::core::table_format::{access_index, find_block, Bloom, Footer};
+use crate::core::table_format::{access_index, find_block, BlockFinder, Bloom, Footer};
 use crate::core::wal_format::{decode_batch_payload, decode_record, BatchHeader, SegmentHeader};
 use crate::io::sim_disk::SimDisk;
 use crate::io::{Disk, DiskFile, OpenMode};
@@ -105,7 +105,12 @@ pub fn table(data: &[u8]) {
     let mut aligned = rkyv::util::AlignedVec::<16>::new();
     aligned.extend_from_slice(data);
     if let Ok(index) = access_index(&aligned) {
-        let _ = find_block(index, b"key");
+        // A finder exists only for an ascending index; then it must agree.
+        if let Ok(finder) = BlockFinder::new(index) {
+            for probe in [&b"key"[..], b"", &data[..data.len().min(24)]] {
+                assert_eq!(finder.find(index, probe), find_block(index, probe));
+            }
+        }
         for b in index.blocks.iter() {
             let _ = b.last_key.as_slice().len();
         }

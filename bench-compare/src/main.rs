@@ -8,6 +8,8 @@
 //!   ROCKSDB_LIB_DIR=/usr/lib/x86_64-linux-gnu cargo run --release -- \
 //!       [--records N] [--value-size B] [--cache-mib M] [--seconds S] [--clients C] [--dir DIR]
 //!       [--spin-us U]   (corekv: an idle shard spins U µs before sleeping; default 0)
+//!       [--distribution uniform|zipfian|latest]   (default: each workload's own)
+//!       [--workloads A,B,C,E,F] [--engines corekv,rocksdb]
 //!
 //! Both engines bypass the OS page cache (corekv always; RocksDB with
 //! use_direct_reads and direct I/O for flush and compaction), so the cache
@@ -19,7 +21,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use corekv::bench::keygen::key_for;
-use corekv::bench::workload::{workload, OpType, Workload};
+use corekv::bench::workload::{workload, Distribution, OpType, Workload};
 use corekv::core::config::EngineConfig;
 use corekv::core::status::Status;
 use corekv::core::types::Durability;
@@ -38,6 +40,8 @@ struct Args {
     dir: std::path::PathBuf,
     workloads: Vec<String>,
     engines: Vec<String>,
+    /// Overrides each workload's key distribution (e.g. uniform for cold reads).
+    distribution: Option<Distribution>,
 }
 
 fn parse_args() -> Args {
@@ -51,6 +55,7 @@ fn parse_args() -> Args {
         dir: std::env::temp_dir(),
         workloads: WORKLOADS.iter().map(|w| w.to_string()).collect(),
         engines: vec!["corekv".into(), "rocksdb".into()],
+        distribution: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -70,6 +75,9 @@ fn parse_args() -> Args {
             "--dir" => a.dir = v.into(),
             "--workloads" => a.workloads = v.split(',').map(str::to_string).collect(),
             "--engines" => a.engines = v.split(',').map(str::to_string).collect(),
+            "--distribution" => {
+                a.distribution = Some(v.parse().unwrap_or_else(|e: String| panic!("{e}")))
+            }
             other => panic!("unknown option {other}"),
         }
         i += 2;
@@ -150,7 +158,7 @@ fn rocks_run(a: &Args) -> Vec<(String, Result1)> {
     a.workloads
         .iter()
         .map(|name| {
-            let w = workload(name, None, None, 0.99, a.records).expect("workload");
+            let w = workload(name, None, a.distribution, 0.99, a.records).expect("workload");
             let stop = Arc::new(AtomicBool::new(false));
             let threads: Vec<_> = (0..a.clients)
                 .map(|c| {
@@ -320,7 +328,7 @@ fn corekv_run(a: &Args) -> Vec<(String, Result1)> {
     a.workloads
         .iter()
         .map(|name| {
-            let w = workload(name, None, None, 0.99, a.records).expect("workload");
+            let w = workload(name, None, a.distribution, 0.99, a.records).expect("workload");
             let (a2, inserted) = (a.clone(), inserted.clone());
             let results = run_engine(
                 corekv_engine(dir.path(), a, Durability::Sync),

@@ -156,6 +156,91 @@ pub fn find_block(index: &ArchivedTableIndex, key: &[u8]) -> Option<usize> {
     (i < index.blocks.len()).then_some(i)
 }
 
+/// An in-memory search aid over one table's index: for each block, the 8 bytes
+/// of its last key that follow the prefix every last key shares, as a
+/// big-endian integer. A point read's binary search then runs over one dense
+/// array of integers (0.8 MB for 100,000 blocks) instead of chasing a relative
+/// pointer and calling `memcmp` per probe across the archived index; with a
+/// table much larger than the CPU cache the plain search was ~17 % of a cold
+/// read's CPU. Keys whose 8 bytes tie are settled by the full comparison, so
+/// the answer is always `find_block`'s.
+///
+/// Why it is exact: with keys padded by zero bytes, `fence(x) < fence(y)`
+/// implies `x < y` (the first differing byte is a real byte of `y`), and the
+/// same for `>`; only equal fences need the full keys.
+#[derive(Debug, Default)]
+pub struct BlockFinder {
+    /// Length of the prefix every block's last key shares.
+    shared: usize,
+    fences: Vec<u64>,
+}
+
+impl BlockFinder {
+    /// Fails if the last keys do not strictly ascend: the search (and the
+    /// shared-prefix shortcut) would give wrong blocks, silently.
+    pub fn new(index: &ArchivedTableIndex) -> Result<BlockFinder, BlockError> {
+        let keys = index.blocks.as_slice();
+        if keys
+            .windows(2)
+            .any(|w| w[0].last_key.as_slice() >= w[1].last_key.as_slice())
+        {
+            return Err(BlockError::Malformed("index keys do not ascend"));
+        }
+        let shared = match (keys.first(), keys.last()) {
+            // Sorted keys: the first and last share what all of them share.
+            (Some(a), Some(b)) => common_prefix(a.last_key.as_slice(), b.last_key.as_slice()),
+            _ => 0,
+        };
+        let fences = keys
+            .iter()
+            .map(|b| fence(b.last_key.as_slice(), shared))
+            .collect();
+        Ok(BlockFinder { shared, fences })
+    }
+
+    /// The first block that may hold `key`: exactly [`find_block`]'s answer.
+    pub fn find(&self, index: &ArchivedTableIndex, key: &[u8]) -> Option<usize> {
+        let blocks = index.blocks.as_slice();
+        assert_eq!(
+            blocks.len(),
+            self.fences.len(),
+            "finder built for another index"
+        );
+        let first = blocks.first()?;
+        let prefix = &first.last_key.as_slice()[..self.shared];
+        let (lo, hi) = match key.get(..self.shared) {
+            Some(p) if p == prefix => {
+                let f = fence(key, self.shared);
+                let lo = self.fences.partition_point(|&x| x < f);
+                let ties = self.fences[lo..].partition_point(|&x| x == f);
+                (lo, lo + ties)
+            }
+            // Outside the shared prefix: before every block or after all.
+            _ if key < prefix => return Some(0),
+            _ => return None,
+        };
+        let i = lo + blocks[lo..hi].partition_point(|b| b.last_key.as_slice() < key);
+        debug_assert_eq!(
+            Some(i).filter(|&i| i < blocks.len()),
+            find_block(index, key)
+        );
+        (i < blocks.len()).then_some(i)
+    }
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The 8 bytes of `key` after `skip`, zero-padded, as a big-endian integer.
+fn fence(key: &[u8], skip: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    let tail = key.get(skip..).unwrap_or_default();
+    let n = tail.len().min(8);
+    bytes[..n].copy_from_slice(&tail[..n]);
+    u64::from_be_bytes(bytes)
+}
+
 fn bloom_hashes(key: &[u8]) -> (u64, u64) {
     let h = xxhash_rust::xxh3::xxh3_64(key);
     // Kirsch–Mitzenmacher: two hashes stand in for k.
@@ -279,5 +364,68 @@ mod tests {
         junk[n - 3] ^= 0xff;
         // Either validation fails or the view is still structurally sound.
         let _ = access_index(&junk);
+    }
+
+    fn archived(last_keys: &[Vec<u8>]) -> rkyv::util::AlignedVec<16> {
+        let index = TableIndex {
+            blocks: last_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| IndexEntry {
+                    last_key: k.clone(),
+                    offset: i as u64 * 4096,
+                    extent: 4096,
+                    block_no: i as u32,
+                })
+                .collect(),
+        };
+        let mut aligned = rkyv::util::AlignedVec::<16>::new();
+        aligned.extend_from_slice(&encode_index(&index));
+        aligned
+    }
+
+    proptest::proptest! {
+        /// The fence search gives the plain binary search's block for every
+        /// probe: keys with a long shared prefix, ties in the 8 fence bytes,
+        /// keys shorter than the prefix, empty keys, probes outside the range.
+        #[test]
+        fn block_finder_agrees_with_the_plain_search(
+            prefix in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            tails in proptest::collection::btree_set(
+                proptest::collection::vec(0u8..4, 0..12), 0..40),
+            probes in proptest::collection::vec(
+                (proptest::prelude::any::<bool>(), proptest::collection::vec(0u8..5, 0..14)), 1..40),
+        ) {
+            let keys: Vec<Vec<u8>> = tails.iter().map(|t| [&prefix[..], t].concat()).collect();
+            let aligned = archived(&keys);
+            let index = access_index(&aligned).unwrap();
+            let finder = BlockFinder::new(index).unwrap();
+            for (under_prefix, tail) in probes {
+                let probe = if under_prefix { [&prefix[..], &tail[..]].concat() } else { tail };
+                proptest::prop_assert_eq!(
+                    finder.find(index, &probe),
+                    find_block(index, &probe),
+                    "probe {:?} over {:?}", probe, keys
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn block_finder_settles_fence_ties_with_the_full_key() {
+        // Same 8 bytes after the shared "user", different after them.
+        let keys: Vec<Vec<u8>> = ["user00000000a", "user00000000b", "user00000000c", "user1"]
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
+        let aligned = archived(&keys);
+        let index = access_index(&aligned).unwrap();
+        let finder = BlockFinder::new(index).unwrap();
+        assert_eq!(finder.find(index, b"user00000000b"), Some(1));
+        assert_eq!(finder.find(index, b"user00000000bb"), Some(2));
+        assert_eq!(finder.find(index, b"user0000"), Some(0));
+        assert_eq!(finder.find(index, b"use"), Some(0));
+        assert_eq!(finder.find(index, b"user2"), None);
+        assert_eq!(finder.find(index, b"v"), None);
     }
 }

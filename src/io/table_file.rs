@@ -19,8 +19,8 @@ use crate::core::block_format::{
 };
 use crate::core::limits::SECTOR_BYTES;
 use crate::core::table_format::{
-    access_index, encode_index, place_block, ArchivedTableIndex, Bloom, BloomBuilder, Footer,
-    IndexEntry, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION,
+    access_index, encode_index, place_block, ArchivedTableIndex, BlockFinder, Bloom, BloomBuilder,
+    Footer, IndexEntry, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION,
     TABLE_MAGIC,
 };
 
@@ -276,6 +276,7 @@ pub struct TableFile<F: DiskFile> {
     pub footer: Footer,
     pub file_bytes: u64,
     index: AlignedVec<16>,
+    finder: BlockFinder,
     bloom: Vec<u8>,
 }
 
@@ -329,6 +330,7 @@ impl<F: DiskFile> TableFile<F> {
                 BlockError::Malformed("index disagrees with the footer"),
             ));
         }
+        let finder = BlockFinder::new(checked).map_err(|e| corrupt(at, "index", e))?;
 
         let (at, ext) = (
             footer.bloom_offset.get(),
@@ -345,6 +347,7 @@ impl<F: DiskFile> TableFile<F> {
             footer,
             file_bytes,
             index,
+            finder,
             bloom,
         })
     }
@@ -357,6 +360,11 @@ impl<F: DiskFile> TableFile<F> {
         // SAFETY: `open` validated these exact bytes with `access_index`, and
         // they are never modified afterwards.
         unsafe { rkyv::access_unchecked::<ArchivedTableIndex>(&self.index) }
+    }
+
+    /// The first data block that may hold `key` (its last key is >= key).
+    pub fn find_block(&self, key: &[u8]) -> Option<usize> {
+        self.finder.find(self.index(), key)
     }
 
     pub fn bloom(&self) -> Bloom<'_> {

@@ -28,7 +28,6 @@ use std::rc::Rc;
 
 use crate::core::block_format::DataBlock;
 use crate::core::manifest_format::{ManifestState, TableEntry};
-use crate::core::table_format::find_block;
 use crate::io::manifest::{load_manifest, store_manifest, ManifestIoError};
 use crate::io::table_file::{
     parse_table_file_name, table_file_name, TableError, TableFile, TableSummary, TableWriter,
@@ -418,7 +417,7 @@ impl<D: Disk> Lsm<D> {
         if !t.covers(key) || !t.file.bloom().may_contain(key) {
             return Ok(None);
         }
-        let Some(i) = find_block(t.file.index(), key) else {
+        let Some(i) = t.file.find_block(key) else {
             return Ok(None);
         };
         let block = self.load_block(t, i).await?;

@@ -15,7 +15,6 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::core::block_format::{decode_next, BlockError, DataBlock};
-use crate::core::table_format::find_block;
 use crate::io::table_file::TableError;
 use crate::io::Disk;
 
@@ -140,7 +139,7 @@ impl<D: Disk> TableRun<D> {
             return Ok(());
         }
         let table = &self.tables[self.t];
-        let Some(i) = find_block(table.file.index(), start) else {
+        let Some(i) = table.file.find_block(start) else {
             return Ok(());
         };
         self.block_i = i;
