@@ -198,6 +198,11 @@ impl BlockFinder {
         Ok(BlockFinder { shared, fences })
     }
 
+    /// Memory the fences take (reported with the table's pinned bytes).
+    pub fn heap_bytes(&self) -> usize {
+        self.fences.capacity() * std::mem::size_of::<u64>()
+    }
+
     /// The first block that may hold `key`: exactly [`find_block`]'s answer.
     pub fn find(&self, index: &ArchivedTableIndex, key: &[u8]) -> Option<usize> {
         let blocks = index.blocks.as_slice();

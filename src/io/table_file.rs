@@ -374,9 +374,9 @@ impl<F: DiskFile> TableFile<F> {
         }
     }
 
-    /// Bytes held in memory for this table (index and bloom).
+    /// Bytes held in memory for this table (index, its fences and bloom).
     pub fn pinned_bytes(&self) -> usize {
-        self.index.len() + self.bloom.len()
+        self.index.len() + self.finder.heap_bytes() + self.bloom.len()
     }
 
     /// Read data block `i` and return its verified payload.

@@ -390,7 +390,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             ),
             (
                 "corekv_table_pinned_bytes",
-                "Memory held by table indexes and bloom filters.",
+                "Memory held by table indexes (with their block fences) and bloom filters.",
                 g,
                 |s| s.storage.pinned_bytes as f64,
             ),
