@@ -42,16 +42,29 @@ fn value_for(i: u32, len: usize) -> Vec<u8> {
     v
 }
 
-/// Put `keys` pipelined, 64 at a time.
+/// Put `keys` pipelined, 64 at a time; what the server answers OVERLOADED
+/// (compaction behind: level 0 full) is sent again after a pause, as a
+/// client should.
 fn put_all(c: &mut Client, keys: &[(Vec<u8>, Vec<u8>)]) {
     for chunk in keys.chunks(64) {
-        for (k, v) in chunk {
-            c.queue(&Request::Put { key: k, value: v });
-        }
-        c.flush().unwrap();
-        for _ in chunk {
-            let r = c.recv().unwrap();
-            assert!(r.status.is_ok(), "{:?}", r.status);
+        let mut todo: Vec<&(Vec<u8>, Vec<u8>)> = chunk.iter().collect();
+        while !todo.is_empty() {
+            for (k, v) in &todo {
+                c.queue(&Request::Put { key: k, value: v });
+            }
+            c.flush().unwrap();
+            let mut again = Vec::new();
+            for kv in todo {
+                let r = c.recv().unwrap();
+                match r.status {
+                    Status::Overloaded => again.push(kv),
+                    s => assert!(s.is_ok(), "{s:?}"),
+                }
+            }
+            if !again.is_empty() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            todo = again;
         }
     }
 }
@@ -384,5 +397,100 @@ fn space_settles_under_pure_overwrites() {
             c.get(format!("key-{i:08}").as_bytes()).unwrap(),
             Some(value_for(i + 9, 1000))
         );
+    }
+}
+
+/// The largest per-shard value of a gauge.
+fn metric_max(admin: SocketAddr, name: &str) -> f64 {
+    let mut s = TcpStream::connect(admin).expect("admin endpoint");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, f64::max)
+}
+
+/// Writes faster than compaction can merge them: level 0 stops growing at
+/// 3 x `l0_trigger` tables (flushes wait, writers get OVERLOADED and retry),
+/// instead of growing with the write rate, and every write is kept.
+#[test]
+fn level_0_stays_bounded_when_writes_outrun_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = small_storage_flags();
+    flags.extend(["--l0-trigger", "2", "--durability", "async"]);
+    let server = common::start_server(dir.path(), &flags);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (admin, stop) = (server.admin, stop.clone());
+        std::thread::spawn(move || {
+            let mut max = 0.0f64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                max = max.max(metric_max(admin, "corekv_l0_tables"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            max
+        })
+    };
+    // 4 writers x 4,000 keys x 4 KiB = 64 MiB, keys scattered over the key
+    // space so that every compaction rewrites most of level 1.
+    let writers: Vec<_> = (0..4u32)
+        .map(|w| {
+            let mut c = server.client();
+            std::thread::spawn(move || {
+                let keys: Vec<u32> = (0..4000u32).map(|i| (i * 7919 + w) % 16_000).collect();
+                let mut retries = 0u64;
+                for chunk in keys.chunks(32) {
+                    let mut todo: Vec<u32> = chunk.to_vec();
+                    while !todo.is_empty() {
+                        let values: Vec<Vec<u8>> =
+                            todo.iter().map(|&i| value_for(i, 4096)).collect();
+                        let names: Vec<Vec<u8>> = todo
+                            .iter()
+                            .map(|i| format!("key-{i:08}").into_bytes())
+                            .collect();
+                        for (k, v) in names.iter().zip(&values) {
+                            c.queue(&Request::Put { key: k, value: v });
+                        }
+                        c.flush().unwrap();
+                        let mut again = Vec::new();
+                        for &i in &todo {
+                            let r = c.recv().unwrap();
+                            match r.status {
+                                Status::Ok => {}
+                                Status::Overloaded => again.push(i),
+                                other => panic!("put {i}: {other:?}"),
+                            }
+                        }
+                        if !again.is_empty() {
+                            retries += again.len() as u64;
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        todo = again;
+                    }
+                }
+                retries
+            })
+        })
+        .collect();
+    let retries: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_l0 = sampler.join().unwrap();
+    let waits = metric(server.admin, "corekv_flush_waits");
+    eprintln!("max level-0 tables on a shard {max_l0}; flushes that waited {waits}; OVERLOADED retries {retries}");
+    assert!(
+        waits > 0.0,
+        "compaction kept up, so this run did not test the bound"
+    );
+    assert!(max_l0 <= 6.0, "level 0 reached {max_l0} tables (limit 6)");
+    let mut c = server.client();
+    for i in (0..16_000u32).step_by(7) {
+        let want = (0..4u32).any(|w| (0..4000u32).any(|j| (j * 7919 + w) % 16_000 == i));
+        let got = c.get(format!("key-{i:08}").as_bytes()).unwrap();
+        assert_eq!(got.is_some(), want, "key {i}");
+        if want {
+            assert_eq!(got, Some(value_for(i, 4096)), "key {i}");
+        }
     }
 }

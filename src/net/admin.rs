@@ -351,7 +351,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         let g = MetricType::Gauge;
         let c = MetricType::Counter;
         type Pick = fn(&crate::shard::telemetry::ShardSnapshot) -> f64;
-        let storage: [(&str, &str, MetricType, Pick); 23] = [
+        let storage: [(&str, &str, MetricType, Pick); 25] = [
             (
                 "corekv_memtable_entries",
                 "Entries in the active memtable.",
@@ -459,6 +459,18 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
                 "Table bytes written by compactions.",
                 c,
                 |s| s.storage.compaction_write_bytes as f64,
+            ),
+            (
+                "corekv_write_stalls",
+                "Writes refused with OVERLOADED because the memtables were full.",
+                c,
+                |s| s.storage.write_stalls as f64,
+            ),
+            (
+                "corekv_flush_waits",
+                "Flushes that waited for compaction because level 0 was full.",
+                c,
+                |s| s.storage.flush_waits as f64,
             ),
             (
                 "corekv_wal_segments_recycled",

@@ -40,6 +40,10 @@ use super::buffer_pool::{BlockKey, BufferPool, PoolStats};
 pub const PREFETCH_SPAN_BLOCKS: usize = 32;
 /// Most bytes one prefetch request reads (large values make large blocks).
 pub const PREFETCH_SPAN_BYTES: usize = 256 * 1024;
+/// Level 0 may hold up to this many times `l0_trigger` tables; past that,
+/// flushes wait for compaction, memtables fill, and writes get OVERLOADED
+/// (RocksDB's level0_stop_writes_trigger plays this role, at 9x).
+pub const L0_STOP_FACTOR: usize = 3;
 use super::memtable::{Lookup, Memtable};
 use super::sync::{join_all, Boxed, WaitQueue};
 
@@ -135,6 +139,8 @@ pub struct LsmStats {
     pub compaction_read_bytes: Cell<u64>,
     pub compaction_write_bytes: Cell<u64>,
     pub write_stalls: Cell<u64>,
+    /// Flushes that waited for compaction to bring level 0 under its limit.
+    pub flush_waits: Cell<u64>,
     pub read_errors: Cell<u64>,
     /// Device requests for data blocks (a prefetch of neighbours is one).
     pub block_read_requests: Cell<u64>,
@@ -363,6 +369,15 @@ impl<D: Disk> Lsm<D> {
 
     /// Writes should wait: the memtable is far past its budget because flushes
     /// cannot keep up (or have failed).
+    /// Level 0 holds as many tables as it may: the next flush waits for a
+    /// compaction. Without this bound, writes faster than compaction grow
+    /// level 0 without limit (measured: 29 tables, 2.5 GB over 350 MB of live
+    /// data after a minute of overwrites), and with it every read's probes
+    /// and the disk space used.
+    pub fn l0_full(&self) -> bool {
+        self.version.borrow().l0.len() >= L0_STOP_FACTOR * self.cfg.l0_trigger
+    }
+
     pub fn must_stall(&self) -> bool {
         let stall = self.memtable_bytes() >= 4 * self.cfg.memtable_bytes;
         if stall {
@@ -702,6 +717,8 @@ impl<D: Disk> Lsm<D> {
             self.remove_table_file(id).await;
         }
         bump(&self.stats.compactions, 1);
+        // A flush may be waiting for level 0 to shrink.
+        self.work.wake_all();
         Ok(())
     }
 

@@ -47,6 +47,23 @@ pub async fn run_flushes<D: Disk>(state: Rc<ShardState<D>>, stop: Rc<Event>) {
     let lsm = &state.lsm;
     loop {
         lsm.maybe_freeze();
+        if lsm.frozen().is_some() && lsm.l0_full() {
+            // Compaction is behind: hold the flush, so that level 0 (read
+            // probes, disk space) stays bounded; writers meet OVERLOADED once
+            // the memtables fill, instead of the disk filling.
+            lsm.stats.flush_waits.set(lsm.stats.flush_waits.get() + 1);
+            tracing::warn!(
+                shard = state.id.0,
+                l0_tables = lsm.version().l0.len(),
+                "level 0 is full: flushes wait for compaction (writes may get OVERLOADED)"
+            );
+            lsm.work
+                .until(|| (!lsm.l0_full() || stop.is_set()).then_some(()))
+                .await;
+            if stop.is_set() {
+                return;
+            }
+        }
         if let Some(imm) = lsm.frozen() {
             // The manifest will say the WAL is no longer needed up to here: in
             // async mode the WAL must first have it all.
