@@ -57,6 +57,9 @@ pub fn new_hist() -> Histogram<u64> {
 pub struct Measured {
     pub hists: Vec<Histogram<u64>>,
     pub errors: Vec<u64>,
+    /// Load inserts answered OVERLOADED and sent again (the load must leave
+    /// every record in place, so they are not errors).
+    pub resent: u64,
     /// Seconds of the measured window.
     pub seconds: f64,
 }
@@ -66,6 +69,7 @@ impl Measured {
         Measured {
             hists: OpType::ALL.iter().map(|_| new_hist()).collect(),
             errors: vec![0; OpType::ALL.len()],
+            resent: 0,
             seconds: 0.0,
         }
     }
@@ -77,6 +81,7 @@ impl Measured {
         for (a, b) in self.errors.iter_mut().zip(&other.errors) {
             *a += b;
         }
+        self.resent += other.resent;
         self.seconds = self.seconds.max(other.seconds);
     }
 }
@@ -214,7 +219,16 @@ enum Pending {
         t0: Instant,
         ordinal: u64,
     },
+    /// A load insert: sent again if the server answers OVERLOADED.
+    Load {
+        t0: Instant,
+        ordinal: u64,
+    },
 }
+
+/// How long a connection waits before re-sending load inserts the server
+/// answered OVERLOADED (it is flushing or compacting behind the write rate).
+const LOAD_BACKOFF: Duration = Duration::from_millis(2);
 
 #[allow(clippy::too_many_arguments)]
 async fn connection(
@@ -249,6 +263,8 @@ async fn connection(
     let mut next_due = start;
     // Load phase: this connection inserts every `connections`-th ordinal.
     let mut load_next = conn as u64;
+    let mut load_again: VecDeque<(Instant, u64)> = VecDeque::new();
+    let mut load_paused_until = start;
     let mut rmw_writes: VecDeque<(Instant, u64)> = VecDeque::new();
     glommio::timer::sleep(start.saturating_duration_since(Instant::now())).await;
     loop {
@@ -281,6 +297,24 @@ async fn connection(
                 }
                 None => Instant::now(),
             };
+            if loading && !load_again.is_empty() {
+                if Instant::now() < load_paused_until {
+                    break;
+                }
+                if let Some((t0, ordinal)) = load_again.pop_front() {
+                    key_for(ordinal, &mut key);
+                    let len = cfg.value_size.pick(&mut rng);
+                    encode(
+                        cfg.protocol,
+                        &mut wbuf,
+                        next_id,
+                        BenchRequest::Set(&key, &value_buf[..len]),
+                    )?;
+                    next_id += 1;
+                    inflight.push_back(Pending::Load { t0, ordinal });
+                    continue;
+                }
+            }
             let (op, ordinal) = if loading {
                 if load_next >= cfg.keys {
                     break;
@@ -316,6 +350,7 @@ async fn connection(
             next_id += 1;
             inflight.push_back(match op {
                 OpType::ReadModifyWrite => Pending::RmwRead { t0, ordinal },
+                OpType::Insert if loading => Pending::Load { t0, ordinal },
                 op => Pending::Op { op, t0 },
             });
         }
@@ -327,8 +362,13 @@ async fn connection(
             wbuf.clear();
         }
         if inflight.is_empty() {
-            if stopping || (loading && load_next >= cfg.keys) {
+            if stopping || (loading && load_next >= cfg.keys && load_again.is_empty()) {
                 break;
+            }
+            if !load_again.is_empty() {
+                glommio::timer::sleep(load_paused_until.saturating_duration_since(Instant::now()))
+                    .await;
+                continue;
             }
             if interval.is_some() {
                 glommio::timer::sleep(next_due.saturating_duration_since(Instant::now())).await;
@@ -391,6 +431,38 @@ async fn connection(
                         }
                         Pending::Op { op, t0 } => {
                             record(&mut m, op, t0, now, measure_from, ok);
+                            shared.completed[core_index].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Pending::Load { t0, .. } => {
+                            record(&mut m, OpType::Insert, t0, now, measure_from, ok);
+                            shared.completed[core_index].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Reply::Busy { len } => {
+                    rstart += len;
+                    let Some(p) = inflight.pop_front() else {
+                        return Err("a response nobody asked for".into());
+                    };
+                    match p {
+                        Pending::Load { t0, ordinal } => {
+                            m.resent += 1;
+                            load_again.push_back((t0, ordinal));
+                            load_paused_until = Instant::now() + LOAD_BACKOFF;
+                        }
+                        Pending::RmwRead { t0, .. } => {
+                            let now = Instant::now();
+                            record(
+                                &mut m,
+                                OpType::ReadModifyWrite,
+                                t0,
+                                now,
+                                measure_from,
+                                false,
+                            );
+                        }
+                        Pending::Op { op, t0 } => {
+                            record(&mut m, op, t0, Instant::now(), measure_from, false);
                             shared.completed[core_index].fetch_add(1, Ordering::Relaxed);
                         }
                     }

@@ -99,6 +99,10 @@ pub enum Reply {
         len: usize,
         ok: bool,
     },
+    /// `len` bytes of OVERLOADED: the server asks for the request again later.
+    Busy {
+        len: usize,
+    },
     Incomplete,
     Invalid(String),
 }
@@ -108,6 +112,9 @@ pub fn parse(proto: Protocol, buf: &[u8]) -> Reply {
         Protocol::Native => match parse_frame(buf, Side::Client, u32::MAX as usize) {
             Parsed::Frame { header, len, .. } => {
                 let status = Status::from_code(header.status.get());
+                if status == Some(Status::Overloaded) {
+                    return Reply::Busy { len };
+                }
                 Reply::Complete {
                     len,
                     ok: matches!(status, Some(Status::Ok | Status::NotFound)),

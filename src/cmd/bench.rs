@@ -253,12 +253,13 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
             let m = driver::load(&make(t))?;
             let h = &m.hists[OpType::Insert.index()];
             eprintln!(
-                "{}: loaded {} records in {:.1} s ({:.0} inserts/s), {} errors",
+                "{}: loaded {} records in {:.1} s ({:.0} inserts/s), {} errors, {} re-sent after OVERLOADED",
                 t.label,
                 h.len(),
                 m.seconds,
                 h.len() as f64 / m.seconds,
-                m.errors[OpType::Insert.index()]
+                m.errors[OpType::Insert.index()],
+                m.resent
             );
         }
     }
