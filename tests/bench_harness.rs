@@ -86,6 +86,7 @@ fn config(addr: SocketAddr, rate: Option<f64>) -> BenchConfig {
         progress: false,
         spin: Duration::ZERO,
         shards: 1,
+        shard_aware: false,
     }
 }
 
@@ -321,4 +322,61 @@ fn load_resends_what_the_server_refused_as_overloaded() {
         let v = c.get(&key).unwrap();
         assert_eq!(v.map(|v| v.len()), Some(4096), "record {ordinal}");
     }
+}
+
+/// Sum of a counter over the server's shards.
+fn counter(admin: SocketAddr, name: &str) -> f64 {
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// HELLO names the shard serving the connection; a shard-aware run (each
+/// connection reconnects until HELLO names its shard, then asks only for that
+/// shard's keys) forwards nothing between shards, where a plain run forwards
+/// about half of its GETs.
+#[test]
+fn shard_aware_connections_skip_the_cross_core_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2", "--durability", "async"]);
+    let mut seen = [false; 2];
+    for _ in 0..200 {
+        let h = server.client().hello().unwrap();
+        assert_eq!(h.shard_count, 2);
+        assert!(h.shard < 2, "{h:?}");
+        seen[usize::from(h.shard)] = true;
+        if seen == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(seen, [true, true], "connections land on every shard");
+    let addr = server.addr.to_string();
+    let bench = |extra: &[&str]| {
+        let o = std::process::Command::new(common::corekv_bin())
+            .args(["bench", "--addr", &addr, "--keys", "2000", "--quiet"])
+            .args(["--connections", "4", "--pipeline", "4"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    bench(&["--load-only"]);
+    let run = ["--workload", "C", "--duration", "1", "--warmup", "0"];
+    let forwarded = || counter(server.admin, "corekv_forwarded_batches_out_total");
+    let before = forwarded();
+    let out = bench(&[&run[..], &["--shard-aware"]].concat());
+    let aware = forwarded() - before;
+    assert!(out.contains("read"), "{out}");
+    let before = forwarded();
+    bench(&run);
+    let plain = forwarded() - before;
+    eprintln!("forwarded batches: shard-aware {aware}, plain {plain}");
+    assert_eq!(aware, 0.0, "a shard-aware run forwarded {aware} batches");
+    assert!(plain > 100.0, "a plain run forwards (got {plain})");
 }

@@ -21,6 +21,9 @@ use glommio::net::TcpStream;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
+use crate::core::hash::shard_for_key;
+use crate::net::codec::{encode_request, parse_frame, HelloInfo, Parsed, Request, Side};
+
 use super::keygen::{companion_key, key_for};
 use super::proto::{encode, parse, BenchRequest, Protocol, Reply};
 use super::workload::{OpType, ValueSize, Workload};
@@ -45,6 +48,76 @@ pub struct BenchConfig {
     pub spin: Duration,
     /// The server's shard count (HELLO), to place the second key of txn1/txn2.
     pub shards: u16,
+    /// Connection i is served by shard i % shards and asks only for its keys.
+    pub shard_aware: bool,
+}
+
+/// Connect, and with `want` reconnect until the server's HELLO says that
+/// shard serves the connection (the kernel spreads connections over the
+/// shards' listeners at random). Gives up after `SHARD_CONNECT_ATTEMPTS`.
+async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<TcpStream, String> {
+    for _ in 0..SHARD_CONNECT_ATTEMPTS {
+        let mut stream = TcpStream::connect(cfg.addr)
+            .await
+            .map_err(|e| format!("connect {}: {e}", cfg.addr))?;
+        let _ = stream.set_nodelay(true);
+        let Some(want) = want else {
+            return Ok(stream);
+        };
+        let mut frame = Vec::new();
+        encode_request(&mut frame, 0, &Request::Hello);
+        stream
+            .write_all(&frame)
+            .await
+            .map_err(|e| format!("send HELLO: {e}"))?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        let hello = loop {
+            let n = stream
+                .read(&mut chunk)
+                .await
+                .map_err(|e| format!("receive HELLO: {e}"))?;
+            if n == 0 {
+                return Err("the server closed the connection after HELLO".into());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            match parse_frame(&buf, Side::Client, 4096) {
+                Parsed::Frame { body, .. } => break HelloInfo::decode(body),
+                Parsed::Incomplete { .. } => continue,
+                Parsed::Bad { error, .. } => return Err(format!("HELLO: {}", error.detail)),
+            }
+        };
+        let hello = hello.ok_or("malformed HELLO response")?;
+        if hello.shard == want {
+            return Ok(stream);
+        }
+    }
+    Err(format!(
+        "no connection to shard {want:?} after {SHARD_CONNECT_ATTEMPTS} attempts"
+    ))
+}
+
+const SHARD_CONNECT_ATTEMPTS: usize = 200;
+
+/// Draw ordinals until one's key lives on `shard` (bounded: a key elsewhere
+/// after that many draws is used anyway, it is merely forwarded).
+fn ordinal_on(
+    shard: Option<u16>,
+    shards: u16,
+    key: &mut Vec<u8>,
+    mut draw: impl FnMut() -> u64,
+) -> u64 {
+    let mut ordinal = draw();
+    if let Some(shard) = shard {
+        for _ in 0..64 {
+            key_for(ordinal, key);
+            if shard_for_key(key, shards).0 == shard {
+                break;
+            }
+            ordinal = draw();
+        }
+    }
+    ordinal
 }
 
 /// Latency histogram in nanoseconds: 1 ns .. 100 s, 3 significant digits.
@@ -240,10 +313,9 @@ async fn connection(
     measure_from: Instant,
     loading: bool,
 ) -> Result<Measured, String> {
-    let mut stream = TcpStream::connect(cfg.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", cfg.addr))?;
-    let _ = stream.set_nodelay(true);
+    let my_shard = (cfg.shard_aware && !loading && cfg.shards > 1)
+        .then(|| (conn % usize::from(cfg.shards)) as u16);
+    let mut stream = connect(cfg, my_shard).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(
         cfg.seed ^ (conn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
@@ -325,10 +397,16 @@ async fn connection(
                 let op = cfg.workload.mix.pick(&mut rng);
                 let ordinal = match op {
                     OpType::Insert => shared.inserted.fetch_add(1, Ordering::Relaxed),
-                    _ => cfg
+                    // A scan spans every shard; its start key may live anywhere.
+                    OpType::Scan => cfg
                         .workload
                         .chooser
                         .next(&mut rng, shared.inserted.load(Ordering::Relaxed)),
+                    _ => ordinal_on(my_shard, cfg.shards, &mut key, || {
+                        cfg.workload
+                            .chooser
+                            .next(&mut rng, shared.inserted.load(Ordering::Relaxed))
+                    }),
                 };
                 (op, ordinal)
             };

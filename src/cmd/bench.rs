@@ -87,6 +87,11 @@ pub struct BenchArgs {
     /// Microseconds an idle client executor spins before sleeping.
     #[arg(long, default_value_t = 0)]
     pub client_spin_us: u64,
+    /// Native protocol: connection i keeps reconnecting until the server's
+    /// HELLO says shard i % shards serves it, then asks only for keys that
+    /// shard owns (a shard-aware client: no cross-core hop). Timed run only.
+    #[arg(long)]
+    pub shard_aware: bool,
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -235,6 +240,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         seed: args.seed,
         progress: !args.quiet,
         spin: Duration::from_micros(args.client_spin_us),
+        shard_aware: args.shard_aware && t.protocol == Protocol::Native,
         shards: match t.protocol {
             Protocol::Native => corekv::net::client::Client::connect(t.addr)
                 .and_then(|mut c| c.hello())

@@ -95,8 +95,8 @@ fn execute(args: &CliArgs) -> Result<ExitCode, ClientError> {
         CliCommand::Hello => {
             let h = client.hello()?;
             let text = format!(
-                "protocol_version={} shard_count={} key_bytes_max={} value_bytes_max={} server_version={}",
-                h.protocol_version, h.shard_count, h.key_bytes_max, h.value_bytes_max, h.server_version
+                "protocol_version={} shard_count={} key_bytes_max={} value_bytes_max={} server_version={} shard={}",
+                h.protocol_version, h.shard_count, h.key_bytes_max, h.value_bytes_max, h.server_version, h.shard
             );
             print(&mut stdout, text.as_bytes());
         }

@@ -540,6 +540,10 @@ pub struct HelloInfo {
     pub key_bytes_max: u32,
     pub value_bytes_max: u32,
     pub server_version: String,
+    /// The shard serving this connection: a client that routes by key
+    /// (`core::hash::shard_for_key`) keeps one connection per shard and sends
+    /// each single-key request to its owner's, sparing the cross-core hop.
+    pub shard: u16,
 }
 
 impl HelloInfo {
@@ -552,6 +556,7 @@ impl HelloInfo {
         let v = &v[..v.len().min(u16::MAX as usize)];
         out.extend_from_slice(&(v.len() as u16).to_le_bytes());
         out.extend_from_slice(v);
+        out.extend_from_slice(&self.shard.to_le_bytes());
     }
 
     pub fn decode(body: &[u8]) -> Option<HelloInfo> {
@@ -560,15 +565,17 @@ impl HelloInfo {
         let u32_at =
             |i: usize| u32::from_le_bytes([fixed[i], fixed[i + 1], fixed[i + 2], fixed[i + 3]]);
         let vlen = usize::from(u16_at(12));
-        if rest.len() != vlen {
+        if rest.len() != vlen + 2 {
             return None;
         }
+        let (version, shard) = rest.split_at(vlen);
         Some(HelloInfo {
             protocol_version: u16_at(0),
             shard_count: u16_at(2),
             key_bytes_max: u32_at(4),
             value_bytes_max: u32_at(8),
-            server_version: String::from_utf8_lossy(rest).into_owned(),
+            server_version: String::from_utf8_lossy(version).into_owned(),
+            shard: u16::from_le_bytes([shard[0], shard[1]]),
         })
     }
 }
@@ -759,6 +766,7 @@ mod tests {
             key_bytes_max: 65536,
             value_bytes_max: 1 << 24,
             server_version: "0.1.0".into(),
+            shard: 2,
         };
         let mut body = Vec::new();
         hello.encode(&mut body);

@@ -138,6 +138,7 @@ pub async fn serve_shard(
             key_bytes_max: KEY_BYTES_MAX as u32,
             value_bytes_max: cfg.value_bytes_max as u32,
             server_version: env!("CARGO_PKG_VERSION").into(),
+            shard: ctx.shard().0,
         },
     });
     let open = Rc::new(Cell::new(0usize));
