@@ -35,6 +35,8 @@ use crate::io::table_file::{
 use crate::io::Disk;
 
 use super::buffer_pool::{BlockKey, BufferPool, PoolStats};
+use super::memtable::{Lookup, Memtable};
+use super::sync::{join_all, Boxed, WaitQueue};
 
 /// Most neighbouring blocks one prefetch request reads (128 KiB of 4 KiB blocks).
 pub const PREFETCH_SPAN_BLOCKS: usize = 32;
@@ -44,8 +46,6 @@ pub const PREFETCH_SPAN_BYTES: usize = 256 * 1024;
 /// flushes wait for compaction, memtables fill, and writes get OVERLOADED
 /// (RocksDB's level0_stop_writes_trigger plays this role, at 9x).
 pub const L0_STOP_FACTOR: usize = 3;
-use super::memtable::{Lookup, Memtable};
-use super::sync::{join_all, Boxed, WaitQueue};
 
 /// Sizes that shape one shard's storage.
 #[derive(Clone, Debug)]
@@ -367,17 +367,17 @@ impl<D: Disk> Lsm<D> {
         self.imm.borrow().as_ref().map_or(0, |m| m.borrow().bytes())
     }
 
-    /// Writes should wait: the memtable is far past its budget because flushes
-    /// cannot keep up (or have failed).
     /// Level 0 holds as many tables as it may: the next flush waits for a
     /// compaction. Without this bound, writes faster than compaction grow
-    /// level 0 without limit (measured: 29 tables, 2.5 GB over 350 MB of live
-    /// data after a minute of overwrites), and with it every read's probes
-    /// and the disk space used.
+    /// level 0 without limit (measured: 29 tables, 2.5 GB over ~256 MB of
+    /// live data per shard after a minute of overwrites), and with it every
+    /// read's probes and the disk space used.
     pub fn l0_full(&self) -> bool {
         self.version.borrow().l0.len() >= L0_STOP_FACTOR * self.cfg.l0_trigger
     }
 
+    /// Writes should wait: the memtable is far past its budget because flushes
+    /// cannot keep up (or have failed).
     pub fn must_stall(&self) -> bool {
         let stall = self.memtable_bytes() >= 4 * self.cfg.memtable_bytes;
         if stall {
