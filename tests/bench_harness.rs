@@ -324,18 +324,6 @@ fn load_resends_what_the_server_refused_as_overloaded() {
     }
 }
 
-/// Sum of a counter over the server's shards.
-fn counter(admin: SocketAddr, name: &str) -> f64 {
-    let mut s = std::net::TcpStream::connect(admin).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// HELLO names the shard serving the connection; a shard-aware run (each
 /// connection reconnects until HELLO names its shard, then asks only for that
 /// shard's keys) forwards nothing between shards, where a plain run forwards
@@ -368,7 +356,11 @@ fn shard_aware_connections_skip_the_cross_core_hop() {
     };
     bench(&["--load-only"]);
     let run = ["--workload", "C", "--duration", "1", "--warmup", "0"];
-    let forwarded = || counter(server.admin, "corekv_forwarded_batches_out_total");
+    let forwarded = || -> f64 {
+        common::metric_samples(server.admin, "corekv_forwarded_batches_out")
+            .iter()
+            .sum()
+    };
     let before = forwarded();
     let out = bench(&[&run[..], &["--shard-aware"]].concat());
     let aware = forwarded() - before;

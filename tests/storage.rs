@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,18 +19,7 @@ use corekv::net::client::{Client, ClientError};
 use corekv::net::codec::Request;
 
 fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let mut s = TcpStream::connect(admin).expect("admin endpoint");
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| {
-            let rest = l.strip_prefix(name).unwrap_or("#");
-            let rest = rest.strip_prefix("_total").unwrap_or(rest);
-            rest.starts_with(['{', ' '])
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    common::metric_samples(admin, name).iter().sum()
 }
 
 fn value_for(i: u32, len: usize) -> Vec<u8> {
@@ -402,13 +390,8 @@ fn space_settles_under_pure_overwrites() {
 
 /// The largest per-shard value of a gauge.
 fn metric_max(admin: SocketAddr, name: &str) -> f64 {
-    let mut s = TcpStream::connect(admin).expect("admin endpoint");
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    common::metric_samples(admin, name)
+        .into_iter()
         .fold(0.0, f64::max)
 }
 

@@ -343,8 +343,24 @@ async fn connection(
         let stopping = shared.stop.load(Ordering::Relaxed);
         // Fill the pipeline.
         while inflight.len() < cfg.pipeline && !stopping {
-            // The write half of a read-modify-write goes first, with its read's t0.
-            if let Some((t0, ordinal)) = rmw_writes.pop_front() {
+            // Writes owed before new work: the write half of a read-modify-write
+            // (with its read's t0), then load inserts the server answered
+            // OVERLOADED, once their pause is over (nothing new goes out meanwhile).
+            let owed = match rmw_writes.pop_front() {
+                Some((t0, ordinal)) => Some((
+                    Pending::Op {
+                        op: OpType::ReadModifyWrite,
+                        t0,
+                    },
+                    ordinal,
+                )),
+                None if load_again.is_empty() => None,
+                None if Instant::now() < load_paused_until => break,
+                None => load_again
+                    .pop_front()
+                    .map(|(t0, ordinal)| (Pending::Load { t0, ordinal }, ordinal)),
+            };
+            if let Some((pending, ordinal)) = owed {
                 key_for(ordinal, &mut key);
                 let len = cfg.value_size.pick(&mut rng);
                 encode(
@@ -354,10 +370,7 @@ async fn connection(
                     BenchRequest::Set(&key, &value_buf[..len]),
                 )?;
                 next_id += 1;
-                inflight.push_back(Pending::Op {
-                    op: OpType::ReadModifyWrite,
-                    t0,
-                });
+                inflight.push_back(pending);
                 continue;
             }
             let t0 = match interval {
@@ -369,24 +382,6 @@ async fn connection(
                 }
                 None => Instant::now(),
             };
-            if loading && !load_again.is_empty() {
-                if Instant::now() < load_paused_until {
-                    break;
-                }
-                if let Some((t0, ordinal)) = load_again.pop_front() {
-                    key_for(ordinal, &mut key);
-                    let len = cfg.value_size.pick(&mut rng);
-                    encode(
-                        cfg.protocol,
-                        &mut wbuf,
-                        next_id,
-                        BenchRequest::Set(&key, &value_buf[..len]),
-                    )?;
-                    next_id += 1;
-                    inflight.push_back(Pending::Load { t0, ordinal });
-                    continue;
-                }
-            }
             let (op, ordinal) = if loading {
                 if load_next >= cfg.keys {
                     break;

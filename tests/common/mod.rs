@@ -12,6 +12,23 @@ use std::time::Duration;
 
 use corekv::net::client::Client;
 
+/// Every sample of metric `name` (or `name_total`) on the server's admin
+/// endpoint: one per shard for per-shard metrics.
+pub fn metric_samples(admin: SocketAddr, name: &str) -> Vec<f64> {
+    let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| {
+            let rest = l.strip_prefix(name).unwrap_or("#");
+            let rest = rest.strip_prefix("_total").unwrap_or(rest);
+            rest.starts_with(['{', ' '])
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .collect()
+}
+
 /// Path of the `corekv` binary Cargo built for these tests.
 pub fn corekv_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_corekv"))
