@@ -256,6 +256,9 @@ impl Commit {
         let through = self.recycle_through.get();
         match wal.remove_segments_through(through).await {
             Ok(n) => {
+                if n > 0 {
+                    crate::failpoint!("wal-after-recycle");
+                }
                 self.recycled.set(through);
                 self.stats
                     .segments_recycled

@@ -599,6 +599,7 @@ impl<D: Disk> Lsm<D> {
             .sync_dir(&self.tables_dir)
             .await
             .map_err(|e| LsmError::Table(e.into()))?;
+        crate::failpoint!("flush-after-table");
         let new_table = match &summary {
             Some(s) => Some(self.open_table(s, 0).await?),
             None => None,
@@ -612,6 +613,7 @@ impl<D: Disk> Lsm<D> {
             next.tables.push(t.meta.clone());
         }
         store_manifest(&self.disk, &self.dir, self.shard, &next).await?;
+        crate::failpoint!("flush-after-manifest");
         // Durable: publish the new version and drop the frozen memtable.
         {
             let old = self.version.borrow().clone();
@@ -689,6 +691,7 @@ impl<D: Disk> Lsm<D> {
         next.tables.retain(|t| !gone.contains(&t.id));
         next.tables.extend(outputs.iter().map(|t| t.meta.clone()));
         store_manifest(&self.disk, &self.dir, self.shard, &next).await?;
+        crate::failpoint!("compaction-after-manifest");
         {
             let old = self.version.borrow().clone();
             let l0 = old

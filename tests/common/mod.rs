@@ -29,6 +29,26 @@ pub fn metric_samples(admin: SocketAddr, name: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Like [`metric_samples`], but `None` when the endpoint cannot be read (the
+/// server died): for polling a server that is expected to crash.
+pub fn try_metric_samples(admin: SocketAddr, name: &str) -> Option<Vec<f64>> {
+    let mut s = std::net::TcpStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| {
+                let rest = l.strip_prefix(name).unwrap_or("#");
+                let rest = rest.strip_prefix("_total").unwrap_or(rest);
+                rest.starts_with(['{', ' '])
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .collect(),
+    )
+}
+
 /// Path of the `corekv` binary Cargo built for these tests.
 pub fn corekv_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_corekv"))
@@ -158,6 +178,37 @@ impl Server {
                 .and_then(|h| h.join().ok())
                 .unwrap_or_default(),
         )
+    }
+
+    /// SIGTERM and wait up to `limit` for the exit: `Ok((exit code, stderr))`,
+    /// or `Err(stderr)` if the server was still running then (it is then
+    /// SIGKILLed), so a shutdown that hangs fails the test instead of hanging it.
+    pub fn stop_within(mut self, limit: Duration) -> Result<(Option<i32>, String), String> {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let started = std::time::Instant::now();
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if started.elapsed() < limit => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => break None,
+            }
+        };
+        if status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        match status {
+            Some(s) => Ok((s.code(), stderr)),
+            None => Err(stderr),
+        }
     }
 
     /// Resident set size of the server process, in bytes.
