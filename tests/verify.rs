@@ -154,3 +154,75 @@ fn verify_and_recovery_agree_on_a_broken_log() {
     let server = common::start_server(dir.path(), &flags);
     assert_eq!(server.stop().0, Some(0));
 }
+
+/// Read-only bind mount of `src` at a new temp dir; `None` where this
+/// environment does not allow mounts (then the caller skips, saying so).
+struct RoMount(tempfile::TempDir);
+
+impl RoMount {
+    fn new(src: &std::path::Path) -> Option<RoMount> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let (s, d) = (src.to_str().unwrap(), dir.path().to_str().unwrap());
+        if !ok(&["--bind", s, d]) {
+            return None;
+        }
+        if !ok(&["-o", "remount,bind,ro", d]) {
+            let _ = Command::new("umount").arg(d).status();
+            return None;
+        }
+        Some(RoMount(dir))
+    }
+}
+
+impl Drop for RoMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// `verify` checks a data directory or a backup without writing anything: it
+/// works on read-only media and leaves no LOCK file in a backup.
+#[test]
+fn verify_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::start_server(&data, &["--shards", "2"]);
+    let mut c = server.client();
+    for i in 0..50 {
+        c.put(format!("k{i}").as_bytes(), b"v").unwrap();
+    }
+    let backup = dir.path().join("backup");
+    let o = Command::new(common::corekv_bin())
+        .args(["backup", "--addr", &server.addr.to_string(), "--to"])
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(server.stop().0, Some(0));
+
+    let o = Command::new(common::corekv_bin())
+        .arg("verify")
+        .arg("--backup")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        !backup.join("LOCK").exists(),
+        "verify left a LOCK file in the backup"
+    );
+
+    let Some(ro) = RoMount::new(&data) else {
+        eprintln!("SKIPPED the read-only half: mounts are not permitted here");
+        return;
+    };
+    let (code, stdout, stderr) = verify(ro.0.path());
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("no damage"), "{stdout}");
+}

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use corekv::core::wal_format::Record;
-use corekv::io::data_dir::{decode_meta, shard_dir, wal_dir, DataDir, META_FILE};
+use corekv::io::data_dir::{decode_meta, lock_for_reading, shard_dir, wal_dir, META_FILE};
 use corekv::io::manifest::load_manifest;
 use corekv::io::table_file::{check_table, parse_table_file_name};
 use corekv::io::wal_reader::{scan, ScanOptions};
@@ -68,9 +68,11 @@ pub fn check_dir(dir: &Path) -> u8 {
             return 2;
         }
     };
-    // Holding the lock proves no server writes while we read.
-    let _lock = match DataDir::open(&dir, Some(shards), shards) {
-        Ok(d) => d,
+    // Holding the lock proves no server writes while we read. A shared lock on
+    // the existing LOCK file: nothing is created, so read-only media and
+    // backups can be checked and stay as they were.
+    let _lock = match lock_for_reading(&dir) {
+        Ok(lock) => lock,
         Err(e) => {
             eprintln!("VERIFY_FAILED: {}: {e}\n  fix: {}", e.name(), e.fix());
             return 2;
