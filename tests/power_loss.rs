@@ -8,6 +8,10 @@
 //! Also an I/O-error sweep (every write, ENOSPC and fdatasync failure, once
 //! and for good, with and without a power cut) and failed reads in recovery.
 //!
+//! Whole-process crashes inside the transaction and flush path of the real
+//! server (failpoints between prepare, resolve, flush and segment retirement)
+//! are in tests/txn_restart.rs.
+//!
 //! Counts per default run: 10,192 power-loss points, 1,140 fault runs
 //! (COREKV_POWER_SEEDS raises the seeds per cut point).
 

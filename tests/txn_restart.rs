@@ -379,6 +379,56 @@ fn stop_and_kill_cycles_keep_transactions_and_acknowledged_writes() {
     ));
 }
 
+/// The checks can fail: an acknowledged write the server lacks, a value no
+/// write sent, an older value than the acknowledged one, and a broken bank
+/// total are each reported.
+#[test]
+fn the_checker_catches_lost_foreign_and_stale_values() {
+    let dir = fresh_bank();
+    let server = restart(dir.path(), "checker test");
+    let mut c = server.client();
+    let caught =
+        |f: &mut dyn FnMut()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+    // Lost: acknowledged, never written.
+    let mut w = Writer::new(0);
+    w.keys[3].acked = Some(7);
+    assert!(
+        caught(&mut || w.check(&mut c, "lost")),
+        "a lost write passed"
+    );
+    // Foreign: bytes no write of the key sent (another key's value).
+    c.put(&fill_key(0, 1), &fill_value(0, 2, 1)).expect("put");
+    let mut w = Writer::new(0);
+    w.keys[1].acked = Some(1);
+    assert!(
+        caught(&mut || w.check(&mut c, "foreign")),
+        "a foreign value passed"
+    );
+    // Stale: an older write than the acknowledged one.
+    c.put(&fill_key(0, 1), &fill_value(0, 1, 1)).expect("put");
+    let mut w = Writer::new(0);
+    w.keys[1].acked = Some(2);
+    assert!(
+        caught(&mut || w.check(&mut c, "stale")),
+        "a stale value passed"
+    );
+    // The same value is accepted when the later write was only in flight.
+    let mut w = Writer::new(0);
+    w.keys[1] = Known {
+        acked: Some(0),
+        unsure: Some(1),
+    };
+    w.check(&mut c, "unsure write applied");
+    // Bank: money created.
+    c.put(&bank::account_key(5), b"1001").expect("put");
+    assert!(
+        caught(&mut || check_bank(&mut c, "bank")),
+        "a broken total passed"
+    );
+    drop(c);
+    stop_cleanly(server, "checker test");
+}
+
 /// Start with `point@at` armed and the load running until the process aborts
 /// there; then recover and check, load again, stop, recover and check again.
 fn crash_at(point: &str, at: u32) {
