@@ -127,10 +127,52 @@ impl Filter {
                 }
                 // Reborrow shared: `&mut` would pin the expected value to `'static`.
                 let expected: &BorrowedValue<'_> = expected;
-                node == expected
+                json_equal(node, expected)
             }
         }
     }
+}
+
+/// JSON equality as documented in docs/protocol.md: strings, booleans and
+/// null by value; numbers by the number they denote, so `1`, `1.0` and `1e0`
+/// are equal (integers exactly; a number written with a fraction or exponent
+/// is an IEEE double, so it equals an integer when the double converts to
+/// exactly that integer); arrays element by element; objects by the same set
+/// of keys with equal values, in any order.
+fn json_equal(a: &BorrowedValue<'_>, b: &BorrowedValue<'_>) -> bool {
+    use simd_json::StaticNode as N;
+    match (a, b) {
+        (BorrowedValue::Static(x), BorrowedValue::Static(y)) => match (x, y) {
+            (N::I64(i), N::I64(j)) => i == j,
+            (N::U64(i), N::U64(j)) => i == j,
+            (N::I64(i), N::U64(u)) | (N::U64(u), N::I64(i)) => {
+                u64::try_from(*i).is_ok_and(|i| i == *u)
+            }
+            (N::F64(f), N::F64(g)) => f == g,
+            (N::F64(f), N::I64(i)) | (N::I64(i), N::F64(f)) => float_is_int(*f, i128::from(*i)),
+            (N::F64(f), N::U64(u)) | (N::U64(u), N::F64(f)) => float_is_int(*f, i128::from(*u)),
+            (N::Bool(p), N::Bool(q)) => p == q,
+            (N::Null, N::Null) => true,
+            _ => false,
+        },
+        (BorrowedValue::String(x), BorrowedValue::String(y)) => x == y,
+        (BorrowedValue::Array(x), BorrowedValue::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| json_equal(p, q))
+        }
+        (BorrowedValue::Object(x), BorrowedValue::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the double `f` is exactly the integer `i` (no rounding either way).
+fn float_is_int(f: f64, i: i128) -> bool {
+    // Doubles beyond ±2^127 are not integers an i64/u64 can hold; the range
+    // check keeps the cast exact.
+    f.fract() == 0.0 && f.abs() < 1.7e38 && (f as i128) == i && (i as f64) == f
 }
 
 /// Encode the argument of a JSON_EQ filter.
@@ -161,6 +203,25 @@ mod tests {
         let mut n = Filter::compile(FILTER_JSON_EQ, &json_eq_arg("age", "42")).unwrap();
         assert!(n.matches(b"k", br#"{"age":42}"#));
         assert!(!n.matches(b"k", br#"{"age":"42"}"#));
+        // Numbers compare by value, however they are written.
+        assert!(n.matches(b"k", br#"{"age":42.0}"#));
+        assert!(n.matches(b"k", br#"{"age":4.2e1}"#));
+        assert!(!n.matches(b"k", br#"{"age":42.5}"#));
+        let mut f = Filter::compile(FILTER_JSON_EQ, &json_eq_arg("x", "1.0")).unwrap();
+        assert!(f.matches(b"k", br#"{"x":1}"#));
+        assert!(!f.matches(b"k", br#"{"x":-1}"#));
+        let mut o = Filter::compile(
+            FILTER_JSON_EQ,
+            &json_eq_arg("o", r#"{"a":[1,2.0],"b":null}"#),
+        )
+        .unwrap();
+        assert!(o.matches(b"k", br#"{"o":{"b":null,"a":[1.0,2]}}"#));
+        assert!(!o.matches(b"k", br#"{"o":{"a":[1,2]}}"#));
+        // 2^53 + 1 is not a double: no rounding makes them equal.
+        let mut big =
+            Filter::compile(FILTER_JSON_EQ, &json_eq_arg("x", "9007199254740993")).unwrap();
+        assert!(!big.matches(b"k", br#"{"x":9007199254740992.0}"#));
+        assert!(big.matches(b"k", br#"{"x":9007199254740993}"#));
         assert!(Filter::compile(FILTER_JSON_EQ, &json_eq_arg("a", "{bad")).is_err());
         assert!(Filter::compile(9, b"").is_err());
         assert!(Filter::compile(FILTER_VALUE_CONTAINS, b"").is_err());
