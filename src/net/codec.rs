@@ -367,8 +367,16 @@ pub fn decode_request<'a>(
             } = scan;
             // A page's `next` is its last key plus a 0 byte, one byte longer
             // than any key can be: a start may be that long.
-            if start.len() > limits.key_bytes_max {
-                check_key(&start[1..])?;
+            if start.len() > limits.key_bytes_max + 1 {
+                return Err(WireError::soft(
+                    Status::KeyTooLarge,
+                    format!(
+                        "SCAN start key of {} bytes; the limit is {} (the key limit plus \
+                         one, for a page's `next`)",
+                        start.len(),
+                        limits.key_bytes_max + 1
+                    ),
+                ));
             }
             check_key(end)?;
             if limit == 0 || limit > crate::shard::scan::SCAN_LIMIT_MAX {
@@ -522,7 +530,7 @@ fn check_txn_size(
     let total: usize = write_bytes.sum();
     if total > limits.value_bytes_max {
         return Err(WireError::soft(
-            Status::InvalidArgument,
+            Status::ValueTooLarge,
             format!(
                 "transaction writes of {total} bytes in all; the limit is the value limit, {}",
                 limits.value_bytes_max
@@ -794,6 +802,54 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A SCAN may start one byte past the key limit (a page's `next`), and the
+    /// refusal of a longer start names that limit; a TXN whose writes exceed
+    /// the value limit in total is VALUE_TOO_LARGE, as protocol.md says.
+    #[test]
+    fn scan_start_and_txn_size_limits_name_the_right_limit() {
+        let scan = |start_len: usize| {
+            let mut body = (start_len as u32).to_le_bytes().to_vec();
+            body.extend(std::iter::repeat_n(b'a', start_len));
+            body.extend_from_slice(&0u32.to_le_bytes());
+            body.extend_from_slice(&10u32.to_le_bytes());
+            body.push(0);
+            body.extend_from_slice(&0u32.to_le_bytes());
+            frame(Opcode::Scan as u8, &body)
+        };
+        let ok = scan(LIMITS.key_bytes_max + 1);
+        let Parsed::Frame { header, body, .. } = server_parse(&ok) else {
+            panic!("a frame")
+        };
+        assert!(decode_request(&header, body, &LIMITS).is_ok());
+        let e = bad(&scan(LIMITS.key_bytes_max + 2));
+        assert_eq!((e.status, e.fatal), (Status::KeyTooLarge, false));
+        let limit = LIMITS.key_bytes_max + 1;
+        assert!(
+            e.detail
+                .contains(&format!("{} bytes; the limit is {limit}", limit + 1)),
+            "{}",
+            e.detail
+        );
+
+        let half = vec![b'v'; LIMITS.value_bytes_max / 2 + 1];
+        let mut body = Vec::new();
+        crate::core::txn_format::encode_txn(
+            &mut body,
+            &[],
+            &[
+                crate::core::txn_format::Write::Put(b"a", &half),
+                crate::core::txn_format::Write::Put(b"b", &half),
+            ],
+        );
+        let e = bad(&frame(Opcode::Txn as u8, &body));
+        assert_eq!(
+            (e.status, e.fatal),
+            (Status::ValueTooLarge, false),
+            "{}",
+            e.detail
+        );
     }
 
     #[test]
