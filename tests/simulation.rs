@@ -265,7 +265,7 @@ async fn client(
                 }
                 // Refused before logging (a DELETE's lookup can meet a read
                 // fault): certainly not applied.
-                Status::StorageFailed | Status::Overloaded | Status::IoError => {
+                Status::StorageFailed | Status::DiskFull | Status::Overloaded | Status::IoError => {
                     m.maybe.pop();
                     m.stats.failed_writes += 1;
                 }

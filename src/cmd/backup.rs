@@ -52,7 +52,7 @@ pub fn run(args: BackupArgs) -> ExitCode {
     let summary = match summary {
         Ok(s) => serde_json::from_slice::<serde_json::Value>(&s).unwrap_or_default(),
         Err(e) => {
-            eprintln!("{}: {e}", e.name());
+            eprintln!("{}: {}", e.name(), e.message());
             return ExitCode::from(2);
         }
     };

@@ -70,7 +70,7 @@ pub fn run(args: CliArgs) -> ExitCode {
     match execute(&args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}: {e}", e.name());
+            eprintln!("{}: {}", e.name(), e.message());
             ExitCode::from(2)
         }
     }

@@ -73,7 +73,8 @@ statuses! {
     StorageCorrupt = 204, "STORAGE_CORRUPT", false, "Data needed for this request failed its checksum; nothing was returned for it.";
     IoError = 205, "IO_ERROR", true, "A read from disk failed; nothing was returned for it.";
     Overloaded = 206, "OVERLOADED", true, "The shard is past its memory budget for pending work (WAL backlog, or a memtable its flushes cannot keep up with); retry with back-off.";
-    StorageFailed = 207, "STORAGE_FAILED", false, "A table flush or compaction on this shard failed (disk full, I/O error); the shard refuses writes until restarted. Acknowledged writes are safe in the WAL.";
+    StorageFailed = 207, "STORAGE_FAILED", false, "A table flush or compaction on this shard failed (an I/O error); the shard refuses writes until restarted. Acknowledged writes are safe in the WAL. The body says why.";
+    DiskFull = 208, "DISK_FULL", false, "The shard's disk (or quota) is full: a WAL write, flush or compaction found no space. The shard refuses writes until restarted; reads work; acknowledged writes are safe. The body names the path and its free bytes.";
     BackupFailed = 220, "BACKUP_FAILED", false, "An online backup could not be completed (I/O error, a shard's WAL failed, or writes stayed paused past the deadline); the body says why. Writes were not affected beyond a short wait.";
     BackupTargetInvalid = 221, "BACKUP_TARGET_INVALID", false, "The BACKUP target directory is unusable: not absolute, its parent does not exist, it is not empty, or it is inside the data directory.";
     BackupInProgress = 222, "BACKUP_IN_PROGRESS", true, "Another backup is running on this server; retry when it is done.";

@@ -81,12 +81,26 @@ impl IoError {
         )
     }
 
-    /// ENOSPC or EDQUOT: the disk (or quota) is full.
+    /// ENOSPC or EDQUOT: the disk (or quota) is full. glommio's errors reach
+    /// us re-wrapped (the OS code is in the message, not `raw_os_error`), but
+    /// they keep the error kind, so both are checked.
     pub fn is_disk_full(&self) -> bool {
         matches!(
             self.source.raw_os_error(),
             Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        ) || matches!(
+            self.source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
         )
+    }
+
+    /// EOPNOTSUPP/ENOSYS: the file system lacks the operation (fallocate on
+    /// FUSE, say); nothing is wrong with the disk.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(
+            self.source.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+        ) || self.source.kind() == std::io::ErrorKind::Unsupported
     }
 }
 

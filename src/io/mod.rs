@@ -11,6 +11,7 @@
 pub mod backup_files;
 pub mod data_dir;
 pub mod disk;
+pub mod disk_space;
 pub mod dma_disk;
 pub mod error;
 pub mod manifest;

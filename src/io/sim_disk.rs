@@ -11,7 +11,8 @@
 //!   File *contents* are tied to the file, not the name: a synced file renamed
 //!   but not dir-synced comes back under its old name.
 //! - The fault plan fails the n-th operation of a kind (read, write, fdatasync)
-//!   with EIO, or a write with ENOSPC, once or for every later operation too;
+//!   with EIO, or a write with ENOSPC, or an fallocate with EOPNOTSUPP (a file
+//!   system without fallocate), once or for every later operation too;
 //!   a failed write may still have reached the disk partially (it is recorded
 //!   as an unsynced write torn at a 512-byte boundary).
 //! - After [`SimDisk::crash`] every operation fails, as if the process died:
@@ -41,6 +42,20 @@ pub enum FaultKind {
     WriteEio,
     WriteEnospc,
     SyncEio,
+    /// fallocate answers EOPNOTSUPP (FUSE, some network file systems).
+    AllocateUnsupported,
+}
+
+impl FaultKind {
+    /// Which operation counter the fault counts.
+    fn slot(self) -> usize {
+        match self {
+            FaultKind::ReadEio => 0,
+            FaultKind::WriteEio | FaultKind::WriteEnospc => 1,
+            FaultKind::SyncEio => 2,
+            FaultKind::AllocateUnsupported => 3,
+        }
+    }
 }
 
 /// Fail the `nth` (1-based) operation of `kind`; `sticky`: and every later one.
@@ -84,7 +99,7 @@ struct State {
     dirs: std::collections::BTreeSet<PathBuf>,
     crashed: bool,
     faults: Vec<Fault>,
-    counts: [u64; 3],
+    counts: [u64; 4],
     /// Operations performed (every kind), for crash-point sweeps.
     ops: u64,
     /// The process dies when this many operations have been performed.
@@ -115,7 +130,7 @@ impl SimDisk {
                 dirs: Default::default(),
                 crashed: false,
                 faults: Vec::new(),
-                counts: [0; 3],
+                counts: [0; 4],
                 ops: 0,
                 crash_at: None,
                 interleave: false,
@@ -148,12 +163,7 @@ impl SimDisk {
 
     /// Operations of `kind` performed so far (to aim a fault at a later one).
     pub fn op_count(&self, kind: FaultKind) -> u64 {
-        let slot = match kind {
-            FaultKind::ReadEio => 0,
-            FaultKind::WriteEio | FaultKind::WriteEnospc => 1,
-            FaultKind::SyncEio => 2,
-        };
-        self.st.borrow().counts[slot]
+        self.st.borrow().counts[kind.slot()]
     }
 
     /// Reads performed so far (to aim a read fault at a later read).
@@ -259,22 +269,18 @@ impl SimDisk {
             IoOp::Read => Some(0),
             IoOp::Write => Some(1),
             IoOp::Sync => Some(2),
+            IoOp::Allocate => Some(3),
             _ => None,
         };
         let Some(slot) = slot else { return Ok(()) };
         st.counts[slot] += 1;
         let n = st.counts[slot];
         for f in &st.faults {
-            let kind_slot = match f.kind {
-                FaultKind::ReadEio => 0,
-                FaultKind::WriteEio | FaultKind::WriteEnospc => 1,
-                FaultKind::SyncEio => 2,
-            };
-            if kind_slot == slot && (n == f.nth || (f.sticky && n > f.nth)) {
-                let errno = if f.kind == FaultKind::WriteEnospc {
-                    libc::ENOSPC
-                } else {
-                    libc::EIO
+            if f.kind.slot() == slot && (n == f.nth || (f.sticky && n > f.nth)) {
+                let errno = match f.kind {
+                    FaultKind::WriteEnospc => libc::ENOSPC,
+                    FaultKind::AllocateUnsupported => libc::EOPNOTSUPP,
+                    _ => libc::EIO,
                 };
                 return Err(eio(op, path, errno));
             }

@@ -120,6 +120,11 @@ impl<F: DiskFile> TableWriter<F> {
         self.entries
     }
 
+    /// The table's id (its file name).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// Bytes the table will take if finished now (roughly).
     pub fn bytes_so_far(&self) -> u64 {
         self.staged_at + self.staged.len() as u64 + self.block.payload_len() as u64

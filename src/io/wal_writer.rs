@@ -59,6 +59,23 @@ pub enum WalError {
     },
 }
 
+impl WalError {
+    /// ENOSPC or EDQUOT underneath: the disk is full, not broken.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, WalError::Io(e) if e.is_disk_full())
+    }
+
+    /// The error with, when the disk is full, the free bytes where it failed.
+    pub fn describe(&self) -> String {
+        match self {
+            WalError::Io(e) if e.is_disk_full() => {
+                format!("{e}; {}", crate::io::disk_space::describe_free(&e.path))
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct WalConfig {
     pub dir: PathBuf,
@@ -105,6 +122,9 @@ pub struct WalWriter<D: Disk> {
     segments: std::collections::VecDeque<(u64, u64)>,
     spare: Option<Spare<D::File>>,
     latched: Option<String>,
+    /// When preparing a spare last failed for want of space: the next try
+    /// waits a while (nothing depends on it until the active segment fills).
+    spare_failed_at: Option<std::time::Instant>,
 }
 
 impl<D: Disk> WalWriter<D> {
@@ -127,8 +147,7 @@ impl<D: Disk> WalWriter<D> {
                 Active { file, seq, offset }
             }
             None => {
-                let mut spare = start_spare(&disk, &cfg).await?;
-                while finish_spare_step(&mut spare, &cfg).await? {}
+                let spare = prepare_spare(&disk, &cfg).await?;
                 let file = promote_spare(&disk, &cfg, spare, 1).await?;
                 Active {
                     file,
@@ -144,6 +163,7 @@ impl<D: Disk> WalWriter<D> {
             segments: segment_starts.iter().copied().collect(),
             spare: None,
             latched: None,
+            spare_failed_at: None,
         })
     }
 
@@ -234,11 +254,16 @@ impl<D: Disk> WalWriter<D> {
     }
 
     async fn roll_over(&mut self) -> Result<(), WalError> {
-        let mut spare = match self.spare.take() {
-            Some(s) => s,
-            None => start_spare(&self.disk, &self.cfg).await?,
+        let spare = match self.spare.take() {
+            Some(mut s) => {
+                if let Err(e) = fill_spare(&mut s, &self.cfg).await {
+                    discard_spare(&self.disk, &self.cfg, s).await;
+                    return Err(e);
+                }
+                s
+            }
+            None => prepare_spare(&self.disk, &self.cfg).await?,
         };
-        while finish_spare_step(&mut spare, &self.cfg).await? {}
         let next_seq = self.active.seq + 1;
         let file = promote_spare(&self.disk, &self.cfg, spare, next_seq).await?;
         let old = std::mem::replace(
@@ -289,9 +314,38 @@ impl<D: Disk> WalWriter<D> {
         if self.latched.is_some() {
             return Ok(false);
         }
+        if self
+            .spare_failed_at
+            .is_some_and(|t| t.elapsed() < SPARE_RETRY_AFTER)
+        {
+            return Ok(false);
+        }
         let result = self.background_inner().await;
-        if let Err(e) = &result {
-            self.latched = Some(e.to_string());
+        match &result {
+            // Preparing a spare wrote nothing the log depends on: give the
+            // space back and try again later (a flush may free segments). Only
+            // a rollover that finds no space fails the WAL.
+            Err(WalError::Io(e)) if e.is_disk_full() => {
+                if let Some(spare) = self.spare.take() {
+                    discard_spare(&self.disk, &self.cfg, spare).await;
+                }
+                if self.spare_failed_at.is_none() {
+                    tracing::warn!(
+                        error = "DISK_FULL",
+                        dir = %self.cfg.dir.display(),
+                        "cannot prepare the next WAL segment ({} bytes): {}; {}. Writes go on \
+                         until the active segment is full; retrying every {}s",
+                        self.cfg.segment_bytes,
+                        e,
+                        crate::io::disk_space::describe_free(&self.cfg.dir),
+                        SPARE_RETRY_AFTER.as_secs()
+                    );
+                }
+                self.spare_failed_at = Some(std::time::Instant::now());
+                return Ok(false);
+            }
+            Err(e) => self.latched = Some(e.to_string()),
+            Ok(_) => self.spare_failed_at = None,
         }
         result
     }
@@ -350,12 +404,65 @@ async fn start_spare<D: Disk>(disk: &D, cfg: &WalConfig) -> Result<Spare<D::File
         disk.remove(&path).await?;
     }
     let file = disk.open(&path, OpenMode::CreateNew).await?;
-    file.allocate(cfg.segment_bytes).await?;
+    if let Err(e) = file.allocate(cfg.segment_bytes).await {
+        let unsupported = e.is_unsupported();
+        // Not every file system has fallocate (FUSE, some network ones). The
+        // zero fill below writes every block of the segment anyway, which
+        // allocates it as well; only the speed of preparing a segment differs.
+        // Without the prefill, segments grow as they are written and
+        // fdatasync also persists their size: correct, only slower.
+        if !unsupported {
+            let _ = file.close().await;
+            let _ = disk.remove(&path).await;
+            return Err(e.into());
+        }
+        warn_no_fallocate(&cfg.dir);
+    }
     Ok(Spare {
         file,
         zeroed_bytes: if cfg.prefill { 0 } else { cfg.segment_bytes },
         synced: false,
     })
+}
+
+/// How long after a spare could not get space the next try waits.
+const SPARE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A whole spare segment, allocated, zeroed and synced; on failure nothing
+/// is left behind (a partial spare on a full disk is space the operator needs).
+async fn prepare_spare<D: Disk>(disk: &D, cfg: &WalConfig) -> Result<Spare<D::File>, WalError> {
+    let mut spare = start_spare(disk, cfg).await?;
+    if let Err(e) = fill_spare(&mut spare, cfg).await {
+        discard_spare(disk, cfg, spare).await;
+        return Err(e);
+    }
+    Ok(spare)
+}
+
+async fn fill_spare<F: DiskFile>(spare: &mut Spare<F>, cfg: &WalConfig) -> Result<(), WalError> {
+    while finish_spare_step(spare, cfg).await? {}
+    Ok(())
+}
+
+/// Close and delete an unfinished spare (best effort: it is only space; the
+/// next start removes a leftover one anyway).
+async fn discard_spare<D: Disk>(disk: &D, cfg: &WalConfig, spare: Spare<D::File>) {
+    let _ = spare.file.close().await;
+    let _ = disk.remove(&cfg.dir.join(SPARE_FILE)).await;
+    let _ = disk.sync_dir(&cfg.dir).await;
+}
+
+/// Said once per process: the file system of the WAL has no fallocate.
+fn warn_no_fallocate(dir: &Path) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::warn!(
+            dir = %dir.display(),
+            fs = %crate::io::disk_space::fs_type(dir),
+            "this file system does not support fallocate; WAL segments are preallocated by \
+             writing zeros instead (slower to prepare, same durability)"
+        );
+    });
 }
 
 /// Returns true while more steps remain.
@@ -409,5 +516,91 @@ mod tests {
         assert_eq!(parse_segment_file_name("000000000000001a.wal"), Some(26));
         assert_eq!(parse_segment_file_name("1a.wal"), None);
         assert_eq!(parse_segment_file_name("spare.tmp"), None);
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+    use crate::core::wal_format::{encode_record, Record};
+    use crate::io::sim_disk::{Fault, FaultKind, SimDisk};
+    use crate::io::wal_reader::{scan, ScanOptions};
+    use futures_lite::future::block_on;
+
+    fn cfg() -> WalConfig {
+        WalConfig {
+            dir: "/d/wal".into(),
+            shard_id: 0,
+            shard_count: 1,
+            segment_bytes: 64 * 1024,
+            prefill: true,
+        }
+    }
+
+    fn batch(lsn: u64) -> Vec<u8> {
+        let mut payload = Vec::new();
+        encode_record(
+            &mut payload,
+            &Record::Put {
+                lsn,
+                key: b"k",
+                value: &[7u8; 20_000],
+            },
+        );
+        payload
+    }
+
+    /// A file system without fallocate (EOPNOTSUPP on every call): segments
+    /// are still prepared (by the zero fill), the log rolls over and reads
+    /// back whole.
+    #[test]
+    fn no_fallocate_falls_back_to_writing_zeros() {
+        let disk = SimDisk::new(3);
+        disk.add_fault(Fault {
+            kind: FaultKind::AllocateUnsupported,
+            nth: 1,
+            sticky: true,
+        });
+        block_on(async {
+            let mut w = WalWriter::open(disk.clone(), cfg(), None, &[])
+                .await
+                .unwrap();
+            for lsn in 1..=10 {
+                w.append_batch(&batch(lsn), lsn, 1).await.unwrap();
+            }
+            assert!(w.position().seq > 1, "rolled over to a new segment");
+            w.close().await.unwrap();
+            let opts = ScanOptions {
+                shard_id: 0,
+                repair: false,
+                truncate_corruption: false,
+            };
+            let r = scan(&disk, Path::new("/d/wal"), &opts, |_| {})
+                .await
+                .unwrap();
+            assert_eq!(r.records, 10);
+        });
+        assert!(disk.op_count(FaultKind::AllocateUnsupported) >= 2);
+    }
+
+    /// ENOSPC while preparing the first segment: the open fails with a
+    /// disk-full error, and no partial spare is left taking space.
+    #[test]
+    fn no_space_for_the_first_segment_leaves_no_spare() {
+        let disk = SimDisk::new(4);
+        disk.add_fault(Fault {
+            kind: FaultKind::WriteEnospc,
+            nth: 1,
+            sticky: true,
+        });
+        block_on(async {
+            let Err(e) = WalWriter::open(disk.clone(), cfg(), None, &[]).await else {
+                panic!("the open must fail")
+            };
+            assert!(e.is_disk_full(), "{e}");
+            assert!(e.describe().contains("bytes free") || e.describe().contains("free space"));
+            let names = disk.list_dir(Path::new("/d/wal")).await.unwrap();
+            assert!(!names.iter().any(|n| n == SPARE_FILE), "{names:?}");
+        });
     }
 }

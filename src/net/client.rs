@@ -45,13 +45,32 @@ pub enum ClientError {
     },
     #[error("connection failed: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{}: {detail}", status.name())]
+    #[error("{}: {}", status.name(), status_text(*status, detail))]
     Status { status: Status, detail: String },
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
 }
 
+/// A status's message: the server's detail, or the status's own description
+/// when the server sent none (never an empty message).
+fn status_text(status: Status, detail: &str) -> String {
+    if detail.is_empty() {
+        status.describe().to_string()
+    } else {
+        detail.to_string()
+    }
+}
+
 impl ClientError {
+    /// What happened, without the name (`corekv cli` prints `NAME: message`,
+    /// so a message must not repeat the name).
+    pub fn message(&self) -> String {
+        match self {
+            ClientError::Status { status, detail } => status_text(*status, detail),
+            other => other.to_string(),
+        }
+    }
+
     /// The stable name printed by `corekv cli` (docs/errors.md).
     pub fn name(&self) -> &'static str {
         match self {

@@ -24,7 +24,7 @@ use crate::core::limits::WAL_BATCH_BYTES_TARGET;
 use crate::core::status::Status;
 use crate::core::types::Durability;
 use crate::core::wal_format::{encode_record, Record};
-use crate::io::wal_writer::WalWriter;
+use crate::io::wal_writer::{WalError, WalWriter};
 use crate::io::Disk;
 
 use super::clock::Clock;
@@ -85,6 +85,8 @@ pub struct Commit {
     urgent: Cell<bool>,
     /// Backups that need every WAL segment kept until they copied it.
     recycle_holds: Cell<u32>,
+    /// The WAL failed for want of space.
+    disk_full: Cell<bool>,
     /// (segment, offset) where the WAL ends after the last durable batch,
     /// published by the flusher, which owns the writer.
     wal_end: Cell<(u64, u64)>,
@@ -126,6 +128,7 @@ impl Commit {
             recycled: Cell::new(0),
             urgent: Cell::new(false),
             recycle_holds: Cell::new(0),
+            disk_full: Cell::new(false),
             wal_end: Cell::new((0, 0)),
             stats: CommitStats::default(),
         }
@@ -185,6 +188,11 @@ impl Commit {
 
     pub fn failure(&self) -> Option<String> {
         self.st.borrow().failure.clone()
+    }
+
+    /// The WAL failed because its disk was full (refusals say DISK_FULL).
+    pub fn failed_disk_full(&self) -> bool {
+        self.disk_full.get()
     }
 
     pub fn is_failed(&self) -> bool {
@@ -309,7 +317,7 @@ impl Commit {
                     Ok(true) => continue,
                     Ok(false) => {}
                     Err(e) => {
-                        self.fail(&e.to_string(), on_failed);
+                        self.fail(&e, on_failed);
                         return;
                     }
                 }
@@ -362,7 +370,7 @@ impl Commit {
                     self.durable_changed.wake_all();
                 }
                 Err(e) => {
-                    self.fail(&e.to_string(), on_failed);
+                    self.fail(&e, on_failed);
                     return;
                 }
             }
@@ -377,14 +385,17 @@ impl Commit {
             // group commit.
             if wal.background_urgent() {
                 if let Err(e) = wal.background_step().await {
-                    self.fail(&e.to_string(), on_failed);
+                    self.fail(&e, on_failed);
                     return;
                 }
             }
         }
     }
 
-    fn fail(&self, reason: &str, on_failed: impl FnOnce(&str)) {
+    fn fail(&self, e: &WalError, on_failed: impl FnOnce(&str)) {
+        let reason = e.describe();
+        let reason = reason.as_str();
+        self.disk_full.set(e.is_disk_full());
         {
             let mut st = self.st.borrow_mut();
             st.failure = Some(reason.to_string());

@@ -12,8 +12,14 @@
 //! overwrites in between. docs/architecture.md discusses the trade-off.
 //!
 //! Runs on the shard's low-priority task queue; reads bypass the block cache.
+//! A compaction that fails, or is cancelled by a clean stop
+//! (`Lsm::cancel_compactions`, checked between entries), removes every output
+//! file it created before returning, so neither a full disk nor a stop leaves
+//! files no manifest names.
+//!
 //! It must never: delete an input before the manifest naming the outputs is
-//! durable (`Lsm::install_compaction` does both, in that order).
+//! durable (`Lsm::install_compaction` does both, in that order), or delete a
+//! file a manifest names (outputs are removed only before they are installed).
 
 use std::rc::Rc;
 
@@ -64,21 +70,38 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
         sources.push(Source::Run(TableRun::uncached(l1.clone())));
     }
     let mut written: Vec<TableSummary> = Vec::new();
-    let result = write_outputs(lsm, sources, max_lsn, &mut written).await;
-    if let Err(e) = result {
-        for s in &written {
-            lsm.remove_table_file(s.id).await;
+    let mut created: Vec<u64> = Vec::new();
+    let result = async {
+        if !write_outputs(lsm, sources, max_lsn, &mut written, &mut created).await? {
+            return Ok(None);
         }
-        return Err(e);
+        lsm.disk
+            .sync_dir(lsm.tables_dir())
+            .await
+            .map_err(|e| LsmError::Table(e.into()))?;
+        let mut outputs = Vec::with_capacity(written.len());
+        for s in &written {
+            outputs.push(lsm.open_table(s, 1).await?);
+        }
+        Ok(Some(outputs))
     }
-    lsm.disk
-        .sync_dir(lsm.tables_dir())
-        .await
-        .map_err(|e| LsmError::Table(e.into()))?;
-    let mut outputs = Vec::with_capacity(written.len());
-    for s in &written {
-        outputs.push(lsm.open_table(s, 1).await?);
-    }
+    .await;
+    let outputs = match result {
+        Ok(Some(outputs)) => outputs,
+        Ok(None) => {
+            remove_outputs(lsm, &created).await;
+            tracing::info!(
+                shard = lsm.shard,
+                removed = created.len(),
+                "compaction cancelled by shutdown; its partial output was removed"
+            );
+            return Ok(false);
+        }
+        Err(e) => {
+            remove_outputs(lsm, &created).await;
+            return Err(e);
+        }
+    };
     let write_bytes: u64 = written.iter().map(|s| s.file_bytes).sum();
     let inputs: Vec<Rc<Table<D>>> = l0.into_iter().chain(l1).collect();
     lsm.install_compaction(&inputs, outputs).await?;
@@ -98,16 +121,58 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
     Ok(true)
 }
 
+/// Remove output files of a compaction that will not be installed, and make
+/// their removal durable. Best effort: a file left behind is an orphan the
+/// next start removes.
+async fn remove_outputs<D: Disk>(lsm: &Lsm<D>, created: &[u64]) {
+    if created.is_empty() {
+        return;
+    }
+    for &id in created {
+        lsm.remove_table_file(id).await;
+    }
+    if let Err(e) = lsm.disk.sync_dir(lsm.tables_dir()).await {
+        tracing::warn!(
+            shard = lsm.shard,
+            "could not sync the tables directory: {e}"
+        );
+    }
+}
+
+/// Write the merged outputs. `created` gets the id of every file created
+/// (finished or not), so that the caller can remove them. `Ok(false)`: a clean
+/// stop cancelled the compaction.
 async fn write_outputs<D: Disk>(
     lsm: &Lsm<D>,
     sources: Vec<Source<D>>,
     max_lsn: u64,
     written: &mut Vec<TableSummary>,
-) -> Result<(), LsmError> {
-    let mut merge = Merge::new(lsm, sources, b"", b"").await?;
+    created: &mut Vec<u64>,
+) -> Result<bool, LsmError> {
     let mut writer: Option<TableWriter<<D as Disk>::File>> = None;
+    let result = merge_into(lsm, sources, max_lsn, written, created, &mut writer).await;
+    if let Some(w) = writer.take() {
+        // Failed or cancelled with a table half written: close it (the caller
+        // removes it with the rest).
+        w.abandon().await;
+    }
+    result
+}
+
+async fn merge_into<D: Disk>(
+    lsm: &Lsm<D>,
+    sources: Vec<Source<D>>,
+    max_lsn: u64,
+    written: &mut Vec<TableSummary>,
+    created: &mut Vec<u64>,
+    writer: &mut Option<TableWriter<<D as Disk>::File>>,
+) -> Result<bool, LsmError> {
+    let mut merge = Merge::new(lsm, sources, b"", b"").await?;
     let mut since_yield = 0u32;
     loop {
+        if lsm.compactions_cancelled() {
+            return Ok(false);
+        }
         let Some((key, value, _)) = merge.next(lsm).await? else {
             break;
         };
@@ -116,7 +181,8 @@ async fn write_outputs<D: Disk>(
         let Some(value) = value else { continue };
         if writer.is_none() {
             let id = lsm.alloc_table_id();
-            writer = Some(TableWriter::create(&lsm.disk, lsm.tables_dir(), id, lsm.shard).await?);
+            created.push(id);
+            *writer = Some(TableWriter::create(&lsm.disk, lsm.tables_dir(), id, lsm.shard).await?);
         }
         if let Some(w) = writer.as_mut() {
             w.add(key, Some(value)).await?;
@@ -136,5 +202,5 @@ async fn write_outputs<D: Disk>(
     if let Some(w) = writer.take() {
         written.push(w.finish(max_lsn).await?);
     }
-    Ok(())
+    Ok(true)
 }

@@ -120,6 +120,26 @@ pub enum LsmError {
 }
 
 impl LsmError {
+    /// ENOSPC or EDQUOT underneath: the disk is full, not broken.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LsmError::Table(TableError::Io(e)) | LsmError::Manifest(ManifestIoError::Io(e)) => {
+                e.is_disk_full()
+            }
+            _ => false,
+        }
+    }
+
+    /// Where the failed I/O was, for a disk-full message.
+    pub fn io_path(&self) -> Option<&Path> {
+        match self {
+            LsmError::Table(TableError::Io(e)) | LsmError::Manifest(ManifestIoError::Io(e)) => {
+                Some(&e.path)
+            }
+            _ => None,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             LsmError::Table(TableError::Corrupt { .. }) => "TABLE_CORRUPT",
@@ -173,11 +193,16 @@ pub struct Lsm<D: Disk> {
     pub work: WaitQueue,
     /// Set for good after a failed flush or compaction.
     failure: RefCell<Option<String>>,
+    /// The failure was a full disk (DISK_FULL rather than STORAGE_FAILED).
+    failure_disk_full: Cell<bool>,
     /// Manifest edits (clone, store, publish) run one at a time.
     manifest_busy: Cell<bool>,
     manifest_free: WaitQueue,
     /// One compaction at a time (the background task, or a requested one).
     compacting: Cell<bool>,
+    /// Set by a clean stop: a running compaction stops at its next entry and
+    /// removes its partial output.
+    compactions_cancelled: Cell<bool>,
     pub stats: LsmStats,
 }
 
@@ -270,9 +295,11 @@ impl<D: Disk> Lsm<D> {
             wal_floor: Cell::new(u64::MAX),
             imm_floor: Cell::new(u64::MAX),
             failure: RefCell::new(None),
+            failure_disk_full: Cell::new(false),
             manifest_busy: Cell::new(false),
             manifest_free: WaitQueue::default(),
             compacting: Cell::new(false),
+            compactions_cancelled: Cell::new(false),
             stats: LsmStats::default(),
         })
     }
@@ -595,23 +622,39 @@ impl<D: Disk> Lsm<D> {
                     break;
                 }
             }
-            match result {
-                Ok(()) if w.entries() > 0 => Some(w.finish(max_lsn).await?),
+            let finished = match result {
+                Ok(()) if w.entries() > 0 => w.finish(max_lsn).await.map(Some),
                 Ok(()) => {
                     w.abandon().await;
+                    Ok(None)
+                }
+                Err(e) => {
+                    w.abandon().await;
+                    Err(e)
+                }
+            };
+            match finished {
+                Ok(Some(s)) => Some(s),
+                Ok(None) => {
                     self.remove_table_file(id).await;
                     None
                 }
                 Err(e) => {
-                    w.abandon().await;
+                    // A failed flush (a full disk, say) gives its partial
+                    // table's space back at once; the memtable's writes are
+                    // safe in the WAL.
+                    self.remove_table_file(id).await;
+                    let _ = self.disk.sync_dir(&self.tables_dir).await;
                     return Err(e.into());
                 }
             }
         };
-        self.disk
-            .sync_dir(&self.tables_dir)
-            .await
-            .map_err(|e| LsmError::Table(e.into()))?;
+        if let Err(e) = self.disk.sync_dir(&self.tables_dir).await {
+            if summary.is_some() {
+                self.remove_table_file(id).await;
+            }
+            return Err(LsmError::Table(e.into()));
+        }
         crate::failpoint!("flush-after-table");
         let new_table = match &summary {
             Some(s) => Some(self.open_table(s, 0).await?),
@@ -775,6 +818,36 @@ impl<D: Disk> Lsm<D> {
     /// Latch a background failure: from now on the shard refuses writes.
     pub fn fail(&self, reason: String) {
         self.failure.borrow_mut().get_or_insert(reason);
+    }
+
+    /// A clean stop: compactions stop at their next entry and remove their
+    /// partial output; no new one starts.
+    pub fn cancel_compactions(&self) {
+        self.compactions_cancelled.set(true);
+    }
+
+    pub fn compactions_cancelled(&self) -> bool {
+        self.compactions_cancelled.get()
+    }
+
+    /// Latch a failure caused by a full disk: refusals say DISK_FULL.
+    pub fn fail_disk_full(&self, reason: String) {
+        if self.failure.borrow().is_none() {
+            self.failure_disk_full.set(true);
+        }
+        self.fail(reason);
+    }
+
+    /// The status writes are refused with, and why, once storage has failed.
+    pub fn refusal(&self) -> Option<(crate::core::status::Status, String)> {
+        use crate::core::status::Status;
+        let reason = self.failure.borrow().clone()?;
+        let status = if self.failure_disk_full.get() {
+            Status::DiskFull
+        } else {
+            Status::StorageFailed
+        };
+        Some((status, reason))
     }
 
     /// Bytes of every table file.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::io::Disk;
 
 use super::compaction::compact;
+use super::lsm::LsmError;
 use super::state::ShardState;
 use super::sync::Event;
 
@@ -20,10 +21,25 @@ use super::sync::Event;
 /// so that space and read cost settle.
 const IDLE_COMPACTION_AFTER: Duration = Duration::from_secs(1);
 
-fn fail<D: Disk>(state: &ShardState<D>, what: &str, e: &dyn std::fmt::Display) {
-    let reason = format!("{what} failed: {e}");
+fn fail<D: Disk>(state: &ShardState<D>, what: &str, e: &LsmError) {
+    let shard = state.id.0;
+    if e.is_disk_full() {
+        let free = e
+            .io_path()
+            .map(crate::io::disk_space::describe_free)
+            .unwrap_or_default();
+        let reason = format!("shard {shard}: {what} failed: {e}; {free}");
+        tracing::error!(
+            shard,
+            error = "DISK_FULL",
+            "{reason}; the shard refuses writes until restarted (acknowledged writes are safe in \
+             the WAL); free space, then restart"
+        );
+        return state.lsm.fail_disk_full(reason);
+    }
+    let reason = format!("shard {shard}: {what} failed: {e}");
     tracing::error!(
-        shard = state.id.0,
+        shard,
         error = "STORAGE_FAILED",
         "{reason}; the shard refuses writes until restarted (acknowledged writes are safe in the WAL)"
     );

@@ -42,9 +42,22 @@ pub struct RecoveryError {
 impl RecoveryError {
     pub fn name(&self) -> &'static str {
         match &self.source {
+            RecoverySource::Wal(e) if e.is_disk_full() => "DISK_FULL",
+            RecoverySource::Storage(e) if e.is_disk_full() => "DISK_FULL",
             RecoverySource::Wal(WalError::Corrupt { .. }) => "WAL_CORRUPT",
             RecoverySource::Wal(WalError::Io(_) | WalError::Latched { .. }) => "WAL_IO",
             RecoverySource::Storage(e) => e.name(),
+        }
+    }
+}
+
+impl RecoveryError {
+    /// Where a failed I/O was, for a disk-full message.
+    pub fn io_path(&self) -> Option<&std::path::Path> {
+        match &self.source {
+            RecoverySource::Wal(WalError::Io(e)) => Some(&e.path),
+            RecoverySource::Storage(e) => e.io_path(),
+            _ => None,
         }
     }
 }

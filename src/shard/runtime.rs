@@ -68,6 +68,14 @@ impl StartError {
                 "WAL_CORRUPT" => "restore the data directory from a backup, or restart with --recover-truncate \
                                   to drop the corrupt record and everything after it in that shard's log"
                     .into(),
+                "DISK_FULL" => format!(
+                    "free space ({}): each shard needs at least two WAL segments \
+                     (wal_segment_bytes each: the active one and the spare being prepared) plus \
+                     room for its memtable to be flushed and compacted; see docs/errors.md#disk_full",
+                    e.io_path()
+                        .map(crate::io::disk_space::describe_free)
+                        .unwrap_or_else(|| "free space unknown".into())
+                ),
                 _ => "check the disk (dmesg, free space, permissions) and restart".into(),
             },
             StartError::Executor { .. } => {
@@ -522,9 +530,11 @@ where
     }
     storage_stop.set();
     state.lsm.work.wake_all();
-    // A compaction may be long: stop it (its outputs are orphans, removed at the
-    // next start). A flush in progress completes.
-    compactions.cancel().await;
+    // A compaction may be long: it stops at its next entry and removes its
+    // partial output, so a clean stop leaves no file the manifest does not
+    // name. A flush in progress completes.
+    state.lsm.cancel_compactions();
+    compactions.await;
     flushes.await;
     state.commit.request_stop();
     let wal_failure = flusher.await;

@@ -104,6 +104,33 @@ impl<D: Disk> ShardState<D> {
         }
     }
 
+    /// Why this shard refuses writes, if it does: a failed WAL (WAL_FAILED, or
+    /// DISK_FULL when it ran out of space) or failed storage (STORAGE_FAILED or
+    /// DISK_FULL), with the reason, which the refusal's body carries. Cheap
+    /// (no allocation) while the shard is healthy.
+    pub fn write_refusal(&self) -> Option<(Status, String)> {
+        if let Some(reason) = self.commit.failure() {
+            let status = if self.commit.failed_disk_full() {
+                Status::DiskFull
+            } else {
+                Status::WalFailed
+            };
+            return Some((status, format!("shard {}: WAL failed: {reason}", self.id.0)));
+        }
+        self.lsm.refusal()
+    }
+
+    /// A write answered `status`: its reply, with the reason when the shard
+    /// has latched a failure (never an empty body for those).
+    fn push_write_error(&self, status: Status, out: &mut ReplyBatch) {
+        match self.write_refusal() {
+            Some((latched, why)) if status != Status::Overloaded => {
+                out.push(latched, why.as_bytes(), 0)
+            }
+            _ => out.push(status, b"", 0),
+        }
+    }
+
     /// Execute every op of `batch` in order, appending one reply per op to `out`.
     /// Replies may carry a wait LSN; release them with [`Self::settle`].
     pub async fn execute(&self, batch: &OpBatch, out: &mut ReplyBatch) {
@@ -152,7 +179,7 @@ impl<D: Disk> ShardState<D> {
                 };
                 match self.write(op.key, Some(op.value)) {
                     Ok(lsn) => out.push(Status::Ok, b"", lsn),
-                    Err(status) => out.push(status, b"", 0),
+                    Err(status) => self.push_write_error(status, out),
                 }
             }
             OpKind::Scan => self.scan(op.key, op.value, out).await,
@@ -199,7 +226,7 @@ impl<D: Disk> ShardState<D> {
                 };
                 match self.write(op.key, None) {
                     Ok(lsn) => out.push(Status::Ok, &[u8::from(existed.0)], lsn.max(existed.1)),
-                    Err(status) => out.push(status, b"", 0),
+                    Err(status) => self.push_write_error(status, out),
                 }
             }
         }
@@ -295,8 +322,8 @@ impl<D: Disk> ShardState<D> {
     /// Log a write; in sync mode it becomes visible through `pending`, in async
     /// mode it goes to the store at once.
     fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<u64, Status> {
-        if self.lsm.failure().is_some() {
-            return Err(Status::StorageFailed);
+        if let Some((status, _)) = self.lsm.refusal() {
+            return Err(status);
         }
         if self.lsm.must_stall() {
             return Err(Status::Overloaded);

@@ -91,6 +91,9 @@ pub enum Refusal {
     /// The locks were not free before the deadline.
     LockTimeout,
     Failed(Status),
+    /// The shard refuses writes for good (WAL_FAILED, STORAGE_FAILED,
+    /// DISK_FULL), with the reason.
+    Latched(Status, String),
 }
 
 impl Refusal {
@@ -103,6 +106,7 @@ impl Refusal {
                 0,
             ),
             Refusal::Failed(s) => out.push(*s, b"", 0),
+            Refusal::Latched(s, why) => out.push(*s, why.as_bytes(), 0),
         }
     }
 }
@@ -190,11 +194,8 @@ impl<D: Disk> ShardState<D> {
     }
 
     fn check_writable(&self, view: &TxnView<'_>) -> Result<(), Refusal> {
-        if self.commit.is_failed() {
-            return Err(Refusal::Failed(Status::WalFailed));
-        }
-        if self.lsm.failure().is_some() {
-            return Err(Refusal::Failed(Status::StorageFailed));
+        if let Some((status, why)) = self.write_refusal() {
+            return Err(Refusal::Latched(status, why));
         }
         if view.write_count() > 0 && self.lsm.must_stall() {
             return Err(Refusal::Failed(Status::Overloaded));
