@@ -87,6 +87,7 @@ fn config(addr: SocketAddr, rate: Option<f64>) -> BenchConfig {
         spin: Duration::ZERO,
         shards: 1,
         shard_aware: false,
+        reply_timeout: driver::REPLY_TIMEOUT,
     }
 }
 
@@ -324,10 +325,74 @@ fn load_resends_what_the_server_refused_as_overloaded() {
     }
 }
 
+/// A connection to `server` that HELLO says shard `shard` serves.
+fn client_on_shard(server: &common::Server, shard: u16) -> corekv::net::client::Client {
+    for _ in 0..500 {
+        let mut c = server.client();
+        if c.hello().unwrap().shard == shard {
+            return c;
+        }
+    }
+    panic!("no connection landed on shard {shard} in 500 attempts");
+}
+
+/// Wait until every shard's published metrics include everything that
+/// happened before this call. Metrics are snapshots each shard publishes a few
+/// times a second, so a read right after a bench may miss its last batches
+/// (that is how a load's forwarded batches once leaked into the next
+/// measurement). The marker: one DELETE per shard, of a key that shard owns,
+/// sent on a connection it serves (so never forwarded); once a shard's
+/// published DELETE count includes it, its snapshot postdates everything
+/// before. Returns the summed `name` from those snapshots.
+fn settled_metric(server: &common::Server, name: &str, markers_sent: &mut f64) -> f64 {
+    *markers_sent += 1.0;
+    for shard in 0..2u16 {
+        let mut c = client_on_shard(server, shard);
+        let key = (0u32..)
+            .map(|i| format!("marker-{i}").into_bytes())
+            .find(|k| corekv::core::hash::shard_for_key(k, 2).0 == shard)
+            .unwrap();
+        c.delete(&key).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = metrics_text(server.admin);
+        let deletes: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("corekv_requests") && l.contains("op=\"delete\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if deletes.len() == 2 && deletes.iter().all(|d| *d >= *markers_sent) {
+            return text
+                .lines()
+                .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ', '_']))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shards did not publish the marker DELETEs: {deletes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metrics_text(admin: SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 /// HELLO names the shard serving the connection; a shard-aware run (each
 /// connection reconnects until HELLO names its shard, then asks only for that
-/// shard's keys) forwards nothing between shards, where a plain run forwards
-/// about half of its GETs.
+/// shard's keys) sends no connection a key of another shard (counted per
+/// connection by the bench) and the server forwards nothing between shards
+/// during it (its counter read at settled points before and after, so the
+/// load's last batches cannot leak in), where a plain run forwards about half
+/// of its GETs.
 #[test]
 fn shard_aware_connections_skip_the_cross_core_hop() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,19 +421,334 @@ fn shard_aware_connections_skip_the_cross_core_hop() {
     };
     bench(&["--load-only"]);
     let run = ["--workload", "C", "--duration", "1", "--warmup", "0"];
-    let forwarded = || -> f64 {
-        common::metric_samples(server.admin, "corekv_forwarded_batches_out")
-            .iter()
-            .sum()
-    };
-    let before = forwarded();
+    let mut markers = 0.0;
+    let forwarded = "corekv_forwarded_batches_out";
+    let before = settled_metric(&server, forwarded, &mut markers);
     let out = bench(&[&run[..], &["--shard-aware"]].concat());
-    let aware = forwarded() - before;
+    let aware = settled_metric(&server, forwarded, &mut markers) - before;
     assert!(out.contains("read"), "{out}");
-    let before = forwarded();
+    // Per connection: "routing: F of R requests ...; per connection C@S:F/R ...".
+    let routing = out
+        .lines()
+        .find(|l| l.starts_with("routing:"))
+        .unwrap_or_else(|| panic!("no routing line in {out}"));
+    let per_conn: Vec<(u16, u64, u64)> = routing
+        .split_once("per connection")
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(|c| {
+            let (_, rest) = c.split_once('@').unwrap();
+            let (shard, counts) = rest.split_once(':').unwrap();
+            let (f, r) = counts.split_once('/').unwrap();
+            (
+                shard.parse().unwrap(),
+                f.parse().unwrap(),
+                r.parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_conn.len(), 4, "{routing}");
+    for (i, (shard, foreign, requests)) in per_conn.iter().enumerate() {
+        assert_eq!(usize::from(*shard), i % 2, "connection {i}: {routing}");
+        assert!(*requests > 0, "connection {i} sent nothing: {routing}");
+        assert_eq!(
+            *foreign, 0,
+            "connection {i} asked another shard's keys: {routing}"
+        );
+    }
+    let before = settled_metric(&server, forwarded, &mut markers);
     bench(&run);
-    let plain = forwarded() - before;
-    eprintln!("forwarded batches: shard-aware {aware}, plain {plain}");
+    let plain = settled_metric(&server, forwarded, &mut markers) - before;
+    eprintln!("forwarded batches: shard-aware {aware}, plain {plain}; {routing}");
     assert_eq!(aware, 0.0, "a shard-aware run forwarded {aware} batches");
     assert!(plain > 100.0, "a plain run forwards (got {plain})");
+}
+
+/// Run `corekv bench ARGS`, failing the test (not hanging it) if it has not
+/// ended within two minutes. Returns (exit code, stdout, stderr).
+fn bench_cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut child = std::process::Command::new(common::corekv_bin())
+        .arg("bench")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!(
+                "corekv bench {args:?} did not end within 120 s: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The bank at its defaults (50 connections) against a real 2-shard server
+/// with sync durability: transfers and snapshot checks contend for the same
+/// locks; aborted and stale transfers are retried and counted, the checks
+/// retry until they get through, and the invariant holds. Before retries, the
+/// first aborted snapshot read ended the run with BENCH_FAILED.
+#[test]
+fn bank_at_default_connections_holds_under_contention() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(&dir.path().join("data"), &["--shards", "2"]);
+    let json = dir.path().join("bank.json");
+    let addr = server.addr.to_string();
+    let (code, out, err) = bench_cli(&[
+        "--addr",
+        &addr,
+        "--workload",
+        "bank",
+        "--keys",
+        "1000",
+        "--load",
+        "--duration",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("invariant held"), "{out}");
+    assert!(out.contains("with 50 connections"), "{out}");
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/bench-result.schema.json")).unwrap();
+    check_required(&schema, &doc, "$");
+    let bank = &doc["results"]["bank"];
+    eprintln!("{out}{bank:#}");
+    assert!(bank["committed"].as_u64().unwrap() > 0, "{bank}");
+    assert!(bank["checks"].as_u64().unwrap() >= 2, "{bank}");
+    for rate in ["committed_per_sec", "retries_per_sec", "aborts_per_sec"] {
+        assert!(bank[rate].as_f64().is_some(), "{rate} missing: {bank}");
+    }
+    assert_eq!(doc["config"]["connections"], 50);
+    assert_eq!(
+        doc["results"]["ops"]["transfer"]["count"], bank["committed"],
+        "{doc}"
+    );
+}
+
+/// A bank run whose --keys differs from the loaded accounts is refused as a
+/// usage error (BENCH_FAILED, exit 2), not reported as BANK_VIOLATION (which
+/// means lost data): fewer keys would see only part of the money, more would
+/// see missing accounts.
+#[test]
+fn bank_refuses_a_key_count_that_does_not_match_the_loaded_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2", "--durability", "async"]);
+    let addr = server.addr.to_string();
+    let bank = |keys: &str, extra: &[&str]| {
+        let args = [
+            &["--addr", &addr, "--workload", "bank", "--keys", keys][..],
+            &["--connections", "4", "--duration", "0.5"],
+            extra,
+        ]
+        .concat();
+        bench_cli(&args)
+    };
+    let (code, out, err) = bank("1000", &["--load"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for keys in ["500", "2000"] {
+        let (code, _, err) = bank(keys, &[]);
+        assert_eq!(code, Some(2), "--keys {keys}: {err}");
+        assert!(!err.contains("BANK_VIOLATION"), "--keys {keys}: {err}");
+        assert!(
+            err.contains("BENCH_FAILED")
+                && err.contains(&format!("--keys {keys} does not match"))
+                && err.contains("1000 accounts"),
+            "--keys {keys}: {err}"
+        );
+    }
+    // The right count still passes.
+    let (code, out, err) = bank("1000", &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+}
+
+/// Values over the server's limit end the load with a named error and exit 2:
+/// the CLI refuses them up front from HELLO; the driver itself (no check up
+/// front) ends with the server's own reason when the server closes the
+/// connection on the oversize frame (it used to wait forever for the
+/// records that connection never loaded), and counts soft refusals.
+#[test]
+fn oversize_values_end_the_load_with_a_named_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(
+        dir.path(),
+        &["--shards", "2", "--value-bytes-max", "1048576"],
+    );
+    let addr = server.addr.to_string();
+    let (code, out, err) = bench_cli(&[
+        "--addr",
+        &addr,
+        "--workload",
+        "c",
+        "--keys",
+        "50",
+        "--value-size",
+        "2000000",
+        "--load-only",
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("BENCH_FAILED") && err.contains("VALUE_TOO_LARGE") && err.contains("1048576"),
+        "{err}"
+    );
+
+    let load = |value: usize| {
+        let mut cfg = config(server.addr, None);
+        cfg.workload = workload("C", None, None, 0.99, 50).unwrap();
+        cfg.keys = 50;
+        cfg.shards = 2;
+        cfg.value_size = ValueSize {
+            min: value,
+            max: value,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(driver::load(&cfg)));
+        rx.recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("a load of {value}-byte values did not end"))
+    };
+    // Past the frame limit: the server answers FRAME_TOO_LARGE and closes.
+    let e = load(2_000_000).err().expect("the load fails");
+    eprintln!("a load of 2000000-byte values: {e}");
+    // The server's reason when it arrives before the reset (it usually does);
+    // either way the load ends, with an error.
+    assert!(
+        (e.contains("FRAME_TOO_LARGE") && e.contains("limit"))
+            || e.contains("closed the connection"),
+        "{e}"
+    );
+    // Within the frame limit, over the value limit: refused, connection kept.
+    let m = load(1_048_577).expect("the connections survive soft refusals");
+    assert_eq!(m.error_count(), 50);
+    let first = m.first_error.unwrap_or_default();
+    assert!(first.contains("VALUE_TOO_LARGE"), "first error: {first}");
+}
+
+/// A native server that answers HELLO like corekv (2 shards, the given
+/// shard round-robin) and every other request with what `answer` says for
+/// the nth request of that opcode: `Some(status)` or `None` (never answer).
+fn scripted_server(answer: fn(u8, u64) -> Option<Status>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { continue };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 65536];
+                loop {
+                    let Ok(n) = s.read(&mut chunk) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let mut out = Vec::new();
+                    let mut at = 0;
+                    while let Parsed::Frame { header, len, .. } =
+                        parse_frame(&buf[at..], Side::Server, 1 << 24)
+                    {
+                        let id = header.request_id.get();
+                        at += len;
+                        if header.opcode == 1 {
+                            let mut body = Vec::new();
+                            corekv::net::codec::HelloInfo {
+                                protocol_version: 1,
+                                shard_count: 2,
+                                key_bytes_max: 1 << 16,
+                                value_bytes_max: 1 << 20,
+                                server_version: "scripted".into(),
+                                shard: (i % 2) as u16,
+                            }
+                            .encode(&mut body);
+                            encode_response(&mut out, 1, id, Status::Ok, &body);
+                            continue;
+                        }
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        if let Some(status) = answer(header.opcode, n) {
+                            encode_response(&mut out, header.opcode, id, status, b"scripted");
+                        }
+                    }
+                    buf.drain(..at);
+                    if s.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A load some of whose inserts the server refused exits 2 naming the first
+/// refusal; it used to print the error count and exit 0.
+#[test]
+fn a_load_with_refused_inserts_exits_non_zero() {
+    let addr = scripted_server(|_, n| {
+        Some(if n % 2 == 0 {
+            Status::Ok
+        } else {
+            Status::WalFailed
+        })
+    });
+    let (code, out, err) = bench_cli(&[
+        "--addr",
+        &addr.to_string(),
+        "--keys",
+        "200",
+        "--connections",
+        "4",
+        "--load-only",
+        "--quiet",
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("BENCH_FAILED")
+            && err.contains("the load failed")
+            && err.contains("WAL_FAILED"),
+        "{err}"
+    );
+}
+
+/// A server that stops answering fails the run after --reply-timeout instead
+/// of hanging it.
+#[test]
+fn a_server_that_stops_answering_fails_the_run() {
+    let addr = scripted_server(|_, n| (n < 20).then_some(Status::Ok));
+    let (code, out, err) = bench_cli(&[
+        "--addr",
+        &addr.to_string(),
+        "--keys",
+        "100",
+        "--workload",
+        "C",
+        "--connections",
+        "2",
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+        "--reply-timeout",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains("BENCH_FAILED") && err.contains("no reply from the server"),
+        "{err}"
+    );
 }

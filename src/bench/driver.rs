@@ -7,13 +7,19 @@
 //! from its *intended* time, so a stall is charged to every request it delayed
 //! (coordinated omission corrected, as wrk2 does).
 //!
+//! Failures end the run: a connection that fails (the server closed it, sent
+//! bytes that are not the protocol, or left a request unanswered for
+//! `reply_timeout`) stops every connection and the run returns its error,
+//! naming the first error reply the connection saw (the server usually
+//! explains itself before it closes). Nothing waits forever on a reply.
+//!
 //! It owns client-side sockets and histograms. It must never share a histogram
 //! or counter between cores on the per-request path.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -25,7 +31,7 @@ use crate::core::hash::shard_for_key;
 use crate::net::codec::{encode_request, parse_frame, HelloInfo, Parsed, Request, Side};
 
 use super::keygen::{companion_key, key_for};
-use super::proto::{encode, parse, BenchRequest, Protocol, Reply};
+use super::proto::{describe_error, encode, parse, BenchRequest, Protocol, Reply};
 use super::workload::{OpType, ValueSize, Workload};
 
 #[derive(Clone, Debug)]
@@ -50,20 +56,42 @@ pub struct BenchConfig {
     pub shards: u16,
     /// Connection i is served by shard i % shards and asks only for its keys.
     pub shard_aware: bool,
+    /// A connection with requests in flight that hears nothing for this long
+    /// fails the run (a server that stopped answering must not hang it).
+    pub reply_timeout: Duration,
 }
 
-/// Connect, and with `want` reconnect until the server's HELLO says that
-/// shard serves the connection (the kernel spreads connections over the
-/// shards' listeners at random). Gives up after `SHARD_CONNECT_ATTEMPTS`.
-async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<TcpStream, String> {
+/// The default of `BenchConfig::reply_timeout`: generous, since a loaded
+/// server may stall for seconds (flush, compaction) and still be healthy.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one connection sent, for routing checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnStats {
+    pub conn: usize,
+    /// The shard serving the connection (HELLO); `None` on RESP.
+    pub shard: Option<u16>,
+    /// Requests sent (load inserts and timed requests).
+    pub requests: u64,
+    /// Single-key requests whose key another shard owns: the server forwards
+    /// each to its owner (the cross-core hop a shard-aware client avoids).
+    /// Scans span every shard and are not counted.
+    pub foreign: u64,
+}
+
+/// Connect; on the native protocol ask HELLO which shard serves the
+/// connection, and with `want` reconnect until it is that shard (the kernel
+/// spreads connections over the shards' listeners at random). Gives up after
+/// `SHARD_CONNECT_ATTEMPTS`.
+async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<(TcpStream, Option<u16>), String> {
     for _ in 0..SHARD_CONNECT_ATTEMPTS {
         let mut stream = TcpStream::connect(cfg.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", cfg.addr))?;
         let _ = stream.set_nodelay(true);
-        let Some(want) = want else {
-            return Ok(stream);
-        };
+        if cfg.protocol != Protocol::Native {
+            return Ok((stream, None));
+        }
         let mut frame = Vec::new();
         encode_request(&mut frame, 0, &Request::Hello);
         stream
@@ -73,10 +101,13 @@ async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<TcpStream, Stri
         let mut buf = Vec::new();
         let mut chunk = [0u8; 512];
         let hello = loop {
-            let n = stream
-                .read(&mut chunk)
-                .await
-                .map_err(|e| format!("receive HELLO: {e}"))?;
+            let n = future::or(async { Some(stream.read(&mut chunk).await) }, async {
+                glommio::timer::sleep(cfg.reply_timeout).await;
+                None
+            })
+            .await
+            .ok_or_else(|| format!("no HELLO reply within {:?}", cfg.reply_timeout))?
+            .map_err(|e| format!("receive HELLO: {e}"))?;
             if n == 0 {
                 return Err("the server closed the connection after HELLO".into());
             }
@@ -87,9 +118,14 @@ async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<TcpStream, Stri
                 Parsed::Bad { error, .. } => return Err(format!("HELLO: {}", error.detail)),
             }
         };
+        let Some(want) = want else {
+            // Only for counting cross-shard requests: a server whose HELLO
+            // names no shard is served all the same.
+            return Ok((stream, hello.map(|h| h.shard)));
+        };
         let hello = hello.ok_or("malformed HELLO response")?;
         if hello.shard == want {
-            return Ok(stream);
+            return Ok((stream, Some(hello.shard)));
         }
     }
     Err(format!(
@@ -135,6 +171,10 @@ pub struct Measured {
     pub resent: u64,
     /// Seconds of the measured window.
     pub seconds: f64,
+    /// The first error reply, described (status name and detail).
+    pub first_error: Option<String>,
+    /// One entry per connection, in connection order once merged.
+    pub connections: Vec<ConnStats>,
 }
 
 impl Measured {
@@ -144,6 +184,8 @@ impl Measured {
             errors: vec![0; OpType::ALL.len()],
             resent: 0,
             seconds: 0.0,
+            first_error: None,
+            connections: Vec::new(),
         }
     }
 
@@ -156,6 +198,16 @@ impl Measured {
         }
         self.resent += other.resent;
         self.seconds = self.seconds.max(other.seconds);
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+        self.connections.extend(other.connections.iter().cloned());
+        self.connections.sort_by_key(|c| c.conn);
+    }
+
+    /// Requests that failed, over every op type.
+    pub fn error_count(&self) -> u64 {
+        self.errors.iter().sum()
     }
 }
 
@@ -165,6 +217,19 @@ struct Shared {
     /// Records inserted so far (D and E insert new ordinals past `keys`).
     inserted: AtomicU64,
     completed: Vec<AtomicU64>,
+    /// The first connection failure; set together with `stop` and `abort`.
+    failure: Mutex<Option<String>>,
+    /// A connection failed: the others stop at once, without draining.
+    abort: AtomicBool,
+}
+
+impl Shared {
+    fn fail(&self, e: &str) {
+        let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
+        f.get_or_insert_with(|| e.to_string());
+        self.abort.store(true, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Run the timed phase (after `warmup`) and return the merged measurements.
@@ -186,6 +251,8 @@ fn drive(cfg: &BenchConfig, loading: bool) -> Result<Measured, String> {
         stop: AtomicBool::new(false),
         inserted: AtomicU64::new(cfg.keys),
         completed: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+        failure: Mutex::new(None),
+        abort: AtomicBool::new(false),
     });
     // Everyone starts measuring from the same instant, a little in the future.
     let start = Instant::now() + Duration::from_millis(200);
@@ -203,7 +270,12 @@ fn drive(cfg: &BenchConfig, loading: bool) -> Result<Measured, String> {
                     .map(|c| {
                         let (cfg, shared) = (cfg.clone(), shared.clone());
                         glommio::spawn_local(async move {
-                            connection(&cfg, &shared, i, c, start, measure_from, loading).await
+                            let r =
+                                connection(&cfg, &shared, i, c, start, measure_from, loading).await;
+                            if let Err(e) = &r {
+                                shared.fail(e);
+                            }
+                            r
                         })
                     })
                     .collect();
@@ -232,7 +304,7 @@ fn drive(cfg: &BenchConfig, loading: bool) -> Result<Measured, String> {
             cfg.duration
         };
     let mut last = (Instant::now(), 0u64);
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !shared.abort.load(Ordering::SeqCst) {
         let done_loading = loading
             && shared
                 .completed
@@ -266,12 +338,24 @@ fn drive(cfg: &BenchConfig, loading: bool) -> Result<Measured, String> {
     }
     shared.stop.store(true, Ordering::SeqCst);
     let mut merged = Measured::new();
+    let mut joined = Ok(());
     for h in handles {
-        let part = h
-            .join()
-            .map_err(|e| format!("client executor failed: {e}"))??;
-        merged.merge(&part);
+        match h.join() {
+            Ok(Ok(part)) => merged.merge(&part),
+            Ok(Err(e)) => joined = joined.and(Err(e)),
+            Err(e) => joined = joined.and(Err(format!("client executor failed: {e}"))),
+        }
     }
+    // The first failure in time, not in executor order.
+    if let Some(e) = shared
+        .failure
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(e);
+    }
+    joined?;
     merged.seconds = if loading {
         start.elapsed().as_secs_f64()
     } else {
@@ -315,7 +399,16 @@ async fn connection(
 ) -> Result<Measured, String> {
     let my_shard = (cfg.shard_aware && !loading && cfg.shards > 1)
         .then(|| (conn % usize::from(cfg.shards)) as u16);
-    let mut stream = connect(cfg, my_shard).await?;
+    let (mut stream, served_by) = connect(cfg, my_shard).await?;
+    let mut stats = ConnStats {
+        conn,
+        shard: served_by,
+        requests: 0,
+        foreign: 0,
+    };
+    // Requests in flight must hear back within `reply_timeout` of the last
+    // byte received (or of the pipeline becoming busy).
+    let mut last_heard = Instant::now();
     let mut rng = rand::rngs::StdRng::seed_from_u64(
         cfg.seed ^ (conn as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
     );
@@ -362,6 +455,7 @@ async fn connection(
             };
             if let Some((pending, ordinal)) = owed {
                 key_for(ordinal, &mut key);
+                count_request(&mut stats, &key, cfg.shards);
                 let len = cfg.value_size.pick(&mut rng);
                 encode(
                     cfg.protocol,
@@ -370,6 +464,9 @@ async fn connection(
                     BenchRequest::Set(&key, &value_buf[..len]),
                 )?;
                 next_id += 1;
+                if inflight.is_empty() {
+                    last_heard = Instant::now();
+                }
                 inflight.push_back(pending);
                 continue;
             }
@@ -420,7 +517,15 @@ async fn connection(
                 }
             };
             encode(cfg.protocol, &mut wbuf, next_id, request)?;
+            if op == OpType::Scan || op == OpType::Ping {
+                stats.requests += 1;
+            } else {
+                count_request(&mut stats, &key, cfg.shards);
+            }
             next_id += 1;
+            if inflight.is_empty() {
+                last_heard = Instant::now();
+            }
             inflight.push_back(match op {
                 OpType::ReadModifyWrite => Pending::RmwRead { t0, ordinal },
                 OpType::Insert if loading => Pending::Load { t0, ordinal },
@@ -428,11 +533,40 @@ async fn connection(
             });
         }
         if !wbuf.is_empty() {
-            stream
-                .write_all(&wbuf)
-                .await
-                .map_err(|e| format!("send: {e}"))?;
+            // A server that stopped reading must not hang the run either.
+            let sent = future::or(async { Some(stream.write_all(&wbuf).await) }, async {
+                glommio::timer::sleep(cfg.reply_timeout).await;
+                None
+            })
+            .await;
+            match sent {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    // The server may have said why before it closed (e.g.
+                    // FRAME_TOO_LARGE): read what it sent, briefly.
+                    let mut why = m.first_error.clone();
+                    if why.is_none() {
+                        why = last_words(&mut stream, cfg.protocol, &mut rbuf[rend..]).await;
+                    }
+                    return Err(match why {
+                        Some(first) => format!("send: {e} (after the server answered {first})"),
+                        None => format!(
+                            "send: {e} (the server closed the connection without saying why)"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(format!(
+                        "the server accepted no bytes for {:?}",
+                        cfg.reply_timeout
+                    ))
+                }
+            }
             wbuf.clear();
+        }
+        if shared.abort.load(Ordering::Relaxed) {
+            // Another connection failed: the run is over, its error reported.
+            break;
         }
         if inflight.is_empty() {
             if stopping || (loading && load_next >= cfg.keys && load_again.is_empty()) {
@@ -461,27 +595,52 @@ async fn connection(
                 rbuf.resize(rbuf.len() * 2, 0);
             }
         }
+        // Wake for whichever comes first: bytes, the next open-loop send, a
+        // check for another connection's failure, or the reply deadline.
+        let now = Instant::now();
+        let reply_deadline = last_heard + cfg.reply_timeout;
+        let mut wake = reply_deadline.min(now + ABORT_POLL);
+        if interval.is_some() && inflight.len() < cfg.pipeline {
+            wake = wake.min(next_due);
+        }
         let read = async { Some(stream.read(&mut rbuf[rend..]).await) };
-        let n = match interval {
-            Some(_) if inflight.len() < cfg.pipeline => {
-                let wait = next_due.saturating_duration_since(Instant::now());
-                future::or(read, async {
-                    glommio::timer::sleep(wait).await;
-                    None
-                })
-                .await
-            }
-            _ => read.await,
+        let n = future::or(read, async {
+            glommio::timer::sleep(wake.saturating_duration_since(now)).await;
+            None
+        })
+        .await;
+        let after = |what: &str| match &m.first_error {
+            Some(e) => format!("{what} (after answering {e})"),
+            None => what.to_string(),
         };
         match n {
+            None if Instant::now() >= reply_deadline => {
+                return Err(after(&format!(
+                    "no reply from the server for {:?} with {} requests in flight",
+                    cfg.reply_timeout,
+                    inflight.len()
+                )))
+            }
             None => continue,
-            Some(Ok(0)) => return Err("the server closed the connection".into()),
-            Some(Ok(n)) => rend += n,
-            Some(Err(e)) => return Err(format!("receive: {e}")),
+            Some(Ok(0)) => {
+                return Err(after(&format!(
+                    "the server closed the connection with {} requests unanswered",
+                    inflight.len()
+                )))
+            }
+            Some(Ok(n)) => {
+                rend += n;
+                last_heard = Instant::now();
+            }
+            Some(Err(e)) => return Err(after(&format!("receive: {e}"))),
         }
         loop {
             match parse(cfg.protocol, &rbuf[rstart..rend]) {
                 Reply::Complete { len, ok } => {
+                    if !ok && m.first_error.is_none() {
+                        m.first_error =
+                            Some(describe_error(cfg.protocol, &rbuf[rstart..rstart + len]));
+                    }
                     rstart += len;
                     let Some(p) = inflight.pop_front() else {
                         return Err("a response nobody asked for".into());
@@ -545,7 +704,52 @@ async fn connection(
             }
         }
     }
+    m.connections.push(stats);
     Ok(m)
+}
+
+/// After a failed send: the first error reply the server left in the socket
+/// before it closed, if any arrives within a moment.
+async fn last_words(stream: &mut TcpStream, proto: Protocol, buf: &mut [u8]) -> Option<String> {
+    let mut have = 0;
+    while have < buf.len() {
+        let read = async { stream.read(&mut buf[have..]).await.ok() };
+        let n = future::or(read, async {
+            glommio::timer::sleep(Duration::from_millis(500)).await;
+            None
+        })
+        .await?;
+        if n == 0 {
+            return None;
+        }
+        have += n;
+        let mut at = 0;
+        loop {
+            match parse(proto, &buf[at..have]) {
+                Reply::Complete { ok: false, len } => {
+                    return Some(describe_error(proto, &buf[at..at + len]))
+                }
+                Reply::Complete { len, .. } | Reply::Busy { len } => at += len,
+                Reply::Incomplete => break,
+                Reply::Invalid(_) => return None,
+            }
+        }
+    }
+    None
+}
+
+/// How often a connection waiting for replies looks whether another
+/// connection failed (the run then ends without waiting for its replies).
+const ABORT_POLL: Duration = Duration::from_millis(100);
+
+/// Count one single-key request, and whether another shard owns its key.
+fn count_request(stats: &mut ConnStats, key: &[u8], shards: u16) {
+    stats.requests += 1;
+    if let Some(shard) = stats.shard {
+        if shards > 1 && shard_for_key(key, shards).0 != shard {
+            stats.foreign += 1;
+        }
+    }
 }
 
 fn record(

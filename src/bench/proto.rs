@@ -131,6 +131,33 @@ pub fn parse(proto: Protocol, buf: &[u8]) -> Reply {
     }
 }
 
+/// An error reply (a complete one, as [`parse`] found it), described for a
+/// person: the status name and the server's detail, or the RESP error line.
+/// Called once per run at most, so it may allocate.
+pub fn describe_error(proto: Protocol, reply: &[u8]) -> String {
+    match proto {
+        Protocol::Native => match parse_frame(reply, Side::Client, u32::MAX as usize) {
+            Parsed::Frame { header, body, .. } => {
+                let name = Status::from_code(header.status.get()).map_or_else(
+                    || format!("status {}", header.status.get()),
+                    |s| s.name().into(),
+                );
+                let detail = String::from_utf8_lossy(&body[..body.len().min(300)]);
+                if detail.is_empty() {
+                    name
+                } else {
+                    format!("{name}: {detail}")
+                }
+            }
+            _ => "an unparsable reply".into(),
+        },
+        Protocol::Resp => String::from_utf8_lossy(&reply[..reply.len().min(300)])
+            .trim_start_matches('-')
+            .trim_end()
+            .to_string(),
+    }
+}
+
 /// Length of the RESP value at `at` and whether it is not an error.
 fn resp_value(buf: &[u8], at: usize) -> Result<Option<(usize, bool)>, String> {
     let Some(&tag) = buf.get(at) else {

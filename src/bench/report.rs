@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
+use super::bank::BankReport;
 use super::driver::{BenchConfig, Measured};
 use super::workload::OpType;
 
@@ -66,6 +67,23 @@ pub fn table(m: &Measured, cpu_percent: f64) -> String {
         m.seconds,
         cpu_percent
     );
+    out
+}
+
+/// Per connection: the shard serving it and how many of its single-key
+/// requests were for keys another shard owns (each is a forwarded batch on the
+/// server: the cross-core hop a shard-aware client avoids).
+pub fn routing(m: &Measured) -> String {
+    let foreign: u64 = m.connections.iter().map(|c| c.foreign).sum();
+    let requests: u64 = m.connections.iter().map(|c| c.requests).sum();
+    let mut out = format!(
+        "routing: {foreign} of {requests} requests were for another shard's keys; per connection"
+    );
+    for c in &m.connections {
+        let shard = c.shard.map_or("?".into(), |s| s.to_string());
+        let _ = write!(out, " {}@{shard}:{}/{}", c.conn, c.foreign, c.requests);
+    }
+    out.push('\n');
     out
 }
 
@@ -168,6 +186,63 @@ pub fn json(
             "throughput_ops_per_sec": total as f64 / m.seconds,
             "client_cpu_percent": cpu_percent,
             "ops": ops,
+        },
+    })
+}
+
+/// The result document of `--workload bank`: the same envelope as [`json`]
+/// (one op, `transfer`: committed transfers, timed from the first read to the
+/// commit, retries included; its `errors` are transfers abandoned) plus
+/// `results.bank` with the retry and abort rates.
+pub fn bank_json(
+    addr: std::net::SocketAddr,
+    target_label: &str,
+    connections: usize,
+    accounts: u64,
+    r: &BankReport,
+    cpu_percent: f64,
+) -> serde_json::Value {
+    let balance_max = (accounts * super::bank::INITIAL_BALANCE).to_string().len();
+    serde_json::json!({
+        "schema": "corekv-bench-result/1",
+        "target": { "label": target_label, "addr": addr.to_string(), "protocol": "native" },
+        "workload": {
+            "name": "BANK",
+            "mix": [{"op": "transfer", "fraction": 1.0}],
+            "distribution": "uniform",
+            "keys": accounts,
+            "value_size_min": 1,
+            "value_size_max": balance_max,
+        },
+        "config": {
+            "connections": connections,
+            "pipeline": 1,
+            "client_cores": Vec::<usize>::new(),
+            "warmup_s": 0.0,
+            "duration_s": r.seconds,
+            "mode": "closed",
+            "rate_ops_per_sec": null,
+        },
+        "machine": machine(),
+        "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "results": {
+            "seconds": r.seconds,
+            "throughput_ops_per_sec": r.rate(r.transfers),
+            "client_cpu_percent": cpu_percent,
+            "ops": { "transfer": op_json(&r.latency, r.gave_up, r.seconds) },
+            "bank": {
+                "committed": r.transfers,
+                "committed_per_sec": r.rate(r.transfers),
+                "retries": r.retries,
+                "retries_per_sec": r.rate(r.retries),
+                "aborts": r.aborts,
+                "aborts_per_sec": r.rate(r.aborts),
+                "stale_reads": r.conflicts,
+                "abandoned": r.gave_up,
+                "checks": r.checks,
+                "check_reads": r.check_attempts,
+                "checks_that_paused_transfers": r.paused_checks,
+            },
         },
     })
 }

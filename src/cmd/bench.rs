@@ -1,6 +1,13 @@
 //! `corekv bench`: run a workload against corekv (native protocol) or any RESP
 //! server, print the latency table, optionally write JSON, an HdrHistogram log
 //! and an SVG percentile plot.
+//!
+//! Exit codes (docs/benchmarking.md): 0 the run (or load) completed, every load
+//! insert succeeded and, for `--workload bank`, the invariant held; 1
+//! BANK_VIOLATION; 2 BENCH_FAILED (could not run, a load insert failed, the
+//! server closed a connection or stopped answering, bad flags). Errors in the
+//! timed run of a YCSB workload are measurements (the errors column), not
+//! failures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +19,7 @@ use corekv::bench::driver::{self, BenchConfig};
 use corekv::bench::proto::Protocol;
 use corekv::bench::report;
 use corekv::bench::workload::{workload, Distribution, OpType, ValueSize};
+use corekv::net::codec::HelloInfo;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -92,6 +100,14 @@ pub struct BenchArgs {
     /// shard owns (a shard-aware client: no cross-core hop). Timed run only.
     #[arg(long)]
     pub shard_aware: bool,
+    /// Seconds a connection with requests in flight waits for the server to
+    /// answer (or accept bytes) before the run fails.
+    #[arg(long, default_value_t = driver::REPLY_TIMEOUT.as_secs_f64())]
+    pub reply_timeout: f64,
+    /// --workload bank: seconds one invariant check keeps retrying a snapshot
+    /// read the server aborted (lock contention) before the run fails.
+    #[arg(long, default_value_t = 60.0)]
+    pub check_patience: f64,
     /// Seed of the key and operation choices.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -161,14 +177,20 @@ fn median(runs: &[(driver::Measured, f64)]) -> &(driver::Measured, f64) {
     &runs[order[order.len() / 2]]
 }
 
-/// `--workload bank`: exit 0 if the invariant held, 1 with the violation.
+/// `--workload bank`: exit 0 if the invariant held, 1 with the violation, 2
+/// if the run could not complete (BENCH_FAILED).
 fn bank(args: &BenchArgs) -> ExitCode {
     use corekv::bench::bank;
     type Outcome = Result<Option<Result<bank::BankReport, bank::BankError>>, String>;
+    let cpu_before = report::cpu_seconds();
+    let wall = std::time::Instant::now();
+    let addr = resolve(&args.addr);
     let result: Outcome = (|| {
-        let addr = resolve(&args.addr)?;
+        let addr = addr.clone()?;
         if args.load || args.load_only {
             let mut c = corekv::net::client::Client::connect(addr).map_err(|e| e.to_string())?;
+            c.set_timeout(Some(driver::REPLY_TIMEOUT))
+                .map_err(|e| e.to_string())?;
             bank::load(&mut c, args.keys)?;
             println!(
                 "created {} accounts x {} = {}",
@@ -186,17 +208,51 @@ fn bank(args: &BenchArgs) -> ExitCode {
             connections: args.connections,
             duration: Duration::from_secs_f64(args.duration),
             check_every: Duration::from_millis(100),
+            check_patience: Duration::from_secs_f64(args.check_patience),
             seed: args.seed,
         })))
     })();
     match result {
         Ok(None) => ExitCode::SUCCESS,
         Ok(Some(Ok(r))) => {
+            let us = |p: f64| r.latency.value_at_percentile(p) as f64 / 1000.0;
             println!(
-                "bank: invariant held. {} transfers committed, {} conflicts, {} aborted by lock \
-                 timeout, {} snapshot checks of all {} accounts",
-                r.transfers, r.conflicts, r.aborts, r.checks, args.keys
+                "bank: invariant held over {:.1} s with {} connections: {} transfers committed \
+                 ({:.0}/s), {} retries ({:.0}/s), {} aborts ({:.0}/s), {} stale reads, \
+                 {} transfers abandoned after {} attempts",
+                r.seconds,
+                args.connections,
+                r.transfers,
+                r.rate(r.transfers),
+                r.retries,
+                r.rate(r.retries),
+                r.aborts,
+                r.rate(r.aborts),
+                r.conflicts,
+                r.gave_up,
+                bank::TRANSFER_ATTEMPTS
             );
+            println!(
+                "bank: transfer latency (retries included) p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; \
+                 {} snapshot checks of all {} accounts in {} reads ({} paused the transfers)",
+                us(50.0),
+                us(99.0),
+                r.latency.max() as f64 / 1000.0,
+                r.checks,
+                args.keys,
+                r.check_attempts,
+                r.paused_checks
+            );
+            if let (Some(path), Ok(addr)) = (&args.json, &addr) {
+                let cpu =
+                    100.0 * (report::cpu_seconds() - cpu_before) / wall.elapsed().as_secs_f64();
+                let doc =
+                    report::bank_json(*addr, &args.label, args.connections, args.keys, &r, cpu);
+                if let Err(e) = std::fs::write(path, format!("{doc:#}\n")) {
+                    eprintln!("BENCH_FAILED: write {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
             ExitCode::SUCCESS
         }
         Ok(Some(Err(bank::BankError::Violation(v)))) => {
@@ -209,11 +265,35 @@ fn bank(args: &BenchArgs) -> ExitCode {
             );
             ExitCode::from(2)
         }
-        Err(e) => {
+        Ok(Some(Err(bank::BankError::Refused(e)))) | Err(e) => {
             eprintln!("BENCH_FAILED: {e}");
             ExitCode::from(2)
         }
     }
+}
+
+/// The native target's HELLO (shard count, limits), refusing values the
+/// server would reject: without this a load of oversize values ends in
+/// FRAME_TOO_LARGE and closed connections. RESP targets: `None`.
+fn hello_of(t: &Target, args: &BenchArgs) -> Result<Option<HelloInfo>, String> {
+    let value_size = &args.value_size;
+    if t.protocol != Protocol::Native {
+        return Ok(None);
+    }
+    let h = corekv::net::client::Client::connect(t.addr)
+        .and_then(|mut c| {
+            c.set_timeout(Some(Duration::from_secs_f64(args.reply_timeout)))?;
+            c.hello()
+        })
+        .map_err(|e| format!("{}: HELLO: {e}", t.label))?;
+    if value_size.max > h.value_bytes_max as usize {
+        return Err(format!(
+            "{}: VALUE_TOO_LARGE: --value-size allows values of {} bytes; the server at {} \
+             accepts at most {} (its --value-bytes-max)",
+            t.label, value_size.max, t.addr, h.value_bytes_max
+        ));
+    }
+    Ok(Some(h))
 }
 
 fn execute(args: &BenchArgs) -> Result<(), String> {
@@ -225,7 +305,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         args.theta,
         args.keys,
     )?;
-    let make = |t: &Target| BenchConfig {
+    let make = |t: &Target, hello: &Option<HelloInfo>| BenchConfig {
         addr: t.addr,
         protocol: t.protocol,
         client_cores: args.client_cores.clone(),
@@ -241,14 +321,14 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         progress: !args.quiet,
         spin: Duration::from_micros(args.client_spin_us),
         shard_aware: args.shard_aware && t.protocol == Protocol::Native,
-        shards: match t.protocol {
-            Protocol::Native => corekv::net::client::Client::connect(t.addr)
-                .and_then(|mut c| c.hello())
-                .map_or(1, |h| h.shard_count),
-            Protocol::Resp => 1,
-        },
+        shards: hello.as_ref().map_or(1, |h| h.shard_count),
+        reply_timeout: Duration::from_secs_f64(args.reply_timeout),
     };
-    for t in &targets {
+    let hellos = targets
+        .iter()
+        .map(|t| hello_of(t, args))
+        .collect::<Result<Vec<_>, String>>()?;
+    for (t, hello) in targets.iter().zip(&hellos) {
         if t.protocol == Protocol::Resp && w.mix.0.iter().any(|(op, _)| *op == OpType::Scan) {
             return Err(format!(
                 "{}: workload E needs an ordered range scan, which RESP does not have",
@@ -256,7 +336,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
             ));
         }
         if args.load || args.load_only {
-            let m = driver::load(&make(t))?;
+            let m = driver::load(&make(t, hello)).map_err(|e| format!("{}: load: {e}", t.label))?;
             let h = &m.hists[OpType::Insert.index()];
             eprintln!(
                 "{}: loaded {} records in {:.1} s ({:.0} inserts/s), {} errors, {} re-sent after OVERLOADED",
@@ -267,6 +347,17 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
                 m.errors[OpType::Insert.index()],
                 m.resent
             );
+            // A load that left records out makes every later figure a lie.
+            let failed = m.error_count();
+            if failed > 0 {
+                return Err(format!(
+                    "{}: the load failed: {failed} of {} inserts were refused (first: {}); \
+                     the data set is incomplete",
+                    t.label,
+                    args.keys,
+                    m.first_error.as_deref().unwrap_or("no detail")
+                ));
+            }
         }
     }
     if args.load_only {
@@ -276,7 +367,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         targets.iter().map(|_| Vec::new()).collect();
     for round in 0..args.repeat.max(1) {
         for (i, t) in targets.iter().enumerate() {
-            let cfg = make(t);
+            let cfg = make(t, &hellos[i]);
             let cpu_before = report::cpu_seconds();
             let wall = std::time::Instant::now();
             let m = driver::run(&cfg)?;
@@ -320,6 +411,9 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
             }
         );
         print!("{}", report::table(m, *cpu));
+        if args.shard_aware && t.protocol == Protocol::Native {
+            print!("{}", report::routing(m));
+        }
     }
     if targets.len() > 1 {
         let medians: Vec<(&str, &driver::Measured)> = targets
