@@ -173,3 +173,68 @@ fn serve_uses_the_file() {
     );
     assert_eq!(server.client().hello().unwrap().shard_count, 3);
 }
+
+/// `config check` refuses what `serve` refuses, with the same name: a log file
+/// in a directory that does not exist (serve: LOG_FILE_UNUSABLE). Issue 22,
+/// finding 1.
+#[test]
+fn check_refuses_a_log_file_serve_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("no/such/dir/corekv.log");
+    let base = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--log-file",
+        log.to_str().unwrap(),
+    ];
+    let mut args = vec!["config", "check"];
+    args.extend_from_slice(&base);
+    let o = corekv(&args, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("LOG_FILE_UNUSABLE"), "{}", stdout(&o));
+    let mut args = vec!["serve"];
+    args.extend_from_slice(&base);
+    let o = corekv(&args, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("LOG_FILE_UNUSABLE"));
+    assert!(!log.exists());
+}
+
+/// The shipped example, exactly as shipped (relative data dir), checks ok and
+/// serve starts with it from the same working directory.
+#[test]
+fn the_example_config_as_shipped_starts() {
+    let cwd = tempfile::tempdir().unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/corekv.example.toml");
+    std::fs::copy(example, cwd.path().join("corekv.toml")).unwrap();
+    let o = Command::new(common::corekv_bin())
+        .current_dir(cwd.path())
+        .args([
+            "config",
+            "check",
+            "--config",
+            "corekv.toml",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stdout(&o));
+    let server = common::try_start_server_in(
+        Some(cwd.path()),
+        std::path::Path::new("corekv-data"),
+        &["--config", "corekv.toml"],
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("serve with the example config: {e}"));
+    server.client().put(b"k", b"v").unwrap();
+    assert_eq!(server.stop().0, Some(0));
+    assert!(cwd.path().join("corekv-data/corekv.meta").exists());
+}

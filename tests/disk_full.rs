@@ -136,8 +136,10 @@ fn a_full_disk_refuses_writes_by_name_and_loses_nothing() {
     let (k, v) = &acked[acked.len() / 2];
     assert_eq!(c.get(k).unwrap().as_deref(), Some(&v[..]));
     drop(c);
+    // A shard that went read-only makes the stop exit 3, as docs/operations.md
+    // says (it exited 0 after a storage failure: issue 22, finding 3).
     let (code, stderr) = server.stop();
-    assert!(code.is_some(), "{stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
 
     // Nothing half written is left for verify to mention.
     let o = Command::new(common::corekv_bin())

@@ -87,24 +87,71 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
             problems.push(format!("{key} = {addr:?}: {} ({e}); {}", e.name(), e.fix()));
         }
     }
-    check_data_dir(args, &mut problems);
+    check_data_dir(args, &mut problems, &mut warnings);
+    if let Some(f) = &args.log_file {
+        if let Err(e) = probe_log_file(f) {
+            problems.push(format!(
+                "log_file = {:?}: LOG_FILE_UNUSABLE ({e}); check the --log-file path and its permissions",
+                f.display()
+            ));
+        }
+    }
     check_io_uring(&mut problems, &mut warnings);
     check_memlock(args, &mut warnings);
     (problems, warnings)
 }
 
-fn check_data_dir(args: &ServeArgs, problems: &mut Vec<String>) {
+/// Whether `serve` could open `path` for appending, found without creating
+/// anything: an existing file must open for appending; a new one needs its
+/// directory to exist and be writable.
+pub fn probe_log_file(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        return Err(format!("directory {} does not exist", parent.display()));
+    }
+    let c = std::ffi::CString::new(parent.as_os_str().as_encoded_bytes())
+        .map_err(|e| e.to_string())?;
+    // SAFETY: access reads the NUL-terminated path only.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(format!(
+            "directory {} is not writable: {}",
+            parent.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The warning `serve` logs and `config check` prints when the data directory
+/// is on tmpfs: it works, and nothing survives a reboot.
+pub fn tmpfs_warning(dir: &Path) -> Option<String> {
+    let probe_in = std::iter::successors(Some(dir), |p| p.parent())
+        .find(|p| p.is_dir())
+        .unwrap_or(Path::new("."));
+    is_tmpfs(probe_in).then(|| {
+        format!(
+            "data_dir = {:?} is on tmpfs: its contents vanish at reboot, so no acknowledged write \
+             survives one; use a disk-backed filesystem for anything but tests",
+            dir.display()
+        )
+    })
+}
+
+fn check_data_dir(args: &ServeArgs, problems: &mut Vec<String>, warnings: &mut Vec<String>) {
     let dir = &args.data_dir;
     // Probe where the data will live without creating anything.
     let probe_in = std::iter::successors(Some(dir.as_path()), |p| p.parent())
         .find(|p| p.is_dir())
         .unwrap_or(Path::new("."));
-    if is_tmpfs(probe_in) {
-        problems.push(format!(
-            "data_dir = {:?} is on tmpfs: its contents vanish at reboot, so no write would be durable; use a disk-backed filesystem",
-            dir.display()
-        ));
-    }
+    // serve starts on tmpfs (with the same warning): so does check's "ok".
+    warnings.extend(tmpfs_warning(dir));
     if let Err(e) = check_direct_io(probe_in) {
         problems.push(format!(
             "data_dir = {:?}: {} ({e}); {}",

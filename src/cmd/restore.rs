@@ -29,7 +29,10 @@ pub struct RestoreArgs {
     pub force: bool,
 }
 
-pub fn run(args: RestoreArgs) -> ExitCode {
+pub fn run(mut args: RestoreArgs) -> ExitCode {
+    // Relative paths are resolved here, once: the disk layer needs absolute ones.
+    args.from = super::settings::absolute(&args.from);
+    args.data_dir = super::settings::absolute(&args.data_dir);
     let check = match check_backup(&args.from) {
         Ok(c) => c,
         Err(e) => {

@@ -33,6 +33,9 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             "check the --log-file path and its permissions",
         );
     }
+    if let Some(w) = super::config::tmpfs_warning(&args.data_dir) {
+        tracing::warn!("{w}");
+    }
     let listen = match resolve_listen(&args.listen) {
         Ok(a) => a,
         Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
@@ -93,6 +96,12 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             info.cpus
         );
         let _ = out.flush();
+        tracing::info!(
+            data_dir = %info.data_dir.display(),
+            %listen,
+            shards = info.shard_count,
+            "corekv serving"
+        );
     }
     let exits = engine.wait();
     admin_stop.store(true, Ordering::SeqCst);
@@ -104,17 +113,22 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         match exit {
             ShardExit::Clean => {}
             ShardExit::WalFailed { shard, reason } => {
-                eprintln!("corekv: shard {shard} stopped with WAL_FAILED: {reason}");
+                tracing::error!("corekv: shard {shard} stopped with WAL_FAILED: {reason}");
+                code = ExitCode::from(3);
+            }
+            ShardExit::StorageFailed { shard, reason } => {
+                tracing::error!("corekv: shard {shard} was read-only after a storage failure: {reason}");
                 code = ExitCode::from(3);
             }
             ShardExit::Crashed { shard, detail } => {
-                eprintln!("corekv: shard {shard} failed: {detail}");
+                tracing::error!("corekv: shard {shard} failed: {detail}");
                 code = ExitCode::from(3);
             }
         }
     }
     if code == ExitCode::SUCCESS {
-        eprintln!("corekv stopped cleanly");
+        // Through the logger, so that it also reaches --log-file.
+        tracing::info!("corekv stopped cleanly");
     }
     code
 }

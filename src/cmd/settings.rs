@@ -163,6 +163,7 @@ pub fn resolve(mut args: ServeArgs, matches: &ArgMatches) -> Result<Settings, Ve
         sources.insert(*key, source);
     }
     let Some(path) = args.config.clone() else {
+        absolutize(&mut args);
         return Ok(Settings { args, sources });
     };
     let text = std::fs::read_to_string(&path)
@@ -194,10 +195,28 @@ pub fn resolve(mut args: ServeArgs, matches: &ArgMatches) -> Result<Settings, Ve
         }
     }
     if problems.is_empty() {
+        absolutize(&mut args);
         Ok(Settings { args, sources })
     } else {
         Err(problems)
     }
+}
+
+/// Every path setting, from flags, environment or the config file, made
+/// absolute against the working directory, before anything touches the disk:
+/// the storage layer opens directories through io_uring, where a relative path
+/// has no directory to be relative to (EBADF), and logs, `config show` and
+/// /health should name the one directory that is meant.
+fn absolutize(args: &mut ServeArgs) {
+    args.data_dir = absolute(&args.data_dir);
+    args.log_file = args.log_file.as_deref().map(absolute);
+    args.config = args.config.as_deref().map(absolute);
+}
+
+/// `path` against the working directory (not canonicalized: it may not exist
+/// yet, and a symlink the operator chose stays the name they chose).
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn apply(args: &mut ServeArgs, key: &str, v: &toml::Value) -> Result<(), String> {

@@ -37,9 +37,10 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> ExitCode {
+    // Relative paths are resolved here, once: the disk layer needs absolute ones.
     let code = match &args.backup {
-        Some(dir) => super::backup::verify_backup(dir),
-        None => check_dir(&args.data_dir),
+        Some(dir) => super::backup::verify_backup(&super::settings::absolute(dir)),
+        None => check_dir(&super::settings::absolute(&args.data_dir)),
     };
     ExitCode::from(code)
 }

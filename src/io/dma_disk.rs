@@ -59,6 +59,11 @@ impl Disk for DmaDisk {
     type File = DmaDiskFile;
 
     async fn open(&self, path: &Path, mode: OpenMode) -> IoResult<DmaDiskFile> {
+        debug_assert!(
+            path.is_absolute(),
+            "DmaDisk needs absolute paths (see sync_dir): {}",
+            path.display()
+        );
         let mut opts = OpenOptions::new();
         match mode {
             OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
@@ -88,6 +93,14 @@ impl Disk for DmaDisk {
     }
 
     async fn sync_dir(&self, dir: &Path) -> IoResult<()> {
+        // glommio 0.9 opens directories with openat(-1, path): a relative path
+        // has no directory to resolve against and fails with EBADF (issue 16,
+        // finding 2). Settings are made absolute at startup; this says so.
+        debug_assert!(
+            dir.is_absolute(),
+            "DmaDisk needs absolute paths: {}",
+            dir.display()
+        );
         let d = glommio::io::Directory::open(dir)
             .await
             .map_err(|e| IoError::new(IoOp::Open, dir, None, e.into()))?;

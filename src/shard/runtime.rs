@@ -106,6 +106,9 @@ pub enum ShardExit {
     Clean,
     /// The WAL failed while serving (the shard had gone read-only).
     WalFailed { shard: u16, reason: String },
+    /// The shard's storage (flush or compaction) failed while it ran: it was
+    /// read-only from then on (STORAGE_FAILED or DISK_FULL).
+    StorageFailed { shard: u16, reason: String },
     /// The shard's thread panicked or its service failed.
     Crashed { shard: u16, detail: String },
 }
@@ -167,6 +170,12 @@ impl Engine {
         F: Future<Output = Result<(), String>> + 'static,
     {
         config.validate().map_err(StartError::Config)?;
+        // The storage layer needs absolute paths (see DmaDisk::sync_dir); an
+        // embedding program may hand us a relative one.
+        let mut config = config;
+        if let Ok(abs) = std::path::absolute(&config.data_dir) {
+            config.data_dir = abs;
+        }
         let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
         let default_shards = cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16;
         let data_dir = DataDir::open(&config.data_dir, config.shards, default_shards)?;
@@ -551,6 +560,10 @@ where
         (Ok(()), Some(reason)) => ShardExit::WalFailed {
             shard: shard.0,
             reason,
+        },
+        (Ok(()), None) if state.lsm.failure().is_some() => ShardExit::StorageFailed {
+            shard: shard.0,
+            reason: state.lsm.failure().unwrap_or_default(),
         },
         (Ok(()), None) => {
             tracing::info!(

@@ -81,7 +81,23 @@ pub fn try_start_server_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Server, String> {
-    let mut child = Command::new(corekv_bin())
+    try_start_server_in(None, data_dir, extra, env)
+}
+
+/// [`try_start_server_env`] run from the working directory `cwd` (`data_dir`
+/// may then be relative to it).
+#[allow(dead_code)]
+pub fn try_start_server_in(
+    cwd: Option<&Path>,
+    data_dir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Server, String> {
+    let mut cmd = Command::new(corekv_bin());
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    let mut child = cmd
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
