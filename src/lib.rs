@@ -22,3 +22,5 @@ pub mod fuzzing;
 pub mod io;
 pub mod net;
 pub mod shard;
+#[doc(hidden)]
+pub mod sim;

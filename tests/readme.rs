@@ -67,6 +67,12 @@ impl Group {
         unsafe { libc::killpg(self.child.id() as i32, sig) };
     }
 
+    /// Whether any process of the group (sh, cargo, corekv) is left.
+    fn group_alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the group exists.
+        unsafe { libc::killpg(self.child.id() as i32, 0) == 0 }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -77,11 +83,17 @@ impl Group {
         self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if self.child.try_wait().ok().flatten().is_some() && port_free(PROTOCOL) {
+            let _ = self.child.try_wait();
+            if !self.group_alive() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        assert!(
+            !self.group_alive(),
+            "processes of the README's serve command still run 60 s after SIGTERM:\n{}",
+            self.log()
+        );
         assert!(
             port_free(PROTOCOL),
             "the server did not stop on SIGTERM:\n{}",
@@ -126,7 +138,10 @@ fn wait_healthy(g: &mut Group, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20 * 60);
     while !health_ok() {
         if let Ok(Some(status)) = g.child.try_wait() {
-            panic!("{what}: the README's serve command exited ({status}):\n{}", g.log());
+            panic!(
+                "{what}: the README's serve command exited ({status}):\n{}",
+                g.log()
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -218,6 +233,10 @@ fn readme_commands_work_verbatim_from_a_fresh_clone() {
 
     let mut g = Group::start(&serve, &clone, &target, work.path().join("serve-2.log"));
     wait_healthy(&mut g, "restart");
-    assert_eq!(cli(get, &clone, &target), value, "the key survives a restart");
+    assert_eq!(
+        cli(get, &clone, &target),
+        value,
+        "the key survives a restart"
+    );
     g.stop();
 }

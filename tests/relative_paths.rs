@@ -25,7 +25,11 @@ fn a_relative_data_dir_and_log_file_work_and_are_shown_absolute() {
     let server = common::try_start_server_in(Some(cwd.path()), rel, &args, &[])
         .unwrap_or_else(|e| panic!("a relative --data-dir must start: {e}"));
     let abs = cwd.path().join("corekv-data");
-    assert!(abs.join("corekv.meta").exists(), "data went to {}", abs.display());
+    assert!(
+        abs.join("corekv.meta").exists(),
+        "data went to {}",
+        abs.display()
+    );
     let h = health(server.admin);
     assert!(
         h.contains(&format!("\"data_dir\": \"{}\"", abs.display())),
@@ -36,7 +40,10 @@ fn a_relative_data_dir_and_log_file_work_and_are_shown_absolute() {
     drop(c);
     assert_eq!(server.stop().0, Some(0));
     let log = std::fs::read_to_string(cwd.path().join("corekv.log")).expect("the log file");
-    assert!(log.contains(&abs.display().to_string()), "the log names the absolute path:\n{log}");
+    assert!(
+        log.contains(&abs.display().to_string()),
+        "the log names the absolute path:\n{log}"
+    );
 
     // The same through the environment, and the data is still there.
     let server = common::try_start_server_in(
@@ -59,7 +66,11 @@ fn a_relative_data_dir_and_log_file_work_and_are_shown_absolute() {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{shown}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(shown.contains(&abs.display().to_string()), "{shown}");
     let o = Command::new(common::corekv_bin())
         .current_dir(cwd.path())

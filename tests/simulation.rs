@@ -18,11 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
 
 use corekv::core::config::EngineConfig;
 use corekv::core::status::Status;
@@ -35,95 +31,12 @@ use corekv::shard::recovery::{recover, Recovered};
 use corekv::shard::scan::{decode_page, encode_params, page_entries, ScanParams};
 use corekv::shard::state::ShardState;
 use corekv::shard::sync::Event;
+use corekv::sim::Sched;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-type Task = Pin<Box<dyn Future<Output = ()>>>;
 /// Where the recovery task leaves the recovered shard.
 type RecoverySlot = Rc<RefCell<Option<Result<Recovered<SimDisk>, String>>>>;
-
-struct TaskWaker {
-    id: usize,
-    ready: Arc<Mutex<BTreeSet<usize>>>,
-}
-
-impl Wake for TaskWaker {
-    fn wake(self: Arc<Self>) {
-        self.ready.lock().expect("ready set").insert(self.id);
-    }
-}
-
-/// A single-threaded executor that runs a seeded random choice of the ready
-/// tasks, and advances the simulated clock only when none is ready.
-struct Sched {
-    tasks: Vec<Option<Task>>,
-    ready: Arc<Mutex<BTreeSet<usize>>>,
-    rng: StdRng,
-    clock: SimClock,
-    trace: u64,
-    steps: u64,
-}
-
-impl Sched {
-    fn new(seed: u64, clock: SimClock) -> Sched {
-        Sched {
-            tasks: Vec::new(),
-            ready: Arc::new(Mutex::new(BTreeSet::new())),
-            rng: StdRng::seed_from_u64(seed),
-            clock,
-            trace: 0xcbf2_9ce4_8422_2325,
-            steps: 0,
-        }
-    }
-
-    fn spawn(&mut self, f: impl Future<Output = ()> + 'static) -> usize {
-        self.tasks.push(Some(Box::pin(f)));
-        let id = self.tasks.len() - 1;
-        self.ready.lock().expect("ready set").insert(id);
-        id
-    }
-
-    fn done(&self, id: usize) -> bool {
-        self.tasks[id].is_none()
-    }
-
-    /// Poll one ready task; false when nothing can ever run again.
-    fn step(&mut self) -> bool {
-        let ready: Vec<usize> = self
-            .ready
-            .lock()
-            .expect("ready set")
-            .iter()
-            .copied()
-            .collect();
-        if ready.is_empty() {
-            return self.clock.advance();
-        }
-        let id = ready[self.rng.gen_range(0..ready.len())];
-        self.ready.lock().expect("ready set").remove(&id);
-        self.mix(id as u64);
-        self.steps += 1;
-        let Some(task) = self.tasks[id].as_mut() else {
-            return true;
-        };
-        let waker = Waker::from(Arc::new(TaskWaker {
-            id,
-            ready: self.ready.clone(),
-        }));
-        if task
-            .as_mut()
-            .poll(&mut Context::from_waker(&waker))
-            .is_ready()
-        {
-            self.tasks[id] = None;
-        }
-        true
-    }
-
-    fn mix(&mut self, v: u64) {
-        self.trace = (self.trace ^ v).wrapping_mul(0x0100_0000_01b3);
-    }
-}
 
 /// What the model knows: acknowledged values, and writes whose outcome is
 /// unknown (in flight at a crash, or failed by the WAL) that may have landed.

@@ -112,12 +112,15 @@ pub fn probe_log_file(path: &Path) -> Result<(), String> {
             .map(|_| ())
             .map_err(|e| e.to_string());
     }
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if !parent.is_dir() {
         return Err(format!("directory {} does not exist", parent.display()));
     }
-    let c = std::ffi::CString::new(parent.as_os_str().as_encoded_bytes())
-        .map_err(|e| e.to_string())?;
+    let c =
+        std::ffi::CString::new(parent.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
     // SAFETY: access reads the NUL-terminated path only.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
         return Err(format!(

@@ -117,7 +117,9 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
                 code = ExitCode::from(3);
             }
             ShardExit::StorageFailed { shard, reason } => {
-                tracing::error!("corekv: shard {shard} was read-only after a storage failure: {reason}");
+                tracing::error!(
+                    "corekv: shard {shard} was read-only after a storage failure: {reason}"
+                );
                 code = ExitCode::from(3);
             }
             ShardExit::Crashed { shard, detail } => {

@@ -615,6 +615,40 @@ impl<D: Disk> ShardState<D> {
         Instant::now() + self.lock_timeout
     }
 
+    /// The decision of a coordinator that owns none of a transaction's keys:
+    /// a TXN_COMMIT naming `participants` and no writes, durable when this
+    /// returns, pinned until [`Self::release_decision`] (every participant has
+    /// resolved). The router's two-phase commit takes this same path
+    /// (`log_commit` with an empty own part); the deterministic simulation,
+    /// which has no cross-core router, drives it directly.
+    #[doc(hidden)]
+    pub async fn decide_without_writes(
+        &self,
+        id: TxnId,
+        participants: &[u16],
+    ) -> Result<u64, CommitError> {
+        let mut empty = Vec::with_capacity(8);
+        let at = crate::core::txn_format::begin_list(&mut empty);
+        end_list(&mut empty, at, 0);
+        let at = crate::core::txn_format::begin_list(&mut empty);
+        end_list(&mut empty, at, 0);
+        let Ok(view) = TxnView::parse(&empty, true) else {
+            unreachable!("an empty part parses");
+        };
+        let gate = self.backup.enter_write().await;
+        let logged = self.log_commit(id, participants, &view, true);
+        drop(gate);
+        let lsn = logged?;
+        self.finish_commit(&view, lsn, true).await?;
+        Ok(lsn)
+    }
+
+    /// Every participant of the decision at `lsn` has durably resolved.
+    #[doc(hidden)]
+    pub fn release_decision(&self, lsn: u64) {
+        self.unpin(lsn);
+    }
+
     /// Recovery: resolve a prepared transaction found in the log. `commit` comes
     /// from the coordinators' recovered decisions (absent: presumed abort).
     pub async fn resolve_recovered(
