@@ -18,6 +18,10 @@ pub struct CliArgs {
     /// Server address.
     #[arg(long, env = "COREKV_ADDR", default_value = "127.0.0.1:7070")]
     pub addr: String,
+    /// Give up when connecting, or waiting for any reply, takes longer than
+    /// this many milliseconds (REPLY_TIMEOUT / CONNECT_FAILED, exit 2).
+    #[arg(long, env = "COREKV_CLI_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
     #[command(subcommand)]
     pub command: CliCommand,
 }
@@ -77,7 +81,10 @@ pub fn run(args: CliArgs) -> ExitCode {
 }
 
 fn execute(args: &CliArgs) -> Result<ExitCode, ClientError> {
-    let mut client = Client::connect(args.addr.as_str())?;
+    let mut client = Client::connect_timeout(
+        args.addr.as_str(),
+        std::time::Duration::from_millis(args.timeout_ms.max(1)),
+    )?;
     let mut stdout = std::io::stdout().lock();
     let tty = stdout.is_terminal();
     let print = |out: &mut std::io::StdoutLock<'_>, bytes: &[u8]| {

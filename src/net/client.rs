@@ -49,6 +49,8 @@ pub enum ClientError {
     Status { status: Status, detail: String },
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
+    #[error("no reply within {after_ms} ms (the server is overloaded, stalled, or not a corekv server)")]
+    Timeout { after_ms: u64 },
 }
 
 /// A status's message: the server's detail, or the status's own description
@@ -58,6 +60,21 @@ fn status_text(status: Status, detail: &str) -> String {
         status.describe().to_string()
     } else {
         detail.to_string()
+    }
+}
+
+/// A hint naming what the peer probably is, from the first bytes it sent
+/// where a corekv frame (`CK`) was expected.
+fn likely_peer(bytes: &[u8]) -> &'static str {
+    if bytes.starts_with(b"HTTP/") {
+        "; the peer answered HTTP: this is probably corekv's admin port (default 9070), \
+         not its protocol port (default 7070)"
+    } else if matches!(bytes.first(), Some(b'-' | b'+' | b'$' | b'*' | b':')) {
+        "; the peer answered in RESP: this is probably a Redis server, not corekv"
+    } else if bytes.starts_with(b"SSH-") {
+        "; the peer is an SSH server"
+    } else {
+        "; the peer does not speak the corekv protocol (check the address and port)"
     }
 }
 
@@ -78,6 +95,7 @@ impl ClientError {
             ClientError::Io(_) => "CONNECTION_LOST",
             ClientError::Status { status, .. } => status.name(),
             ClientError::Protocol(_) => "PROTOCOL_VIOLATION",
+            ClientError::Timeout { .. } => "REPLY_TIMEOUT",
         }
     }
 }
@@ -140,6 +158,38 @@ impl Client {
         })
     }
 
+    /// Connect within `timeout`, and give every later send and reply the
+    /// same `timeout` (`corekv cli`: a peer that never answers is an error,
+    /// not a hang).
+    pub fn connect_timeout(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
+        let connect_err = |source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        };
+        let mut last = None;
+        for a in addr.to_socket_addrs().map_err(connect_err)? {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    let c = Client {
+                        stream,
+                        wbuf: Vec::with_capacity(64 * 1024),
+                        rbuf: Vec::with_capacity(64 * 1024),
+                        rpos: 0,
+                        next_id: 1,
+                        in_flight: 0,
+                    };
+                    c.set_timeout(Some(timeout))?;
+                    return Ok(c);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(connect_err(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to no address")
+        })))
+    }
+
     pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
         self.stream.set_read_timeout(timeout)?;
         self.stream.set_write_timeout(timeout)?;
@@ -188,7 +238,14 @@ impl Client {
                     self.in_flight = self.in_flight.saturating_sub(1);
                     return Ok(out);
                 }
-                Parsed::Bad { error, .. } => return Err(ClientError::Protocol(error.detail)),
+                Parsed::Bad { error, .. } => {
+                    let peer = &self.rbuf[self.rpos..];
+                    return Err(ClientError::Protocol(format!(
+                        "{}{}",
+                        error.detail,
+                        likely_peer(peer)
+                    )));
+                }
                 Parsed::Incomplete { needed } => self.fill(needed)?,
             }
         }
@@ -212,7 +269,28 @@ impl Client {
         let want = needed.max(have + 1).max(16 * 1024);
         self.rbuf
             .resize(have.max(want).min(have + (64 << 20)).max(needed), 0);
-        let n = self.stream.read(&mut self.rbuf[have..])?;
+        let n = match self.stream.read(&mut self.rbuf[have..]) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                self.rbuf.truncate(have);
+                let after_ms = self
+                    .stream
+                    .read_timeout()
+                    .ok()
+                    .flatten()
+                    .map_or(0, |d| d.as_millis() as u64);
+                return Err(ClientError::Timeout { after_ms });
+            }
+            Err(e) => {
+                self.rbuf.truncate(have);
+                return Err(e.into());
+            }
+        };
         self.rbuf.truncate(have + n);
         if n == 0 {
             return Err(ClientError::Io(std::io::Error::new(
@@ -225,7 +303,17 @@ impl Client {
 
     fn call(&mut self, request: &Request<'_>) -> Result<Response, ClientError> {
         let id = self.queue(request);
-        self.flush()?;
+        if let Err(e) = self.flush() {
+            // The server may have said why before closing (it answers a
+            // connection over its limit with TOO_MANY_CONNECTIONS, then
+            // closes): that answer beats "Broken pipe".
+            if let Ok(r) = self.recv() {
+                if !r.status.is_ok() {
+                    return r.into_result().map(|_| unreachable!("not OK"));
+                }
+            }
+            return Err(e);
+        }
         let resp = self.recv()?;
         if resp.request_id != id && resp.status.is_ok() {
             return Err(ClientError::Protocol(format!(
