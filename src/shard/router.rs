@@ -99,6 +99,23 @@ impl RoutedBatch {
         self.ops.iter().all(OpBatch::is_empty)
     }
 
+    /// Every shard stops executing this batch's ops once its replies hold
+    /// `bytes` (see `OpBatch::reply_budget`). Set after pushing; `clear` resets.
+    pub fn set_reply_budget(&mut self, bytes: usize) {
+        self.ops.iter_mut().for_each(|o| o.set_reply_budget(bytes));
+    }
+
+    /// Bytes of reply values held, all shards.
+    pub fn reply_bytes(&self) -> usize {
+        self.replies.iter().map(ReplyBatch::value_bytes).sum()
+    }
+
+    /// Clear, and release reply memory past `keep` bytes per shard.
+    pub fn clear_and_trim(&mut self, keep: usize) {
+        self.ops.iter_mut().for_each(OpBatch::clear);
+        self.replies.iter_mut().for_each(|r| r.clear_and_trim(keep));
+    }
+
     pub fn clear(&mut self) {
         self.ops.iter_mut().for_each(OpBatch::clear);
         self.replies.iter_mut().for_each(ReplyBatch::clear);
