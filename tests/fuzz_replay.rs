@@ -132,6 +132,7 @@ fn manifest_seed() -> Vec<u8> {
             edition: 3,
             next_table_id: 5,
             wal_cutoff_lsn: 77,
+            applied_lsn: 77,
             tables: vec![TableEntry {
                 id: 1,
                 level: 1,

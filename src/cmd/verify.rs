@@ -17,11 +17,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use corekv::io::data_dir::{decode_meta, shard_dir, wal_dir, DataDir, META_FILE};
+use corekv::core::wal_format::Record;
+use corekv::io::data_dir::{decode_meta, lock_for_reading, shard_dir, wal_dir, META_FILE};
 use corekv::io::manifest::load_manifest;
 use corekv::io::table_file::{check_table, parse_table_file_name};
 use corekv::io::wal_reader::{scan, ScanOptions};
 use corekv::io::{Disk, DmaDisk};
+use corekv::shard::log_check::check_log;
+use corekv::shard::txn_recovery::TxnReplay;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -65,9 +68,11 @@ pub fn check_dir(dir: &Path) -> u8 {
             return 2;
         }
     };
-    // Holding the lock proves no server writes while we read.
-    let _lock = match DataDir::open(&dir, Some(shards), shards) {
-        Ok(d) => d,
+    // Holding the lock proves no server writes while we read. A shared lock on
+    // the existing LOCK file: nothing is created, so read-only media and
+    // backups can be checked and stay as they were.
+    let _lock = match lock_for_reading(&dir) {
+        Ok(lock) => lock,
         Err(e) => {
             eprintln!("VERIFY_FAILED: {}: {e}\n  fix: {}", e.name(), e.fix());
             return 2;
@@ -78,13 +83,23 @@ pub fn check_dir(dir: &Path) -> u8 {
             DmaDisk.prime_device_probe(&meta_path).await.map_err(|e| e.to_string())?;
             let mut damaged = 0usize;
             for shard in 0..shards {
-                let (cutoff, storage_ok) = verify_storage(&dir, shard).await;
+                let (cutoff, applied, storage_ok) = verify_storage(&dir, shard).await;
                 if !storage_ok {
                     damaged += 1;
                 }
                 let wal = wal_dir(&dir, shard);
                 let opts = ScanOptions { shard_id: shard, repair: false, truncate_corruption: false };
-                match scan(&DmaDisk, &wal, &opts, |_| {}).await {
+                // The same replay and checks as the server's recovery.
+                let mut txns = TxnReplay::new(cutoff, applied);
+                let scanned = scan(&DmaDisk, &wal, &opts, |r| {
+                    if let Record::Txn { lsn, kind, body } = r {
+                        if lsn > cutoff {
+                            txns.replay(kind, body, lsn, &mut |_, _| {});
+                        }
+                    }
+                })
+                .await;
+                match scanned {
                     Ok(r) => {
                         let torn = match &r.torn {
                             Some(t) => format!(
@@ -95,13 +110,9 @@ pub fn check_dir(dir: &Path) -> u8 {
                             ),
                             None => String::new(),
                         };
-                        let gap = r.segment_starts.first().is_some_and(|&(_, first)| first > cutoff + 1);
-                        if gap {
+                        if let Err(e) = check_log(&wal, &r, &txns, false) {
                             damaged += 1;
-                            println!(
-                                "DAMAGE shard {shard}: the WAL starts at LSN {} but the tables cover only up to LSN {cutoff}: records are missing",
-                                r.segment_starts[0].1
-                            );
+                            println!("DAMAGE shard {shard}: WAL_CORRUPT: {e}");
                         } else {
                             println!(
                                 "ok     shard {shard}: WAL {} segments, {} batches, {} records, last LSN {}, {} bytes read{torn}",
@@ -137,19 +148,19 @@ pub fn check_dir(dir: &Path) -> u8 {
     }
 }
 
-/// Check one shard's manifest and every table it names. Returns the WAL cutoff
-/// and whether everything was intact.
-async fn verify_storage(dir: &Path, shard: u16) -> (u64, bool) {
+/// Check one shard's manifest and every table it names. Returns the WAL cutoff,
+/// the highest LSN the tables may hold, and whether everything was intact.
+async fn verify_storage(dir: &Path, shard: u16) -> (u64, u64, bool) {
     let sdir = shard_dir(dir, shard);
     let manifest = match load_manifest(&DmaDisk, &sdir, shard).await {
         Ok(Some(m)) => m,
         Ok(None) => {
             println!("ok     shard {shard}: no tables yet (no manifest)");
-            return (0, true);
+            return (0, 0, true);
         }
         Err(e) => {
             println!("DAMAGE shard {shard}: {}: {e}", e.name());
-            return (0, false);
+            return (0, 0, false);
         }
     };
     let tables_dir = sdir.join("tables");
@@ -215,5 +226,5 @@ async fn verify_storage(dir: &Path, shard: u16) -> (u64, bool) {
             }
         );
     }
-    (manifest.wal_cutoff_lsn, ok)
+    (manifest.wal_cutoff_lsn, manifest.applied_lsn, ok)
 }

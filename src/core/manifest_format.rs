@@ -5,8 +5,9 @@
 //! file   = [header 32 B] [body: body_bytes] [zeros to a multiple of 4 KiB]
 //! header = magic "CKVMANIF" | version u32 | shard u32 | body_bytes u32 | reserved u32
 //!          | body_crc u32 | header_crc u32          (little-endian)
-//! body   = edition u64 | next_table_id u64 | wal_cutoff_lsn u64 | table_count u32
-//!          | table*
+//! body   = edition u64 | next_table_id u64 | wal_cutoff_lsn u64 | applied_lsn u64
+//!          | table_count u32 | table*                 (version 2)
+//! body v1 = the same without applied_lsn (read as the highest table max_lsn)
 //! table  = id u64 | level u8 | entries u64 | file_bytes u64 | max_lsn u64
 //!          | smallest_len u32 | smallest | largest_len u32 | largest
 //! ```
@@ -19,7 +20,9 @@ use super::checksum::crc32c;
 use super::limits::{align_up, KEY_BYTES_MAX};
 
 pub const MANIFEST_MAGIC: [u8; 8] = *b"CKVMANIF";
-pub const MANIFEST_VERSION: u32 = 1;
+/// Version 2 added `applied_lsn`; version 1 files are still read.
+pub const MANIFEST_VERSION: u32 = 2;
+const MANIFEST_VERSION_V1: u32 = 1;
 const HEADER_BYTES: usize = 32;
 /// No shard holds more tables than this; bounds decoding a corrupt count.
 pub const TABLES_MAX: usize = 1 << 20;
@@ -43,6 +46,14 @@ pub struct ManifestState {
     pub next_table_id: u64,
     /// Every WAL record with an LSN at or below this is in the tables.
     pub wal_cutoff_lsn: u64,
+    /// The highest LSN whose effects may be in the tables (the largest
+    /// `max_lsn` of any flushed memtable; never below `wal_cutoff_lsn`).
+    /// Records in `(wal_cutoff_lsn, applied_lsn]` may be in the tables
+    /// already: replaying them is idempotent, and a TXN_RESOLVE among them
+    /// whose prepare lies at or below the cutoff was applied before its
+    /// prepare's pin was released (see docs/transactions.md, "What survives
+    /// a flush").
+    pub applied_lsn: u64,
     pub tables: Vec<TableEntry>,
 }
 
@@ -55,6 +66,11 @@ pub fn encode_manifest(shard: u16, m: &ManifestState) -> Vec<u8> {
     body.extend_from_slice(&m.edition.to_le_bytes());
     body.extend_from_slice(&m.next_table_id.to_le_bytes());
     body.extend_from_slice(&m.wal_cutoff_lsn.to_le_bytes());
+    assert!(
+        m.applied_lsn >= m.wal_cutoff_lsn,
+        "applied LSN below the cutoff"
+    );
+    body.extend_from_slice(&m.applied_lsn.to_le_bytes());
     assert!(m.tables.len() <= TABLES_MAX);
     body.extend_from_slice(&(m.tables.len() as u32).to_le_bytes());
     for t in &m.tables {
@@ -136,7 +152,8 @@ pub fn decode_manifest(bytes: &[u8], shard: u16) -> Result<ManifestState, Manife
     if crc32c(&h[..28]) != word(28) {
         return Err(ManifestError("header checksum mismatch".into()));
     }
-    if word(8) != MANIFEST_VERSION {
+    let version = word(8);
+    if version != MANIFEST_VERSION && version != MANIFEST_VERSION_V1 {
         return Err(ManifestError(format!("format version {} unknown", word(8))));
     }
     if word(12) != u32::from(shard) {
@@ -159,6 +176,11 @@ pub fn decode_manifest(bytes: &[u8], shard: u16) -> Result<ManifestState, Manife
     let edition = r.u64()?;
     let next_table_id = r.u64()?;
     let wal_cutoff_lsn = r.u64()?;
+    let stored_applied = if version == MANIFEST_VERSION_V1 {
+        None
+    } else {
+        Some(r.u64()?)
+    };
     let count = r.u32()? as usize;
     if count > TABLES_MAX {
         return Err(ManifestError(format!("{count} tables")));
@@ -193,10 +215,26 @@ pub fn decode_manifest(bytes: &[u8], shard: u16) -> Result<ManifestState, Manife
             body.len() - r.pos
         )));
     }
+    // Version 1 did not record it: the tables' own highest LSN is the best
+    // lower bound it left (what a flush wrote is in some table's max_lsn).
+    let applied_lsn = stored_applied.unwrap_or_else(|| {
+        tables
+            .iter()
+            .map(|t| t.max_lsn)
+            .max()
+            .unwrap_or(0)
+            .max(wal_cutoff_lsn)
+    });
+    if applied_lsn < wal_cutoff_lsn {
+        return Err(ManifestError(format!(
+            "applied LSN {applied_lsn} below the WAL cutoff {wal_cutoff_lsn}"
+        )));
+    }
     Ok(ManifestState {
         edition,
         next_table_id,
         wal_cutoff_lsn,
+        applied_lsn,
         tables,
     })
 }
@@ -211,6 +249,7 @@ mod tests {
             edition: 3,
             next_table_id: 10,
             wal_cutoff_lsn: 12345,
+            applied_lsn: 12350,
             tables: vec![
                 TableEntry {
                     id: 4,
@@ -259,6 +298,35 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Directories written before `applied_lsn` existed still open: their
+    /// tables' highest LSN stands in for it.
+    #[test]
+    fn version_1_files_are_read() {
+        let m = sample();
+        let mut body = Vec::new();
+        body.extend_from_slice(&m.edition.to_le_bytes());
+        body.extend_from_slice(&m.next_table_id.to_le_bytes());
+        body.extend_from_slice(&m.wal_cutoff_lsn.to_le_bytes());
+        let v2 = encode_manifest(0, &m);
+        let v2_body_len = u32::from_le_bytes(v2[16..20].try_into().unwrap()) as usize;
+        // The v2 body minus applied_lsn is the v1 body.
+        body.extend_from_slice(&v2[HEADER_BYTES + 32..HEADER_BYTES + v2_body_len]);
+        let mut out = Vec::new();
+        out.extend_from_slice(&MANIFEST_MAGIC);
+        out.extend_from_slice(&MANIFEST_VERSION_V1.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&crc32c(&body).to_le_bytes());
+        let header_crc = crc32c(&out);
+        out.extend_from_slice(&header_crc.to_le_bytes());
+        out.extend_from_slice(&body);
+        let read = decode_manifest(&out, 0).expect("a version-1 manifest decodes");
+        assert_eq!(read.tables, m.tables);
+        assert_eq!(read.wal_cutoff_lsn, 12345);
+        assert_eq!(read.applied_lsn, 12345, "highest table max_lsn");
     }
 
     #[test]

@@ -182,6 +182,39 @@ impl DataDir {
     }
 }
 
+/// For read-only checks (`corekv verify`): hold a shared lock on the
+/// directory's LOCK file if it has one, so no server can start on it while it
+/// is read, without creating or writing anything (the directory may be on
+/// read-only media, or a backup that must stay as it was). `None`: no LOCK
+/// file, so no server has ever run here (a backup, or a never-started
+/// directory).
+pub fn lock_for_reading(path: &Path) -> Result<Option<File>, DataDirError> {
+    let lock_path = path.join(LOCK_FILE);
+    let file = match File::open(&lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(DataDirError::Unusable {
+                path: lock_path,
+                source,
+            })
+        }
+    };
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc != 0 {
+        let holder = fs::read_to_string(&lock_path)
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        return Err(DataDirError::Locked {
+            path: path.to_path_buf(),
+            holder,
+        });
+    }
+    Ok(Some(file))
+}
+
 fn lock(path: &Path) -> Result<File, DataDirError> {
     let lock_path = path.join(LOCK_FILE);
     let mut file = OpenOptions::new()

@@ -322,6 +322,19 @@ impl<D: Disk> Lsm<D> {
         self.wal_floor.set(lsn.unwrap_or(u64::MAX));
     }
 
+    /// A record took effect at `lsn` (its writes, if any, were applied with
+    /// it): the memtable's max LSN covers it, so that the flush that puts this
+    /// memtable in a table also records `lsn` as applied. Needed for records
+    /// with no writes, whose LSN no entry carries.
+    pub fn note_applied(&self, lsn: u64) {
+        self.mem.borrow().borrow_mut().note_lsn(lsn);
+    }
+
+    /// The highest LSN whose effects may already be in the tables.
+    pub fn applied_lsn(&self) -> u64 {
+        self.manifest.borrow().applied_lsn
+    }
+
     /// Apply one durable write (`None` deletes).
     pub fn apply(&self, key: Vec<u8>, value: Option<Vec<u8>>, lsn: u64) {
         let full = {
@@ -608,6 +621,10 @@ impl<D: Disk> Lsm<D> {
         next.edition += 1;
         let covered = max_lsn.min(self.imm_floor.get().saturating_sub(1));
         next.wal_cutoff_lsn = next.wal_cutoff_lsn.max(covered);
+        // Records up to max_lsn are in this table even where the floor keeps
+        // the cutoff lower; recovery needs to know (a resolve replayed above
+        // the cutoff whose prepare lies below it was applied here).
+        next.applied_lsn = next.applied_lsn.max(max_lsn).max(next.wal_cutoff_lsn);
         if let Some(t) = &new_table {
             next.tables.push(t.meta.clone());
         }
@@ -632,6 +649,21 @@ impl<D: Disk> Lsm<D> {
         );
         self.work.wake_all();
         Ok(true)
+    }
+
+    /// Salvage (`--recover-truncate`): record that the log before `cutoff + 1`
+    /// is gone for good and that records up to `applied` count as applied, so
+    /// the next start does not refuse the same loss again. Only recovery calls
+    /// this, after the operator asked for salvage and the loss was logged.
+    pub async fn accept_loss(&self, cutoff: u64, applied: u64) -> Result<(), LsmError> {
+        let _edit = self.lock_manifest().await;
+        let mut next = self.manifest.borrow().clone();
+        next.edition += 1;
+        next.wal_cutoff_lsn = next.wal_cutoff_lsn.max(cutoff);
+        next.applied_lsn = next.applied_lsn.max(applied).max(next.wal_cutoff_lsn);
+        store_manifest(&self.disk, &self.dir, self.shard, &next).await?;
+        self.publish_manifest(next);
+        Ok(())
     }
 
     /// Make `next` (now durable) the in-memory manifest. Ids handed out while

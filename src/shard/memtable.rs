@@ -105,6 +105,13 @@ impl Memtable {
         self.max_lsn
     }
 
+    /// A record with no writes here (a transaction part that only checked
+    /// conditions) took effect at `lsn`: once this memtable is in a table, the
+    /// WAL up to here is as covered as if it had written something.
+    pub fn note_lsn(&mut self, lsn: u64) {
+        self.max_lsn = self.max_lsn.max(lsn);
+    }
+
     /// Entries in key order, tombstones as `None`.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.map.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))

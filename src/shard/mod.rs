@@ -14,6 +14,7 @@ pub mod commit;
 pub mod compaction;
 pub mod context;
 pub mod locks;
+pub mod log_check;
 pub mod lsm;
 pub mod maintenance;
 pub mod memtable;

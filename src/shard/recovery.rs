@@ -11,8 +11,9 @@ use crate::io::wal_reader::{self, ScanOptions, ScanReport};
 use crate::io::wal_writer::{WalConfig, WalError, WalWriter};
 use crate::io::Disk;
 
+use super::log_check::{check_log, Salvaged};
 use super::lsm::{Lsm, LsmConfig, LsmError};
-use super::state::{replay_record, ShardState};
+use super::state::{apply_txn_writes, replay_record, ShardState};
 use super::txn_recovery::TxnReplay;
 use crate::core::wal_format::Record;
 
@@ -102,41 +103,51 @@ pub async fn recover<D: Disk>(
         repair: true,
         truncate_corruption: config.recover_truncate,
     };
-    let mut txns = TxnReplay::default();
+    let mut txns = TxnReplay::new(cutoff, lsm.applied_lsn());
     let report = wal_reader::scan(&disk, &wal_cfg.dir, &opts, |r| {
         if r.lsn() > cutoff {
             match r {
-                Record::Txn { lsn, kind, body } => txns.replay(&lsm, kind, body, lsn),
+                Record::Txn { lsn, kind, body } => {
+                    txns.replay(kind, body, lsn, &mut |writes, lsn| {
+                        apply_txn_writes(&lsm, writes, lsn)
+                    });
+                    // A memtable that freezes during replay must not record a
+                    // cutoff past a prepare still unresolved here.
+                    lsm.set_wal_floor(txns.floor());
+                }
                 other => replay_record(&lsm, other),
             }
         }
     })
     .await
     .map_err(|e| err(e.into()))?;
-    if let Some(&(seq, first)) = report.segment_starts.first() {
-        if first > cutoff + 1 {
-            let path = wal_cfg
-                .dir
-                .join(crate::io::wal_writer::segment_file_name(seq));
-            return Err(err(RecoverySource::Wal(WalError::Corrupt {
-                path,
-                offset: 0,
-                detail: format!(
-                    "the log starts at LSN {first} but the tables cover only up to LSN {cutoff}: \
-                     the records in between are missing"
-                ),
-            })));
-        }
+    let salvaged = check_log(&wal_cfg.dir, &report, &txns, config.recover_truncate)
+        .map_err(|e| err(e.into()))?;
+    for s in &salvaged {
+        tracing::warn!(
+            shard = shard.0,
+            dropped = %s,
+            "--recover-truncate: the log and the tables disagree; starting without what is missing"
+        );
     }
-    if let Some((id, lsn)) = txns.orphans.first() {
-        return Err(err(RecoverySource::Wal(WalError::Corrupt {
-            path: wal_cfg.dir.clone(),
-            offset: 0,
-            detail: format!(
-                "the log resolves {id} at LSN {lsn} but holds no prepare record for it above \
-                 the tables' cutoff (LSN {cutoff}): its writes are missing"
-            ),
-        })));
+    if !salvaged.is_empty() {
+        let (mut new_cutoff, mut new_applied) = (cutoff, 0);
+        for s in &salvaged {
+            match s {
+                Salvaged::MissingRange { last, .. } => new_cutoff = new_cutoff.max(*last),
+                Salvaged::OrphanResolve { lsn, .. } => new_applied = new_applied.max(*lsn),
+            }
+        }
+        lsm.accept_loss(new_cutoff, new_applied)
+            .await
+            .map_err(|e| err(e.into()))?;
+    }
+    if txns.already_applied > 0 {
+        tracing::debug!(
+            shard = shard.0,
+            resolves = txns.already_applied,
+            "resolves above the cutoff whose writes the tables already hold"
+        );
     }
     if let Some(torn) = &report.torn {
         tracing::warn!(

@@ -110,6 +110,8 @@ struct Control {
     stop: Arc<AtomicBool>,
     telemetry: Arc<Telemetry>,
     services_done: AtomicUsize,
+    /// Shards that have settled their in-doubt transactions at startup.
+    settled: AtomicUsize,
     /// `None` until every shard reported its recovery; then whether to serve.
     go: Mutex<Option<bool>>,
     /// Every shard's transaction decisions, gathered before `go` is set.
@@ -176,6 +178,7 @@ impl Engine {
             stop: Arc::new(AtomicBool::new(false)),
             telemetry,
             services_done: AtomicUsize::new(0),
+            settled: AtomicUsize::new(0),
             go: Mutex::new(None),
             txn_outcomes: Mutex::new(TxnOutcomes::default()),
             go_changed: Condvar::new(),
@@ -427,6 +430,16 @@ where
         .clone();
     settle_in_doubt(&state, in_doubt, &outcomes).await;
     drop(outcomes);
+    // No shard flushes before every shard has settled: a coordinator's
+    // decision found by replay is not pinned, and a flush here could retire it
+    // while a participant elsewhere still needs it to settle (if that
+    // participant then crashed, its next start would presume abort).
+    control.settled.fetch_add(1, Ordering::SeqCst);
+    while control.settled.load(Ordering::SeqCst) < usize::from(shard_count)
+        && !control.stop.load(Ordering::SeqCst)
+    {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
 
     let storage_stop = Rc::new(Event::default());
     let (flushes, compactions) = {

@@ -420,6 +420,9 @@ fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>
 
 /// A transaction's writes at `lsn`, now durable, into the storage (replay).
 pub fn apply_txn_writes<D: Disk>(lsm: &Lsm<D>, writes: WriteIter<'_>, lsn: u64) {
+    // First, so that a part with no writes is covered too, and so that a
+    // freeze triggered by the last write keeps the LSN with its writes.
+    lsm.note_applied(lsn);
     for w in writes {
         lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
     }
@@ -440,6 +443,7 @@ pub(super) fn apply_staged<D: Disk>(
     writes: WriteIter<'_>,
     lsn: u64,
 ) {
+    lsm.note_applied(lsn);
     for w in writes {
         match pending.take_if_latest(w.key(), lsn) {
             Some((key, value)) => lsm.apply(key, value, lsn),

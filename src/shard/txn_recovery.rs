@@ -12,50 +12,96 @@
 //! logged and durable before the shard serves.
 //!
 //! Cutoffs never pass an unresolved prepare or an unacknowledged decision (the
-//! WAL floor), so a resolve always finds its prepare during replay.
+//! WAL floor). They may pass a *resolved* prepare whose TXN_RESOLVE lies above
+//! them: a prepare's pin is released only once its resolve's writes are in the
+//! memtable, so the flush that records such a cutoff has put those writes in a
+//! table, and the manifest's `applied_lsn` is at or past the resolve. Replay
+//! skips such a resolve (`already_applied`); a resolve without its prepare
+//! above `applied_lsn` is a broken log (`log_check`). Replay keeps its own WAL
+//! floor at the lowest unresolved prepare, since a memtable may freeze while
+//! the log is replayed. The full invariant is in docs/transactions.md.
 //!
 //! It must never: apply prepared writes without a decision, or let a shard
 //! serve before its in-doubt transactions are settled.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::core::txn_format::{
-    parse_commit_record, parse_prepare_record, parse_resolve_record, TxnId,
+    parse_commit_record, parse_prepare_record, parse_resolve_record, TxnId, WriteIter,
 };
 use crate::core::wal_format::RecordKind;
-use crate::io::Disk;
 
 use super::locks::{LockSet, Mode};
-use super::lsm::Lsm;
-use super::state::{apply_txn_writes, ShardState};
+use super::state::ShardState;
+use crate::io::Disk;
 
 /// What one shard's replay found about transactions.
 #[derive(Default, Debug)]
 pub struct TxnReplay {
+    /// Records at or below this LSN are in the tables and not replayed.
+    pub cutoff: u64,
+    /// Records up to this LSN may be in the tables already (the manifest's
+    /// `applied_lsn`).
+    pub applied: u64,
     /// Prepared and not resolved: id → (LSN of the prepare, its record body).
     pub in_doubt: BTreeMap<TxnId, (u64, Vec<u8>)>,
+    /// The LSNs of `in_doubt`, lowest first: the WAL floor while replaying.
+    pub(crate) in_doubt_lsns: BTreeSet<u64>,
     /// Commit decisions this shard logged as a coordinator.
     pub decisions: Vec<TxnId>,
     /// Highest transaction number seen per coordinator shard.
     pub max_seq: BTreeMap<u16, u64>,
-    /// Resolves with no prepare before them: a broken invariant, reported.
+    /// Resolves above the cutoff whose prepare lies at or below it, and at or
+    /// below `applied`: their writes are in the tables (see the module doc).
+    pub already_applied: u64,
+    /// Resolves with no prepare that the tables cannot account for: a broken
+    /// invariant (`check_log` reports it).
     pub orphans: Vec<(TxnId, u64)>,
 }
 
 impl TxnReplay {
+    /// Replay of the records above `cutoff`, with the tables holding effects
+    /// up to `applied`.
+    pub fn new(cutoff: u64, applied: u64) -> TxnReplay {
+        TxnReplay {
+            cutoff,
+            applied: applied.max(cutoff),
+            ..TxnReplay::default()
+        }
+    }
+
     fn saw(&mut self, id: TxnId) {
         let m = self.max_seq.entry(id.coordinator).or_insert(0);
         *m = (*m).max(id.seq);
     }
 
-    /// Replay one transaction record. Bodies were validated by the WAL decoder.
-    pub fn replay<D: Disk>(&mut self, lsm: &Lsm<D>, kind: RecordKind, body: &[u8], lsn: u64) {
+    /// The lowest LSN of a prepare not resolved so far: the WAL must keep it,
+    /// so a memtable frozen during replay may not record a cutoff at or past it.
+    pub fn floor(&self) -> Option<u64> {
+        self.in_doubt_lsns.first().copied()
+    }
+
+    /// Replay one transaction record above the cutoff; `apply` receives the
+    /// writes that take effect and their LSN (called with no writes too, so
+    /// the caller can note the LSN as applied). Bodies were validated by the
+    /// WAL decoder.
+    pub fn replay(
+        &mut self,
+        kind: RecordKind,
+        body: &[u8],
+        lsn: u64,
+        apply: &mut dyn FnMut(WriteIter<'_>, u64),
+    ) {
+        debug_assert!(
+            lsn > self.cutoff,
+            "records at or below the cutoff are not replayed"
+        );
         match kind {
             RecordKind::TxnCommit => {
                 let Ok(c) = parse_commit_record(body) else {
                     unreachable!("the WAL decoder validates transaction records")
                 };
-                apply_txn_writes(lsm, c.writes(), lsn);
+                apply(c.writes(), lsn);
                 if c.has_participants() {
                     self.decisions.push(c.id);
                     self.saw(c.id);
@@ -66,20 +112,31 @@ impl TxnReplay {
                     unreachable!("the WAL decoder validates transaction records")
                 };
                 self.saw(p.id);
-                self.in_doubt.insert(p.id, (lsn, body.to_vec()));
+                if let Some((old, _)) = self.in_doubt.insert(p.id, (lsn, body.to_vec())) {
+                    self.in_doubt_lsns.remove(&old);
+                }
+                self.in_doubt_lsns.insert(lsn);
             }
             RecordKind::TxnResolve => {
                 let Ok(r) = parse_resolve_record(body) else {
                     unreachable!("the WAL decoder validates transaction records")
                 };
                 match self.in_doubt.remove(&r.id) {
-                    Some((_, record)) if r.commit => {
-                        let Ok(p) = parse_prepare_record(&record) else {
-                            unreachable!("validated when it was replayed")
-                        };
-                        apply_txn_writes(lsm, p.writes(), lsn);
+                    Some((prepared_at, record)) => {
+                        self.in_doubt_lsns.remove(&prepared_at);
+                        if r.commit {
+                            let Ok(p) = parse_prepare_record(&record) else {
+                                unreachable!("validated when it was replayed")
+                            };
+                            apply(p.writes(), lsn);
+                        }
                     }
-                    Some(_) => {}
+                    // The prepare lies at or below the cutoff: its pin was
+                    // released only after this resolve's writes reached the
+                    // memtable, and a flush recorded a cutoff past the prepare
+                    // only after that memtable's writes (up to `applied`) were
+                    // in a table. Nothing to do.
+                    None if lsn <= self.applied => self.already_applied += 1,
                     None => self.orphans.push((r.id, lsn)),
                 }
             }
@@ -154,4 +211,73 @@ fn unix_micros() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::txn_format::{
+        begin_prepare_record, encode_resolve_record, encode_write, end_list, Write,
+    };
+
+    fn id(seq: u64) -> TxnId {
+        TxnId {
+            coordinator: 1,
+            seq,
+        }
+    }
+
+    fn prepare(seq: u64, key: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        let at = begin_prepare_record(&mut body, id(seq));
+        encode_write(&mut body, &Write::Put(key, b"v"));
+        end_list(&mut body, at, 1);
+        body
+    }
+
+    fn resolve(seq: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        encode_resolve_record(&mut body, id(seq), true);
+        body
+    }
+
+    /// What a flush can leave: prepares 10 and 12 resolved at 15 and 16; a
+    /// memtable frozen while only 14 was pinned holds writes up to 18, so the
+    /// manifest says cutoff 13, applied 18. The resolve at 15 finds no
+    /// prepare (11 is below the cutoff) and is already in the tables; a
+    /// resolve past `applied` with no prepare is a broken log.
+    #[test]
+    fn resolves_whose_prepare_was_flushed_are_already_applied() {
+        let mut r = TxnReplay::new(13, 18);
+        let mut applied: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut apply = |w: WriteIter<'_>, lsn: u64| {
+            for w in w {
+                applied.push((w.key().to_vec(), lsn));
+            }
+        };
+        r.replay(RecordKind::TxnPrepare, &prepare(2, b"b"), 14, &mut apply);
+        assert_eq!(r.floor(), Some(14));
+        r.replay(RecordKind::TxnResolve, &resolve(1), 15, &mut apply);
+        assert_eq!(r.already_applied, 1);
+        assert!(r.orphans.is_empty());
+        r.replay(RecordKind::TxnResolve, &resolve(2), 16, &mut apply);
+        assert_eq!(r.floor(), None, "resolved: no floor");
+        r.replay(RecordKind::TxnResolve, &resolve(3), 19, &mut apply);
+        assert_eq!(r.orphans, vec![(id(3), 19)]);
+        assert_eq!(applied, vec![(b"b".to_vec(), 16)]);
+    }
+
+    /// Replay keeps the floor at the lowest unresolved prepare, whatever the
+    /// order of their resolves.
+    #[test]
+    fn the_replay_floor_follows_unresolved_prepares() {
+        let mut r = TxnReplay::new(0, 0);
+        let mut none = |_: WriteIter<'_>, _: u64| {};
+        r.replay(RecordKind::TxnPrepare, &prepare(1, b"a"), 5, &mut none);
+        r.replay(RecordKind::TxnPrepare, &prepare(2, b"b"), 7, &mut none);
+        assert_eq!(r.floor(), Some(5));
+        r.replay(RecordKind::TxnResolve, &resolve(1), 9, &mut none);
+        assert_eq!(r.floor(), Some(7));
+        assert_eq!(r.in_doubt.len(), 1);
+    }
 }
