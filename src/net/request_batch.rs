@@ -186,11 +186,10 @@ impl RequestBatch {
     /// Whether the batch holds an op whose reply size is unknown until it
     /// runs (a GET, MGET or SCAN): such a batch reserves reply room first.
     pub fn reads_values(&self) -> bool {
-        self.order.iter().any(|e| {
-            matches!(
-                e,
-                Entry::Mget { .. } | Entry::Scan { .. } | Entry::Routed { opcode, .. } if *opcode == Opcode::Get as u8
-            )
+        self.order.iter().any(|e| match e {
+            Entry::Mget { .. } | Entry::Scan { .. } => true,
+            Entry::Routed { opcode, .. } => *opcode == Opcode::Get as u8,
+            _ => false,
         })
     }
 
@@ -408,24 +407,31 @@ impl RequestBatch {
         match self.order.last() {
             Some(Entry::Mget { keys, count, .. }) => {
                 let keys = &data[keys.clone()];
-                self.serial_status =
-                    match mget_fits(&mut self.probe, keys, *count, ctx, cfg, &mut self.serial_out)
-                        .await
-                    {
-                        Err(status) => status,
-                        Ok(()) => {
-                            let status = ctx
-                                .router
-                                .snapshot_get(keys, *count, &mut self.serial_out)
-                                .await;
-                            if status.is_ok() && self.serial_out.len() > cfg.reply_bytes_max {
-                                // Values grew between the sizing and the read.
-                                too_large(&mut self.serial_out, self.serial_out.len(), cfg)
-                            } else {
-                                status
-                            }
+                self.serial_status = match mget_fits(
+                    &mut self.probe,
+                    keys,
+                    *count,
+                    ctx,
+                    cfg,
+                    &mut self.serial_out,
+                )
+                .await
+                {
+                    Err(status) => status,
+                    Ok(()) => {
+                        let status = ctx
+                            .router
+                            .snapshot_get(keys, *count, &mut self.serial_out)
+                            .await;
+                        if status.is_ok() && self.serial_out.len() > cfg.reply_bytes_max {
+                            // Values grew between the sizing and the read.
+                            let size = self.serial_out.len();
+                            too_large(&mut self.serial_out, size, cfg)
+                        } else {
+                            status
                         }
-                    };
+                    }
+                };
             }
             Some(Entry::Txn { opcode, body, .. }) => {
                 let mut body = &data[body.clone()];
@@ -482,8 +488,8 @@ impl RequestBatch {
         } = self;
         cursors.iter_mut().for_each(|c| *c = 0);
         let mut cut: Option<usize> = None;
-        for i in *next..order.len() {
-            let entry = &mut order[i];
+        let from = *next;
+        for (i, entry) in order.iter_mut().enumerate().skip(from) {
             if let Entry::Routed {
                 id,
                 opcode,
@@ -545,11 +551,13 @@ impl RequestBatch {
                         metrics.record_request(OpClass::Other, status, nanos);
                         send(outb, stream, Opcode::Scan as u8, *id, status, body).await?;
                     }
-                    Entry::Hello { id } => {
-                        encode_response_with(outb.buf(), Opcode::Hello as u8, *id, Status::Ok, |o| {
-                            cfg.hello.encode(o)
-                        })
-                    }
+                    Entry::Hello { id } => encode_response_with(
+                        outb.buf(),
+                        Opcode::Hello as u8,
+                        *id,
+                        Status::Ok,
+                        |o| cfg.hello.encode(o),
+                    ),
                     Entry::Backup { id, outcome, .. } => {
                         let (status, body) = match outcome {
                             Some((status, body)) => (*status, body.as_slice()),
@@ -673,7 +681,10 @@ fn span(data: &[u8], part: &[u8]) -> Range<u32> {
         return 0..0;
     }
     let start = part.as_ptr() as usize - data.as_ptr() as usize;
-    debug_assert!(start + part.len() <= data.len(), "not a slice of the buffer");
+    debug_assert!(
+        start + part.len() <= data.len(),
+        "not a slice of the buffer"
+    );
     start as u32..(start + part.len()) as u32
 }
 

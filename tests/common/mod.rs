@@ -61,8 +61,8 @@ pub fn try_start_server_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Server, String> {
-    let mut child = Command::new(corekv_bin())
-        .arg("serve")
+    let mut cmd = Command::new(corekv_bin());
+    cmd.arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .args(if extra.contains(&"--listen") {
@@ -72,7 +72,14 @@ pub fn try_start_server_env(
         })
         .args(extra)
         .env("COREKV_LOG", "info")
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    spawn_server(cmd, data_dir)
+}
+
+/// Spawn a prepared `corekv serve` command (piped output) and wait for its
+/// startup line.
+pub fn spawn_server(mut cmd: Command, data_dir: &Path) -> Result<Server, String> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
