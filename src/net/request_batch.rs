@@ -11,11 +11,12 @@
 //! once its replies hold the connection's reply buffer size, so a pipeline of
 //! large GETs is answered in rounds: the replies that came back are written
 //! out in order up to the first op that did not run, and the rest run in the
-//! next round. Writes that ran beyond that point keep their (tiny) answers;
-//! reads there are dropped and run again. Each shard runs its ops in order
-//! and only a suffix is ever deferred, so a connection's ops on one shard
-//! keep their order; ops on different shards were never ordered within a
-//! batch. MGET and SCAN replies are bounded by `reply_bytes_max`, decided
+//! next round. No op ever runs twice: a shard whose replies are not all
+//! written yet (they lie past that point) keeps them and sits the next round
+//! out, so each shard holds at most one round. Each shard runs its ops in
+//! order and only a suffix is ever deferred, so a connection's ops on one
+//! shard keep their order; ops on different shards were never ordered within
+//! a batch. MGET and SCAN replies are bounded by `reply_bytes_max`, decided
 //! before values are copied.
 //! It must never execute an operation itself; it writes only through the
 //! connection's `Outbound`.
@@ -73,9 +74,6 @@ pub enum Entry {
         /// again if its shard deferred it.
         key: Range<u32>,
         value: Range<u32>,
-        /// The answer of a write that ran after an op before it was deferred
-        /// (status, DELETE's existed byte): kept, never run twice.
-        kept: Option<(Status, Option<u8>)>,
     },
     /// A snapshot read of `count` keys (the MGET key list at `keys` in the
     /// receive buffer); answered from `serial_out`.
@@ -136,8 +134,8 @@ pub struct RequestBatch {
     next: usize,
     /// Value lengths asked before an MGET (`OpKind::ValueLen`).
     probe: RoutedBatch,
-    /// Shards this batch reads from (see `fill`).
-    reads_on: Vec<bool>,
+    /// Shards that run in the next round (see `compose`).
+    rerun: Vec<bool>,
     order: Vec<Entry>,
     scratch: Vec<u8>,
     cursors: Vec<usize>,
@@ -155,7 +153,7 @@ impl RequestBatch {
             pushed: vec![0; usize::from(ctx.shard_count())],
             next: 0,
             probe: ctx.new_batch(),
-            reads_on: vec![false; usize::from(ctx.shard_count())],
+            rerun: vec![false; usize::from(ctx.shard_count())],
             order: Vec::with_capacity(64),
             scratch: Vec::new(),
             cursors: vec![0; usize::from(ctx.shard_count())],
@@ -174,7 +172,7 @@ impl RequestBatch {
     pub fn clear(&mut self, keep: usize) {
         self.routed.clear_and_trim(keep);
         self.pushed.iter_mut().for_each(|p| *p = 0);
-        self.reads_on.iter_mut().for_each(|r| *r = false);
+        self.cursors.iter_mut().for_each(|c| *c = 0);
         self.next = 0;
         self.order.clear();
         self.serial = false;
@@ -236,18 +234,6 @@ impl RequestBatch {
                     let id = header.request_id.get();
                     let body_start = consumed + HEADER_BYTES;
                     let decoded = decode_request(&header, body, &cfg.limits);
-                    if let Ok(Request::Put { key, .. } | Request::Delete { key }) = &decoded {
-                        // A write after a read of its shard starts the next
-                        // batch: a deferred round may run reads again, and a
-                        // read must never see a write sent after it.
-                        if self.reads_on[ctx.router.shard_of(key).index()] {
-                            return Filled {
-                                consumed,
-                                close: None,
-                                full: true,
-                            };
-                        }
-                    }
                     consumed += len;
                     match decoded {
                         // A backup's cut must not include requests sent after
@@ -304,16 +290,12 @@ impl RequestBatch {
         let shard = ctx.router.shard_of(key);
         self.routed.push(shard, kind, key, value);
         self.pushed[shard.index()] += 1;
-        if kind == OpKind::Get {
-            self.reads_on[shard.index()] = true;
-        }
         self.order.push(Entry::Routed {
             id,
             opcode: opcode as u8,
             shard,
             key: span(data, key),
             value: span(data, value),
-            kept: None,
         });
     }
 
@@ -482,20 +464,16 @@ impl RequestBatch {
             next,
             order,
             cursors,
+            rerun,
             serial_status,
             serial_out,
             ..
         } = self;
-        cursors.iter_mut().for_each(|c| *c = 0);
         let mut cut: Option<usize> = None;
         let from = *next;
         for (i, entry) in order.iter_mut().enumerate().skip(from) {
             if let Entry::Routed {
-                id,
-                opcode,
-                shard,
-                kept,
-                ..
+                id, opcode, shard, ..
             } = entry
             {
                 let class = match Opcode::from_u8(*opcode) {
@@ -504,33 +482,18 @@ impl RequestBatch {
                     Some(Opcode::Delete) => OpClass::Delete,
                     _ => OpClass::Other,
                 };
-                if let Some((status, byte)) = *kept {
-                    if cut.is_none() {
-                        let one = byte.map(|b| [b]);
-                        let body = one.as_ref().map_or(&[][..], |b| &b[..]);
-                        metrics.record_request(class, status, nanos);
-                        encode_response(outb.buf(), *opcode, *id, status, body);
-                    }
-                } else {
-                    let c = &mut cursors[shard.index()];
-                    let replies = routed.replies(*shard);
-                    if *c < replies.len() {
-                        let (status, value) = replies.get(*c);
-                        *c += 1;
-                        if cut.is_none() {
-                            metrics.record_request(class, status, nanos);
-                            send(outb, stream, *opcode, *id, status, value).await?;
-                        } else if class != OpClass::Get {
-                            // A write ran: keep its answer, never run it twice.
-                            debug_assert!(value.len() <= 1, "write replies carry at most a byte");
-                            *kept = Some((status, value.first().copied()));
-                        }
-                        // A read past the cut is dropped and runs again.
-                    } else if cut.is_none() {
-                        cut = Some(i);
-                    }
+                let c = &mut cursors[shard.index()];
+                let replies = routed.replies(*shard);
+                if *c >= replies.len() {
+                    // Not run yet: everything from here waits for a round.
+                    cut = Some(i);
+                    break;
                 }
-            } else if cut.is_none() {
+                let (status, value) = replies.get(*c);
+                *c += 1;
+                metrics.record_request(class, status, nanos);
+                send(outb, stream, *opcode, *id, status, value).await?;
+            } else {
                 match entry {
                     Entry::Mget { id, count, .. } => {
                         let status = *serial_status;
@@ -585,31 +548,47 @@ impl RequestBatch {
                     Entry::Routed { .. } => unreachable!("handled above"),
                 }
             }
-            if cut.is_none() {
-                *next = i + 1;
-                if outb.is_full() {
-                    outb.flush(stream).await?;
-                }
+            *next = i + 1;
+            if outb.is_full() {
+                outb.flush(stream).await?;
             }
         }
         let Some(cut) = cut else {
             return Ok(true);
         };
         *next = cut;
-        // The next round: every op from the cut on that has no answer yet,
-        // in request order (so each shard's ops keep their order).
-        routed.clear();
-        pushed.iter_mut().for_each(|p| *p = 0);
+        // The next round runs the shards whose replies were all written: a
+        // shard still holding replies past the cut keeps them and sits this
+        // round out (nothing runs twice; each shard holds one round). The
+        // shard at the cut is always among those that run.
+        routed.clear_ops();
+        let n = pushed.len();
+        rerun.iter_mut().for_each(|r| *r = false);
+        for s in 0..n {
+            let shard = ShardId(s as u16);
+            if cursors[s] == routed.replies(shard).len() && pushed[s] > cursors[s] {
+                rerun[s] = true;
+                routed.clear_replies(shard);
+                cursors[s] = 0;
+                pushed[s] = 0;
+            }
+        }
+        debug_assert!(
+            matches!(&order[cut], Entry::Routed { shard, .. } if rerun[shard.index()]),
+            "the shard at the cut runs next"
+        );
         for entry in &order[cut..] {
             if let Entry::Routed {
                 opcode,
                 shard,
                 key,
                 value,
-                kept: None,
                 ..
             } = entry
             {
+                if !rerun[shard.index()] {
+                    continue;
+                }
                 let kind = match Opcode::from_u8(*opcode) {
                     Some(Opcode::Get) => OpKind::Get,
                     Some(Opcode::Put) => OpKind::Put,

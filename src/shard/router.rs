@@ -110,6 +110,17 @@ impl RoutedBatch {
         self.replies.iter().map(ReplyBatch::value_bytes).sum()
     }
 
+    /// Drop every shard's ops (executed or not) but keep the replies: a
+    /// round that runs only some shards must not run the others' old ops.
+    pub fn clear_ops(&mut self) {
+        self.ops.iter_mut().for_each(OpBatch::clear);
+    }
+
+    /// Drop one shard's replies, before it runs again.
+    pub fn clear_replies(&mut self, shard: ShardId) {
+        self.replies[shard.index()].clear();
+    }
+
     /// Clear, and release reply memory past `keep` bytes per shard.
     pub fn clear_and_trim(&mut self, keep: usize) {
         self.ops.iter_mut().for_each(OpBatch::clear);
