@@ -71,6 +71,7 @@ fn steady_state_requests_do_not_allocate_in_the_request_path() {
         frame_timeout: Duration::from_secs(30),
         idle_timeout: Duration::ZERO,
         slow_op: Duration::ZERO,
+        ..ServerConfig::with_defaults(port, 1 << 20)
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let counting = Arc::new(AtomicBool::new(false));

@@ -48,6 +48,10 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         frame_timeout: Duration::from_millis(args.frame_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         slow_op: Duration::from_millis(args.slow_op_ms),
+        reply_buffer_bytes: args.reply_buffer_bytes,
+        reply_bytes_max: args.reply_bytes_max,
+        reply_stall_timeout: Duration::from_millis(args.reply_stall_timeout_ms),
+        conn_buffer_budget: args.conn_buffer_budget,
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {

@@ -15,6 +15,10 @@ use clap::{ArgMatches, Args};
 use corekv::core::config::EngineConfig;
 use corekv::core::limits::{VALUE_BYTES_MAX_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
 use corekv::core::types::Durability;
+use corekv::net::server::{
+    CONN_BUFFER_BUDGET_DEFAULT, REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT,
+    REPLY_STALL_TIMEOUT_MS_DEFAULT,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -97,6 +101,20 @@ pub struct ServeArgs {
     /// Log every request batch slower than this many ms (0: off).
     #[arg(long, env = "COREKV_SLOW_OP_MS", default_value_t = 100)]
     pub slow_op_ms: u64,
+    /// Reply bytes one connection holds at a time (its outbound buffer): a
+    /// pipeline of large GETs is answered in rounds of this size per shard.
+    #[arg(long, env = "COREKV_REPLY_BUFFER_BYTES", default_value_t = REPLY_BUFFER_BYTES_DEFAULT)]
+    pub reply_buffer_bytes: usize,
+    /// Largest MGET reply (larger: REPLY_TOO_LARGE) and SCAN page body.
+    #[arg(long, env = "COREKV_REPLY_BYTES_MAX", default_value_t = REPLY_BYTES_MAX_DEFAULT)]
+    pub reply_bytes_max: usize,
+    /// Close a connection whose client takes no reply bytes for this many ms.
+    #[arg(long, env = "COREKV_REPLY_STALL_TIMEOUT_MS", default_value_t = REPLY_STALL_TIMEOUT_MS_DEFAULT)]
+    pub reply_stall_timeout_ms: u64,
+    /// Per shard: bytes all its connections' buffers (partial input frames,
+    /// replies being written) may hold together.
+    #[arg(long, env = "COREKV_CONN_BUFFER_BUDGET", default_value_t = CONN_BUFFER_BUDGET_DEFAULT)]
+    pub conn_buffer_budget: usize,
 }
 
 /// Where a setting's value came from.
@@ -143,6 +161,10 @@ pub const KEYS: &[&str] = &[
     "log_format",
     "log_file",
     "slow_op_ms",
+    "reply_buffer_bytes",
+    "reply_bytes_max",
+    "reply_stall_timeout_ms",
+    "conn_buffer_budget",
 ];
 
 pub struct Settings {
@@ -268,6 +290,10 @@ fn apply(args: &mut ServeArgs, key: &str, v: &toml::Value) -> Result<(), String>
         "log_format" => args.log_format = string(v)?,
         "log_file" => args.log_file = Some(PathBuf::from(string(v)?)),
         "slow_op_ms" => args.slow_op_ms = int(v)?,
+        "reply_buffer_bytes" => args.reply_buffer_bytes = int(v)? as usize,
+        "reply_bytes_max" => args.reply_bytes_max = int(v)? as usize,
+        "reply_stall_timeout_ms" => args.reply_stall_timeout_ms = int(v)?,
+        "conn_buffer_budget" => args.conn_buffer_budget = int(v)? as usize,
         other => unreachable!("KEYS and apply() disagree on {other}"),
     }
     Ok(())
@@ -306,6 +332,30 @@ impl ServeArgs {
         }
         if self.connections_per_shard_max == 0 {
             problems.push("connections_per_shard_max = 0: must be at least 1".into());
+        }
+        if self.reply_buffer_bytes < 64 * 1024 {
+            problems.push(format!(
+                "reply_buffer_bytes = {}: must be at least 65536",
+                self.reply_buffer_bytes
+            ));
+        }
+        // One entry of the largest key and value must fit a reply, or a SCAN
+        // over it could never make progress.
+        let one_entry = 4 + 6 + corekv::core::limits::KEY_BYTES_MAX * 2 + 12 + self.value_bytes_max;
+        if self.reply_bytes_max < one_entry {
+            problems.push(format!(
+                "reply_bytes_max = {}: must hold one largest key and value ({one_entry} bytes with value_bytes_max = {})",
+                self.reply_bytes_max, self.value_bytes_max
+            ));
+        }
+        if self.reply_stall_timeout_ms == 0 {
+            problems.push("reply_stall_timeout_ms = 0: must be at least 1".into());
+        }
+        if self.conn_buffer_budget < 2 * self.reply_buffer_bytes {
+            problems.push(format!(
+                "conn_buffer_budget = {}: must be at least twice reply_buffer_bytes ({})",
+                self.conn_buffer_budget, self.reply_buffer_bytes
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -350,6 +400,10 @@ impl ServeArgs {
             "log_format" => s(&self.log_format),
             "log_file" => return self.log_file.as_ref().map(|p| s(&p.display().to_string())),
             "slow_op_ms" => self.slow_op_ms.to_string(),
+            "reply_buffer_bytes" => self.reply_buffer_bytes.to_string(),
+            "reply_bytes_max" => self.reply_bytes_max.to_string(),
+            "reply_stall_timeout_ms" => self.reply_stall_timeout_ms.to_string(),
+            "conn_buffer_budget" => self.conn_buffer_budget.to_string(),
             _ => return None,
         })
     }

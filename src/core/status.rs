@@ -66,6 +66,7 @@ statuses! {
     MalformedBody = 106, "MALFORMED_BODY", false, "The body does not match its opcode's layout (a length points past the body, or bytes are left over); the connection is closed.";
     FrameTimeout = 107, "FRAME_TIMEOUT", false, "A frame was started but not completed within the frame deadline; the connection is closed.";
     InvalidArgument = 108, "INVALID_ARGUMENT", false, "A request field is out of range (a SCAN limit, a filter that does not compile, too many MGET keys).";
+    ReplyTooLarge = 109, "REPLY_TOO_LARGE", false, "The reply (an MGET's values) would exceed the server's reply limit (reply_bytes_max); nothing was read. The body states the size and the limit: ask for fewer keys per request.";
     WalFailed = 200, "WAL_FAILED", false, "The shard's WAL write or fdatasync failed; the shard refuses writes until restarted (reads still work).";
     ShuttingDown = 201, "SHUTTING_DOWN", true, "The server is shutting down and takes no new requests.";
     TooManyConnections = 202, "TOO_MANY_CONNECTIONS", true, "The server is at its connection limit; the connection is closed.";

@@ -301,6 +301,24 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             per_shard(&|s| s.connections_rejected as f64),
         )?;
         family(
+            "corekv_conn_buffer_bytes",
+            "Bytes of connection buffers held: partial input frames past each connection's base buffer, plus replies being sent (bounded by --conn-buffer-budget).",
+            MetricType::Gauge,
+            per_shard(&|s| s.conn_buffer_bytes as f64),
+        )?;
+        family(
+            "corekv_connections_paused",
+            "Times a connection was not read because the shard's connection buffer budget was spent.",
+            MetricType::Counter,
+            per_shard(&|s| s.connections_paused as f64),
+        )?;
+        family(
+            "corekv_connections_closed_by_limit",
+            "Connections closed because their replies stayed unread past --reply-stall-timeout-ms.",
+            MetricType::Counter,
+            per_shard(&|s| s.connections_closed_by_limit as f64),
+        )?;
+        family(
             "corekv_protocol_errors",
             "Connections closed for a protocol error.",
             MetricType::Counter,

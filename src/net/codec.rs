@@ -614,6 +614,19 @@ pub fn encode_response(
     out.extend_from_slice(body);
 }
 
+/// Append only the header of a response whose `body_len` body bytes the
+/// caller sends next, from wherever they lie (a large value is written from
+/// its reply buffer, not copied behind the header).
+pub fn encode_response_header(
+    out: &mut Vec<u8>,
+    opcode: u8,
+    request_id: u64,
+    status: Status,
+    body_len: usize,
+) {
+    put_header(out, opcode, status.code(), request_id, body_len);
+}
+
 /// Append a response frame whose body is written by `fill` in place.
 pub fn encode_response_with(
     out: &mut Vec<u8>,

@@ -36,20 +36,33 @@ impl RecvBuf {
         self.buf.len()
     }
 
+    /// Bytes the next [`RecvBuf::spare`] will add (0: it has room), so the
+    /// caller can get them from its shard's buffer budget first.
+    pub fn growth(&self, _needed: usize) -> usize {
+        if self.filled < self.buf.len() {
+            return 0;
+        }
+        let target = (self.buf.len() * 2).min(self.ceiling);
+        assert!(
+            target > self.buf.len(),
+            "receive buffer full at its ceiling: frame bound not enforced"
+        );
+        target - self.buf.len()
+    }
+
     /// Room to read into. `needed` is the total size of the frame being
     /// assembled (bounded by the ceiling); the buffer doubles only when full.
     pub fn spare(&mut self, needed: usize) -> &mut [u8] {
-        if self.filled == self.buf.len() {
-            let target = (self.buf.len() * 2)
-                .max(needed.min(self.buf.len() * 2))
-                .min(self.ceiling);
-            assert!(
-                target > self.buf.len(),
-                "receive buffer full at its ceiling: frame bound not enforced"
-            );
-            self.buf.resize(target, 0);
+        let grow = self.growth(needed);
+        if grow > 0 {
+            self.buf.resize(self.buf.len() + grow, 0);
         }
         &mut self.buf[self.filled..]
+    }
+
+    /// Bytes past the initial buffer: what the shard's budget accounts.
+    pub fn extra(&self) -> usize {
+        self.buf.len().saturating_sub(RECV_BUF_INITIAL)
     }
 
     pub fn advance(&mut self, n: usize) {

@@ -2,9 +2,18 @@
 //!
 //! Loop: read what arrived; parse every complete frame (up to a batch cap) into
 //! one routed batch; execute it (one message per other shard involved); write all
-//! responses, in request order, with one write; repeat. Pipelined requests are
-//! thus answered in order and in batches. Buffers are reused across iterations,
-//! so a steady stream of requests allocates nothing.
+//! responses, in request order; repeat. Pipelined requests are thus answered in
+//! order and in batches. Buffers are reused across iterations, so a steady
+//! stream of requests allocates nothing.
+//!
+//! Memory is bounded whatever the client does (issue 17). Nothing more is read
+//! while replies are being written, and a batch's replies are produced in
+//! rounds of at most `reply_buffer_bytes` per shard (see `request_batch`), so
+//! a client that pipelines large GETs and never reads holds one round. Input
+//! buffer growth and reply rounds are taken from the shard's `BufferBudget`;
+//! a connection that cannot get room is paused (not read) until others give
+//! some back. A client that takes no reply bytes for `reply_stall` is
+//! disconnected.
 //!
 //! A fatal protocol error is answered and the connection closed; nothing else on
 //! the server is affected.
@@ -20,6 +29,7 @@ use crate::shard::ShardContext;
 
 use super::codec::{encode_response, HEADER_BYTES};
 use super::conn_buf::RecvBuf;
+use super::outbound::{Held, Outbound, SendError};
 pub use super::request_batch::ConnConfig;
 use super::request_batch::{Entry, Filled, RequestBatch};
 
@@ -38,9 +48,13 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
     let metrics = ctx.router.metrics();
     let body_max = cfg.limits.body_bytes_max();
     let mut rbuf = RecvBuf::new(HEADER_BYTES + body_max);
-    let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut outb = Outbound::new(cfg.reply_buffer_bytes, cfg.reply_stall);
     let mut batch = RequestBatch::new(ctx);
     let mut needed = HEADER_BYTES;
+    // This connection's share of the shard's buffer budget, given back on
+    // every exit path (drop).
+    let held_in = Held::new(&cfg.buffers, metrics);
+    let held_out = Held::new(&cfg.buffers, metrics);
     loop {
         let Filled {
             consumed,
@@ -48,13 +62,52 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
             full,
         } = batch.fill(rbuf.data(), ctx, cfg, &mut needed);
         if !batch.is_empty() {
-            let started = Instant::now();
-            batch.execute(rbuf.data(), ctx).await;
-            let nanos = started.elapsed().as_nanos() as u64;
-            if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
-                batch.log_slow(ctx, nanos);
+            if batch.reads_values() {
+                // Room for one round of replies, before any value is read.
+                let room = cfg.reply_buffer_bytes.min(cfg.buffers.limit());
+                let got = future::or(
+                    async {
+                        held_out.take(room).await;
+                        true
+                    },
+                    async {
+                        ctx.shutdown.wait().await;
+                        false
+                    },
+                )
+                .await;
+                if !got {
+                    return;
+                }
             }
-            batch.compose(rbuf.data(), cfg, &mut out, metrics, nanos);
+            loop {
+                let started = Instant::now();
+                batch.execute(rbuf.data(), ctx, cfg).await;
+                let nanos = started.elapsed().as_nanos() as u64;
+                if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
+                    batch.log_slow(ctx, nanos);
+                }
+                // A round may overshoot its room by one value per shard: it
+                // is held, so it counts.
+                let holding = batch.reply_bytes();
+                if holding > held_out.bytes() {
+                    held_out.charge(holding - held_out.bytes());
+                }
+                let sent = batch
+                    .compose(rbuf.data(), cfg, &mut outb, &mut stream, metrics, nanos)
+                    .await;
+                let sent = match sent {
+                    // Everything owed before the deferred ops goes out before
+                    // they run: the client's reading paces the rounds.
+                    Ok(false) => outb.flush(&mut stream).await.map(|()| false),
+                    other => other,
+                };
+                match sent {
+                    Ok(true) => break,
+                    Ok(false) => continue,
+                    Err(e) => return send_failed(e, metrics, cfg),
+                }
+            }
         }
         let closing = close.is_some();
         if let Some(Entry::Error {
@@ -70,17 +123,19 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
                 status = status.name(),
                 "closing connection after a protocol error: {detail}"
             );
-            encode_response(&mut out, opcode, id, status, detail.as_bytes());
+            encode_response(outb.buf(), opcode, id, status, detail.as_bytes());
         }
-        if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out).await {
-                tracing::debug!("write to client failed: {e}");
-                return;
+        if !outb.is_empty() {
+            if let Err(e) = outb.flush(&mut stream).await {
+                return send_failed(e, metrics, cfg);
             }
-            out.clear();
         }
-        batch.clear();
+        batch.clear(cfg.reply_buffer_bytes);
+        held_out.give_back(held_out.bytes());
         rbuf.consume(consumed);
+        if held_in.bytes() > rbuf.extra() {
+            held_in.give_back(held_in.bytes() - rbuf.extra());
+        }
         if closing {
             let _ = stream.flush().await;
             return;
@@ -92,7 +147,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
         if ctx.shutdown.is_set() {
             return;
         }
-        match read_more(&mut stream, &mut rbuf, needed, ctx, cfg).await {
+        match read_more(&mut stream, &mut rbuf, needed, ctx, cfg, &held_in).await {
             ReadOutcome::Data(_) => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::Idle => {
@@ -103,8 +158,9 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
                 ShardMetrics::incr(&metrics.protocol_errors);
                 metrics.record_request(OpClass::Other, Status::FrameTimeout, 0);
                 let detail = format!("frame incomplete after {:?}", cfg.frame_timeout);
-                encode_response(&mut out, 0, 0, Status::FrameTimeout, detail.as_bytes());
-                let _ = stream.write_all(&out).await;
+                encode_response(outb.buf(), 0, 0, Status::FrameTimeout, detail.as_bytes());
+                // Best effort: the client may not be reading either.
+                let _ = outb.flush(&mut stream).await;
                 return;
             }
             ReadOutcome::Failed(e) => {
@@ -115,14 +171,57 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
     }
 }
 
+/// The connection ends because its replies could not be delivered.
+#[cold]
+fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
+    match e {
+        SendError::Io(e) => tracing::debug!("write to client failed: {e}"),
+        SendError::Stalled => {
+            ShardMetrics::incr(&metrics.connections_closed_by_limit);
+            // One line per connection: it is closed right after.
+            tracing::warn!(
+                stall = ?cfg.reply_stall,
+                "closing a connection whose client took no reply bytes for the reply stall timeout (reply_stall_timeout_ms)"
+            );
+        }
+    }
+}
+
 async fn read_more(
     stream: &mut TcpStream,
     rbuf: &mut RecvBuf,
     needed: usize,
     ctx: &ShardContext,
     cfg: &ConnConfig,
+    held_in: &Held<'_>,
 ) -> ReadOutcome {
     let partial = !rbuf.is_empty();
+    let grow = rbuf.growth(needed);
+    if grow > 0 && !held_in.try_take(grow) {
+        // The shard's buffer budget is spent: stop reading this connection
+        // until another gives room back. A frame is under way (the buffer
+        // is full), so its deadline still runs.
+        let outcome = future::or(
+            async {
+                held_in.take(grow).await;
+                None
+            },
+            future::or(
+                async {
+                    ctx.shutdown.wait().await;
+                    Some(ReadOutcome::Shutdown)
+                },
+                async {
+                    glommio::timer::sleep(cfg.frame_timeout).await;
+                    Some(ReadOutcome::TimedOut)
+                },
+            ),
+        )
+        .await;
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+    }
     let spare = rbuf.spare(needed);
     let read = async {
         match stream.read(spare).await {

@@ -9,5 +9,6 @@ pub mod client;
 pub mod codec;
 pub mod conn_buf;
 pub mod connection;
+pub mod outbound;
 pub mod request_batch;
 pub mod server;

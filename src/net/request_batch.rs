@@ -6,7 +6,20 @@
 //! DELETE is one operation; an MGET is one GET per key (grouped per shard by the
 //! router, so one message per shard); a SCAN is one scan operation per shard
 //! whose pages are merged here. Every buffer is reused across batches.
-//! It must never execute an operation itself or touch the socket.
+//!
+//! Replies are bounded (issue 17): every shard stops executing a batch's ops
+//! once its replies hold the connection's reply buffer size, so a pipeline of
+//! large GETs is answered in rounds: the replies that came back are written
+//! out in order up to the first op that did not run, and the rest run in the
+//! next round. No op ever runs twice: a shard whose replies are not all
+//! written yet (they lie past that point) keeps them and sits the next round
+//! out, so each shard holds at most one round. Each shard runs its ops in
+//! order and only a suffix is ever deferred, so a connection's ops on one
+//! shard keep their order; ops on different shards were never ordered within
+//! a batch. MGET and SCAN replies are bounded by `reply_bytes_max`, decided
+//! before values are copied.
+//! It must never execute an operation itself; it writes only through the
+//! connection's `Outbound`.
 
 use std::ops::Range;
 
@@ -15,10 +28,13 @@ use crate::core::types::ShardId;
 use crate::shard::metrics::{OpClass, ShardMetrics};
 use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
+use glommio::net::TcpStream;
+
 use super::codec::{
-    decode_request, encode_response, encode_response_with, parse_frame, scan_fields, HelloInfo,
-    Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
+    decode_request, encode_response, encode_response_header, encode_response_with, parse_frame,
+    scan_fields, HelloInfo, Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
 };
+use super::outbound::{BufferBudget, Outbound, SendError, DIRECT_WRITE_BYTES};
 
 /// At most this many requests go into one batch, so one connection cannot hold a
 /// shard for long and responses start flowing early.
@@ -35,6 +51,16 @@ pub struct ConnConfig {
     /// Batches slower than this are logged with their ops (0: never).
     pub slow_op_nanos: u64,
     pub hello: HelloInfo,
+    /// Reply bytes a connection holds per round (each shard stops executing
+    /// its ops past this; the composed replies are written out at this size).
+    pub reply_buffer_bytes: usize,
+    /// Largest MGET or SCAN reply body; a larger MGET is refused with
+    /// REPLY_TOO_LARGE, a SCAN page ends early.
+    pub reply_bytes_max: usize,
+    /// A connection whose client takes no reply bytes for this long is closed.
+    pub reply_stall: std::time::Duration,
+    /// This shard's budget for all its connections' buffers.
+    pub buffers: BufferBudget,
 }
 
 /// What to answer for each request of a batch, in arrival order.
@@ -44,6 +70,10 @@ pub enum Entry {
         id: u64,
         opcode: u8,
         shard: ShardId,
+        /// Where the key and value lie in the receive buffer, to send the op
+        /// again if its shard deferred it.
+        key: Range<u32>,
+        value: Range<u32>,
     },
     /// A snapshot read of `count` keys (the MGET key list at `keys` in the
     /// receive buffer); answered from `serial_out`.
@@ -97,6 +127,15 @@ pub struct Filled {
 
 pub struct RequestBatch {
     routed: RoutedBatch,
+    /// Ops pushed to each shard this round (a shard that replied to fewer
+    /// deferred the rest).
+    pushed: Vec<usize>,
+    /// Entries before this one are answered (written out).
+    next: usize,
+    /// Value lengths asked before an MGET (`OpKind::ValueLen`).
+    probe: RoutedBatch,
+    /// Shards that run in the next round (see `compose`).
+    rerun: Vec<bool>,
     order: Vec<Entry>,
     scratch: Vec<u8>,
     cursors: Vec<usize>,
@@ -111,6 +150,10 @@ impl RequestBatch {
     pub fn new(ctx: &ShardContext) -> RequestBatch {
         RequestBatch {
             routed: ctx.new_batch(),
+            pushed: vec![0; usize::from(ctx.shard_count())],
+            next: 0,
+            probe: ctx.new_batch(),
+            rerun: vec![false; usize::from(ctx.shard_count())],
             order: Vec::with_capacity(64),
             scratch: Vec::new(),
             cursors: vec![0; usize::from(ctx.shard_count())],
@@ -124,10 +167,33 @@ impl RequestBatch {
         self.order.is_empty()
     }
 
-    pub fn clear(&mut self) {
-        self.routed.clear();
+    /// Ready for the next batch. Reply memory past one round's worth is
+    /// given back, so a burst of large values does not stay pinned.
+    pub fn clear(&mut self, keep: usize) {
+        self.routed.clear_and_trim(keep);
+        self.pushed.iter_mut().for_each(|p| *p = 0);
+        self.cursors.iter_mut().for_each(|c| *c = 0);
+        self.next = 0;
         self.order.clear();
         self.serial = false;
+        if self.serial_out.capacity() > keep {
+            self.serial_out = Vec::new();
+        }
+    }
+
+    /// Whether the batch holds an op whose reply size is unknown until it
+    /// runs (a GET, MGET or SCAN): such a batch reserves reply room first.
+    pub fn reads_values(&self) -> bool {
+        self.order.iter().any(|e| match e {
+            Entry::Mget { .. } | Entry::Scan { .. } => true,
+            Entry::Routed { opcode, .. } => *opcode == Opcode::Get as u8,
+            _ => false,
+        })
+    }
+
+    /// Bytes of replies held by the last round.
+    pub fn reply_bytes(&self) -> usize {
+        self.routed.reply_bytes() + self.serial_out.len()
     }
 
     /// Parse complete frames from `data` into the batch.
@@ -167,12 +233,13 @@ impl RequestBatch {
                 Parsed::Frame { header, body, len } => {
                     let id = header.request_id.get();
                     let body_start = consumed + HEADER_BYTES;
+                    let decoded = decode_request(&header, body, &cfg.limits);
                     consumed += len;
-                    match decode_request(&header, body, &cfg.limits) {
+                    match decoded {
                         // A backup's cut must not include requests sent after
                         // it, so it closes the batch.
                         Ok(request @ Request::Backup { .. }) => {
-                            self.add(ctx, id, request, body_start..body_start + body.len());
+                            self.add(ctx, data, id, request, body_start..body_start + body.len());
                             return Filled {
                                 consumed,
                                 close: None,
@@ -180,7 +247,7 @@ impl RequestBatch {
                             };
                         }
                         Ok(request) => {
-                            self.add(ctx, id, request, body_start..body_start + body.len())
+                            self.add(ctx, data, id, request, body_start..body_start + body.len())
                         }
                         Err(e) => {
                             let entry = Entry::Error {
@@ -209,9 +276,11 @@ impl RequestBatch {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn route(
         &mut self,
         ctx: &ShardContext,
+        data: &[u8],
         id: u64,
         opcode: Opcode,
         kind: OpKind,
@@ -220,22 +289,32 @@ impl RequestBatch {
     ) {
         let shard = ctx.router.shard_of(key);
         self.routed.push(shard, kind, key, value);
+        self.pushed[shard.index()] += 1;
         self.order.push(Entry::Routed {
             id,
             opcode: opcode as u8,
             shard,
+            key: span(data, key),
+            value: span(data, value),
         });
     }
 
-    fn add(&mut self, ctx: &ShardContext, id: u64, request: Request<'_>, frame_body: Range<usize>) {
+    fn add(
+        &mut self,
+        ctx: &ShardContext,
+        data: &[u8],
+        id: u64,
+        request: Request<'_>,
+        frame_body: Range<usize>,
+    ) {
         let body_start = frame_body.start;
         match request {
-            Request::Get { key } => self.route(ctx, id, Opcode::Get, OpKind::Get, key, b""),
+            Request::Get { key } => self.route(ctx, data, id, Opcode::Get, OpKind::Get, key, b""),
             Request::Put { key, value } => {
-                self.route(ctx, id, Opcode::Put, OpKind::Put, key, value)
+                self.route(ctx, data, id, Opcode::Put, OpKind::Put, key, value)
             }
             Request::Delete { key } => {
-                self.route(ctx, id, Opcode::Delete, OpKind::Delete, key, b"")
+                self.route(ctx, data, id, Opcode::Delete, OpKind::Delete, key, b"")
             }
             Request::Hello => self.order.push(Entry::Hello { id }),
             Request::Backup { target } => self.order.push(Entry::Backup {
@@ -281,11 +360,17 @@ impl RequestBatch {
         }
     }
 
-    /// Run every routed operation on its shard, then the closing TXN, MPUT or
-    /// MGET if there is one. `data` is the receive buffer `fill` parsed.
-    pub async fn execute(&mut self, data: &[u8], ctx: &ShardContext) {
+    /// Run one round: every routed op not yet answered (each shard stops once
+    /// its replies hold `reply_buffer_bytes`), then, once no op was deferred,
+    /// the backups and the closing TXN, MPUT, MGET or SCAN. `data` is the
+    /// receive buffer `fill` parsed.
+    pub async fn execute(&mut self, data: &[u8], ctx: &ShardContext, cfg: &ConnConfig) {
         if !self.routed.is_empty() {
+            self.routed.set_reply_budget(cfg.reply_buffer_bytes);
             ctx.router.execute(&mut self.routed).await;
+        }
+        if self.deferred() {
+            return;
         }
         for entry in &mut self.order {
             if let Entry::Backup {
@@ -303,10 +388,32 @@ impl RequestBatch {
         }
         match self.order.last() {
             Some(Entry::Mget { keys, count, .. }) => {
-                self.serial_status = ctx
-                    .router
-                    .snapshot_get(&data[keys.clone()], *count, &mut self.serial_out)
-                    .await;
+                let keys = &data[keys.clone()];
+                self.serial_status = match mget_fits(
+                    &mut self.probe,
+                    keys,
+                    *count,
+                    ctx,
+                    cfg,
+                    &mut self.serial_out,
+                )
+                .await
+                {
+                    Err(status) => status,
+                    Ok(()) => {
+                        let status = ctx
+                            .router
+                            .snapshot_get(keys, *count, &mut self.serial_out)
+                            .await;
+                        if status.is_ok() && self.serial_out.len() > cfg.reply_bytes_max {
+                            // Values grew between the sizing and the read.
+                            let size = self.serial_out.len();
+                            too_large(&mut self.serial_out, size, cfg)
+                        } else {
+                            status
+                        }
+                    }
+                };
             }
             Some(Entry::Txn { opcode, body, .. }) => {
                 let mut body = &data[body.clone()];
@@ -317,92 +424,183 @@ impl RequestBatch {
                 self.serial_status = ctx.router.transaction(body, &mut self.serial_out).await;
             }
             Some(Entry::Scan { body, .. }) => {
-                self.serial_status = run_scan(ctx, &data[body.clone()], &mut self.serial_out).await;
+                self.serial_status = run_scan(
+                    ctx,
+                    &data[body.clone()],
+                    cfg.reply_bytes_max,
+                    &mut self.serial_out,
+                )
+                .await;
             }
             _ => unreachable!("a serial batch ends with its serial entry"),
         }
     }
 
-    /// Append every response, in request order, to `out`.
-    pub fn compose(
+    /// Whether a shard replied to fewer ops than it was sent this round.
+    fn deferred(&self) -> bool {
+        self.pushed
+            .iter()
+            .enumerate()
+            .any(|(s, &n)| self.routed.replies(ShardId(s as u16)).len() < n)
+    }
+
+    /// Write every answer that is ready, in request order, through `outb`
+    /// (large values straight from the reply batch). Returns whether the
+    /// whole batch is answered; if not, the ops still owed are queued for
+    /// the next round (`execute` again, then `compose` again).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn compose(
         &mut self,
         data: &[u8],
         cfg: &ConnConfig,
-        out: &mut Vec<u8>,
+        outb: &mut Outbound,
+        stream: &mut TcpStream,
         metrics: &ShardMetrics,
         nanos: u64,
-    ) {
-        self.cursors.iter_mut().for_each(|c| *c = 0);
-        for entry in &self.order {
-            match entry {
-                Entry::Routed { id, opcode, shard } => {
-                    let (status, value) = next_reply(&self.routed, &mut self.cursors, *shard);
-                    let class = match Opcode::from_u8(*opcode) {
-                        Some(Opcode::Get) => OpClass::Get,
-                        Some(Opcode::Put) => OpClass::Put,
-                        Some(Opcode::Delete) => OpClass::Delete,
-                        _ => OpClass::Other,
-                    };
-                    metrics.record_request(class, status, nanos);
-                    encode_response(out, *opcode, *id, status, value);
+    ) -> Result<bool, SendError> {
+        let RequestBatch {
+            routed,
+            pushed,
+            next,
+            order,
+            cursors,
+            rerun,
+            serial_status,
+            serial_out,
+            ..
+        } = self;
+        let mut cut: Option<usize> = None;
+        let from = *next;
+        for (i, entry) in order.iter_mut().enumerate().skip(from) {
+            if let Entry::Routed {
+                id, opcode, shard, ..
+            } = entry
+            {
+                let class = match Opcode::from_u8(*opcode) {
+                    Some(Opcode::Get) => OpClass::Get,
+                    Some(Opcode::Put) => OpClass::Put,
+                    Some(Opcode::Delete) => OpClass::Delete,
+                    _ => OpClass::Other,
+                };
+                let c = &mut cursors[shard.index()];
+                let replies = routed.replies(*shard);
+                if *c >= replies.len() {
+                    // Not run yet: everything from here waits for a round.
+                    cut = Some(i);
+                    break;
                 }
-                Entry::Mget { id, count, .. } => {
-                    let status = self.serial_status;
-                    let body: &[u8] = if status.is_ok() {
-                        &self.serial_out
-                    } else {
-                        b""
-                    };
-                    debug_assert!(!status.is_ok() || body.starts_with(&count.to_le_bytes()));
-                    encode_response(out, Opcode::Mget as u8, *id, status, body);
-                    metrics.record_request(OpClass::Get, status, nanos);
-                }
-                Entry::Txn { id, opcode, .. } => {
-                    let status = self.serial_status;
-                    encode_response(out, *opcode, *id, status, &self.serial_out);
-                    metrics.record_request(OpClass::Txn, status, nanos);
-                }
-                Entry::Scan { id, .. } => {
-                    let status = self.serial_status;
-                    let body: &[u8] = if status.is_ok() {
-                        &self.serial_out
-                    } else {
-                        b""
-                    };
-                    encode_response(out, Opcode::Scan as u8, *id, status, body);
-                    metrics.record_request(OpClass::Other, status, nanos);
-                }
-                Entry::Hello { id } => {
-                    encode_response_with(out, Opcode::Hello as u8, *id, Status::Ok, |o| {
-                        cfg.hello.encode(o)
-                    })
-                }
-                Entry::Backup { id, outcome, .. } => {
-                    let (status, body) = match outcome {
-                        Some((status, body)) => (*status, body.as_slice()),
-                        None => (Status::Internal, &b"backup did not run"[..]),
-                    };
-                    metrics.record_request(OpClass::Other, status, nanos);
-                    encode_response(out, Opcode::Backup as u8, *id, status, body);
-                }
-                Entry::Ping { id, payload } => encode_response(
-                    out,
-                    Opcode::Ping as u8,
-                    *id,
-                    Status::Ok,
-                    &data[payload.clone()],
-                ),
-                Entry::Error {
-                    id,
-                    opcode,
-                    status,
-                    detail,
-                } => {
-                    metrics.record_request(OpClass::Other, *status, nanos);
-                    encode_response(out, *opcode, *id, *status, detail.as_bytes())
+                let (status, value) = replies.get(*c);
+                *c += 1;
+                metrics.record_request(class, status, nanos);
+                send(outb, stream, *opcode, *id, status, value).await?;
+            } else {
+                match entry {
+                    Entry::Mget { id, count, .. } => {
+                        let status = *serial_status;
+                        debug_assert!(
+                            !status.is_ok() || serial_out.starts_with(&count.to_le_bytes())
+                        );
+                        metrics.record_request(OpClass::Get, status, nanos);
+                        send(outb, stream, Opcode::Mget as u8, *id, status, serial_out).await?;
+                    }
+                    Entry::Txn { id, opcode, .. } => {
+                        let status = *serial_status;
+                        metrics.record_request(OpClass::Txn, status, nanos);
+                        send(outb, stream, *opcode, *id, status, serial_out).await?;
+                    }
+                    Entry::Scan { id, .. } => {
+                        let status = *serial_status;
+                        let body: &[u8] = if status.is_ok() { serial_out } else { b"" };
+                        metrics.record_request(OpClass::Other, status, nanos);
+                        send(outb, stream, Opcode::Scan as u8, *id, status, body).await?;
+                    }
+                    Entry::Hello { id } => encode_response_with(
+                        outb.buf(),
+                        Opcode::Hello as u8,
+                        *id,
+                        Status::Ok,
+                        |o| cfg.hello.encode(o),
+                    ),
+                    Entry::Backup { id, outcome, .. } => {
+                        let (status, body) = match outcome {
+                            Some((status, body)) => (*status, body.as_slice()),
+                            None => (Status::Internal, &b"backup did not run"[..]),
+                        };
+                        metrics.record_request(OpClass::Other, status, nanos);
+                        encode_response(outb.buf(), Opcode::Backup as u8, *id, status, body);
+                    }
+                    Entry::Ping { id, payload } => encode_response(
+                        outb.buf(),
+                        Opcode::Ping as u8,
+                        *id,
+                        Status::Ok,
+                        &data[payload.clone()],
+                    ),
+                    Entry::Error {
+                        id,
+                        opcode,
+                        status,
+                        detail,
+                    } => {
+                        metrics.record_request(OpClass::Other, *status, nanos);
+                        encode_response(outb.buf(), *opcode, *id, *status, detail.as_bytes())
+                    }
+                    Entry::Routed { .. } => unreachable!("handled above"),
                 }
             }
+            *next = i + 1;
+            if outb.is_full() {
+                outb.flush(stream).await?;
+            }
         }
+        let Some(cut) = cut else {
+            return Ok(true);
+        };
+        *next = cut;
+        // The next round runs the shards whose replies were all written: a
+        // shard still holding replies past the cut keeps them and sits this
+        // round out (nothing runs twice; each shard holds one round). The
+        // shard at the cut is always among those that run.
+        routed.clear_ops();
+        let n = pushed.len();
+        rerun.iter_mut().for_each(|r| *r = false);
+        for s in 0..n {
+            let shard = ShardId(s as u16);
+            if cursors[s] == routed.replies(shard).len() && pushed[s] > cursors[s] {
+                rerun[s] = true;
+                routed.clear_replies(shard);
+                cursors[s] = 0;
+                pushed[s] = 0;
+            }
+        }
+        debug_assert!(
+            matches!(&order[cut], Entry::Routed { shard, .. } if rerun[shard.index()]),
+            "the shard at the cut runs next"
+        );
+        for entry in &order[cut..] {
+            if let Entry::Routed {
+                opcode,
+                shard,
+                key,
+                value,
+                ..
+            } = entry
+            {
+                if !rerun[shard.index()] {
+                    continue;
+                }
+                let kind = match Opcode::from_u8(*opcode) {
+                    Some(Opcode::Get) => OpKind::Get,
+                    Some(Opcode::Put) => OpKind::Put,
+                    _ => OpKind::Delete,
+                };
+                let key = &data[key.start as usize..key.end as usize];
+                let value = &data[value.start as usize..value.end as usize];
+                routed.push(*shard, kind, key, value);
+                pushed[shard.index()] += 1;
+            }
+        }
+        Ok(false)
     }
 
     /// One warning line for a slow batch, naming its ops and owner shards.
@@ -456,15 +654,90 @@ fn mput_as_txn(mput: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn next_reply<'a>(
-    routed: &'a RoutedBatch,
-    cursors: &mut [usize],
-    shard: ShardId,
-) -> (Status, &'a [u8]) {
-    let i = &mut cursors[shard.index()];
-    let reply = routed.replies(shard).get(*i);
-    *i += 1;
-    reply
+/// Where `part` (a slice of `data`) lies in `data`.
+fn span(data: &[u8], part: &[u8]) -> Range<u32> {
+    if part.is_empty() {
+        return 0..0;
+    }
+    let start = part.as_ptr() as usize - data.as_ptr() as usize;
+    debug_assert!(
+        start + part.len() <= data.len(),
+        "not a slice of the buffer"
+    );
+    start as u32..(start + part.len()) as u32
+}
+
+/// One response; a large body is written from where it lies.
+async fn send(
+    outb: &mut Outbound,
+    stream: &mut TcpStream,
+    opcode: u8,
+    id: u64,
+    status: Status,
+    body: &[u8],
+) -> Result<(), SendError> {
+    if body.len() >= DIRECT_WRITE_BYTES {
+        encode_response_header(outb.buf(), opcode, id, status, body.len());
+        outb.send_direct(stream, body).await
+    } else {
+        encode_response(outb.buf(), opcode, id, status, body);
+        Ok(())
+    }
+}
+
+/// REPLY_TOO_LARGE, with a message naming the size and the limit in `out`.
+fn too_large(out: &mut Vec<u8>, size: usize, cfg: &ConnConfig) -> Status {
+    out.clear();
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "the reply would be {size} bytes; the reply limit is {} bytes (reply_bytes_max): ask for fewer keys per MGET",
+        cfg.reply_bytes_max
+    );
+    Status::ReplyTooLarge
+}
+
+/// Whether the MGET of `keys` fits the reply limit, decided from value sizes
+/// before any value is copied. When even `count` largest values fit, nothing
+/// is asked; otherwise each owner shard reports the lengths of its keys'
+/// values (one message per shard). On refusal `out` holds the message.
+async fn mget_fits(
+    probe: &mut RoutedBatch,
+    keys: &[u8],
+    count: u32,
+    ctx: &ShardContext,
+    cfg: &ConnConfig,
+    out: &mut Vec<u8>,
+) -> Result<(), Status> {
+    // count u32, then per key: status u16 | len u32 | value.
+    let worst = 4 + count as usize * (6 + cfg.limits.value_bytes_max);
+    if worst <= cfg.reply_bytes_max {
+        return Ok(());
+    }
+    probe.clear();
+    for k in crate::core::txn_format::sized_items(keys) {
+        probe.push(ctx.router.shard_of(k), OpKind::ValueLen, k, b"");
+    }
+    ctx.router.execute(probe).await;
+    let mut size = 4usize;
+    for s in 0..ctx.shard_count() {
+        let replies = probe.replies(ShardId(s));
+        for i in 0..replies.len() {
+            let (status, len) = replies.get(i);
+            let len = match (status, len) {
+                (Status::Ok, &[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) as usize,
+                // Absent keys cost their entry header; any failure is left
+                // for the read itself to report.
+                _ => 0,
+            };
+            size += 6 + len;
+        }
+    }
+    probe.clear_and_trim(64 * 1024);
+    if size > cfg.reply_bytes_max {
+        return Err(too_large(out, size, cfg));
+    }
+    Ok(())
 }
 
 /// Run the SCAN whose (already checked) body is `body` and write the response
@@ -473,7 +746,16 @@ fn next_reply<'a>(
 /// each shard for its share, the second tops up a shard that fell short; a
 /// page still short after that ends where the shards stopped, and `next` says
 /// where to go on (a selective filter cannot hold a connection for long).
-async fn run_scan(ctx: &ShardContext, body: &[u8], out: &mut Vec<u8>) -> Status {
+///
+/// The page also ends before an entry that would take the body past
+/// `reply_bytes_max` (one entry always fits: the limit is validated to hold
+/// the largest key and value), and `next` then names that entry.
+async fn run_scan(
+    ctx: &ShardContext,
+    body: &[u8],
+    reply_bytes_max: usize,
+    out: &mut Vec<u8>,
+) -> Status {
     out.clear();
     let Some(request) = scan_fields(body) else {
         debug_assert!(false, "SCAN bodies are checked before they run");
@@ -483,11 +765,16 @@ async fn run_scan(ctx: &ShardContext, body: &[u8], out: &mut Vec<u8>) -> Status 
     let mut count = 0u32;
     let next = ctx
         .scan_merged(&request, 2, |k, v| {
+            // 4 more bytes for `next_len`, and the next key of at most this size.
+            if count > 0 && out.len() + 8 + k.len() + v.len() + 4 + k.len() > reply_bytes_max {
+                return false;
+            }
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k);
             out.extend_from_slice(&(v.len() as u32).to_le_bytes());
             out.extend_from_slice(v);
             count += 1;
+            true
         })
         .await;
     match next {

@@ -22,6 +22,7 @@ use crate::shard::ShardContext;
 
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
+use super::outbound::BufferBudget;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -35,6 +36,41 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Request batches slower than this are logged (zero: never).
     pub slow_op: Duration,
+    /// Reply bytes one connection holds per round (its outbound buffer).
+    pub reply_buffer_bytes: usize,
+    /// Largest MGET reply / SCAN page body.
+    pub reply_bytes_max: usize,
+    /// A connection whose client takes no reply bytes for this long is closed.
+    pub reply_stall_timeout: Duration,
+    /// Per shard: bytes all its connections' buffers may hold together.
+    pub conn_buffer_budget: usize,
+}
+
+/// Default outbound buffer (reply round) per connection.
+pub const REPLY_BUFFER_BYTES_DEFAULT: usize = 2 * 1024 * 1024;
+/// Default largest MGET reply / SCAN page body.
+pub const REPLY_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
+/// Default time a client may leave its replies unread before it is closed.
+pub const REPLY_STALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Default per-shard budget for connection buffers.
+pub const CONN_BUFFER_BUDGET_DEFAULT: usize = 256 * 1024 * 1024;
+
+impl ServerConfig {
+    /// A configuration with every connection limit at its default.
+    pub fn with_defaults(listen: SocketAddr, value_bytes_max: usize) -> ServerConfig {
+        ServerConfig {
+            listen,
+            value_bytes_max,
+            connections_per_shard_max: 10_000,
+            frame_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::ZERO,
+            slow_op: Duration::ZERO,
+            reply_buffer_bytes: REPLY_BUFFER_BYTES_DEFAULT,
+            reply_bytes_max: REPLY_BYTES_MAX_DEFAULT,
+            reply_stall_timeout: Duration::from_millis(REPLY_STALL_TIMEOUT_MS_DEFAULT),
+            conn_buffer_budget: CONN_BUFFER_BUDGET_DEFAULT,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +176,10 @@ pub async fn serve_shard(
             server_version: env!("CARGO_PKG_VERSION").into(),
             shard: ctx.shard().0,
         },
+        reply_buffer_bytes: cfg.reply_buffer_bytes,
+        reply_bytes_max: cfg.reply_bytes_max,
+        reply_stall: cfg.reply_stall_timeout,
+        buffers: BufferBudget::new(cfg.conn_buffer_budget),
     });
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());

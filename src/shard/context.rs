@@ -95,7 +95,8 @@ impl ShardContext {
             filter_arg,
         };
         self.scan_merged(&request, usize::MAX, |k, v| {
-            out.push((k.to_vec(), v.to_vec()))
+            out.push((k.to_vec(), v.to_vec()));
+            true
         })
         .await?;
         Ok(out)
@@ -104,7 +105,9 @@ impl ShardContext {
     /// The merged scan every caller uses: entries of every shard in key
     /// order, at most `limit`, each handed to `emit` (borrowed from the shard's
     /// page: no copy unless `emit` makes one). Returns where to continue
-    /// (`None`: the range is exhausted).
+    /// (`None`: the range is exhausted). An `emit` that returns false did not
+    /// take its entry: the scan stops and continues from that entry's key
+    /// (a caller's reply-size bound).
     ///
     /// Each shard is first asked for its share of `limit` plus a margin
     /// ([`first_share`]), and the pages are merged in key order; a shard whose
@@ -117,7 +120,7 @@ impl ShardContext {
         &self,
         r: &ScanRequest<'_>,
         max_rounds: usize,
-        mut emit: impl FnMut(&[u8], &[u8]),
+        mut emit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<Option<Vec<u8>>, Status> {
         use super::scan::{decode_page, encode_params, first_share, page_entries, ScanParams};
         let n = usize::from(self.shard_count());
@@ -230,7 +233,9 @@ impl ShardContext {
             let Some((k, v)) = page_entries(rest(s)).next() else {
                 unreachable!("the best shard has an entry")
             };
-            emit(k, v);
+            if !emit(k, v) {
+                return Ok(Some(k.to_vec()));
+            }
             emitted += 1;
             last.clear();
             last.extend_from_slice(k);

@@ -74,6 +74,14 @@ pub struct ShardMetrics {
     pub connections_total: Cell<u64>,
     pub connections_rejected: Cell<u64>,
     pub protocol_errors: Cell<u64>,
+    /// Bytes of connection buffers (partial input frames beyond each
+    /// connection's base buffer, plus replies being sent) held now.
+    pub conn_buffer_bytes: Cell<u64>,
+    /// Times a connection was paused (not read) because the shard's buffer
+    /// budget was spent.
+    pub connections_paused: Cell<u64>,
+    /// Connections closed because their replies stayed unread too long.
+    pub connections_closed_by_limit: Cell<u64>,
     /// Requests answered by connections on this shard, by op class.
     pub requests: [Cell<u64>; OP_CLASSES],
     /// Request latency (parse to response written) by op class, on this shard's

@@ -35,6 +35,9 @@ pub enum OpKind {
     /// One phase of an online backup (`shard::backup`). Key: the backup id
     /// (u64 LE); value: the phase byte, then its argument.
     Backup,
+    /// The length of the key's value (u32 LE; NOT_FOUND when absent), not the
+    /// value: lets a multi-key reply be sized before any value is copied.
+    ValueLen,
 }
 
 #[derive(Clone, Debug)]
@@ -49,6 +52,10 @@ struct Op {
 pub struct OpBatch {
     bytes: Vec<u8>,
     ops: Vec<Op>,
+    /// Reply bytes after which the executing shard stops (0: no limit). The
+    /// ops it did not reach get no reply; the sender sends them again once
+    /// it has written out what came back (connection back-pressure).
+    reply_budget: usize,
 }
 
 /// One operation, borrowing from its batch.
@@ -85,6 +92,16 @@ impl OpBatch {
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.ops.clear();
+        self.reply_budget = 0;
+    }
+
+    /// See [`OpBatch::reply_budget`]; reset by `clear`.
+    pub fn set_reply_budget(&mut self, bytes: usize) {
+        self.reply_budget = bytes;
+    }
+
+    pub fn reply_budget(&self) -> usize {
+        self.reply_budget
     }
 
     pub fn get(&self, i: usize) -> OpRef<'_> {
@@ -173,9 +190,24 @@ impl ReplyBatch {
         self.replies.is_empty()
     }
 
+    /// Bytes of every reply value held.
+    pub fn value_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn clear(&mut self) {
         self.bytes.clear();
         self.replies.clear();
+    }
+
+    /// Clear, and give back the memory a batch of large values left behind:
+    /// a reused batch keeps its capacity, and one burst of large replies must
+    /// not pin that much memory for the life of a connection.
+    pub fn clear_and_trim(&mut self, keep: usize) {
+        self.clear();
+        if self.bytes.capacity() > keep {
+            self.bytes = Vec::with_capacity(keep);
+        }
     }
 
     pub fn get(&self, i: usize) -> (Status, &[u8]) {
@@ -184,6 +216,13 @@ impl ReplyBatch {
             r.status,
             &self.bytes[r.value.start as usize..r.value.end as usize],
         )
+    }
+
+    /// Remove the reply pushed last, and its bytes.
+    pub fn pop(&mut self) {
+        if let Some(r) = self.replies.pop() {
+            self.bytes.truncate(r.value.start as usize);
+        }
     }
 
     /// Highest LSN any reply waits for.

@@ -99,6 +99,34 @@ impl RoutedBatch {
         self.ops.iter().all(OpBatch::is_empty)
     }
 
+    /// Every shard stops executing this batch's ops once its replies hold
+    /// `bytes` (see `OpBatch::reply_budget`). Set after pushing; `clear` resets.
+    pub fn set_reply_budget(&mut self, bytes: usize) {
+        self.ops.iter_mut().for_each(|o| o.set_reply_budget(bytes));
+    }
+
+    /// Bytes of reply values held, all shards.
+    pub fn reply_bytes(&self) -> usize {
+        self.replies.iter().map(ReplyBatch::value_bytes).sum()
+    }
+
+    /// Drop every shard's ops (executed or not) but keep the replies: a
+    /// round that runs only some shards must not run the others' old ops.
+    pub fn clear_ops(&mut self) {
+        self.ops.iter_mut().for_each(OpBatch::clear);
+    }
+
+    /// Drop one shard's replies, before it runs again.
+    pub fn clear_replies(&mut self, shard: ShardId) {
+        self.replies[shard.index()].clear();
+    }
+
+    /// Clear, and release reply memory past `keep` bytes per shard.
+    pub fn clear_and_trim(&mut self, keep: usize) {
+        self.ops.iter_mut().for_each(OpBatch::clear);
+        self.replies.iter_mut().for_each(|r| r.clear_and_trim(keep));
+    }
+
     pub fn clear(&mut self) {
         self.ops.iter_mut().for_each(OpBatch::clear);
         self.replies.iter_mut().for_each(ReplyBatch::clear);

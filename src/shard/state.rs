@@ -133,8 +133,18 @@ impl<D: Disk> ShardState<D> {
 
     /// Execute every op of `batch` in order, appending one reply per op to `out`.
     /// Replies may carry a wait LSN; release them with [`Self::settle`].
+    ///
+    /// With a reply budget (`OpBatch::set_reply_budget`) it stops once the
+    /// replies hold that many bytes, after at least one op: the ops not
+    /// reached get no reply, and, being a suffix of this shard's ops, keep
+    /// their order when sent again.
     pub async fn execute(&self, batch: &OpBatch, out: &mut ReplyBatch) {
-        for op in batch.iter() {
+        let budget = batch.reply_budget();
+        let start = out.value_bytes();
+        for (i, op) in batch.iter().enumerate() {
+            if budget != 0 && i > 0 && out.value_bytes() - start >= budget {
+                break;
+            }
             self.execute_one(op, out).await;
         }
     }
@@ -202,6 +212,7 @@ impl<D: Disk> ShardState<D> {
                 None => out.push(Status::Internal, b"bad snapshot id", 0),
             },
             OpKind::Backup => self.backup_op(op.key, op.value, out).await,
+            OpKind::ValueLen => self.value_len(op.key, out).await,
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
                 let deadline = Instant::now() + self.lock_timeout;
@@ -304,6 +315,18 @@ impl<D: Disk> ShardState<D> {
             Ok(Some((_, None))) | Ok(None) => push(None, out),
             Err(e) => out.push(read_failure(&e), b"", 0),
         }
+    }
+
+    /// The length of `key`'s value. Read like a GET (so it sees exactly what
+    /// a GET would), then the value is dropped from the batch: at most one
+    /// value is held at a time.
+    async fn value_len(&self, key: &[u8], out: &mut ReplyBatch) {
+        let at = out.len();
+        self.get(key, out).await;
+        let (status, value) = out.get(at);
+        let len = value.len() as u32;
+        out.pop();
+        out.push(status, &len.to_le_bytes(), 0);
     }
 
     /// Whether `key` exists, and the LSN that answer depends on.

@@ -97,8 +97,7 @@ pub fn try_start_server_in(
     if let Some(cwd) = cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = cmd
-        .arg("serve")
+    cmd.arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
         .args(if extra.contains(&"--listen") {
@@ -108,7 +107,14 @@ pub fn try_start_server_in(
         })
         .args(extra)
         .env("COREKV_LOG", "info")
-        .envs(env.iter().copied())
+        .envs(env.iter().copied());
+    spawn_server(cmd, data_dir)
+}
+
+/// Spawn a prepared `corekv serve` command (piped output) and wait for its
+/// startup line.
+pub fn spawn_server(mut cmd: Command, data_dir: &Path) -> Result<Server, String> {
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
