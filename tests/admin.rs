@@ -230,9 +230,15 @@ fn full_disk_makes_the_shard_read_only_and_health_says_so() {
             }
         }
     }
-    assert_eq!(failed, Some("WAL_FAILED"));
-    // Writes are refused from now on; reads keep working.
-    assert_eq!(c.put(b"after", b"x").unwrap_err().name(), "WAL_FAILED");
+    // The write in flight when the WAL failed is WAL_FAILED (maybe on disk);
+    // a write refused after that says why: DISK_FULL, with the reason.
+    assert!(
+        matches!(failed, Some("WAL_FAILED" | "DISK_FULL")),
+        "{failed:?}"
+    );
+    let refused = c.put(b"after", b"x").unwrap_err();
+    assert_eq!(refused.name(), "DISK_FULL", "{refused}");
+    assert!(refused.message().contains("bytes free"), "{refused}");
     assert_eq!(c.get(b"before").unwrap().as_deref(), Some(&b"durable"[..]));
     std::thread::sleep(Duration::from_millis(700));
     let (code, body) = http_get(server.admin, "/health");
@@ -243,7 +249,10 @@ fn full_disk_makes_the_shard_read_only_and_health_says_so() {
     assert!(!health["shards"][0]["reason"].as_str().unwrap().is_empty());
     let m = parse_metrics(&http_get(server.admin, "/metrics").1);
     assert_eq!(m["corekv_shard_read_only{shard=\"0\"}"], 1.0);
-    assert!(sum(&m, "corekv_errors_total", "WAL_FAILED") >= 2.0);
+    assert!(
+        sum(&m, "corekv_errors_total", "WAL_FAILED") + sum(&m, "corekv_errors_total", "DISK_FULL")
+            >= 2.0
+    );
     let (code, stderr) = server.stop();
     assert_eq!(
         code,

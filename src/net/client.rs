@@ -49,7 +49,9 @@ pub enum ClientError {
     Status { status: Status, detail: String },
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
-    #[error("no reply within {after_ms} ms (the server is overloaded, stalled, or not a corekv server)")]
+    #[error(
+        "no reply within {after_ms} ms (the server is overloaded, stalled, or not a corekv server)"
+    )]
     Timeout { after_ms: u64 },
 }
 
