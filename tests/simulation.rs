@@ -378,59 +378,18 @@ fn run_seed_stats(seed: u64) -> Result<(u64, Stats), String> {
     Ok((trace, m.stats))
 }
 
-fn seeds() -> Vec<u64> {
-    if let Ok(s) = std::env::var("COREKV_SIM_SEED") {
-        return vec![s.parse().expect("COREKV_SIM_SEED is a number")];
-    }
-    let n: u64 = std::env::var("COREKV_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
-    (1..=n).collect()
-}
-
 #[test]
 fn shard_simulation_over_many_seeds() {
-    let all = seeds();
-    let threads = 2;
-    let (failures, stats): (Vec<String>, Stats) = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let mine: Vec<u64> = all.iter().copied().skip(t).step_by(threads).collect();
-                scope.spawn(move || {
-                    corekv::shard::sync::set_simulated(true);
-                    let mut failed = Vec::new();
-                    let mut stats = Stats::default();
-                    for seed in mine {
-                        match run_seed_stats(seed) {
-                            Ok((_, s)) => stats.add(&s),
-                            Err(e) => failed.push(e),
-                        }
-                    }
-                    (failed, stats)
-                })
-            })
-            .collect();
-        let mut all_failed = Vec::new();
-        let mut total = Stats::default();
-        for h in handles {
-            let (f, s) = h.join().expect("sim thread");
-            all_failed.extend(f);
-            total.add(&s);
-        }
-        (all_failed, total)
-    });
+    let all = corekv::sim::seeds("COREKV_SIM_SEEDS", 10_000);
+    let (failures, stats) = corekv::sim::run_seeds(
+        &all,
+        |seed| run_seed_stats(seed).map(|(_, s)| s),
+        |t: &mut Stats, s| t.add(s),
+    );
     assert!(
         failures.is_empty(),
-        "{} of {} seeds failed (replay one with COREKV_SIM_SEED=<seed>):\n{}",
-        failures.len(),
-        all.len(),
-        failures
-            .iter()
-            .take(10)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        "{}",
+        corekv::sim::failure_report(&failures, all.len())
     );
     eprintln!("{} seeds, 0 divergences; {stats:?}", all.len());
     if all.len() >= 1000 {

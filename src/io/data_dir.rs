@@ -203,16 +203,21 @@ pub fn lock_for_reading(path: &Path) -> Result<Option<File>, DataDirError> {
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
     if rc != 0 {
-        let holder = fs::read_to_string(&lock_path)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        return Err(DataDirError::Locked {
-            path: path.to_path_buf(),
-            holder,
-        });
+        return Err(locked(path, &lock_path));
     }
     Ok(Some(file))
+}
+
+/// The error for a directory another process holds, naming its pid.
+fn locked(path: &Path, lock_path: &Path) -> DataDirError {
+    let holder = fs::read_to_string(lock_path)
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    DataDirError::Locked {
+        path: path.to_path_buf(),
+        holder,
+    }
 }
 
 fn lock(path: &Path) -> Result<File, DataDirError> {
@@ -230,14 +235,7 @@ fn lock(path: &Path) -> Result<File, DataDirError> {
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        let holder = fs::read_to_string(&lock_path)
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        return Err(DataDirError::Locked {
-            path: path.to_path_buf(),
-            holder,
-        });
+        return Err(locked(path, &lock_path));
     }
     // Record who holds it, for the error message another process would print.
     file.set_len(0)

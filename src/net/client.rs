@@ -149,6 +149,10 @@ impl Client {
         let name = format!("{addr:?}");
         let stream = TcpStream::connect(addr)
             .map_err(|source| ClientError::Connect { addr: name, source })?;
+        Client::over(stream)
+    }
+
+    fn over(stream: TcpStream) -> Result<Client, ClientError> {
         stream.set_nodelay(true)?;
         Ok(Client {
             stream,
@@ -172,15 +176,7 @@ impl Client {
         for a in addr.to_socket_addrs().map_err(connect_err)? {
             match TcpStream::connect_timeout(&a, timeout) {
                 Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    let c = Client {
-                        stream,
-                        wbuf: Vec::with_capacity(64 * 1024),
-                        rbuf: Vec::with_capacity(64 * 1024),
-                        rpos: 0,
-                        next_id: 1,
-                        in_flight: 0,
-                    };
+                    let c = Client::over(stream)?;
                     c.set_timeout(Some(timeout))?;
                     return Ok(c);
                 }

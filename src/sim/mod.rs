@@ -120,3 +120,77 @@ impl Sched {
         self.trace = (self.trace ^ v).wrapping_mul(0x0100_0000_01b3);
     }
 }
+
+/// The seeds a simulation test runs: `COREKV_SIM_SEED=n` replays one;
+/// otherwise `1..=count`, the count from the environment variable `count_var`
+/// or `default`.
+pub fn seeds(count_var: &str, default: u64) -> Vec<u64> {
+    if let Some(seed) = std::env::var("COREKV_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![seed];
+    }
+    let n: u64 = std::env::var(count_var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    (1..=n).collect()
+}
+
+/// Run `run` for every seed on two threads (simulation mode on each), adding
+/// up each seed's statistics with `add`. Returns every failure's message and
+/// the total.
+pub fn run_seeds<S: Default + Send>(
+    seeds: &[u64],
+    run: impl Fn(u64) -> Result<S, String> + Sync,
+    add: impl Fn(&mut S, &S) + Sync,
+) -> (Vec<String>, S) {
+    const THREADS: usize = 2;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(THREADS).collect();
+                let (run, add) = (&run, &add);
+                scope.spawn(move || {
+                    crate::shard::sync::set_simulated(true);
+                    let mut failed = Vec::new();
+                    let mut total = S::default();
+                    for seed in mine {
+                        match run(seed) {
+                            Ok(s) => add(&mut total, &s),
+                            Err(e) => failed.push(e),
+                        }
+                    }
+                    (failed, total)
+                })
+            })
+            .collect();
+        let mut failed = Vec::new();
+        let mut total = S::default();
+        for h in handles {
+            match h.join() {
+                Ok((f, s)) => {
+                    failed.extend(f);
+                    add(&mut total, &s);
+                }
+                Err(_) => failed.push("a simulation thread panicked".into()),
+            }
+        }
+        (failed, total)
+    })
+}
+
+/// The assertion message for failed seeds (the first ten).
+pub fn failure_report(failures: &[String], seeds: usize) -> String {
+    format!(
+        "{} of {seeds} seeds failed (replay one with COREKV_SIM_SEED=<seed>):\n{}",
+        failures.len(),
+        failures
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    )
+}
