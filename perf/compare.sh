@@ -33,12 +33,14 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 2; }
 
+# Runs in this shell (never inside $(...), where the PID would be lost and the
+# server leaked): the port comes back in $started_port.
 start_redis() { # name, extra args...
     local name=$1; shift
-    local port; port=$(free_port)
+    started_port=$(free_port)
     mkdir -p "$work/$name"
-    redis-server --port "$port" --dir "$work/$name" --save '' "$@" >"$work/$name.log" 2>&1 &
-    pids+=($!); wait_port "$port"; echo "$port"
+    redis-server --bind 127.0.0.1 --port "$started_port" --dir "$work/$name" --save '' "$@" >"$work/$name.log" 2>&1 &
+    pids+=($!); wait_port "$started_port"
 }
 
 corekv_durability=sync
@@ -54,8 +56,8 @@ targets=()
 for spec in "${redis_targets[@]}"; do
     name=${spec%%:*}; args=${spec#*:}
     # shellcheck disable=SC2086
-    port=$(start_redis "$name" $args)
-    targets+=(--target "$name=resp@127.0.0.1:$port")
+    start_redis "$name" $args
+    targets+=(--target "$name=resp@127.0.0.1:$started_port")
 done
 kport=$(free_port)
 "$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off \

@@ -41,8 +41,82 @@ enum Command {
     Tune(cmd::tune::TuneCommand),
 }
 
+/// COREKV_* variables read outside clap: logging, test and fault-injection
+/// knobs. Everything else a subcommand knows comes from clap's own `env`.
+const OTHER_ENV: &[&str] = &[
+    "COREKV_LOG",
+    "COREKV_FAILPOINT",
+    "COREKV_TEST_BIN",
+    "COREKV_SIM_SEED",
+    "COREKV_SIM_SEEDS",
+    "COREKV_TXN_SIM_SEEDS",
+    "COREKV_RESTART_CYCLES",
+    "COREKV_CRASH_CYCLES",
+    "COREKV_POWER_SEEDS",
+    "COREKV_MUTATIONS",
+    "COREKV_MODEL_CASES",
+    "COREKV_BENCH_ENTRIES",
+];
+
+/// Every (long flag, environment variable) pair in the command tree.
+fn env_flags(cmd: &clap::Command, out: &mut Vec<(String, String)>) {
+    for a in cmd.get_arguments() {
+        if let (Some(long), Some(env)) = (a.get_long(), a.get_env()) {
+            out.push((long.to_string(), env.to_string_lossy().into_owned()));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        env_flags(sub, out);
+    }
+}
+
+/// A misspelled COREKV_* variable would be silently ignored: say so.
+fn warn_unknown_env(known: &[(String, String)]) {
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("COREKV_")
+            && !known.iter().any(|(_, env)| env == name)
+            && !OTHER_ENV.contains(&name)
+        {
+            eprintln!(
+                "warning: environment variable {name} is not a corekv setting and is ignored \
+                 (`corekv config show` lists the settings; their variables are COREKV_ + the key in upper case)"
+            );
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let mut known = Vec::new();
+    env_flags(&Cli::command(), &mut known);
+    warn_unknown_env(&known);
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            // A bad value that came from a COREKV_* variable: clap names only
+            // the flag, so name the variable the operator must change.
+            if let Some(clap::error::ContextValue::String(arg)) =
+                e.get(clap::error::ContextKind::InvalidArg)
+            {
+                let long = arg
+                    .trim_start_matches("--")
+                    .split([' ', '='])
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let on_command_line = std::env::args()
+                    .any(|a| a == format!("--{long}") || a.starts_with(&format!("--{long}=")));
+                if let Some((_, env)) = known.iter().find(|(l, _)| *l == long) {
+                    if !on_command_line && std::env::var_os(env).is_some() {
+                        eprintln!(
+                            "error: the value of --{long} comes from the environment variable {env}; fix or unset {env}"
+                        );
+                    }
+                }
+            }
+            e.exit()
+        }
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -238,3 +238,55 @@ fn the_example_config_as_shipped_starts() {
     assert_eq!(server.stop().0, Some(0));
     assert!(cwd.path().join("corekv-data/corekv.meta").exists());
 }
+
+/// Errors name what the operator must change (issue 22, findings 6 and 8): a
+/// bad value from a COREKV_* variable names the variable; a misspelled
+/// COREKV_* variable is reported, not silently ignored; `--cpus` naming CPUs
+/// this host lacks is refused before the data directory is created, so a
+/// later start with another shard count works.
+#[test]
+fn errors_name_the_variable_and_bad_cpus_leave_no_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = corekv(
+        &["config", "show", "--data-dir", data.to_str().unwrap()],
+        &[("COREKV_SHARDS", "abc")],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("COREKV_SHARDS"), "{stderr}");
+
+    let o = corekv(&["config", "show"], &[("COREKV_SHRADS", "2")]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("COREKV_SHRADS") && stderr.contains("not a corekv setting"),
+        "{stderr}"
+    );
+
+    let o = corekv(
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            "--cpus",
+            "0,999",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("999") && stderr.contains("--cpus"),
+        "{stderr}"
+    );
+    assert!(
+        !data.join("corekv.meta").exists(),
+        "a start that failed on --cpus fixed the directory's shard count"
+    );
+    let server = common::start_server(&data, &["--shards", "1"]);
+    assert_eq!(server.stop().0, Some(0));
+}

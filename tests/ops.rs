@@ -30,21 +30,25 @@ fn diagnose_collects_everything_from_a_live_server() {
         &["--shards", "2", "--log-file", log.to_str().unwrap()],
     );
     server.client().put(b"k", b"v").unwrap();
+    // The server's own settings, as a config file (issue 22, finding 2:
+    // diagnose ignored --config's addresses and wrote an empty report).
+    let config = dir.path().join("corekv.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{}\"\nadmin_listen = \"{}\"\ndata_dir = \"{}\"\nlog_file = \"{}\"\n",
+            server.addr,
+            server.admin,
+            data.display(),
+            log.display()
+        ),
+    )
+    .unwrap();
     let out = dir.path().join("diag.tar.gz");
     let o = Command::new(common::corekv_bin())
-        .args([
-            "diagnose",
-            "--addr",
-            &server.addr.to_string(),
-            "--admin-addr",
-            &server.admin.to_string(),
-        ])
-        .args([
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--log-file",
-            log.to_str().unwrap(),
-        ])
+        .arg("diagnose")
+        .arg("--config")
+        .arg(&config)
         .arg("--out")
         .arg(&out)
         .output()
@@ -77,9 +81,14 @@ fn diagnose_collects_everything_from_a_live_server() {
     for want in ["uname", "MemTotal", "io_uring", "memlock"] {
         assert!(system.contains(want), "system.txt lacks {want}");
     }
+    assert!(
+        get("SUMMARY.txt").contains("complete"),
+        "{}",
+        get("SUMMARY.txt")
+    );
     assert_eq!(
         files.len(),
-        8,
+        9,
         "{:?}",
         files.iter().map(|f| &f.0).collect::<Vec<_>>()
     );
@@ -92,9 +101,9 @@ fn diagnose_works_without_a_server() {
     let o = Command::new(common::corekv_bin())
         .args([
             "diagnose",
-            "--addr",
+            "--listen",
             "127.0.0.1:1",
-            "--admin-addr",
+            "--admin-listen",
             "127.0.0.1:1",
             "--data-dir",
         ])
@@ -103,7 +112,13 @@ fn diagnose_works_without_a_server() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    // The archive is written, but diagnose says what it lacks and fails.
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("DIAGNOSE_INCOMPLETE") && stderr.contains("health.json"),
+        "{stderr}"
+    );
     let files = untar(&out);
     let health = &files
         .iter()
@@ -111,6 +126,12 @@ fn diagnose_works_without_a_server() {
         .unwrap()
         .1;
     assert!(health.contains("could not fetch"), "{health}");
+    let summary = &files
+        .iter()
+        .find(|f| f.0.ends_with("SUMMARY.txt"))
+        .unwrap()
+        .1;
+    assert!(summary.contains("INCOMPLETE"), "{summary}");
 }
 
 #[test]

@@ -24,16 +24,20 @@ use super::settings::{resolve, ServeArgs, KEYS};
 
 #[derive(Args, Debug)]
 pub struct DiagnoseArgs {
-    /// Native protocol address of the server.
-    #[arg(long, env = "COREKV_ADDR", default_value = "127.0.0.1:7070")]
-    pub addr: String,
-    /// Admin endpoint address of the server.
-    #[arg(long, default_value = "127.0.0.1:9070")]
-    pub admin_addr: String,
+    /// Deprecated: the protocol address now comes from the server's own
+    /// settings (`--listen`, COREKV_LISTEN or `listen` in --config); this
+    /// overrides it, with a warning.
+    #[arg(long, hide = true)]
+    pub addr: Option<String>,
+    /// Deprecated: as --addr, for `--admin-listen`.
+    #[arg(long, hide = true)]
+    pub admin_addr: Option<String>,
     /// Where to write the archive.
     #[arg(long)]
     pub out: PathBuf,
-    /// The server's settings (same flags as `serve`, to record the effective config).
+    /// The server's settings, exactly as given to `serve` (flags, COREKV_*
+    /// variables, --config): the archive records them, and diagnose reaches
+    /// the server at their `listen` and `admin_listen`.
     #[command(flatten)]
     pub serve: ServeArgs,
 }
@@ -82,17 +86,70 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
     };
     files.push(("config.toml".into(), config));
 
-    files.push(("health.json".into(), http_get(&args.admin_addr, "/health")));
-    files.push(("metrics.txt".into(), http_get(&args.admin_addr, "/metrics")));
-    files.push(("server.txt".into(), hello(&args.addr)));
+    for (flag, given) in [("--addr", &args.addr), ("--admin-addr", &args.admin_addr)] {
+        if given.is_some() {
+            eprintln!(
+                "warning: diagnose {flag} is deprecated: pass the server's own --listen / --admin-listen or --config"
+            );
+        }
+    }
+    let addr = args.addr.clone().unwrap_or_else(|| serve.listen.clone());
+    let admin = args
+        .admin_addr
+        .clone()
+        .unwrap_or_else(|| serve.admin_listen.clone());
+    let mut missing = Vec::new();
+    let health = if admin == "off" {
+        missing.push("health.json and metrics.txt (admin_listen is off)".to_string());
+        ("admin endpoint is off\n".to_string(), None)
+    } else {
+        let (h, m) = (http_get(&admin, "/health"), http_get(&admin, "/metrics"));
+        if h.starts_with("could not fetch") {
+            missing.push(format!(
+                "health.json and metrics.txt (no admin endpoint at {admin})"
+            ));
+        }
+        (h, Some(m))
+    };
+    files.push(("health.json".into(), health.0));
+    if let Some(m) = health.1 {
+        files.push(("metrics.txt".into(), m));
+    }
+    let server = hello(&addr);
+    if server.starts_with("could not reach") {
+        missing.push(format!("server.txt (no corekv answered at {addr})"));
+    }
+    files.push(("server.txt".into(), server));
     files.push(("logs.txt".into(), log_tail(serve.log_file.as_deref())));
     files.push(("data_dir.txt".into(), listing(&serve.data_dir)));
     files.push(("system.txt".into(), system(&serve.data_dir)));
+    let mut summary = format!(
+        "corekv diagnostics bundle\nserver: listen={addr} admin={admin} data_dir={}\nfiles:\n",
+        serve.data_dir.display()
+    );
+    for (name, body) in &files {
+        let _ = writeln!(summary, "  {name} ({} bytes)", body.len());
+    }
+    if missing.is_empty() {
+        summary.push_str("complete: the server answered on both addresses\n");
+    } else {
+        let _ = writeln!(summary, "INCOMPLETE, lacks:\n  {}", missing.join("\n  "));
+    }
+    files.insert(0, ("SUMMARY.txt".into(), summary));
 
     match write_archive(&args.out, &files) {
-        Ok(()) => {
+        Ok(()) if missing.is_empty() => {
             println!("wrote {} ({} files)", args.out.display(), files.len());
             ExitCode::SUCCESS
+        }
+        Ok(()) => {
+            eprintln!(
+                "DIAGNOSE_INCOMPLETE: wrote {}, but it lacks: {}. Is the server running with these \
+                 settings? Pass the same --config / --listen / --admin-listen as serve.",
+                args.out.display(),
+                missing.join("; ")
+            );
+            ExitCode::from(1)
         }
         Err(e) => {
             eprintln!("DIAGNOSE_FAILED: cannot write {}: {e}", args.out.display());

@@ -93,6 +93,24 @@ impl Status {
     pub fn code(self) -> u16 {
         self as u16
     }
+
+    /// Whether this is an outcome of the request itself rather than a fault
+    /// of the server: a missing key, a false condition, a bad or too large
+    /// request, contention on the client's own keys. Metrics label these
+    /// `class="client"` so that alerts page only on `class="server"` (a
+    /// routine compare-and-set miss is not an incident).
+    pub fn is_client_outcome(self) -> bool {
+        match self {
+            Status::NotFound
+            | Status::ConditionFailed
+            | Status::TxnAborted
+            | Status::LockTimeout
+            | Status::BackupTargetInvalid
+            | Status::BackupInProgress => true,
+            // 100–199: the request was bad (docs/errors.md).
+            s => (100..200).contains(&s.code()),
+        }
+    }
 }
 
 impl fmt::Display for Status {
@@ -117,5 +135,25 @@ mod tests {
             assert!(s.name().chars().all(|c| c.is_ascii_uppercase() || c == '_'));
         }
         assert_eq!(Status::from_code(9999), None);
+    }
+
+    #[test]
+    fn client_outcomes_and_server_errors() {
+        for s in [
+            Status::ConditionFailed,
+            Status::NotFound,
+            Status::KeyTooLarge,
+        ] {
+            assert!(s.is_client_outcome(), "{s}");
+        }
+        for s in [
+            Status::WalFailed,
+            Status::DiskFull,
+            Status::StorageCorrupt,
+            Status::TxnInDoubt,
+            Status::Overloaded,
+        ] {
+            assert!(!s.is_client_outcome(), "{s}");
+        }
     }
 }

@@ -32,16 +32,19 @@ impl AdminServer {
         telemetry: Arc<Telemetry>,
         stop: Arc<AtomicBool>,
     ) -> Result<AdminServer, NetError> {
-        let server = tiny_http::Server::http(addr).map_err(|e| NetError::Listen {
-            addr: addr.to_string(),
-            source: std::io::Error::new(
-                if e.to_string().contains("in use") {
-                    std::io::ErrorKind::AddrInUse
-                } else {
-                    std::io::ErrorKind::Other
-                },
-                e.to_string(),
-            ),
+        // Like the protocol port: wait out the sockets of a process killed a
+        // moment ago (see `server::BIND_RETRY_WINDOW`).
+        let server = super::server::bind_retrying(addr, || {
+            tiny_http::Server::http(addr).map_err(|e| {
+                std::io::Error::new(
+                    if e.to_string().contains("in use") {
+                        std::io::ErrorKind::AddrInUse
+                    } else {
+                        std::io::ErrorKind::Other
+                    },
+                    format!("admin endpoint (--admin-listen): {e}"),
+                )
+            })
         })?;
         let bound = server
             .server_addr()
@@ -257,12 +260,18 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             for (status, n) in &s.errors {
                 let mut l = shard_label(s.shard);
                 l.push(("error".into(), status.name().into()));
+                let class = if status.is_client_outcome() {
+                    "client"
+                } else {
+                    "server"
+                };
+                l.push(("class".into(), class.into()));
                 errors.push((l, *n as f64));
             }
         }
         family(
             "corekv_errors",
-            "Non-OK responses, by error name (docs/errors.md).",
+            "Non-OK responses, by error name (docs/errors.md) and class: client (an outcome of the request: NOT_FOUND, CONDITION_FAILED, bad requests, contention) or server.",
             MetricType::Counter,
             errors,
         )?;

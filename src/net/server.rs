@@ -97,9 +97,52 @@ impl NetError {
 
     pub fn fix(&self) -> &'static str {
         match self.name() {
-            "ADDRESS_IN_USE" => "another process listens there (find it with `ss -ltnp`); stop it or pass --listen with another port",
+            "ADDRESS_IN_USE" => "another process listens there (find it with `ss -ltnp`); stop it, or choose another port with the flag named above (--listen for the protocol, --admin-listen for the admin endpoint)",
             "LISTEN_ADDRESS_INVALID" => "pass --listen HOST:PORT, e.g. 127.0.0.1:7070",
             _ => "check the address belongs to this machine and that the port is allowed (ports < 1024 need privileges)",
+        }
+    }
+}
+
+/// How long a start waits for a port held by listening sockets that are on
+/// their way out. A process killed with SIGKILL releases its io_uring (and so
+/// the listening sockets it holds) asynchronously, some milliseconds after it
+/// died: a restart right after kill -9 would otherwise fail with
+/// ADDRESS_IN_USE (seen: 3 of 6 immediate restarts). A real listener is still
+/// there after the window and refused as before.
+pub const BIND_RETRY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Bind with `bind`, retrying on EADDRINUSE for [`BIND_RETRY_WINDOW`] (one log
+/// line while it waits).
+pub fn bind_retrying<T>(
+    addr: &str,
+    mut bind: impl FnMut() -> std::io::Result<T>,
+) -> Result<T, NetError> {
+    let deadline = std::time::Instant::now() + BIND_RETRY_WINDOW;
+    let mut said = false;
+    loop {
+        match bind() {
+            Ok(l) => return Ok(l),
+            Err(source)
+                if source.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                if !said {
+                    tracing::info!(
+                        addr,
+                        "address in use; waiting up to {} ms for a previous process's sockets to close",
+                        BIND_RETRY_WINDOW.as_millis()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(source) => {
+                return Err(NetError::Listen {
+                    addr: addr.into(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -121,10 +164,7 @@ pub fn resolve_listen(addr: &str) -> Result<SocketAddr, NetError> {
             addr: addr.into(),
             detail: "resolves to no address".into(),
         })?;
-    let probe = StdListener::bind(resolved).map_err(|source| NetError::Listen {
-        addr: addr.into(),
-        source,
-    })?;
+    let probe = bind_retrying(addr, || StdListener::bind(resolved))?;
     probe.local_addr().map_err(|source| NetError::Listen {
         addr: addr.into(),
         source,

@@ -176,6 +176,23 @@ impl Engine {
         if let Ok(abs) = std::path::absolute(&config.data_dir) {
             config.data_dir = abs;
         }
+        // Before the data directory is touched: a start that could only fail
+        // later (EXECUTOR_FAILED) must not first fix the shard count of a new
+        // directory in corekv.meta (issue 22, finding 8).
+        if let Some(cpus) = &config.cpus {
+            let usable = usable_cpus();
+            let bad: Vec<usize> = cpus
+                .iter()
+                .copied()
+                .filter(|c| !usable.contains(c))
+                .collect();
+            if !bad.is_empty() {
+                return Err(StartError::Config(vec![format!(
+                    "cpus: CPU(s) {bad:?} are not available to this process (usable: {usable:?}); \
+                     fix --cpus / COREKV_CPUS / `cpus` in the config file"
+                )]));
+            }
+        }
         let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
         let default_shards = cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16;
         let data_dir = DataDir::open(&config.data_dir, config.shards, default_shards)?;
