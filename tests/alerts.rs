@@ -85,7 +85,10 @@ fn every_documented_metric_and_health_field_exists() {
     let r = c
         .txn(&[Cond::Equals(b"k", b"not v")], &[Write::Put(b"k", b"x")])
         .unwrap();
-    assert!(matches!(r, corekv::net::client::TxnResult::ConditionFailed(_)));
+    assert!(matches!(
+        r,
+        corekv::net::client::TxnResult::ConditionFailed(_)
+    ));
     std::thread::sleep(std::time::Duration::from_millis(600));
     let metrics = http_get(server.admin, "/metrics");
     let mut exported = BTreeSet::new();

@@ -83,14 +83,16 @@ done
 
 if [ -n "$irq_cpus" ]; then
     echo "# IRQs of NVMe and NIC queues -> CPUs $irq_cpus (keeping shard CPUs ${shard_cpus:-?} quiet)"
-    grep -Ei 'nvme|eth|mlx|ens|enp|virtio.*input' /proc/interrupts | while read -r line; do
+    # Not `grep | while`: that loop would run in a subshell and its changes
+    # would be lost from the count (the dry run said "4" while listing 6).
+    while read -r line; do
         irq=${line%%:*}; irq=${irq// /}
         [[ "$irq" =~ ^[0-9]+$ ]] || continue
         f=/proc/irq/$irq/smp_affinity_list
         # Managed IRQs (NVMe per-CPU queues) refuse changes; that is fine: they are
         # already one per CPU.
         set_value "$f" "$irq_cpus" "IRQ $(echo "$line" | awk '{print $NF}') off the shard CPUs" || true
-    done
+    done < <(grep -Ei 'nvme|eth|mlx|ens|enp|virtio.*input' /proc/interrupts || true)
 else
     echo "skip  IRQ affinity: pass --irq-cpus LIST (and run shards with --cpus on the others)"
 fi

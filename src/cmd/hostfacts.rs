@@ -369,7 +369,7 @@ fn irq_facts(out: &mut Vec<Fact>) {
     out.push(if lines.is_empty() {
         fact("IRQ affinity (NIC, NVMe queues)", "no NVMe or NIC queue IRQs found", "spread over non-shard CPUs", Verdict::Unavailable, "")
     } else {
-        fact("IRQ affinity (NIC, NVMe queues)", lines.join(" "), "spread over non-shard CPUs, or one queue per shard CPU", Verdict::Warn, "interrupts landing on a shard core steal its time; check against --cpus (tuning/irq-affinity.sh)")
+        fact("IRQ affinity (NIC, NVMe queues)", lines.join(" "), "spread over non-shard CPUs, or one queue per shard CPU", Verdict::Warn, "interrupts landing on a shard core steal its time; check against --cpus (tuning/apply.sh --irq-cpus LIST --shard-cpus LIST moves them)")
     });
 }
 

@@ -49,6 +49,8 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
     let body_max = cfg.limits.body_bytes_max();
     let mut rbuf = RecvBuf::new(HEADER_BYTES + body_max);
     let mut outb = Outbound::new(cfg.reply_buffer_bytes, cfg.reply_stall);
+    // Replies of up to this much per round need no share of the budget (like
+    // the base receive buffer): small requests always make progress.
     let mut batch = RequestBatch::new(ctx);
     let mut needed = HEADER_BYTES;
     // This connection's share of the shard's buffer budget, given back on
@@ -62,27 +64,24 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
             full,
         } = batch.fill(rbuf.data(), ctx, cfg, &mut needed);
         if !batch.is_empty() {
+            // Room for one round of replies, before any value is read. When
+            // the shard's budget is spent (hostile clients hold it), the
+            // connection does not wait for it: a client asking for a small
+            // value must not queue behind clients that hoard frames or leave
+            // replies unread. Its rounds shrink to the base allowance every
+            // connection has (one op at a time past it, charged as it goes).
+            let mut round = REPLY_BASE_BYTES;
             if batch.reads_values() {
-                // Room for one round of replies, before any value is read.
                 let room = cfg.reply_buffer_bytes.min(cfg.buffers.limit());
-                let got = future::or(
-                    async {
-                        held_out.take(room).await;
-                        true
-                    },
-                    async {
-                        ctx.shutdown.wait().await;
-                        false
-                    },
-                )
-                .await;
-                if !got {
-                    return;
+                if held_out.try_take(room) {
+                    round = room.max(REPLY_BASE_BYTES);
+                } else {
+                    ShardMetrics::incr(&metrics.connections_paused);
                 }
             }
             loop {
                 let started = Instant::now();
-                batch.execute(rbuf.data(), ctx, cfg).await;
+                batch.execute(rbuf.data(), ctx, cfg, round).await;
                 let nanos = started.elapsed().as_nanos() as u64;
                 if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
                     batch.log_slow(ctx, nanos);
@@ -186,6 +185,9 @@ fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
         }
     }
 }
+
+/// A round's reply room that needs no share of the shard's buffer budget.
+const REPLY_BASE_BYTES: usize = 64 * 1024;
 
 async fn read_more(
     stream: &mut TcpStream,

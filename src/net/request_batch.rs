@@ -361,12 +361,19 @@ impl RequestBatch {
     }
 
     /// Run one round: every routed op not yet answered (each shard stops once
-    /// its replies hold `reply_buffer_bytes`), then, once no op was deferred,
-    /// the backups and the closing TXN, MPUT, MGET or SCAN. `data` is the
-    /// receive buffer `fill` parsed.
-    pub async fn execute(&mut self, data: &[u8], ctx: &ShardContext, cfg: &ConnConfig) {
+    /// its replies hold `round_bytes`: the connection's room this round, at
+    /// most `reply_buffer_bytes`), then, once no op was deferred, the backups
+    /// and the closing TXN, MPUT, MGET or SCAN. `data` is the receive buffer
+    /// `fill` parsed.
+    pub async fn execute(
+        &mut self,
+        data: &[u8],
+        ctx: &ShardContext,
+        cfg: &ConnConfig,
+        round_bytes: usize,
+    ) {
         if !self.routed.is_empty() {
-            self.routed.set_reply_budget(cfg.reply_buffer_bytes);
+            self.routed.set_reply_budget(round_bytes);
             ctx.router.execute(&mut self.routed).await;
         }
         if self.deferred() {
