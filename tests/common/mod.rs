@@ -15,18 +15,7 @@ use corekv::net::client::Client;
 /// Every sample of metric `name` (or `name_total`) on the server's admin
 /// endpoint: one per shard for per-shard metrics.
 pub fn metric_samples(admin: SocketAddr, name: &str) -> Vec<f64> {
-    let mut s = std::net::TcpStream::connect(admin).expect("admin endpoint");
-    std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| {
-            let rest = l.strip_prefix(name).unwrap_or("#");
-            let rest = rest.strip_prefix("_total").unwrap_or(rest);
-            rest.starts_with(['{', ' '])
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .collect()
+    try_metric_samples(admin, name).expect("admin endpoint answers /metrics")
 }
 
 /// Like [`metric_samples`], but `None` when the endpoint cannot be read (the
