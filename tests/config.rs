@@ -290,3 +290,49 @@ fn errors_name_the_variable_and_bad_cpus_leave_no_directory() {
     let server = common::start_server(&data, &["--shards", "1"]);
     assert_eq!(server.stop().0, Some(0));
 }
+
+/// Issue 22, trap 8: a data dir on a volume that is not mounted used to be
+/// created fresh (parents and all) on the file system underneath and served
+/// as an empty, healthy database. corekv never creates a missing parent;
+/// `config check` and `serve` refuse it by the same name, and nothing is
+/// created.
+#[test]
+fn a_data_dir_whose_parent_is_missing_is_refused_by_check_and_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount_point = dir.path().join("mnt-notmounted");
+    let data = mount_point.join("corekv");
+    let base = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    let mut args = vec!["config", "check"];
+    args.extend_from_slice(&base);
+    let o = corekv(&args, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("DATA_DIR_PARENT_MISSING"),
+        "{}",
+        stdout(&o)
+    );
+    let mut args = vec!["serve"];
+    args.extend_from_slice(&base);
+    let o = corekv(&args, &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("DATA_DIR_PARENT_MISSING"), "{stderr}");
+    assert!(
+        stderr.contains("mkdir -p"),
+        "the fix says what to do: {stderr}"
+    );
+    assert!(!mount_point.exists(), "serve created the missing parent");
+    // Once the parent exists (the volume is mounted), the first start creates
+    // the data directory itself, as before.
+    std::fs::create_dir(&mount_point).unwrap();
+    let server = common::try_start_server(&data, &[]).expect("first start");
+    assert!(data.join("corekv.meta").exists());
+    server.kill();
+}

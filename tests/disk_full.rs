@@ -211,4 +211,31 @@ fn a_start_without_room_for_the_wal_says_disk_full_and_leaves_nothing() {
         !left.iter().any(|n| n.to_string_lossy().ends_with(".tmp")),
         "a failed start left {left:?}"
     );
+    // Issue 22, trap 8: a first start that failed must not have fixed the
+    // shard count of a directory that never served (it left corekv.meta, so
+    // the next start with another count said SHARD_COUNT_MISMATCH).
+    assert!(
+        !data.join("corekv.meta").exists(),
+        "the failed first start left its corekv.meta"
+    );
+    assert!(!data.join("shard-000").exists());
+    std::fs::remove_file(&filler).unwrap();
+    let mut two = args.clone();
+    two[1] = "2";
+    let server = common::try_start_server(&data, &two)
+        .unwrap_or_else(|e| panic!("once there is room, a first start with 2 shards works:\n{e}"));
+    assert_eq!(server.client().hello().expect("hello").shard_count, 2);
+    server.kill();
+    // A directory that has served keeps everything when a later start fails.
+    let free = corekv::io::disk_space::free_bytes(&fs.mnt).unwrap();
+    let status = Command::new("fallocate")
+        .arg("-l")
+        .arg(free.saturating_sub(1 << 20).to_string())
+        .arg(fs.mnt.join("filler2"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = common::try_start_server(&data, &two);
+    assert!(data.join("corekv.meta").exists());
+    assert!(data.join("shard-001").exists());
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Args, Subcommand};
 
-use corekv::io::data_dir::{check_direct_io, decode_meta, META_FILE};
+use corekv::io::data_dir::{check_creatable, check_direct_io, decode_meta, META_FILE};
 use corekv::net::server::resolve_listen;
 
 use super::settings::{resolve, ServeArgs, KEYS};
@@ -155,6 +155,15 @@ fn check_data_dir(args: &ServeArgs, problems: &mut Vec<String>, warnings: &mut V
         .unwrap_or(Path::new("."));
     // serve starts on tmpfs (with the same warning): so does check's "ok".
     warnings.extend(tmpfs_warning(dir));
+    if let Err(e) = check_creatable(dir) {
+        problems.push(format!(
+            "data_dir = {:?}: {}: {}; {}",
+            dir.display(),
+            e.name(),
+            e,
+            e.fix()
+        ));
+    }
     if let Err(e) = check_direct_io(probe_in) {
         problems.push(format!(
             "data_dir = {:?}: {} ({e}); {}",

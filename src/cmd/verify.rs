@@ -31,8 +31,12 @@ pub struct VerifyArgs {
     /// The data directory of a stopped server.
     #[arg(long, env = "COREKV_DATA_DIR", default_value = "./corekv-data")]
     pub data_dir: PathBuf,
-    /// Check this backup (written by `corekv backup`) instead of --data-dir.
-    #[arg(long, conflicts_with = "data_dir")]
+    /// Check this backup (written by `corekv backup`) instead of the data
+    /// directory; --data-dir and COREKV_DATA_DIR are then not used.
+    // No `conflicts_with = "data_dir"`: clap counts an environment value as
+    // given, so an exported COREKV_DATA_DIR (as the systemd unit and the
+    // docs' shells have) made every `verify --backup` a usage error.
+    #[arg(long)]
     pub backup: Option<PathBuf>,
 }
 

@@ -490,11 +490,49 @@ fn is_locked(dir: &Path) -> Result<bool, IoError> {
 /// go to a staging directory next to `to` first and are renamed into place
 /// once all are durable, so a crash mid-restore leaves no half-restored data
 /// directory. Each file's CRC32C is checked again on the bytes copied.
+/// The numeric owner a restore gives every file and directory it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    /// The owner of `path` as it is now (a restore's default target owner).
+    pub fn of(path: &Path) -> Result<Owner, IoError> {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::symlink_metadata(path).map_err(io(IoOp::Stat, path))?;
+        Ok(Owner {
+            uid: m.uid(),
+            gid: m.gid(),
+        })
+    }
+}
+
+/// lchown `root` and everything under it (symlinks are not followed: a
+/// restored tree has none, and following one could hand a file outside it
+/// to the service user).
+fn chown_tree(root: &Path, owner: Owner) -> Result<(), IoError> {
+    std::os::unix::fs::lchown(root, Some(owner.uid), Some(owner.gid))
+        .map_err(io(IoOp::Chown, root))?;
+    if fs::symlink_metadata(root)
+        .map_err(io(IoOp::Stat, root))?
+        .is_dir()
+    {
+        for entry in fs::read_dir(root).map_err(io(IoOp::ListDir, root))? {
+            let entry = entry.map_err(io(IoOp::ListDir, root))?;
+            chown_tree(&entry.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
 pub fn restore_backup(
     from: &Path,
     body: &BackupBody,
     to: &Path,
     force: bool,
+    owner: Option<Owner>,
 ) -> Result<Restored, BackupFileError> {
     let name = to
         .file_name()
@@ -563,6 +601,13 @@ pub fn restore_backup(
             });
         }
         total += bytes;
+    }
+    // Ownership is set on the staging tree, before it becomes the data
+    // directory: a restore run as root must not leave files the service user
+    // cannot open (the server would fail at start with DATA_DIR_UNUSABLE or
+    // WAL_IO), and the directory never appears under its name half-owned.
+    if let Some(owner) = owner {
+        chown_tree(&staging, owner)?;
     }
     for d in dirs.iter().rev() {
         sync_dir(d)?;

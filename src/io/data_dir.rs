@@ -65,6 +65,10 @@ pub enum DataDirError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot create the data directory {path}: its parent {parent} does not exist (corekv never creates missing parents: a missing parent is usually a volume that is not mounted or a mistyped path)")]
+    ParentMissing { path: PathBuf, parent: PathBuf },
+    #[error("refusing to create a new data directory {path}: {mount_point} is a mount point in /etc/fstab but nothing is mounted there, so the data would go to the file system underneath")]
+    NotMounted { path: PathBuf, mount_point: PathBuf },
     #[error(transparent)]
     Io(#[from] IoError),
 }
@@ -79,6 +83,8 @@ impl DataDirError {
             DataDirError::MetaMissing { .. } => "DATA_DIR_META_MISSING",
             DataDirError::ShardCountMismatch { .. } => "SHARD_COUNT_MISMATCH",
             DataDirError::DirectIoUnsupported { .. } => "DIRECT_IO_UNSUPPORTED",
+            DataDirError::ParentMissing { .. } => "DATA_DIR_PARENT_MISSING",
+            DataDirError::NotMounted { .. } => "DATA_DIR_NOT_MOUNTED",
             DataDirError::Io(_) => "DATA_DIR_IO",
         }
     }
@@ -107,6 +113,16 @@ impl DataDirError {
             DataDirError::DirectIoUnsupported { .. } => {
                 "put --data-dir on ext4 or xfs on a real block device".into()
             }
+            DataDirError::ParentMissing { parent, .. } => format!(
+                "check the path; if it is right, mount the volume that holds it or create the parent \
+                 yourself (`mkdir -p {}`, owned by the service user)",
+                parent.display()
+            ),
+            DataDirError::NotMounted { mount_point, .. } => format!(
+                "mount it (`mount {}`; check `findmnt {}` and `dmesg`), then start again",
+                mount_point.display(),
+                mount_point.display()
+            ),
             DataDirError::Io(_) => {
                 "check the disk and the permissions of the data directory".into()
             }
@@ -121,6 +137,8 @@ pub struct DataDir {
     pub shard_count: u16,
     /// True when this open created the directory's metadata.
     pub created: bool,
+    /// True when this open created the directory itself.
+    created_dir: bool,
     _lock: File,
 }
 
@@ -131,15 +149,28 @@ impl DataDir {
 
     /// Open (or create) `path`. `requested` is the shard count asked for;
     /// `default_shards` applies to a new directory when nothing was asked.
+    ///
+    /// A new directory (no corekv.meta yet) is refused when its parent does
+    /// not exist (missing parents are never created) or when it would lie
+    /// under an /etc/fstab mount point with nothing mounted: both usually mean
+    /// a volume that is not mounted, and serving an empty database from the
+    /// file system underneath would look healthy while the data is elsewhere.
     pub fn open(
         path: &Path,
         requested: Option<u16>,
         default_shards: u16,
     ) -> Result<DataDir, DataDirError> {
-        fs::create_dir_all(path).map_err(|source| DataDirError::Unusable {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        check_creatable(path)?;
+        let created_dir = match fs::create_dir(path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => false,
+            Err(source) => {
+                return Err(DataDirError::Unusable {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
         let lock = lock(path)?;
         check_direct_io(path)?;
         let meta_path = path.join(META_FILE);
@@ -177,9 +208,151 @@ impl DataDir {
             path: path.to_path_buf(),
             shard_count,
             created,
+            created_dir,
             _lock: lock,
         })
     }
+
+    /// Undo a first start that failed before it served: remove the
+    /// corekv.meta this open wrote and the shard directories created after it
+    /// (nothing was ever acknowledged from them), and the directory itself if
+    /// this open created it and it is then empty. The next start is a first
+    /// start again, free to choose its shard count. Does nothing for a
+    /// directory that already had a corekv.meta: its data is never touched.
+    /// Best effort: what cannot be removed is logged and left.
+    pub fn discard_unserved(self) {
+        if !self.created {
+            return;
+        }
+        let mut targets = vec![self.path.join(META_FILE)];
+        if let Ok(entries) = fs::read_dir(&self.path) {
+            // Every shard-* entry was made after `open` found none (else it
+            // would have refused with DATA_DIR_META_MISSING).
+            targets.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("shard-"))
+                    .map(|e| e.path()),
+            );
+        }
+        for target in &targets {
+            let removed = if target.is_dir() {
+                fs::remove_dir_all(target)
+            } else {
+                fs::remove_file(target)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(
+                    "could not remove {} after a failed first start: {e}",
+                    target.display()
+                );
+            }
+        }
+        tracing::info!(
+            "removed the corekv.meta and shard directories this failed first start created in {}: the next start is a first start",
+            self.path.display()
+        );
+        if self.created_dir {
+            let _ = fs::remove_file(self.path.join(LOCK_FILE));
+            // Fails (and keeps the directory) if anything else is inside.
+            let _ = fs::remove_dir(&self.path);
+        }
+        drop(self._lock);
+    }
+}
+
+/// The rule for a data directory that has never served (no corekv.meta):
+/// its parent must exist (corekv never creates missing parents) and it must
+/// not lie under an /etc/fstab mount point with nothing mounted. `serve`
+/// (through [`DataDir::open`]) and `config check` both apply it, so check's
+/// "ok" means serve will start. A directory with a corekv.meta has served and
+/// is opened as it is.
+pub fn check_creatable(path: &Path) -> Result<(), DataDirError> {
+    let exists = path.is_dir();
+    if exists && path.join(META_FILE).exists() {
+        return Ok(());
+    }
+    check_mounted(path)?;
+    if !exists {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(DataDirError::ParentMissing {
+                    path: path.to_path_buf(),
+                    parent: parent.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// DATA_DIR_NOT_MOUNTED when `path` lies under (or is) an /etc/fstab mount
+/// point that /proc/self/mountinfo does not show mounted. Without either
+/// file (containers, other systems) there is nothing to check.
+fn check_mounted(path: &Path) -> Result<(), DataDirError> {
+    let (Ok(fstab), Ok(mountinfo)) = (
+        fs::read_to_string("/etc/fstab"),
+        fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return Ok(());
+    };
+    match unmounted_fstab_ancestor(path, &fstab, &mountinfo) {
+        Some(mount_point) => Err(DataDirError::NotMounted {
+            path: path.to_path_buf(),
+            mount_point,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The nearest ancestor of `path` (itself included) that `fstab` lists as a
+/// mount point and `mountinfo` (the text of /proc/self/mountinfo) does not
+/// show mounted. Swap entries and `/` are ignored. Pure, for tests.
+pub fn unmounted_fstab_ancestor(path: &Path, fstab: &str, mountinfo: &str) -> Option<PathBuf> {
+    let listed: Vec<PathBuf> = fstab
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let (point, fstype) = (fields.get(1)?, fields.get(2).copied().unwrap_or(""));
+            (point.starts_with('/') && *point != "/" && fstype != "swap")
+                .then(|| PathBuf::from(unescape_mount_field(point)))
+        })
+        .collect();
+    let mounted: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| PathBuf::from(unescape_mount_field(p)))
+        .collect();
+    path.ancestors()
+        .find(|a| listed.iter().any(|l| l == a) && !mounted.iter().any(|m| m == a))
+        .map(Path::to_path_buf)
+}
+
+/// fstab and mountinfo write a space as `\040` (and tab, newline, backslash
+/// likewise, in octal).
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match octal {
+            Some(d) => {
+                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                out.push(v as u8);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// For read-only checks (`corekv verify`): hold a shared lock on the
@@ -376,6 +549,86 @@ mod tests {
         let err = DataDir::open(&path, Some(4), 8).unwrap_err();
         assert_eq!(err.name(), "SHARD_COUNT_MISMATCH");
         assert!(err.fix().contains("--shards 3"));
+    }
+
+    const MOUNTINFO: &str = "\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+23 22 8:17 / /srv/data rw,relatime shared:2 - xfs /dev/sdb1 rw
+24 22 8:33 / /mnt/with\\040space rw,relatime shared:3 - xfs /dev/sdc1 rw
+";
+
+    const FSTAB: &str = "\
+# <file system> <mount point> <type> <options> <dump> <pass>
+UUID=aaaa /             ext4 errors=remount-ro 0 1
+UUID=bbbb /srv/data     xfs  defaults,nofail   0 2
+UUID=cccc /mnt/disk2    xfs  defaults,nofail   0 2
+UUID=dddd /mnt/with\\040space xfs defaults 0 2
+/swapfile none          swap sw                0 0
+";
+
+    #[test]
+    fn fstab_mount_points_that_are_not_mounted_are_found() {
+        let check = |p: &str| unmounted_fstab_ancestor(Path::new(p), FSTAB, MOUNTINFO);
+        // Under a listed mount point that is not mounted: refused, naming it.
+        assert_eq!(
+            check("/mnt/disk2/corekv"),
+            Some(PathBuf::from("/mnt/disk2"))
+        );
+        assert_eq!(check("/mnt/disk2"), Some(PathBuf::from("/mnt/disk2")));
+        // Mounted, or not a mount point at all, or the root: fine.
+        assert_eq!(check("/srv/data/corekv"), None);
+        assert_eq!(check("/mnt/with space/corekv"), None);
+        assert_eq!(check("/var/lib/corekv"), None);
+        assert_eq!(
+            check("/mnt/disk"),
+            None,
+            "a prefix of a name is not an ancestor"
+        );
+        // Swap and comments are no mount points.
+        assert_eq!(check("/swapfile/x"), None);
+        // With the second disk unmounted as well, its path is named.
+        let without_sdb = MOUNTINFO.replace("/srv/data", "/elsewhere");
+        assert_eq!(
+            unmounted_fstab_ancestor(Path::new("/srv/data/d"), FSTAB, &without_sdb),
+            Some(PathBuf::from("/srv/data"))
+        );
+    }
+
+    #[test]
+    fn a_missing_parent_is_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("not-there").join("data");
+        let err = DataDir::open(&path, None, 1).unwrap_err();
+        assert_eq!(err.name(), "DATA_DIR_PARENT_MISSING");
+        assert!(err.fix().contains("mkdir -p"), "{}", err.fix());
+        assert!(!dir.path().join("not-there").exists());
+    }
+
+    #[test]
+    fn discarding_a_failed_first_start_leaves_a_first_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data");
+        let d = DataDir::open(&path, Some(3), 3).unwrap();
+        fs::create_dir_all(wal_dir(&path, 0)).unwrap();
+        d.discard_unserved();
+        assert!(!path.exists(), "the directory this start created is gone");
+        // A directory that existed keeps everything but what the start made.
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("notes.txt"), b"mine").unwrap();
+        let d = DataDir::open(&path, Some(3), 3).unwrap();
+        fs::create_dir_all(wal_dir(&path, 2)).unwrap();
+        d.discard_unserved();
+        assert!(path.join("notes.txt").exists());
+        assert!(!path.join(META_FILE).exists());
+        assert!(!shard_dir(&path, 2).exists());
+        let d = DataDir::open(&path, Some(1), 3).unwrap();
+        assert_eq!(d.shard_count, 1, "the next start chose its own count");
+        drop(d);
+        // A directory that had a corekv.meta is never touched.
+        let d = DataDir::open(&path, None, 3).unwrap();
+        assert!(!d.created);
+        d.discard_unserved();
+        assert!(path.join(META_FILE).exists());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub enum IoOp {
     Stat,
     Link,
     Copy,
+    Chown,
 }
 
 impl IoOp {
@@ -40,6 +41,7 @@ impl IoOp {
             IoOp::Stat => "stat",
             IoOp::Link => "hard link",
             IoOp::Copy => "copy",
+            IoOp::Chown => "chown",
         }
     }
 }

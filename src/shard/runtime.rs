@@ -196,6 +196,13 @@ impl Engine {
         let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
         let default_shards = cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16;
         let data_dir = DataDir::open(&config.data_dir, config.shards, default_shards)?;
+        // A first start that fails before serving removes the metadata and
+        // shard directories it wrote (DataDir::discard_unserved): a directory
+        // that never served must not have its shard count fixed by a failure.
+        let discard = |data_dir: DataDir, e: StartError| {
+            data_dir.discard_unserved();
+            e
+        };
         let n = data_dir.shard_count;
         let cpus: Vec<usize> = (0..usize::from(n))
             .map(|i| cpus_allowed[i % cpus_allowed.len()])
@@ -251,11 +258,12 @@ impl Engine {
                 Err(e) => {
                     release(&control, false);
                     join_all(threads);
-                    return Err(StartError::Executor {
+                    let e = StartError::Executor {
                         shard: i as u16,
                         cpu: cpus[i],
                         detail: e.to_string(),
-                    });
+                    };
+                    return Err(discard(data_dir, e));
                 }
             }
         }
@@ -276,17 +284,18 @@ impl Engine {
         if let Some(e) = first_error {
             release(&control, false);
             join_all(threads);
-            return Err(e.into());
+            return Err(discard(data_dir, e.into()));
         }
         if !all_reported {
             release(&control, false);
             let exits = join_all(threads);
             let detail = format!("{exits:?}");
-            return Err(StartError::Executor {
+            let e = StartError::Executor {
                 shard: 0,
                 cpu: cpus[0],
                 detail,
-            });
+            };
+            return Err(discard(data_dir, e));
         }
         *control
             .txn_outcomes
