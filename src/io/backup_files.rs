@@ -3,15 +3,18 @@
 //! to a cut, checksumming, sealing the backup with its manifest, checking a
 //! backup against that manifest, and restoring it into a data directory.
 //!
-//! Everything here blocks (std::fs). It must never run on a shard executor:
-//! the shards call it on a helper thread (`shard::backup`), the CLI directly.
+//! The backup steps and the check are generic over [`Disk`], so the
+//! deterministic simulation runs them on the simulated disk interleaved with
+//! flushes, compactions and transactions; in production the shards run them on
+//! a helper thread through [`StdDisk`] (blocking, buffered: a backup target
+//! need not support O_DIRECT). The target checks and the restore's directory
+//! moves use std::fs directly: they run in the CLI or on that helper thread.
+//! Nothing here may run blocking calls on a shard executor.
 //! It must never change or delete a file of a live data directory (it only
 //! reads them and hard-links them), and never delete a data directory it
 //! restores over: that one is moved aside.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
+use std::fs::{self, OpenOptions};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -24,8 +27,10 @@ use crate::core::limits::SECTOR_BYTES;
 use crate::core::wal_format::SegmentHeader;
 
 use super::data_dir::{shard_dir, wal_dir, META_FILE};
+use super::disk::{Disk, DiskFile, OpenMode};
 use super::error::{IoError, IoOp};
 use super::manifest::MANIFEST_FILE;
+use super::std_disk::StdDisk;
 use super::table_file::table_file_name;
 use super::wal_writer::{parse_segment_file_name, segment_file_name};
 
@@ -119,75 +124,121 @@ pub fn prepare_backup_target(target: &Path, data_dir: &Path) -> Result<(), Backu
 
 /// Hard-link `src` to `dst`, or copy it where a link is impossible (another
 /// filesystem). Returns true if linked.
-pub fn link_or_copy(src: &Path, dst: &Path) -> Result<bool, IoError> {
-    match fs::hard_link(src, dst) {
+pub async fn link_or_copy<D: Disk>(disk: &D, src: &Path, dst: &Path) -> Result<bool, IoError> {
+    match disk.hard_link(src, dst).await {
         Ok(()) => Ok(true),
         Err(e)
             if matches!(
-                e.raw_os_error(),
+                e.source.raw_os_error(),
                 Some(libc::EXDEV) | Some(libc::EPERM) | Some(libc::EMLINK) | Some(libc::ENOTSUP)
             ) =>
         {
-            copy_prefix(src, dst, None)?;
+            copy_prefix(disk, src, dst, None).await?;
             Ok(false)
         }
-        Err(e) => Err(IoError::new(IoOp::Link, dst, None, e)),
+        Err(e) => Err(e),
     }
 }
 
 /// Copy `src` to a new file `dst`: all of it, or only its first `limit` bytes
-/// with the rest of its length left as zeros (a hole).
-fn copy_prefix(src: &Path, dst: &Path, limit: Option<u64>) -> Result<(), IoError> {
-    let mut from = File::open(src).map_err(io(IoOp::Open, src))?;
-    let len = from.metadata().map_err(io(IoOp::Stat, src))?.len();
+/// with the rest of its length left as zeros. Durable (fdatasync) on return;
+/// the name is durable once the caller syncs `dst`'s directory.
+pub async fn copy_prefix<D: Disk>(
+    disk: &D,
+    src: &Path,
+    dst: &Path,
+    limit: Option<u64>,
+) -> Result<(), IoError> {
+    let from = disk.open(src, OpenMode::ReadOnly).await?;
+    let len = from.size().await?;
     let want = limit.map_or(len, |l| l.min(len));
-    let mut to = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .map_err(io(IoOp::Open, dst))?;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+    let to = disk.open(dst, OpenMode::CreateNew).await?;
+    let align = to.alignment().max(from.alignment()) as u64;
+    assert!(COPY_CHUNK_BYTES as u64 % align == 0);
     let mut done = 0u64;
     while done < want {
-        let n = (want - done).min(COPY_CHUNK_BYTES as u64) as usize;
-        from.read_exact(&mut buf[..n])
-            .map_err(|e| IoError::new(IoOp::Read, src, Some(done), e))?;
-        to.write_all(&buf[..n])
-            .map_err(|e| IoError::new(IoOp::Write, dst, Some(done), e))?;
-        done += n as u64;
+        let n = (want - done).min(COPY_CHUNK_BYTES as u64);
+        // Whole aligned blocks both ways; the tail past `want` is zeroed.
+        let padded = n.div_ceil(align) * align;
+        let read = from.read_at(done, padded as usize).await?;
+        if (read.len() as u64) < n {
+            return Err(IoError::new(
+                IoOp::Read,
+                src,
+                Some(done),
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file ended at {} while copying",
+                        done + read.len() as u64
+                    ),
+                ),
+            ));
+        }
+        let mut buf = to.alloc_buf(padded as usize);
+        buf.as_mut()[..n as usize].copy_from_slice(&read[..n as usize]);
+        to.write_at(buf, done).await?;
+        done += n;
     }
-    to.set_len(len).map_err(io(IoOp::Truncate, dst))?;
-    to.sync_all().map_err(io(IoOp::Sync, dst))?;
-    Ok(())
+    to.truncate(len).await?;
+    to.fdatasync().await?;
+    let _ = from.close().await;
+    to.close().await
 }
 
 /// Size and CRC32C of a whole file.
-pub fn file_crc(path: &Path) -> Result<(u64, u32), IoError> {
-    let mut f = File::open(path).map_err(io(IoOp::Open, path))?;
-    let mut buf = vec![0u8; COPY_CHUNK_BYTES];
+pub async fn file_crc<D: Disk>(disk: &D, path: &Path) -> Result<(u64, u32), IoError> {
+    let f = disk.open(path, OpenMode::ReadOnly).await?;
     let (mut crc, mut len) = (0u32, 0u64);
     loop {
-        let n = f
-            .read(&mut buf)
-            .map_err(|e| IoError::new(IoOp::Read, path, Some(len), e))?;
-        if n == 0 {
+        let chunk = f.read_at(len, COPY_CHUNK_BYTES).await?;
+        crc = crc32c_append(crc, &chunk);
+        len += chunk.len() as u64;
+        if chunk.len() < COPY_CHUNK_BYTES {
+            let _ = f.close().await;
             return Ok((len, crc));
         }
-        crc = crc32c_append(crc, &buf[..n]);
-        len += n as u64;
     }
 }
 
-pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(IoOp::SyncDir, dir))
+/// A whole small file (a manifest), or None if it does not exist.
+async fn read_small<D: Disk>(disk: &D, path: &Path) -> Result<Option<Vec<u8>>, IoError> {
+    let f = match disk.open(path, OpenMode::ReadOnly).await {
+        Ok(f) => f,
+        Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.size().await?;
+    let align = f.read_alignment() as u64;
+    let bytes = f.read_at(0, (len.div_ceil(align) * align) as usize).await?;
+    let _ = f.close().await;
+    Ok(Some(bytes[..(len as usize).min(bytes.len())].to_vec()))
 }
 
-fn sync_file(path: &Path) -> Result<(), IoError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io(IoOp::Sync, path))
+/// Write `bytes` as the new file `path` and make it durable (the name too,
+/// once the caller syncs the directory).
+async fn write_small<D: Disk>(disk: &D, path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let f = disk.open(path, OpenMode::CreateNew).await?;
+    let align = f.alignment();
+    let mut buf = f.alloc_buf(bytes.len().div_ceil(align).max(1) * align);
+    buf.as_mut()[..bytes.len()].copy_from_slice(bytes);
+    f.write_at(buf, 0).await?;
+    f.truncate(bytes.len() as u64).await?;
+    f.fdatasync().await?;
+    f.close().await
+}
+
+/// Make a file's contents durable (files a backup linked: synced by the shard
+/// that wrote them already; this covers a crash in between).
+async fn sync_file<D: Disk>(disk: &D, path: &Path) -> Result<(), IoError> {
+    let f = disk.open(path, OpenMode::ReadWrite).await?;
+    f.fdatasync().await?;
+    f.close().await
+}
+
+/// fsync a directory with the blocking API (restore's staging tree).
+pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
+    futures_lite::future::block_on(StdDisk.sync_dir(dir))
 }
 
 /// The backup's directory for one shard, with its `tables` and `wal`.
@@ -198,7 +249,8 @@ pub fn backup_shard_dir(target: &Path, shard: u16) -> PathBuf {
 /// While the shard is paused: hard-link (or copy) the tables its manifest
 /// names and copy the manifest itself into the backup. Few files, no data
 /// copied when linking works, so the pause stays short.
-pub fn link_shard_tables(
+pub async fn link_shard_tables<D: Disk>(
+    disk: &D,
     data_dir: &Path,
     target: &Path,
     shard: u16,
@@ -207,21 +259,20 @@ pub fn link_shard_tables(
     let src = shard_dir(data_dir, shard);
     let dst = backup_shard_dir(target, shard);
     for d in [dst.join("tables"), dst.join("wal")] {
-        fs::create_dir_all(&d).map_err(io(IoOp::CreateDir, &d))?;
+        disk.create_dir_all(&d).await?;
     }
     for &id in table_ids {
         let name = table_file_name(id);
         link_or_copy(
+            disk,
             &src.join("tables").join(&name),
             &dst.join("tables").join(&name),
-        )?;
+        )
+        .await?;
     }
-    let manifest = src.join(MANIFEST_FILE);
-    match fs::symlink_metadata(&manifest) {
-        Ok(_) => copy_prefix(&manifest, &dst.join(MANIFEST_FILE), None)?,
-        // No flush yet: the shard's data is all in its WAL.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(IoError::new(IoOp::Stat, &manifest, None, e).into()),
+    // No manifest yet (no flush): the shard's data is all in its WAL.
+    if let Some(bytes) = read_small(disk, &src.join(MANIFEST_FILE)).await? {
+        write_small(disk, &dst.join(MANIFEST_FILE), &bytes).await?;
     }
     Ok(())
 }
@@ -243,7 +294,8 @@ pub struct WalCut {
 /// zeros, which the reader takes for the end of the log. Sound because the
 /// writer never rewrites bytes below its position, and recycling is held off
 /// by the caller until this returns.
-pub fn copy_wal_tail(
+pub async fn copy_wal_tail<D: Disk>(
+    disk: &D,
     data_dir: &Path,
     target: &Path,
     shard: u16,
@@ -251,11 +303,10 @@ pub fn copy_wal_tail(
 ) -> Result<(), BackupFileError> {
     let src = wal_dir(data_dir, shard);
     let dst = backup_shard_dir(target, shard).join("wal");
-    fs::create_dir_all(&dst).map_err(io(IoOp::CreateDir, &dst))?;
+    disk.create_dir_all(&dst).await?;
     let mut seqs: Vec<u64> = Vec::new();
-    for entry in fs::read_dir(&src).map_err(io(IoOp::ListDir, &src))? {
-        let entry = entry.map_err(io(IoOp::ListDir, &src))?;
-        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+    for name in disk.list_dir(&src).await? {
+        if let Some(seq) = parse_segment_file_name(&name) {
             // A cut at offset 0 is a segment renamed into place but not written.
             if seq < cut.segment || (seq == cut.segment && cut.offset > 0) {
                 seqs.push(seq);
@@ -269,16 +320,18 @@ pub fn copy_wal_tail(
     let mut firsts = Vec::with_capacity(seqs.len());
     for &seq in &seqs {
         let path = src.join(segment_file_name(seq));
-        let mut head = vec![0u8; SECTOR_BYTES];
-        let read = File::open(&path).and_then(|f| f.read_exact_at(&mut head, 0));
-        match read {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let head = match disk.open(&path, OpenMode::ReadOnly).await {
+            Ok(f) => {
+                let head = f.read_at(0, SECTOR_BYTES).await;
+                let _ = f.close().await;
+                head?
+            }
+            Err(e) if e.source.raw_os_error() == Some(libc::ENOENT) => {
                 firsts.push(None);
                 continue;
             }
-            Err(e) => return Err(IoError::new(IoOp::Read, &path, Some(0), e).into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
         let header = SegmentHeader::decode(&head).map_err(|e| BackupFileError::WalUnusable {
             path: path.clone(),
             detail: format!("segment header: {e}"),
@@ -320,14 +373,18 @@ pub fn copy_wal_tail(
     for &(seq, _) in &keep {
         let name = segment_file_name(seq);
         let limit = (seq == cut.segment).then_some(cut.offset);
-        copy_prefix(&src.join(&name), &dst.join(&name), limit)?;
+        copy_prefix(disk, &src.join(&name), &dst.join(&name), limit).await?;
     }
     Ok(())
 }
 
 /// Checksum every file of one shard's part of the backup and make its
 /// directories durable; returns their manifest entries.
-pub fn seal_shard(target: &Path, shard: u16) -> Result<Vec<BackupFileEntry>, BackupFileError> {
+pub async fn seal_shard<D: Disk>(
+    disk: &D,
+    target: &Path,
+    shard: u16,
+) -> Result<Vec<BackupFileEntry>, BackupFileError> {
     let dir = backup_shard_dir(target, shard);
     let mut entries = Vec::new();
     for sub in ["", "tables", "wal"] {
@@ -336,23 +393,20 @@ pub fn seal_shard(target: &Path, shard: u16) -> Result<Vec<BackupFileEntry>, Bac
         } else {
             dir.join(sub)
         };
-        let mut names: Vec<String> = Vec::new();
-        for entry in fs::read_dir(&d).map_err(io(IoOp::ListDir, &d))? {
-            let entry = entry.map_err(io(IoOp::ListDir, &d))?;
-            let is_file = entry.file_type().map_err(io(IoOp::Stat, &d))?.is_file();
-            if is_file {
-                if let Some(n) = entry.file_name().to_str() {
-                    names.push(n.to_string());
-                }
-            }
-        }
+        // The shard directory's own subdirectories are not files.
+        let mut names: Vec<String> = disk
+            .list_dir(&d)
+            .await?
+            .into_iter()
+            .filter(|n| !(sub.is_empty() && (n == "tables" || n == "wal")))
+            .collect();
         names.sort();
         for name in names {
             let path = d.join(&name);
             // Linked tables were synced by the shard that wrote them; the
             // copies were synced by copy_prefix. This is for a crash between.
-            sync_file(&path)?;
-            let (bytes, crc32c) = file_crc(&path)?;
+            sync_file(disk, &path).await?;
+            let (bytes, crc32c) = file_crc(disk, &path).await?;
             let rel = match sub {
                 "" => format!("{}/{name}", dir_name(&dir)),
                 _ => format!("{}/{sub}/{name}", dir_name(&dir)),
@@ -363,7 +417,7 @@ pub fn seal_shard(target: &Path, shard: u16) -> Result<Vec<BackupFileEntry>, Bac
                 crc32c,
             });
         }
-        sync_dir(&d)?;
+        disk.sync_dir(&d).await?;
     }
     Ok(entries)
 }
@@ -377,14 +431,15 @@ fn dir_name(dir: &Path) -> String {
 /// Copy the data directory's metadata file, then write the manifest last (via
 /// a temporary file and a rename), and make it all durable. A backup without
 /// `BACKUP.json` is incomplete and is refused by restore.
-pub fn seal_backup(
+pub async fn seal_backup<D: Disk>(
+    disk: &D,
     target: &Path,
     data_dir: &Path,
     mut body: BackupBody,
 ) -> Result<BackupBody, BackupFileError> {
     let meta = target.join(META_FILE);
-    copy_prefix(&data_dir.join(META_FILE), &meta, None)?;
-    let (bytes, crc32c) = file_crc(&meta)?;
+    copy_prefix(disk, &data_dir.join(META_FILE), &meta, None).await?;
+    let (bytes, crc32c) = file_crc(disk, &meta).await?;
     body.files.insert(
         0,
         BackupFileEntry {
@@ -394,14 +449,10 @@ pub fn seal_backup(
         },
     );
     let tmp = target.join(format!("{BACKUP_MANIFEST_FILE}.tmp"));
-    let mut f = File::create(&tmp).map_err(io(IoOp::Open, &tmp))?;
-    f.write_all(&encode_backup_manifest(&body))
-        .map_err(io(IoOp::Write, &tmp))?;
-    f.sync_all().map_err(io(IoOp::Sync, &tmp))?;
-    drop(f);
-    let dst = target.join(BACKUP_MANIFEST_FILE);
-    fs::rename(&tmp, &dst).map_err(io(IoOp::Rename, &tmp))?;
-    sync_dir(target)?;
+    write_small(disk, &tmp, &encode_backup_manifest(&body)).await?;
+    disk.rename(&tmp, &target.join(BACKUP_MANIFEST_FILE))
+        .await?;
+    disk.sync_dir(target).await?;
     Ok(body)
 }
 
@@ -416,17 +467,16 @@ pub struct BackupCheck {
 /// Read the backup's manifest (checksum verified) and check every file it
 /// lists against its size and CRC32C. An unusable manifest is an error; bad
 /// files are listed in the result.
-pub fn check_backup(dir: &Path) -> Result<BackupCheck, BackupFileError> {
+pub async fn check_backup_on<D: Disk>(
+    disk: &D,
+    dir: &Path,
+) -> Result<BackupCheck, BackupFileError> {
     let manifest_path = dir.join(BACKUP_MANIFEST_FILE);
-    let bytes = match fs::read(&manifest_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(BackupFileError::Damaged {
-                path: manifest_path,
-                detail: "missing: not a backup, or the backup did not complete".into(),
-            })
-        }
-        Err(e) => return Err(IoError::new(IoOp::Read, &manifest_path, None, e).into()),
+    let Some(bytes) = read_small(disk, &manifest_path).await? else {
+        return Err(BackupFileError::Damaged {
+            path: manifest_path,
+            detail: "missing: not a backup, or the backup did not complete".into(),
+        });
     };
     let body = decode_backup_manifest(&bytes).map_err(|e| BackupFileError::Damaged {
         path: manifest_path.clone(),
@@ -435,7 +485,7 @@ pub fn check_backup(dir: &Path) -> Result<BackupCheck, BackupFileError> {
     let mut damaged = Vec::new();
     for f in &body.files {
         let path = dir.join(&f.path);
-        match file_crc(&path) {
+        match file_crc(disk, &path).await {
             Ok((bytes, _)) if bytes != f.bytes => damaged.push(BackupFileError::Damaged {
                 path,
                 detail: format!("{bytes} bytes, the manifest says {}", f.bytes),
@@ -455,6 +505,12 @@ pub fn check_backup(dir: &Path) -> Result<BackupCheck, BackupFileError> {
         }
     }
     Ok(BackupCheck { body, damaged })
+}
+
+/// [`check_backup_on`] with the blocking API, for the CLI (`verify --backup`,
+/// `restore`), which runs no executor.
+pub fn check_backup(dir: &Path) -> Result<BackupCheck, BackupFileError> {
+    futures_lite::future::block_on(check_backup_on(&StdDisk, dir))
 }
 
 /// What a restore did.
@@ -486,10 +542,6 @@ fn is_locked(dir: &Path) -> Result<bool, IoError> {
     Ok(rc != 0)
 }
 
-/// Copy a checked backup (`body` from [`check_backup`]) into `to`. The files
-/// go to a staging directory next to `to` first and are renamed into place
-/// once all are durable, so a crash mid-restore leaves no half-restored data
-/// directory. Each file's CRC32C is checked again on the bytes copied.
 /// The numeric owner a restore gives every file and directory it writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -527,6 +579,10 @@ fn chown_tree(root: &Path, owner: Owner) -> Result<(), IoError> {
     Ok(())
 }
 
+/// Copy a checked backup (`body` from [`check_backup`]) into `to`. The files
+/// go to a staging directory next to `to` first and are renamed into place
+/// once all are durable, so a crash mid-restore leaves no half-restored data
+/// directory. Each file's CRC32C is checked again on the bytes copied.
 pub fn restore_backup(
     from: &Path,
     body: &BackupBody,
@@ -589,8 +645,10 @@ pub fn restore_backup(
             fs::create_dir_all(d).map_err(io(IoOp::CreateDir, d))?;
             dirs.insert(d.to_path_buf());
         }
-        copy_prefix(&src, &dst, None)?;
-        let (bytes, crc) = file_crc(&dst)?;
+        let (bytes, crc) = futures_lite::future::block_on(async {
+            copy_prefix(&StdDisk, &src, &dst, None).await?;
+            file_crc(&StdDisk, &dst).await
+        })?;
         if bytes != f.bytes || crc != f.crc32c {
             return Err(BackupFileError::Damaged {
                 path: src,

@@ -49,6 +49,15 @@ pub trait Disk: Clone + 'static {
     async fn create_dir_all(&self, dir: &Path) -> IoResult<()>;
     /// File names (not paths) in `dir`, in no particular order.
     async fn list_dir(&self, dir: &Path) -> IoResult<Vec<String>>;
+    /// A second name `dst` for the file `src` (same contents, durable like any
+    /// new name: after `sync_dir` of `dst`'s directory). Backups link tables.
+    async fn hard_link(&self, src: &Path, dst: &Path) -> IoResult<()>;
+
+    /// Whole-file copies (backups) through this disk would occupy the shard
+    /// that owns it: run them on a helper thread through
+    /// [`crate::io::std_disk::StdDisk`] instead. True for the O_DIRECT disk;
+    /// the simulated disk runs them in place, interleaved with everything else.
+    const BULK_COPIES_ON_HELPER_THREAD: bool = false;
 }
 
 pub trait DiskFile: 'static {

@@ -58,6 +58,8 @@ pub struct DmaDiskFile {
 impl Disk for DmaDisk {
     type File = DmaDiskFile;
 
+    const BULK_COPIES_ON_HELPER_THREAD: bool = true;
+
     async fn open(&self, path: &Path, mode: OpenMode) -> IoResult<DmaDiskFile> {
         debug_assert!(
             path.is_absolute(),
@@ -130,6 +132,12 @@ impl Disk for DmaDisk {
             }
         }
         Ok(names)
+    }
+
+    async fn hard_link(&self, src: &Path, dst: &Path) -> IoResult<()> {
+        // Blocking, like the directory calls above: a metadata operation,
+        // made only by backups (whose bulk work runs off the executor).
+        std::fs::hard_link(src, dst).map_err(|e| IoError::new(IoOp::Link, dst, None, e))
     }
 }
 

@@ -1,7 +1,9 @@
 //! Every byte corekv reads from or writes to disk goes through this module.
 //!
 //! It owns: the [`Disk`] seam (the narrow interface the engine is generic over),
-//! its production implementation on glommio O_DIRECT files ([`DmaDisk`]), the WAL
+//! its production implementation on glommio O_DIRECT files ([`DmaDisk`]), a
+//! blocking one for backups' helper threads and the CLI ([`std_disk::StdDisk`]),
+//! the simulated one ([`sim_disk::SimDisk`]), the WAL
 //! writer and reader, and the data-directory metadata file.
 //!
 //! It must never: know about shards' state machines, the network, or keys'
@@ -16,6 +18,7 @@ pub mod dma_disk;
 pub mod error;
 pub mod manifest;
 pub mod sim_disk;
+pub mod std_disk;
 pub mod table_file;
 pub mod wal_reader;
 pub mod wal_writer;

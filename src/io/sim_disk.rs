@@ -409,6 +409,24 @@ impl Disk for SimDisk {
             .filter_map(|p| p.file_name()?.to_str().map(str::to_string))
             .collect())
     }
+
+    async fn hard_link(&self, src: &Path, dst: &Path) -> IoResult<()> {
+        self.turn().await;
+        self.check(IoOp::Link, dst)?;
+        let mut st = self.st.borrow_mut();
+        let Some(&inode) = st.names.get(src) else {
+            return Err(eio(IoOp::Link, src, libc::ENOENT));
+        };
+        if st.names.contains_key(dst) {
+            return Err(eio(IoOp::Link, dst, libc::EEXIST));
+        }
+        if !st.dirs.contains(&Self::parent(dst)) {
+            return Err(eio(IoOp::Link, dst, libc::ENOENT));
+        }
+        // The new name shares the inode: contents, synced or not, are one.
+        st.names.insert(dst.to_path_buf(), inode);
+        Ok(())
+    }
 }
 
 impl DiskFile for SimFile {
@@ -507,9 +525,10 @@ impl DiskFile for SimFile {
         self.disk.check(IoOp::Truncate, &self.path)?;
         let mut st = self.disk.st.borrow_mut();
         let inode = &mut st.inodes[self.inode];
-        // Treated as synchronous metadata (ext4 journals it).
+        // Treated as synchronous metadata (ext4 journals it). Like
+        // ftruncate, a longer length extends the file with zeros.
         let mut v = inode.visible();
-        v.truncate(len as usize);
+        v.resize(len as usize, 0);
         inode.durable = v;
         inode.unsynced.clear();
         Ok(())

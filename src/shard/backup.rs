@@ -10,6 +10,11 @@
 //! client issues after that acknowledgement lands after every cut too. Each
 //! client's history in the backup is therefore a prefix, across shards.
 //!
+//! The file work (linking tables, copying the WAL tail, checksums, the
+//! manifest) is `io::backup_files`, generic over the disk: in production it
+//! runs on a helper thread through the blocking `StdDisk`; in the simulation
+//! it runs on the simulated disk, interleaved with everything else.
+//!
 //! It must never: block the executor (file work runs on a helper thread),
 //! fail a write because of a backup (writes wait at the gate, and a pause
 //! lifts itself at its deadline), copy bulk data while writes are paused
@@ -34,13 +39,14 @@ use crate::io::backup_files::{
     copy_wal_tail, link_shard_tables, prepare_backup_target, seal_backup, seal_shard,
     BackupFileError, WalCut,
 };
+use crate::io::std_disk::StdDisk;
 use crate::io::Disk;
 
 use super::context::ShardContext;
 use super::ops::{OpKind, ReplyBatch};
 use super::router::RoutedBatch;
 use super::state::ShardState;
-use super::sync::WaitQueue;
+use super::sync::{sleep_unless_simulated, WaitQueue};
 
 /// Writes never wait for a backup longer than this: a shard paused this long
 /// lifts the pause itself, and the backup fails.
@@ -125,7 +131,7 @@ impl BackupGate {
             let opened = self
                 .changed
                 .until(|| self.paused.get().is_none().then_some(()));
-            future::or(opened, glommio::timer::sleep(left)).await;
+            future::or(opened, sleep_unless_simulated(left)).await;
         }
         // No await between the check above and this: a pause that begins now
         // sees this write and waits for it.
@@ -207,6 +213,83 @@ fn unpin_from_shard_core() {
     }
 }
 
+/// One step of a backup's file work, owning its arguments so that it can go
+/// to a helper thread, and generic over the disk it runs on.
+trait FileJob: Send + 'static {
+    type Out: Send + 'static;
+    async fn run<X: Disk>(self, disk: &X) -> Result<Self::Out, BackupFileError>;
+}
+
+/// Link (or copy) a shard's tables and manifest into the backup.
+struct LinkTables {
+    data_dir: PathBuf,
+    target: PathBuf,
+    shard: u16,
+    table_ids: Vec<u64>,
+}
+
+impl FileJob for LinkTables {
+    type Out = ();
+    async fn run<X: Disk>(self, disk: &X) -> Result<(), BackupFileError> {
+        link_shard_tables(
+            disk,
+            &self.data_dir,
+            &self.target,
+            self.shard,
+            &self.table_ids,
+        )
+        .await
+    }
+}
+
+/// Copy a shard's WAL up to its cut, then checksum its files.
+struct CopyWal {
+    data_dir: PathBuf,
+    target: PathBuf,
+    shard: u16,
+    cut: WalCut,
+}
+
+impl FileJob for CopyWal {
+    type Out = Vec<BackupFileEntry>;
+    async fn run<X: Disk>(self, disk: &X) -> Result<Vec<BackupFileEntry>, BackupFileError> {
+        copy_wal_tail(disk, &self.data_dir, &self.target, self.shard, self.cut).await?;
+        seal_shard(disk, &self.target, self.shard).await
+    }
+}
+
+/// Copy corekv.meta and write the backup's manifest, last.
+struct Seal {
+    target: PathBuf,
+    data_dir: PathBuf,
+    body: BackupBody,
+}
+
+impl FileJob for Seal {
+    type Out = BackupBody;
+    async fn run<X: Disk>(self, disk: &X) -> Result<BackupBody, BackupFileError> {
+        seal_backup(disk, &self.target, &self.data_dir, self.body).await
+    }
+}
+
+/// Run `job` where `D` says bulk copies belong: on a helper thread through
+/// the blocking [`StdDisk`] (production), or on `disk` itself (simulation).
+async fn file_work<D: Disk, J: FileJob>(
+    disk: &D,
+    what: &'static str,
+    job: J,
+) -> Result<J::Out, BackupFailure> {
+    if D::BULK_COPIES_ON_HELPER_THREAD {
+        // StdDisk's futures are ready at once: block_on never parks.
+        Ok(off_executor(what, move || {
+            futures_lite::future::block_on(job.run(&StdDisk))
+        })
+        .await??)
+    } else {
+        Ok(job.run(disk).await?)
+    }
+}
+
 impl<D: Disk> ShardState<D> {
     /// Execute one backup phase sent by a coordinator.
     pub(super) async fn backup_op(&self, key: &[u8], value: &[u8], out: &mut ReplyBatch) {
@@ -235,7 +318,11 @@ impl<D: Disk> ShardState<D> {
         }
     }
 
-    async fn backup_pause(&self, id: u64, target: &Path) -> Result<Vec<u8>, BackupFailure> {
+    /// The coordinator's steps, one shard at a time: pause (close the gate,
+    /// take the cut, link the tables), resume, finish (copy the WAL tail and
+    /// checksum), abort. Public for the simulation, which replays the
+    /// coordinator step by step; the server reaches them through `backup_op`.
+    pub async fn backup_pause(&self, id: u64, target: &Path) -> Result<Vec<u8>, BackupFailure> {
         let gate = &self.backup;
         if gate.is_busy() {
             return Err(BackupFailure {
@@ -254,7 +341,7 @@ impl<D: Disk> ShardState<D> {
         gate.held_by.set(Some(id));
         self.commit.hold_recycling();
         let cut = future::or(async { Some(self.take_cut(target).await) }, async {
-            glommio::timer::sleep(PAUSE_DEADLINE).await;
+            sleep_unless_simulated(PAUSE_DEADLINE).await;
             None
         })
         .await;
@@ -296,12 +383,14 @@ impl<D: Disk> ShardState<D> {
             .ok_or_else(|| BackupFailure::failed("the shard directory has no parent".into()))?;
         let (manifest, edit) = self.lsm.hold_manifest().await;
         let ids: Vec<u64> = manifest.tables.iter().map(|t| t.id).collect();
-        let (t, d, shard) = (target.to_path_buf(), data_dir.clone(), self.id.0);
-        let table_ids = ids.clone();
-        off_executor("link tables into the backup", move || {
-            link_shard_tables(&d, &t, shard, &table_ids)
-        })
-        .await??;
+        let shard = self.id.0;
+        let job = LinkTables {
+            data_dir: data_dir.clone(),
+            target: target.to_path_buf(),
+            shard,
+            table_ids: ids.clone(),
+        };
+        file_work(&self.lsm.disk, "link tables into the backup", job).await?;
         drop(edit);
         let wal = WalCut {
             cutoff_lsn: manifest.wal_cutoff_lsn,
@@ -320,7 +409,7 @@ impl<D: Disk> ShardState<D> {
         serde_json::to_vec(&entry).map_err(|e| BackupFailure::failed(e.to_string()))
     }
 
-    fn backup_resume(&self, id: u64) -> Result<Vec<u8>, BackupFailure> {
+    pub fn backup_resume(&self, id: u64) -> Result<Vec<u8>, BackupFailure> {
         let gate = &self.backup;
         let late = match gate.paused.get() {
             Some((p, deadline)) if p == id => {
@@ -347,7 +436,7 @@ impl<D: Disk> ShardState<D> {
 
     /// After every shard resumed: copy this shard's WAL up to its cut, checksum
     /// its files, and let recycling go on.
-    async fn backup_finish(&self, id: u64) -> Result<Vec<u8>, BackupFailure> {
+    pub async fn backup_finish(&self, id: u64) -> Result<Vec<u8>, BackupFailure> {
         let taken = match self.backup.held_by.get() {
             Some(h) if h == id => self.backup.cut.borrow_mut().take(),
             _ => None,
@@ -358,14 +447,15 @@ impl<D: Disk> ShardState<D> {
                 self.id.0
             )));
         };
-        let shard = self.id.0;
-        let copied = off_executor("copy the WAL into the backup", move || {
-            copy_wal_tail(&data_dir, &target, shard, wal)?;
-            seal_shard(&target, shard)
-        })
-        .await;
+        let job = CopyWal {
+            data_dir,
+            target,
+            shard: self.id.0,
+            cut: wal,
+        };
+        let copied = file_work(&self.lsm.disk, "copy the WAL into the backup", job).await;
         self.release_hold(id);
-        let entries: Vec<BackupFileEntry> = copied??;
+        let entries = copied?;
         serde_json::to_vec(&entries).map_err(|e| BackupFailure::failed(e.to_string()))
     }
 
@@ -377,7 +467,7 @@ impl<D: Disk> ShardState<D> {
     }
 
     /// Undo whatever this backup holds here. Idempotent.
-    fn backup_abort(&self, id: u64) {
+    pub fn backup_abort(&self, id: u64) {
         self.backup.lift(id);
         if self.backup.held_by.get() == Some(id) {
             *self.backup.cut.borrow_mut() = None;
@@ -523,11 +613,17 @@ pub async fn run_backup(ctx: &ShardContext, target: &[u8]) -> Result<Vec<u8>, Ba
         shards,
         files,
     };
-    let (t, d) = (target.clone(), data_dir);
-    let body = off_executor("write the backup manifest", move || {
-        seal_backup(&t, &d, body)
-    })
-    .await??;
+    let job = Seal {
+        target: target.clone(),
+        data_dir,
+        body,
+    };
+    let body = file_work(
+        &ctx.router.state().lsm.disk,
+        "write the backup manifest",
+        job,
+    )
+    .await?;
     let elapsed = started.elapsed();
     tracing::info!(
         target = %target.display(),

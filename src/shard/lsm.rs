@@ -229,6 +229,16 @@ impl<D: Disk> Lsm<D> {
                 next_table_id: 1,
                 ..ManifestState::default()
             });
+        // The manifest just read may be one whose rename a crash left
+        // visible but not durable (killed between store_manifest's rename
+        // and its directory fsync). Make its name durable before acting on
+        // it: otherwise the orphan removal below (and the WAL retirement
+        // after it) would durably delete files the previous manifest needs,
+        // and a power loss that brings that manifest back leaves it naming
+        // missing tables (found by the transaction simulation, seed 5081).
+        disk.sync_dir(shard_dir)
+            .await
+            .map_err(|e| LsmError::Table(e.into()))?;
         let named: BTreeSet<u64> = manifest.tables.iter().map(|t| t.id).collect();
         let names = disk
             .list_dir(&tables_dir)

@@ -26,6 +26,17 @@ pub async fn yield_point() {
     }
 }
 
+/// Sleep `d` on glommio's timer; in the simulation, never wake. For
+/// deadlines that guard against a stuck peer (a backup's pause): simulated
+/// time has no wall clock to run out, and every simulated step completes.
+pub async fn sleep_unless_simulated(d: std::time::Duration) {
+    if SIMULATED.with(Cell::get) {
+        std::future::pending::<()>().await
+    } else {
+        glommio::timer::sleep(d).await
+    }
+}
+
 /// A boxed future borrowed for `'a`.
 pub type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'a>>;
 
