@@ -22,10 +22,10 @@ use corekv::io::backup_files::check_backup;
 use corekv::io::data_dir::{decode_meta, lock_for_reading, shard_dir, wal_dir, META_FILE};
 use corekv::io::manifest::load_manifest;
 use corekv::io::table_file::{check_table, parse_table_file_name};
-use corekv::io::wal_reader::{scan, ScanOptions};
+use corekv::io::wal_reader::{replay_log, ScanOptions};
 use corekv::io::{Disk, DmaDisk};
 use corekv::shard::log_check::check_log;
-use corekv::shard::txn_recovery::TxnReplay;
+use corekv::shard::txn::recovery::TxnReplay;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -97,7 +97,7 @@ pub fn check_dir(dir: &Path) -> u8 {
                 let opts = ScanOptions { shard_id: shard, repair: false, truncate_corruption: false };
                 // The same replay and checks as the server's recovery.
                 let mut txns = TxnReplay::new(cutoff, applied);
-                let scanned = scan(&DmaDisk, &wal, &opts, |r| {
+                let scanned = replay_log(&DmaDisk, &wal, &opts, |r| {
                     if let Record::Txn { lsn, kind, body } = r {
                         if lsn > cutoff {
                             txns.replay(kind, body, lsn, &mut |_, _| {});
