@@ -295,10 +295,7 @@ fn documented_operator_commands_run_against_a_real_server() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let phase = |p: &'static str| {
-        all.iter()
-            .filter(move |b| b.phase.as_deref() == Some(p))
-    };
+    let phase = |p: &'static str| all.iter().filter(move |b| b.phase.as_deref() == Some(p));
 
     let mut setup = String::new();
     for b in phase("setup") {
@@ -335,7 +332,9 @@ fn documented_operator_commands_run_against_a_real_server() {
         "deployment.md and operations.md each take a backup; found {taken}"
     );
     // Written after every backup: a restore must not bring it back.
-    client(addr).put(b"restore-marker", b"after-backup").unwrap();
+    client(addr)
+        .put(b"restore-marker", b"after-backup")
+        .unwrap();
 
     // SIGTERM, as `systemctl stop` sends: exit 0 and the final line in log_file.
     let mut server = server;
@@ -354,10 +353,10 @@ fn documented_operator_commands_run_against_a_real_server() {
         run_block(b, &env);
     }
     assert!(
-        std::fs::read_dir(root)
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("data.before-restore-")),
+        std::fs::read_dir(root).unwrap().flatten().any(|e| e
+            .file_name()
+            .to_string_lossy()
+            .starts_with("data.before-restore-")),
         "restore --force moves the old directory aside"
     );
     let _server = serve(&config, addr);

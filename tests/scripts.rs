@@ -337,7 +337,11 @@ fn a_missing_tool_skips_in_smoke_mode_only() {
         Duration::from_secs(60),
     );
     expect_code(&r, 0, "SMOKE=1 perf/stat.sh without perf");
-    assert!(r.stdout.starts_with("skipped: perf not found"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("skipped: perf not found"),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
