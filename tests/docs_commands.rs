@@ -88,15 +88,26 @@ fn blocks(doc: &'static str) -> Vec<Block> {
     out
 }
 
-/// A directory to put first on PATH: `corekv` is the binary under test, and
-/// `curl` a minimal stand-in when the host has none (GET only, `-s`, `-f`).
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+/// A directory to put first on PATH: `corekv` is the binary under test; on a
+/// host without them, `less` is `cat` (what less does when its output is not a
+/// terminal) and `curl` a minimal stand-in (GET only, `-s`, `-f`).
 fn shim_dir(root: &Path) -> PathBuf {
     let dir = root.join("bin");
     std::fs::create_dir_all(&dir).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_corekv"), dir.join("corekv")).unwrap();
-    let has_curl = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("curl").is_file()));
-    if !has_curl {
+    if !on_path("less") {
+        let cat = ["/usr/bin/cat", "/bin/cat"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("cat");
+        std::os::unix::fs::symlink(cat, dir.join("less")).unwrap();
+    }
+    if !on_path("curl") {
         let script = r#"#!/usr/bin/env bash
 fail=0; url=""
 for a in "$@"; do case "$a" in -*f*) fail=1 ;; -*) ;; *) url=$a ;; esac; done
