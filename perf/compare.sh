@@ -9,38 +9,42 @@
 #   SHARDS [2]  CONNECTIONS [50]  PIPELINE [1]  WORKLOADS ["C custom:get=0,put=1"]
 #   KEYS [1000000]  VALUE [256]  DURATION [10]  WARMUP [2]  REPEAT [3]
 #   CLIENT_CORES [0]  OUT [perf/out]  RATE [] (open loop ops/s)
+#   COREKV_BIN [build target/release/corekv]  SMOKE [0]
+# Shortest run (a smoke test, not a measurement; tests/scripts.rs runs it):
+#   SMOKE=1 perf/compare.sh sync    (KEYS=1000 DURATION=1 WARMUP=0 REPEAT=1
+#   WORKLOADS=C CONNECTIONS=4; prints "skipped: ..." and exits 0 without redis-server)
+# Every server binds 127.0.0.1 only and is stopped on exit (perf/lib.sh). Exit 1
+# when a bench run failed, 2 when the script could not start.
 # Prints, per workload, each target's median-run table and the ratio table
 # (target / redis), and writes OUT/<mode>-<workload>.svg comparing them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=${1:-sync}
+if [ "${SMOKE:-0}" = 1 ]; then
+    : "${KEYS:=1000}" "${DURATION:=1}" "${WARMUP:=0}" "${REPEAT:=1}" "${WORKLOADS:=C}" "${CONNECTIONS:=4}"
+fi
 SHARDS=${SHARDS:-2}; CONNECTIONS=${CONNECTIONS:-50}; PIPELINE=${PIPELINE:-1}
 WORKLOADS=${WORKLOADS:-"C custom:get=0,put=1"}
 KEYS=${KEYS:-1000000}; VALUE=${VALUE:-256}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
 REPEAT=${REPEAT:-3}; CLIENT_CORES=${CLIENT_CORES:-0}; OUT=${OUT:-perf/out}; RATE=${RATE:-}
 mkdir -p "$OUT"
 
-command -v redis-server >/dev/null || { echo "redis-server not installed: apt-get install redis-server" >&2; exit 2; }
-cargo build --release --quiet
-bin=target/release/corekv
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
+need redis-server "apt-get install redis-server"
+corekv_binary release
 
-work=$(mktemp -d /tmp/corekv-compare.XXXXXX)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 2; }
-
-# Runs in this shell (never inside $(...), where the PID would be lost and the
-# server leaked): the port comes back in $started_port.
-start_redis() { # name, extra args...
+# start_redis NAME ARGS...: a redis-server on a free loopback port; sets
+# $started_port. Called directly, not in $(...), so that its PID reaches the
+# cleanup trap.
+start_redis() {
     local name=$1; shift
     started_port=$(free_port)
     mkdir -p "$work/$name"
-    redis-server --bind 127.0.0.1 --port "$started_port" --dir "$work/$name" --save '' "$@" >"$work/$name.log" 2>&1 &
-    pids+=($!); wait_port "$started_port"
+    spawn redis-server --bind 127.0.0.1 --protected-mode yes --port "$started_port" --dir "$work/$name" \
+        --save '' "$@" >"$work/$name.log" 2>&1
+    wait_port "$started_port"
 }
 
 corekv_durability=sync
@@ -60,15 +64,15 @@ for spec in "${redis_targets[@]}"; do
     targets+=(--target "$name=resp@127.0.0.1:$started_port")
 done
 kport=$(free_port)
-"$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off \
-    --shards "$SHARDS" --durability "$corekv_durability" >"$work/corekv.out" 2>"$work/corekv.err" &
-pids+=($!); wait_port "$kport"
+spawn "$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off \
+    --shards "$SHARDS" --durability "$corekv_durability" >"$work/corekv.out" 2>"$work/corekv.err"
+wait_port "$kport"
 targets+=(--target "corekv-$corekv_durability=native@127.0.0.1:$kport")
 
 echo "# $(date -u +%FT%TZ) mode=$mode shards=$SHARDS connections=$CONNECTIONS pipeline=$PIPELINE keys=$KEYS value=$VALUE"
 echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 echo "# redis: $(redis-server --version | head -1)"
-loaded=0
+loaded=0; failed=0
 for wl in $WORKLOADS; do
     name=${wl%%:*}; mix=""
     if [[ "$wl" == custom:* ]]; then mix="--mix ${wl#custom:}"; name=custom; fi
@@ -84,5 +88,7 @@ for wl in $WORKLOADS; do
         echo "bench failed; server logs:" >&2
         for f in "$work"/*.log "$work"/corekv.err; do echo "== $f" >&2; tail -20 "$f" >&2; done
         for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || echo "process $p is gone" >&2; done
+        failed=1
     fi
 done
+exit "$failed"

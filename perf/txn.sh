@@ -7,6 +7,10 @@
 #   WARMUP [2]  REPEAT [3]  CLIENT_CORES [0]  DURABILITY [sync]
 #   PARTS ["peak load get"]: which parts to run; without "peak", part 2 needs
 #   PUT_PEAK TXN1_PEAK TXN2_PEAK and part 3 PUT_PEAK TXN2_PEAK (ops/s).
+#   COREKV_BIN [build target/release/corekv]  SMOKE [0]
+# Shortest run (a smoke test, not a measurement; tests/scripts.rs runs it):
+#   SMOKE=1 perf/txn.sh    (PARTS=peak REPEAT=1 DURATION=1 WARMUP=0 KEYS=1000 CONNECTIONS=2)
+# Servers bind 127.0.0.1 only; every server and load is stopped on exit (perf/lib.sh).
 #
 # 1. Peak (closed loop): put, txn1 (MPUT of two keys on one shard), txn2 (MPUT
 #    of two keys on two shards), uniform keys, REPEAT interleaved runs each on a
@@ -17,29 +21,28 @@
 #    to a PUT load writing as many keys per second (the control).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${SMOKE:-0}" = 1 ]; then
+    : "${PARTS:=peak}" "${REPEAT:=1}" "${DURATION:=1}" "${WARMUP:=0}" "${KEYS:=1000}" "${CONNECTIONS:=2}"
+fi
 SHARDS=${SHARDS:-2}; CONNECTIONS=${CONNECTIONS:-32}; KEYS=${KEYS:-100000}; VALUE=${VALUE:-256}
 DURATION=${DURATION:-8}; WARMUP=${WARMUP:-2}; REPEAT=${REPEAT:-3}; CLIENT_CORES=${CLIENT_CORES:-0}
 DURABILITY=${DURABILITY:-sync}
-cargo build --release --quiet
-bin=target/release/corekv
-work=$(mktemp -d /tmp/corekv-txn.XXXXXX)
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
+corekv_binary release
 server=""
-cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 start() {
     rm -rf "$work/data"; port=$(free_port); admin=$(free_port)
-    $bin serve --data-dir "$work/data" --shards "$SHARDS" --durability "$DURABILITY" \
-        --listen 127.0.0.1:$port --admin-listen 127.0.0.1:$admin >"$work/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && return 0; sleep 0.1; done
-    echo "server did not start" >&2; cat "$work/server.log" >&2; exit 2
+    spawn "$bin" serve --data-dir "$work/data" --shards "$SHARDS" --durability "$DURABILITY" \
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >"$work/server.log" 2>&1
+    server=$spawned
+    wait_port "$port" || { echo "server did not start" >&2; cat "$work/server.log" >&2; exit 2; }
 }
-stop() { kill "$server"; wait "$server" 2>/dev/null || true; server=""; }
+stop() { stop_pid "$server"; server=""; }
 bench() { # mix, extra args... → prints "ops/s p50 p99 p99.9" of the op line
     local mix=$1; shift
-    $bin bench --addr 127.0.0.1:$port --workload custom --mix "$mix" --distribution uniform \
+    "$bin" bench --addr "127.0.0.1:$port" --workload custom --mix "$mix" --distribution uniform \
         --keys "$KEYS" --value-size "$VALUE" --connections "$CONNECTIONS" --client-cores "$CLIENT_CORES" \
         --warmup "${BENCH_WARMUP:-$WARMUP}" --duration "${BENCH_DURATION:-$DURATION}" --quiet "$@" >"$work/bench.out"
     awk -v op="${mix%%=*}" '$1==op || ($1=="update" && op=="put") || ($1=="read" && op=="get") {print $3, $5, $7, $8}' "$work/bench.out"
@@ -85,14 +88,14 @@ fi
 echo "## GET p99 at a fixed rate, alone / next to txn2 / next to put writing as many keys"
 get_rate=$(python3 -c "print(int($med_put*0.3))"); txn_rate=$(python3 -c "print(int($med_txn2*0.3))")
 start
-$bin bench --addr 127.0.0.1:$port --workload custom --mix put=1 --keys "$KEYS" --connections 16 --load --load-only --quiet >/dev/null
+"$bin" bench --addr "127.0.0.1:$port" --workload custom --mix put=1 --keys "$KEYS" --connections 16 --load --load-only --quiet >/dev/null
 # Let the load settle (flush, compaction, spare WAL segments) before measuring.
 BENCH_WARMUP=0 BENCH_DURATION=15 bench "get=1" --rate "$get_rate" >/dev/null
 side() { # mix rate → background load on keys above KEYS
-    $bin bench --addr 127.0.0.1:$port --workload custom --mix "$1" --distribution uniform --keys "$KEYS" \
+    spawn "$bin" bench --addr "127.0.0.1:$port" --workload custom --mix "$1" --distribution uniform --keys "$KEYS" \
         --connections 8 --client-cores "$CLIENT_CORES" --warmup 0 --duration $((DURATION + WARMUP + 2)) \
-        --rate "$2" --seed 99 --quiet >/dev/null &
-    side_pid=$!
+        --rate "$2" --seed 99 --quiet >/dev/null
+    side_pid=$spawned
 }
 for r in $(seq "$REPEAT"); do
 for what in alone txn2 put; do
@@ -103,7 +106,7 @@ for what in alone txn2 put; do
     esac
     sleep 1
     echo "run $r get @ $get_rate/s, $what${side_pid:+ (side load)}: $(bench "get=1" --rate "$get_rate")"
-    if [ -n "$side_pid" ]; then wait "$side_pid"; fi
+    if [ -n "$side_pid" ]; then wait "$side_pid"; stop_pid "$side_pid"; fi
 done
 done
 stop

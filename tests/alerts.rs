@@ -1,9 +1,10 @@
 //! The alert rules and the monitoring docs against a running server (issue
 //! 22, findings 4 and 9): every metric named in docs/monitoring.md,
-//! docs/errors.md, docs/operations.md and docs/alerts/corekv-rules.yml is
-//! exported; every /health field monitoring.md names is there; monitoring.md
-//! quotes the rules file verbatim; and, where promtool is installed (CI
-//! installs it), the rules check and their unit tests pass.
+//! docs/errors.md, docs/operations.md, docs/deployment.md, docs/tuning.md and
+//! docs/alerts/corekv-rules.yml is exported; every /health field
+//! monitoring.md names is there; monitoring.md quotes the rules file verbatim;
+//! and, where promtool is installed (CI installs it), the rules check and their
+//! unit tests pass.
 
 mod common;
 
@@ -111,6 +112,8 @@ fn every_documented_metric_and_health_field_exists() {
         "docs/monitoring.md",
         "docs/errors.md",
         "docs/operations.md",
+        "docs/deployment.md",
+        "docs/tuning.md",
         "docs/alerts/corekv-rules.yml",
     ] {
         for name in metric_names(&doc(file)) {
