@@ -13,12 +13,11 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args};
 
 use corekv::core::config::EngineConfig;
-use corekv::core::limits::{VALUE_BYTES_MAX_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT};
-use corekv::core::types::Durability;
-use corekv::net::server::{
+use corekv::core::limits::{
     CONN_BUFFER_BUDGET_DEFAULT, REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT,
-    REPLY_STALL_TIMEOUT_MS_DEFAULT,
+    REPLY_STALL_TIMEOUT_MS_DEFAULT, VALUE_BYTES_MAX_DEFAULT, WAL_SEGMENT_BYTES_DEFAULT,
 };
+use corekv::core::types::Durability;
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {

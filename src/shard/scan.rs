@@ -14,20 +14,13 @@
 //!   the reply buffer: it is known only when the page ends)
 
 use crate::core::filter::Filter;
+use crate::core::limits::{SCAN_EXAMINED_MAX, SCAN_REPLY_BYTES_MAX};
 
 use crate::io::table_file::TableError;
 use crate::io::Disk;
 
 use super::lsm::Lsm;
 use super::merge::Merge;
-
-/// Most entries one SCAN request may ask for.
-pub const SCAN_LIMIT_MAX: u32 = 10_000;
-/// A shard's page stops growing past this many bytes (one entry always fits).
-pub const SCAN_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// A shard examines at most this many records per request before returning a
-/// resume point, bounding the time a selective filter can hold the core.
-pub const SCAN_EXAMINED_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanParams<'a> {
