@@ -42,7 +42,8 @@ enum Command {
 }
 
 /// COREKV_* variables read outside clap: logging, test and fault-injection
-/// knobs. Everything else a subcommand knows comes from clap's own `env`.
+/// knobs. The server's settings come from the settings table
+/// (`cmd::settings::known_env_vars`); the other subcommands' from clap's `env`.
 const OTHER_ENV: &[&str] = &[
     "COREKV_LOG",
     "COREKV_FAILPOINT",
@@ -72,9 +73,11 @@ fn env_flags(cmd: &clap::Command, out: &mut Vec<(String, String)>) {
 
 /// A misspelled COREKV_* variable would be silently ignored: say so.
 fn warn_unknown_env(known: &[(String, String)]) {
+    let settings = cmd::settings::known_env_vars();
     for (name, _) in std::env::vars_os() {
         let Some(name) = name.to_str() else { continue };
         if name.starts_with("COREKV_")
+            && !settings.iter().any(|env| env == name)
             && !known.iter().any(|(_, env)| env == name)
             && !OTHER_ENV.contains(&name)
         {
@@ -90,7 +93,7 @@ fn main() -> ExitCode {
     let mut known = Vec::new();
     env_flags(&Cli::command(), &mut known);
     warn_unknown_env(&known);
-    let matches = match Cli::command().try_get_matches() {
+    let matches = match cmd::settings::with_table_help(Cli::command()).try_get_matches() {
         Ok(m) => m,
         Err(e) => {
             // A bad value that came from a COREKV_* variable: clap names only

@@ -336,3 +336,116 @@ fn a_data_dir_whose_parent_is_missing_is_refused_by_check_and_serve() {
     assert!(data.join("corekv.meta").exists());
     server.kill();
 }
+
+/// Renamed settings (issue 18: every name says its unit) keep working under
+/// their old names for one release, with a warning naming the new one: a
+/// config file key, a flag, an environment variable; precedence stays
+/// flag > environment > file > default whichever name is used.
+#[test]
+fn old_names_work_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("old.toml");
+    std::fs::write(
+        &file,
+        "cache_size = 2097152\nspin_us = 5\nconn_buffer_budget = 8388608\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let o = corekv(
+        &["config", "show", "--config", f, "--memtable-size", "131072"],
+        &[("COREKV_TABLE_SIZE", "262144")],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(
+        line(&out, "cache_bytes"),
+        "cache_bytes = 2097152  # config file"
+    );
+    assert_eq!(
+        line(&out, "spin_before_park_us"),
+        "spin_before_park_us = 5  # config file"
+    );
+    assert_eq!(
+        line(&out, "conn_buffer_budget_bytes"),
+        "conn_buffer_budget_bytes = 8388608  # config file"
+    );
+    assert_eq!(
+        line(&out, "memtable_bytes"),
+        "memtable_bytes = 131072  # flag"
+    );
+    assert_eq!(
+        line(&out, "table_target_bytes"),
+        "table_target_bytes = 262144  # environment"
+    );
+    for (old, new) in [
+        ("key `cache_size`", "`cache_bytes`"),
+        ("key `spin_us`", "`spin_before_park_us`"),
+        ("key `conn_buffer_budget`", "`conn_buffer_budget_bytes`"),
+        ("--memtable-size", "--memtable-bytes"),
+        ("COREKV_TABLE_SIZE", "COREKV_TABLE_TARGET_BYTES"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("warning: ") && l.contains(old) && l.contains(new)),
+            "no deprecation warning for {old} naming {new}: {stderr}"
+        );
+    }
+    assert!(
+        !stderr.contains("not a corekv setting"),
+        "an old variable is still a setting: {stderr}"
+    );
+
+    // Precedence across names: an old flag beats a new variable, a new flag
+    // beats an old variable, a new key in the file beats an old one.
+    std::fs::write(&file, "cache_size = 2097152\ncache_bytes = 3145728\n").unwrap();
+    let o = corekv(
+        &[
+            "config",
+            "show",
+            "--config",
+            f,
+            "--spin-us",
+            "7",
+            "--table-target-bytes",
+            "524288",
+        ],
+        &[
+            ("COREKV_SPIN_BEFORE_PARK_US", "9"),
+            ("COREKV_TABLE_SIZE", "262144"),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let out = stdout(&o);
+    assert_eq!(
+        line(&out, "spin_before_park_us"),
+        "spin_before_park_us = 7  # flag"
+    );
+    assert_eq!(
+        line(&out, "table_target_bytes"),
+        "table_target_bytes = 524288  # flag"
+    );
+    assert_eq!(
+        line(&out, "cache_bytes"),
+        "cache_bytes = 3145728  # config file"
+    );
+
+    // An old name's value is validated under the new name, and `config
+    // check` prints the warning with its other warnings.
+    let o = corekv(
+        &[
+            "config",
+            "check",
+            "--cache-size",
+            "1000",
+            "--admin-listen",
+            "off",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(out.contains("problem: cache_bytes = 1000"), "{out}");
+    assert!(out.contains("warning: --cache-size is deprecated"), "{out}");
+}

@@ -279,7 +279,7 @@ fn documented_operator_commands_run_against_a_real_server() {
         &config,
         format!(
             "data_dir = \"{}\"\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\n\
-             shards = 2\ncache_size = 16777216\nmemtable_size = 4194304\n\
+             shards = 2\ncache_bytes = 16777216\nmemtable_bytes = 4194304\n\
              wal_segment_bytes = 4194304\nvalue_bytes_max = 1048576\nlog_file = \"{}\"\n",
             data.display(),
             log.display()

@@ -282,7 +282,10 @@ fn many_half_frames_stay_within_the_buffer_budget() {
     let dir = tempfile::tempdir().unwrap();
     let budget = 64 * MIB;
     let budget_s = budget.to_string();
-    let server = start(dir.path(), &[("COREKV_CONN_BUFFER_BUDGET", &budget_s)]);
+    let server = start(
+        dir.path(),
+        &[("COREKV_CONN_BUFFER_BUDGET_BYTES", &budget_s)],
+    );
     let conns = 1000;
     // A PUT declaring 4 MiB of value; each connection sends the first half.
     let mut frame = Vec::new();

@@ -82,7 +82,7 @@ fn verify_and_recovery_agree_on_a_broken_log() {
     let flags = [
         "--shards",
         "1",
-        "--memtable-size",
+        "--memtable-bytes",
         "16777216",
         "--wal-segment-bytes",
         "1048576",

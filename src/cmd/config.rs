@@ -1,5 +1,6 @@
-//! `corekv config check` and `corekv config show`: validate the effective
-//! configuration against this host, and print it with the source of each value.
+//! `corekv config check`, `corekv config show` and `corekv config doc`:
+//! validate the effective configuration against this host, print it with the
+//! source of each value, and print the settings table as docs/settings.md.
 //!
 //! Exit codes of `check`: 0 when `serve` would start and keep data safe (warnings
 //! allowed), 1 when a problem would stop it or make its writes not durable.
@@ -12,7 +13,7 @@ use clap::{ArgMatches, Args, Subcommand};
 use corekv::io::data_dir::{check_creatable, check_direct_io, decode_meta, META_FILE};
 use corekv::net::server::resolve_listen;
 
-use super::settings::{resolve, ServeArgs, KEYS};
+use super::settings::{markdown, resolve, ServeArgs, SETTINGS};
 
 #[derive(Subcommand, Debug)]
 pub enum ConfigCommand {
@@ -20,6 +21,9 @@ pub enum ConfigCommand {
     Check(ConfigArgs),
     /// Print the effective configuration as TOML, with where each value came from.
     Show(ConfigArgs),
+    /// Print the table of every setting (name, flag, variable, default,
+    /// meaning) as Markdown: docs/settings.md is this output.
+    Doc,
 }
 
 #[derive(Args, Debug)]
@@ -29,7 +33,13 @@ pub struct ConfigArgs {
 }
 
 pub fn run(cmd: ConfigCommand, matches: &ArgMatches) -> ExitCode {
-    let (ConfigCommand::Check(args) | ConfigCommand::Show(args)) = &cmd;
+    let args = match &cmd {
+        ConfigCommand::Check(args) | ConfigCommand::Show(args) => args,
+        ConfigCommand::Doc => {
+            print!("{}", markdown());
+            return ExitCode::SUCCESS;
+        }
+    };
     let settings = match resolve(args.serve.clone(), matches) {
         Ok(s) => s,
         Err(problems) => {
@@ -40,21 +50,28 @@ pub fn run(cmd: ConfigCommand, matches: &ArgMatches) -> ExitCode {
         }
     };
     match cmd {
+        ConfigCommand::Doc => ExitCode::SUCCESS,
         ConfigCommand::Show(_) => {
-            for key in KEYS {
-                let source = settings.sources[key].name();
-                match settings.args.value_of(key) {
-                    Some(value) => println!("{key} = {value}  # {source}"),
+            // stderr: stdout stays a valid TOML file.
+            for w in &settings.warnings {
+                eprintln!("warning: {w}");
+            }
+            for s in SETTINGS {
+                let source = settings.sources[s.name].name();
+                match (s.access.get)(&settings.args) {
+                    Some(value) => println!("{} = {value}  # {source}", s.name),
                     None => println!(
-                        "# {key} unset: {}  # {source}",
-                        settings.args.unset_meaning(key)
+                        "# {} unset: {}  # {source}",
+                        s.name,
+                        s.default.unset_meaning()
                     ),
                 }
             }
             ExitCode::SUCCESS
         }
         ConfigCommand::Check(_) => {
-            let (problems, warnings) = check(&settings.args);
+            let (problems, mut warnings) = check(&settings.args);
+            warnings.splice(0..0, settings.warnings);
             for w in &warnings {
                 println!("warning: {w}");
             }

@@ -20,7 +20,7 @@ use clap::{ArgMatches, Args};
 use corekv::net::client::Client;
 
 use super::hostfacts::gather;
-use super::settings::{resolve, ServeArgs, KEYS};
+use super::settings::{resolve, ServeArgs, SETTINGS};
 
 #[derive(Args, Debug)]
 pub struct DiagnoseArgs {
@@ -61,11 +61,15 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
         String::from("# effective settings as given to `corekv diagnose` (secrets redacted)\n");
     let serve = match &settings {
         Ok(s) => {
-            for key in KEYS {
-                let value = s
-                    .args
-                    .value_of(key)
-                    .unwrap_or_else(|| format!("# unset: {}", s.args.unset_meaning(key)));
+            for w in &s.warnings {
+                let _ = writeln!(config, "# warning: {w}");
+            }
+            for row in SETTINGS {
+                let key = row.name;
+                let value = (row.access.get)(&s.args).map_or_else(
+                    || format!("# unset: {}", row.default.unset_meaning()),
+                    |v| v.to_string(),
+                );
                 let value = if is_secret(key) {
                     "\"<redacted>\"".to_string()
                 } else {
@@ -317,7 +321,7 @@ mod tests {
         assert!(is_secret("tls_private_key"));
         assert!(is_secret("admin_token"));
         assert!(!is_secret("data_dir"));
-        for key in super::KEYS {
+        for key in super::SETTINGS.iter().map(|s| s.name) {
             // No current setting is secret; a new one that is must be caught here.
             assert!(!is_secret(key), "{key} would be redacted");
         }

@@ -16,7 +16,9 @@ use corekv::shard::{Engine, ShardExit};
 use super::settings::{resolve, ServeArgs};
 
 pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
-    let args = match resolve(args, matches).and_then(|s| s.args.validate().map(|()| s.args)) {
+    let (args, deprecated) = match resolve(args, matches)
+        .and_then(|s| s.args.validate().map(|()| (s.args, s.warnings)))
+    {
         Ok(a) => a,
         Err(problems) => {
             return startup_failed(
@@ -32,6 +34,9 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             &e,
             "check the --log-file path and its permissions",
         );
+    }
+    for w in deprecated {
+        tracing::warn!("{w}");
     }
     if let Some(w) = super::config::tmpfs_warning(&args.data_dir) {
         tracing::warn!("{w}");
@@ -51,7 +56,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         reply_buffer_bytes: args.reply_buffer_bytes,
         reply_bytes_max: args.reply_bytes_max,
         reply_stall_timeout: Duration::from_millis(args.reply_stall_timeout_ms),
-        conn_buffer_budget: args.conn_buffer_budget,
+        conn_buffer_budget: args.conn_buffer_budget_bytes,
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {

@@ -1,7 +1,9 @@
 //! The engine's configuration as plain data, with the checks that need no I/O.
 //!
 //! Where values come from (flags, environment, file) is the command layer's
-//! business; this module only says what a valid configuration is.
+//! business (its table of settings, src/cmd/settings.rs, maps each setting's
+//! name onto a field here; problems name the setting, not the field); this
+//! module only says what a valid configuration is.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,31 +103,31 @@ impl EngineConfig {
         }
         if self.sync_interval.is_zero() || self.sync_interval > Duration::from_secs(10) {
             problems.push(format!(
-                "sync_interval = {:?}: must be between 1 ms and 10 s",
-                self.sync_interval
+                "sync_interval_ms = {}: must be between 1 and 10000",
+                self.sync_interval.as_millis()
             ));
         }
         if self.spin_before_park > Duration::from_secs(1) {
             problems.push(format!(
-                "spin_before_park = {:?}: at most 1 s",
-                self.spin_before_park
+                "spin_before_park_us = {}: at most 1000000",
+                self.spin_before_park.as_micros()
             ));
         }
         if self.cache_bytes < 1024 * 1024 {
             problems.push(format!(
-                "cache_size = {}: at least 1 MiB (1048576)",
+                "cache_bytes = {}: at least 1 MiB (1048576)",
                 self.cache_bytes
             ));
         }
         if self.memtable_bytes < 64 * 1024 {
             problems.push(format!(
-                "memtable_size = {}: at least 64 KiB (65536)",
+                "memtable_bytes = {}: at least 64 KiB (65536)",
                 self.memtable_bytes
             ));
         }
         if self.table_target_bytes < 64 * 1024 {
             problems.push(format!(
-                "table_size = {}: at least 64 KiB (65536)",
+                "table_target_bytes = {}: at least 64 KiB (65536)",
                 self.table_target_bytes
             ));
         }

@@ -10,14 +10,6 @@
 //!
 //! Plain data: no I/O. The scan itself is `shard::lsm::scan`.
 
-/// Most entries one SCAN request may ask for.
-pub const SCAN_LIMIT_MAX: u32 = 10_000;
-/// A shard's page stops growing past this many bytes (one entry always fits).
-pub const SCAN_REPLY_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// A shard examines at most this many records per request before returning a
-/// resume point, bounding the time a selective filter can hold the core.
-pub const SCAN_EXAMINED_MAX: usize = 100_000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScanParams<'a> {
     pub end: &'a [u8],

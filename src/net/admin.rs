@@ -311,7 +311,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         )?;
         family(
             "corekv_conn_buffer_bytes",
-            "Bytes of connection buffers held: partial input frames past each connection's base buffer, plus replies being sent (bounded by --conn-buffer-budget).",
+            "Bytes of connection buffers held: partial input frames past each connection's base buffer, plus replies being sent (bounded by --conn-buffer-budget-bytes).",
             MetricType::Gauge,
             per_shard(&|s| s.conn_buffer_bytes as f64),
         )?;

@@ -394,8 +394,7 @@ impl Client {
         let mut out = Vec::new();
         let mut from = start.to_vec();
         loop {
-            let page =
-                self.scan_page(&from, end, crate::core::scan_format::SCAN_LIMIT_MAX, filter)?;
+            let page = self.scan_page(&from, end, crate::core::limits::SCAN_LIMIT_MAX, filter)?;
             out.extend(page.entries);
             match page.next {
                 Some(next) => from = next,

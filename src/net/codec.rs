@@ -8,7 +8,9 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::core::limits::KEY_BYTES_MAX;
+use crate::core::limits::{
+    BACKUP_PATH_BYTES_MAX, KEY_BYTES_MAX, MGET_KEYS_MAX, SCAN_LIMIT_MAX, TXN_OPS_MAX,
+};
 use crate::core::scan_format::ScanRequest;
 use crate::core::status::Status;
 
@@ -63,15 +65,6 @@ opcodes! {
     Mput = 9, "MPUT";
     Backup = 16, "BACKUP";
 }
-
-/// Most conditions plus writes one TXN (or pairs one MPUT) may carry.
-pub const TXN_OPS_MAX: u32 = 10_000;
-
-/// Longest BACKUP target path (Linux PATH_MAX).
-pub const BACKUP_PATH_BYTES_MAX: usize = 4096;
-
-/// Most keys one MGET may carry.
-pub const MGET_KEYS_MAX: u32 = 10_000;
 
 /// Bounds the decoder enforces; derived from the server's configuration.
 #[derive(Copy, Clone, Debug)]
@@ -379,12 +372,12 @@ pub fn decode_request<'a>(
                 ));
             }
             check_key(end)?;
-            if limit == 0 || limit > crate::core::scan_format::SCAN_LIMIT_MAX {
+            if limit == 0 || limit > SCAN_LIMIT_MAX {
                 return Err(WireError::soft(
                     Status::InvalidArgument,
                     format!(
                         "SCAN limit {limit}: must be between 1 and {}",
-                        crate::core::scan_format::SCAN_LIMIT_MAX
+                        SCAN_LIMIT_MAX
                     ),
                 ));
             }

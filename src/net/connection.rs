@@ -23,6 +23,7 @@ use std::time::Instant;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::core::limits::REPLY_BASE_BYTES;
 use crate::core::status::Status;
 use crate::shard::metrics::{OpClass, ShardMetrics};
 use crate::shard::ShardContext;
@@ -185,9 +186,6 @@ fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
         }
     }
 }
-
-/// A round's reply room that needs no share of the shard's buffer budget.
-const REPLY_BASE_BYTES: usize = 64 * 1024;
 
 async fn read_more(
     stream: &mut TcpStream,

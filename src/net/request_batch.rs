@@ -30,17 +30,13 @@ use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
 use glommio::net::TcpStream;
 
+use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
+
 use super::codec::{
     decode_request, encode_response, encode_response_header, encode_response_with, parse_frame,
     scan_fields, HelloInfo, Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
 };
 use super::outbound::{BufferBudget, Outbound, SendError, DIRECT_WRITE_BYTES};
-
-/// At most this many requests go into one batch, so one connection cannot hold a
-/// shard for long and responses start flowing early.
-pub const BATCH_REQUESTS_MAX: usize = 1024;
-/// Past this many request bytes, the batch is closed.
-pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 pub struct ConnConfig {
     pub limits: Limits,

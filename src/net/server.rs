@@ -14,7 +14,10 @@ use std::time::Duration;
 use futures_lite::{future, AsyncWriteExt};
 use glommio::net::TcpListener;
 
-use crate::core::limits::KEY_BYTES_MAX;
+use crate::core::limits::{
+    CONN_BUFFER_BUDGET_DEFAULT, KEY_BYTES_MAX, REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT,
+    REPLY_STALL_TIMEOUT_MS_DEFAULT,
+};
 use crate::core::status::Status;
 use crate::shard::metrics::ShardMetrics;
 use crate::shard::wake::WaitQueue;
@@ -45,15 +48,6 @@ pub struct ServerConfig {
     /// Per shard: bytes all its connections' buffers may hold together.
     pub conn_buffer_budget: usize,
 }
-
-/// Default outbound buffer (reply round) per connection.
-pub const REPLY_BUFFER_BYTES_DEFAULT: usize = 2 * 1024 * 1024;
-/// Default largest MGET reply / SCAN page body.
-pub const REPLY_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
-/// Default time a client may leave its replies unread before it is closed.
-pub const REPLY_STALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-/// Default per-shard budget for connection buffers.
-pub const CONN_BUFFER_BUDGET_DEFAULT: usize = 256 * 1024 * 1024;
 
 impl ServerConfig {
     /// A configuration with every connection limit at its default.

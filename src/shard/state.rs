@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::core::config::EngineConfig;
+use crate::core::limits::{WAL_BATCH_BYTES_CAP, WAL_PENDING_BYTES_MIN, WAL_PENDING_VALUES};
 use crate::core::status::Status;
 use crate::core::txn_format::WriteIter;
 use crate::core::types::{Durability, ShardId};
@@ -72,7 +73,8 @@ impl<D: Disk> ShardState<D> {
         first_txn_seq: u64,
     ) -> ShardState<D> {
         // Pending WAL bytes allowed before OVERLOADED: room for many largest values.
-        let open_bytes_max = (config.value_bytes_max * 4).max(64 * 1024 * 1024);
+        let open_bytes_max =
+            (config.value_bytes_max * WAL_PENDING_VALUES).max(WAL_PENDING_BYTES_MIN);
         ShardState {
             id,
             shard_count,
@@ -86,7 +88,7 @@ impl<D: Disk> ShardState<D> {
                 open_bytes_max,
                 // Several batches per segment; a record larger than this still
                 // forms one batch, which config validation proves fits a segment.
-                (8 << 20).min(config.wal_segment_bytes as usize / 4),
+                WAL_BATCH_BYTES_CAP.min(config.wal_segment_bytes as usize / 4),
                 next_lsn,
             ),
             metrics: ShardMetrics::default(),

@@ -255,9 +255,9 @@ impl Drop for Server {
 /// Tiny memtables, tables and WAL segments: a few MB of writes flush, compact
 /// and roll segments over many times.
 pub const TINY_STORAGE: &[&str] = &[
-    "--memtable-size",
+    "--memtable-bytes",
     "65536",
-    "--table-size",
+    "--table-target-bytes",
     "65536",
     "--l0-trigger",
     "2",

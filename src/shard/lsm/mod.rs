@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use crate::core::block_format::DataBlock;
+use crate::core::limits::{L0_STOP_FACTOR, PREFETCH_SPAN_BLOCKS, PREFETCH_SPAN_BYTES};
 use crate::core::manifest_format::{ManifestState, TableEntry};
 use crate::io::manifest::{load_manifest, store_manifest, ManifestIoError};
 use crate::io::table_file::{
@@ -43,15 +44,6 @@ use crate::io::Disk;
 use crate::shard::lsm::buffer_pool::{BlockKey, BufferPool, PoolStats};
 use crate::shard::lsm::memtable::{Lookup, Memtable};
 use crate::shard::wake::{join_all, Boxed, WaitQueue};
-
-/// Most neighbouring blocks one prefetch request reads (128 KiB of 4 KiB blocks).
-pub const PREFETCH_SPAN_BLOCKS: usize = 32;
-/// Most bytes one prefetch request reads (large values make large blocks).
-pub const PREFETCH_SPAN_BYTES: usize = 256 * 1024;
-/// Level 0 may hold up to this many times `l0_trigger` tables; past that,
-/// flushes wait for compaction, memtables fill, and writes get OVERLOADED
-/// (RocksDB's level0_stop_writes_trigger plays this role, at 9x).
-pub const L0_STOP_FACTOR: usize = 3;
 
 /// Sizes that shape one shard's storage.
 #[derive(Clone, Debug)]

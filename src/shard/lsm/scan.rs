@@ -9,7 +9,8 @@
 //! `core::scan_format`.
 
 use crate::core::filter::Filter;
-use crate::core::scan_format::{push_entry, ScanParams, SCAN_EXAMINED_MAX, SCAN_REPLY_BYTES_MAX};
+use crate::core::limits::{SCAN_EXAMINED_MAX, SCAN_REPLY_BYTES_MAX};
+use crate::core::scan_format::{push_entry, ScanParams};
 use crate::io::table_file::TableError;
 use crate::io::Disk;
 
