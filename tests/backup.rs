@@ -314,16 +314,24 @@ fn first_file(dir: &Path) -> PathBuf {
     names.into_iter().next().expect("a file")
 }
 
-#[test]
-fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let backup = dir.path().join("backup");
+/// A 2-shard server in `dir/data` loaded with `records` records, and a
+/// backup of it taken with `corekv backup` into `dir/backup`.
+fn backed_up(dir: &Path, records: usize) -> (common::Server, PathBuf, PathBuf) {
+    let data = dir.join("data");
+    let backup = dir.join("backup");
     let server = common::start_server(&data, &storage_args());
-    load(&server, 3000);
+    load(&server, records);
     let addr = server.addr.to_string();
     let out = corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    (server, data, backup)
+}
+
+#[test]
+fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, data, backup) = backed_up(dir.path(), 3000);
+    let addr = server.addr.to_string();
     // With COREKV_DATA_DIR exported (as the systemd unit and operators'
     // shells have it), `verify --backup` checks the backup; it used to be a
     // usage error (clap counted the variable as a conflicting --data-dir).
@@ -560,13 +568,7 @@ fn restore_sets_the_owner_named_or_keeps_the_targets() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let backup = dir.path().join("backup");
-    let server = common::start_server(&data, &storage_args());
-    load(&server, 200);
-    let addr = server.addr.to_string();
-    let out = corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (server, _, backup) = backed_up(dir.path(), 200);
     server.kill();
 
     // Unknown user: refused by name, nothing created.

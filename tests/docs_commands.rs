@@ -23,8 +23,10 @@
 //! "corekv stopped cleanly" in `log_file`, and the restore brings back the data
 //! as of the backup (not a later write).
 
+mod common;
+
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -218,16 +220,6 @@ fn client(addr: SocketAddr) -> Client {
     c
 }
 
-/// A loopback port free right now (the config needs fixed ports: the docs'
-/// commands take the addresses from it, as an operator's do).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn documented_operator_commands_run_against_a_real_server() {
     let all: Vec<Block> = DOCS.iter().flat_map(|d| blocks(d)).collect();
@@ -272,8 +264,12 @@ fn documented_operator_commands_run_against_a_real_server() {
     std::fs::create_dir_all(&backups).unwrap();
     let log = root.join("log/corekv.log");
     std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .unwrap();
     let config = root.join("corekv.toml");
     std::fs::write(
         &config,

@@ -6,20 +6,10 @@
 
 mod common;
 
-use std::net::TcpListener;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn kill_9_then_start_at_once_binds() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = format!("127.0.0.1:{}", common::free_port());
     // (The admin endpoint takes port 0 here; it waits for a dying process's
     // socket the same way, through the same function.)
     let args = ["--shards", "2", "--listen", listen.as_str()];

@@ -315,16 +315,7 @@ fn run_seed_stats(seed: u64) -> Result<(u64, Stats), String> {
             let state = state.clone();
             let c = clock.clone();
             sched.spawn(async move {
-                let s2 = state.clone();
-                state
-                    .commit
-                    .run_flusher(
-                        &mut wal,
-                        &c,
-                        |p, f, n| s2.apply_durable(p, f, n),
-                        |_| s2.drop_pending(),
-                    )
-                    .await;
+                state.run_wal_flusher(&mut wal, &c).await;
             });
         }
         sched.spawn(run_flushes(state.clone(), stop.clone()));

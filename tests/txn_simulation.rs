@@ -482,16 +482,7 @@ fn boot(
         .map(|(state, mut wal)| {
             let (state, c) = (state.clone(), clock.clone());
             sched.spawn(async move {
-                let s2 = state.clone();
-                state
-                    .commit
-                    .run_flusher(
-                        &mut wal,
-                        &c,
-                        |p, f, n| s2.apply_durable(p, f, n),
-                        |_| s2.drop_pending(),
-                    )
-                    .await;
+                state.run_wal_flusher(&mut wal, &c).await;
                 let _ = wal.close().await;
             })
         })

@@ -291,6 +291,30 @@ impl<D: Disk> ShardState<D> {
         );
     }
 
+    /// Run the group-commit flusher over `wal` until the WAL is stopped or
+    /// fails: each durable batch reaches the memtable (`apply_durable`); a
+    /// failure drops every write that never became durable. Returns the
+    /// failure, if any. One call per shard: the runtime's, or a simulation's.
+    pub async fn run_wal_flusher<C: crate::shard::clock::Clock>(
+        &self,
+        wal: &mut crate::io::wal_writer::WalWriter<D>,
+        clock: &C,
+    ) -> Option<String> {
+        let mut reason = None;
+        self.commit
+            .run_flusher(
+                wal,
+                clock,
+                |payload, first_lsn, count| self.apply_durable(payload, first_lsn, count),
+                |why| {
+                    self.drop_pending();
+                    reason = Some(why.to_string());
+                },
+            )
+            .await;
+        reason
+    }
+
     /// The WAL failed: forget every write that did not become durable.
     pub fn drop_pending(&self) {
         self.pending.borrow_mut().clear();

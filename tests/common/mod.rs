@@ -266,3 +266,13 @@ pub const TINY_STORAGE: &[&str] = &[
     "--value-bytes-max",
     "65536",
 ];
+
+/// A loopback port free right now, for a test that needs a fixed address
+/// before the server starts (a config file, a restart on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}

@@ -438,25 +438,15 @@ where
         let state = state.clone();
         glommio::spawn_local(async move {
             let clock = GlommioClock::default();
-            let mut reason = None;
-            state
-                .commit
-                .run_flusher(
-                    &mut wal,
-                    &clock,
-                    |payload, first_lsn, count| state.apply_durable(payload, first_lsn, count),
-                    |why| {
-                        state.drop_pending();
-                        tracing::error!(
-                            shard = state.id.0,
-                            error = "WAL_FAILED",
-                            "WAL write or fdatasync failed; the shard refuses writes from now on and serves \
-                             reads only. Acknowledged writes are safe; unacknowledged ones are lost. {why}"
-                        );
-                        reason = Some(why.to_string());
-                    },
-                )
-                .await;
+            let mut reason = state.run_wal_flusher(&mut wal, &clock).await;
+            if let Some(why) = &reason {
+                tracing::error!(
+                    shard = state.id.0,
+                    error = "WAL_FAILED",
+                    "WAL write or fdatasync failed; the shard refuses writes from now on and serves \
+                     reads only. Acknowledged writes are safe; unacknowledged ones are lost. {why}"
+                );
+            }
             if reason.is_none() {
                 if let Err(e) = wal.close().await {
                     reason = Some(e.to_string());
