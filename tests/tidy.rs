@@ -1325,4 +1325,3 @@ fn doc_rule_catches_a_module_without_a_doc_comment() {
         "{found:#?}"
     );
 }
-
