@@ -51,7 +51,7 @@ fn apply_dry_run_counts_what_it_lists_and_changes_nothing() {
 
 #[test]
 fn every_script_parses() {
-    for dir in ["perf", "tuning", ".ci"] {
+    for dir in ["perf", "tuning", ".ci", "scripts"] {
         for e in std::fs::read_dir(root().join(dir)).unwrap() {
             let p = e.unwrap().path();
             let is_sh = p.extension().is_some_and(|x| x == "sh") || p.ends_with(".ci/run");
