@@ -123,8 +123,11 @@ const LAYERS: &[(&str, u8, &str)] = &[
     ("main", 4, "the binary's entry point; declares mod cmd"),
 ];
 
-/// Crate roots: they only declare modules, so they are not part of the graph.
+/// Crate roots. Nothing resolves to them (`crate::x` names the file of x); the
+/// library's root only declares modules, so its own lines are not read.
+/// main.rs's are: it is the binary's root and sits at cmd's layer.
 const ROOTS: &[&str] = &["lib.rs", "main.rs"];
+const UNREAD: &[&str] = &["lib.rs"];
 
 // ---------------------------------------------------------------------------
 // The source tree as text.
@@ -372,7 +375,7 @@ fn use_paths(
                 path.push(w.clone());
             }
             Tok::Path => {}
-            Tok::Punct('*') => {}
+            Tok::Punct('*') => path.push("*".to_string()),
             Tok::Punct('{') => {
                 i += 1;
                 loop {
@@ -521,7 +524,12 @@ fn references(tree: &Tree, file: &str) -> Vec<Ref> {
             }
             Tok::Ident(first) => {
                 let after_path = i > 0 && toks[i - 1].0 == Tok::Path;
-                if !after_path && is(i + 1, Tok::Path) {
+                // `pub(in crate::shard)` is a visibility, not a dependency.
+                let visibility = i >= 3
+                    && toks[i - 1].0 == ident("in")
+                    && toks[i - 2].0 == Tok::Punct('(')
+                    && toks[i - 3].0 == ident("pub");
+                if !after_path && !visibility && is(i + 1, Tok::Path) {
                     let mut segs = vec![first.clone()];
                     let mut j = i + 1;
                     while is(j, Tok::Path) {
@@ -567,12 +575,22 @@ fn resolve(
         let Some(name) = abs.get(k) else {
             return Some(file);
         };
-        match exports
-            .get(&file)
-            .and_then(|e| e.iter().find(|(n, _)| n == name))
-        {
-            Some((_, target)) => {
-                let mut next = target.clone();
+        let list = exports.get(&file).map_or(&[][..], Vec::as_slice);
+        let named = list.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone());
+        // `pub use x::*`: the name comes from whichever glob's file defines it.
+        let globbed = || {
+            list.iter().filter(|(n, _)| n == "*").find_map(|(_, t)| {
+                let g = file_of(tree, t)?;
+                defines(&tree[&g], name).then(|| {
+                    let mut t = t.clone();
+                    t.push(name.clone());
+                    t
+                })
+            })
+        };
+        match named.or_else(globbed) {
+            Some(target) => {
+                let mut next = target;
                 next.extend(abs[k + 1..].iter().cloned());
                 abs = next;
             }
@@ -582,7 +600,31 @@ fn resolve(
     None
 }
 
-/// `pub use` re-exports per file: (exported name, absolute target path).
+/// Whether a file's text defines an item of this name at any depth.
+fn defines(text: &str, name: &str) -> bool {
+    let toks = tokens(&blank(text));
+    toks.windows(2).any(|w| match (&w[0].0, &w[1].0) {
+        (Tok::Ident(kw), Tok::Ident(n)) => {
+            n == name
+                && matches!(
+                    kw.as_str(),
+                    "struct"
+                        | "enum"
+                        | "union"
+                        | "trait"
+                        | "type"
+                        | "fn"
+                        | "const"
+                        | "static"
+                        | "mod"
+                )
+        }
+        _ => false,
+    })
+}
+
+/// `pub use` re-exports per file: (exported name, absolute target path); a
+/// glob (`pub use x::*`) is ("*", path of x).
 fn reexports(tree: &Tree) -> BTreeMap<String, Vec<(String, Vec<String>)>> {
     let mut out = BTreeMap::new();
     for file in tree.keys() {
@@ -600,7 +642,10 @@ fn reexports(tree: &Tree) -> BTreeMap<String, Vec<(String, Vec<String>)>> {
             let mut paths = Vec::new();
             use_paths(&toks, i + 1, &[], &mut paths);
             for (p, _) in paths {
-                if let (Some(name), Some(abs)) = (p.last(), absolute(tree, &module, &p)) {
+                if let (Some(name), Some(mut abs)) = (p.last(), absolute(tree, &module, &p)) {
+                    if name == "*" {
+                        abs.pop();
+                    }
                     list.push((name.clone(), abs));
                 }
             }
@@ -627,7 +672,7 @@ fn edges(tree: &Tree) -> Vec<Edge> {
     let exports = reexports(tree);
     let mut out = Vec::new();
     for file in tree.keys() {
-        if ROOTS.contains(&file.as_str()) {
+        if UNREAD.contains(&file.as_str()) {
             continue;
         }
         for r in references(tree, file) {
@@ -672,7 +717,7 @@ fn layer(file: &str) -> Result<(u8, &'static str), String> {
 
 fn check_layers(tree: &Tree, edges: &[Edge]) -> Vec<String> {
     let mut out = BTreeSet::new();
-    for file in tree.keys().filter(|f| !ROOTS.contains(&f.as_str())) {
+    for file in tree.keys().filter(|f| !UNREAD.contains(&f.as_str())) {
         if let Err(e) = layer(file) {
             out.insert(e);
         }
@@ -1125,7 +1170,7 @@ fn layer_rule_catches_an_upward_import() {
 #[test]
 fn layer_rule_allows_the_binary_to_import_down_and_names_unknown_modules() {
     let t = tree(&[
-        ("main.rs", "mod cmd;"),
+        ("main.rs", "mod cmd;\nfn main() { cmd::serve::run(); }"),
         ("cmd/mod.rs", "pub mod serve;"),
         (
             "cmd/serve.rs",
@@ -1134,7 +1179,13 @@ fn layer_rule_allows_the_binary_to_import_down_and_names_unknown_modules() {
         ("shard/mod.rs", "pub struct Engine;"),
         ("widgets/mod.rs", "use crate::core::x;"),
     ]);
-    let found = check_layers(&t, &edges(&t));
+    let e = edges(&t);
+    assert!(
+        e.iter()
+            .any(|e| e.from == "main.rs" && e.to == "cmd/serve.rs"),
+        "{e:#?}"
+    );
+    let found = check_layers(&t, &e);
     assert_eq!(found.len(), 1, "{found:#?}");
     assert!(found[0].contains("`widgets` has no layer"), "{found:#?}");
 }
@@ -1155,7 +1206,7 @@ fn circle_rule_catches_a_new_circle_and_a_stale_allowlist_entry() {
         // A test-only back edge is no circle (c's tests may use a).
         (
             "shard/c.rs",
-            "pub struct Thing;\n#[cfg(test)]\nmod tests { use crate::shard::a::A; }\n\
+            "pub(in crate::shard::a) struct Thing;\n#[cfg(test)]\nmod tests { use crate::shard::a::A; }\n\
              #[cfg(test)] use super::a::X;\n#[cfg(test)] fn t() { super::a::f(); }",
         ),
     ]);
@@ -1323,5 +1374,43 @@ fn doc_rule_catches_a_module_without_a_doc_comment() {
     assert!(
         found[1].starts_with("src/core/outer.rs:1: doc rule"),
         "{found:#?}"
+    );
+}
+
+#[test]
+fn circle_rule_follows_glob_reexports_to_the_defining_file() {
+    let t = tree(&[
+        ("shard/mod.rs", "pub mod lsm; pub mod x;"),
+        (
+            "shard/lsm/mod.rs",
+            "pub mod other; pub mod table; pub use self::{other::*, table::*};",
+        ),
+        ("shard/lsm/other.rs", "pub struct Other;"),
+        (
+            "shard/lsm/table.rs",
+            "use crate::shard::x::X;\npub struct Table;",
+        ),
+        (
+            "shard/x.rs",
+            "use super::lsm::Table;\nfn f(_: super::lsm::Other) {}",
+        ),
+    ]);
+    let e = edges(&t);
+    let from_x: BTreeSet<&str> = e
+        .iter()
+        .filter(|e| e.from == "shard/x.rs")
+        .map(|e| e.to.as_str())
+        .collect();
+    assert_eq!(
+        from_x,
+        BTreeSet::from(["shard/lsm/other.rs", "shard/lsm/table.rs"]),
+        "{e:#?}"
+    );
+    let found = check_circles(&e, &[]);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains("[\"shard/lsm/table.rs\", \"shard/x.rs\"]"),
+        "{}",
+        found[0]
     );
 }
