@@ -7,7 +7,7 @@ use rand::SeedableRng;
 
 use corekv::bench::keygen::{key_for, KeyChooser, Zipfian};
 use corekv::core::hash::{key_hash, shard_for_key};
-use corekv::shard::memtable::Memtable;
+use corekv::shard::lsm::memtable::Memtable;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");

@@ -10,7 +10,7 @@ use corekv::core::types::Durability;
 use corekv::core::wal_format::{encode_record, Record};
 use corekv::io::wal_writer::{WalConfig, WalWriter};
 use corekv::io::DmaDisk;
-use corekv::shard::commit::Commit;
+use corekv::shard::group_commit::Commit;
 
 fn encode(c: &mut Criterion) {
     let key = [b'k'; 16];

@@ -156,7 +156,7 @@ pub fn recovery(data: &[u8]) {
                 repair,
                 truncate_corruption: repair,
             };
-            let _ = crate::io::wal_reader::scan(&disk, &wal_dir, &opts, |_| {}).await;
+            let _ = crate::io::wal_reader::replay_log(&disk, &wal_dir, &opts, |_| {}).await;
         }
         let _ = crate::io::manifest::load_manifest(&disk, shard, 0).await;
         let _ = crate::io::table_file::check_table(&disk, &tables, 1).await;

@@ -145,7 +145,7 @@ fn embedded_scan_merges_shards_exactly() {
 /// one block per request, ahead in a doubling window that ran past the end.)
 #[test]
 fn cold_scan_reads_its_blocks_in_one_request() {
-    use corekv::shard::telemetry::StorageSnapshot;
+    use corekv::shard::runtime::telemetry::StorageSnapshot;
     let dir = tempfile::tempdir().unwrap();
     let config = || {
         let mut c = EngineConfig::new(dir.path());

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use corekv::core::wal_format::{encode_record, Record};
 use corekv::io::sim_disk::SimDisk;
-use corekv::io::wal_reader::{scan, ScanOptions};
+use corekv::io::wal_reader::{replay_log, ScanOptions};
 use corekv::io::wal_writer::{WalConfig, WalWriter};
 use corekv::io::Disk;
 use futures_lite::future::block_on;
@@ -76,7 +76,7 @@ fn recover_and_check(disk: &SimDisk, work: &[Vec<Rec>], acked: u64, what: &str) 
         truncate_corruption: false,
     };
     let mut got = Vec::new();
-    let report = block_on(scan(disk, Path::new(&config().dir), &opts, |r| {
+    let report = block_on(replay_log(disk, Path::new(&config().dir), &opts, |r| {
         got.push((
             r.lsn(),
             r.key().unwrap_or_default().to_vec(),
@@ -126,8 +126,10 @@ fn recover_and_check(disk: &SimDisk, work: &[Vec<Rec>], acked: u64, what: &str) 
             .unwrap_or_else(|e| panic!("{what}: append after recovery failed: {e}"));
     });
     let mut n = 0u64;
-    block_on(scan(disk, Path::new(&config().dir), &opts, |_| n += 1))
-        .unwrap_or_else(|e| panic!("{what}: second recovery failed: {e}"));
+    block_on(replay_log(disk, Path::new(&config().dir), &opts, |_| {
+        n += 1
+    }))
+    .unwrap_or_else(|e| panic!("{what}: second recovery failed: {e}"));
     assert_eq!(
         n,
         got.len() as u64 + 1,
@@ -289,7 +291,10 @@ fn a_failed_read_during_recovery_is_reported_not_skipped() {
     let reads = {
         let probe = disk.clone();
         let before = probe.ops();
-        block_on(scan(&probe, Path::new(&config().dir), &opts, |_| n += 1)).expect("clean scan");
+        block_on(replay_log(&probe, Path::new(&config().dir), &opts, |_| {
+            n += 1
+        }))
+        .expect("clean scan");
         probe.ops() - before
     };
     assert!(n > 0 && acked > 0);
@@ -304,7 +309,9 @@ fn a_failed_read_during_recovery_is_reported_not_skipped() {
             sticky: false,
         });
         let mut got = 0u64;
-        match block_on(scan(&d, Path::new(&config().dir), &opts, |_| got += 1)) {
+        match block_on(replay_log(&d, Path::new(&config().dir), &opts, |_| {
+            got += 1
+        })) {
             Err(_) => {}
             Ok(_) => assert_eq!(
                 got, n,

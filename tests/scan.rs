@@ -6,9 +6,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use corekv::core::scan_format::ScanRequest;
 use corekv::net::client::ScanFilter;
 use corekv::net::codec::Request;
-use corekv::shard::scan::ScanRequest;
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use corekv::core::config::EngineConfig;
+use corekv::core::scan_format::{decode_page, encode_params, page_entries, ScanParams};
 use corekv::core::status::Status;
 use corekv::core::types::ShardId;
 use corekv::io::sim_disk::{Fault, FaultKind, SimDisk};
@@ -28,9 +29,8 @@ use corekv::shard::clock::SimClock;
 use corekv::shard::maintenance::{compact_now, run_flushes};
 use corekv::shard::ops::{OpBatch, OpKind, ReplyBatch};
 use corekv::shard::recovery::{recover, Recovered};
-use corekv::shard::scan::{decode_page, encode_params, page_entries, ScanParams};
 use corekv::shard::state::ShardState;
-use corekv::shard::sync::Event;
+use corekv::shard::wake::Event;
 use corekv::sim::Sched;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -407,7 +407,7 @@ fn shard_simulation_over_many_seeds() {
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    corekv::shard::sync::set_simulated(true);
+    corekv::shard::wake::set_simulated(true);
     for seed in [3, 77, 1234] {
         let a = run_seed(seed).expect("seed runs");
         let b = run_seed(seed).expect("seed runs");

@@ -533,7 +533,7 @@ fn crash_at_resolve_applied_with_flushes_in_flight() {
     crash_at("txn-after-partial-apply", 200);
 }
 
-// The flush and retirement steps (src/shard/lsm.rs, src/shard/commit.rs),
+// The flush and retirement steps (src/shard/lsm/mod.rs, src/shard/group_commit.rs),
 // with transactions prepared and resolving around them.
 
 #[test]

@@ -57,8 +57,8 @@ use corekv::shard::maintenance::{compact_now, run_flushes};
 use corekv::shard::ops::{OpBatch, OpKind, ReplyBatch};
 use corekv::shard::recovery::{recover, Recovered};
 use corekv::shard::state::ShardState;
-use corekv::shard::sync::Event;
-use corekv::shard::txn_recovery::{settle_in_doubt, TxnOutcomes};
+use corekv::shard::txn::recovery::{settle_in_doubt, TxnOutcomes};
+use corekv::shard::wake::Event;
 use corekv::sim::Sched;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -753,7 +753,7 @@ fn transactions_flushes_retirement_and_restarts_over_many_seeds() {
 /// simulation against the code before the fix (see docs/testing.md).
 #[test]
 fn regression_seeds_that_found_bugs() {
-    corekv::shard::sync::set_simulated(true);
+    corekv::shard::wake::set_simulated(true);
     for seed in REGRESSION_SEEDS {
         run_seed(*seed).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -768,7 +768,7 @@ const REGRESSION_SEEDS: &[u64] = &[1, 5081];
 
 #[test]
 fn the_same_seed_gives_the_same_trace() {
-    corekv::shard::sync::set_simulated(true);
+    corekv::shard::wake::set_simulated(true);
     for seed in [5, 99] {
         let a = run_seed(seed).expect("seed runs");
         let b = run_seed(seed).expect("seed runs");

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 
 use corekv::core::wal_format::{encode_record, Record};
-use corekv::io::wal_reader::{scan, ScanOptions, ScanReport};
+use corekv::io::wal_reader::{replay_log, ScanOptions, ScanReport};
 use corekv::io::wal_writer::{segment_file_name, ResumePoint, WalConfig, WalError, WalWriter};
 use corekv::io::DmaDisk;
 
@@ -110,7 +110,7 @@ async fn read_log(
         repair,
         truncate_corruption: truncate,
     };
-    let report = scan(&DmaDisk, dir, &opts, |r| match r {
+    let report = replay_log(&DmaDisk, dir, &opts, |r| match r {
         Record::Put { lsn, key, value } => got.push((lsn, key.to_vec(), Some(value.to_vec()))),
         Record::Delete { lsn, key } => got.push((lsn, key.to_vec(), None)),
         Record::Txn { .. } => panic!("these logs hold no transaction records"),
@@ -306,7 +306,7 @@ fn flipped_bit_before_the_tail_is_corruption_with_file_and_offset() {
 fn a_backlog_larger_than_a_segment_is_split_into_batches() {
     use corekv::core::types::Durability;
     use corekv::shard::clock::GlommioClock;
-    use corekv::shard::commit::Commit;
+    use corekv::shard::group_commit::Commit;
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();

@@ -5,9 +5,9 @@
 
 use std::io::Write;
 
+use crate::core::scan_format::ScanRequest;
 use crate::core::status::Status;
 use crate::net::codec::{encode_request, parse_frame, Parsed, Request, Side};
-use crate::shard::scan::ScanRequest;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Protocol {

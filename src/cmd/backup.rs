@@ -2,19 +2,19 @@
 //! online, consistent backup into DIR (a path on the server's host), then
 //! verify the backup here before calling it good: the manifest's checksum,
 //! every file's size and CRC32C, and the checks `corekv verify` runs.
-//! `verify_backup` is that verification, shared with `corekv verify --backup`.
+//! That verification is `verify::verify_backup`, shared with `corekv verify
+//! --backup` (this module uses verify, never the reverse).
 //!
 //! Exit codes: 0 backup written and verified; 1 the backup failed
 //! verification (each bad file is named); 2 no backup could be taken (the
 //! error's stable name first on stderr).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use corekv::io::backup_files::check_backup;
 use corekv::net::client::Client;
 
 #[derive(Args, Debug)]
@@ -57,7 +57,7 @@ pub fn run(args: BackupArgs) -> ExitCode {
         }
     };
     let written = started.elapsed();
-    match verify_backup(&target) {
+    match super::verify::verify_backup(&target) {
         0 => {}
         code => {
             println!(
@@ -87,34 +87,4 @@ pub fn run(args: BackupArgs) -> ExitCode {
         (started.elapsed() - written).as_secs_f64(),
     );
     ExitCode::SUCCESS
-}
-
-/// Check a backup: manifest checksum, every file against its size and
-/// CRC32C, then the structural checks of `corekv verify`. Prints what it
-/// finds; returns the exit code (0 good, 1 damaged, 2 could not check).
-pub fn verify_backup(dir: &Path) -> u8 {
-    let check = match check_backup(dir) {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.name() == "BACKUP_DAMAGED" { 1 } else { 2 };
-            println!("DAMAGE {}: {e}", e.name());
-            return code;
-        }
-    };
-    if !check.damaged.is_empty() {
-        for e in &check.damaged {
-            println!("DAMAGE {}: {e}", e.name());
-        }
-        println!(
-            "{} file(s) of the backup do not match its manifest",
-            check.damaged.len()
-        );
-        return 1;
-    }
-    println!(
-        "ok     backup manifest: {} files, {} bytes, checksums match",
-        check.body.files.len(),
-        check.body.total_bytes()
-    );
-    super::verify::check_dir(dir)
 }

@@ -172,7 +172,7 @@ fn execute(args: &CliArgs) -> Result<ExitCode, ClientError> {
             let want = limit.unwrap_or(usize::MAX);
             'pages: loop {
                 let page_limit =
-                    (want - printed).min(corekv::shard::scan::SCAN_LIMIT_MAX as usize) as u32;
+                    (want - printed).min(corekv::core::scan_format::SCAN_LIMIT_MAX as usize) as u32;
                 let page = client.scan_page(&from, end.as_bytes(), page_limit, &filter)?;
                 for (k, v) in &page.entries {
                     let _ = stdout.write_all(k);

@@ -10,7 +10,7 @@ use clap::ArgMatches;
 
 use corekv::net::admin::AdminServer;
 use corekv::net::server::{resolve_listen, serve_shard, ServerConfig};
-use corekv::shard::telemetry::Telemetry;
+use corekv::shard::runtime::telemetry::Telemetry;
 use corekv::shard::{Engine, ShardExit};
 
 use super::settings::{resolve, ServeArgs};

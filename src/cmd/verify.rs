@@ -18,13 +18,14 @@ use std::process::ExitCode;
 use clap::Args;
 
 use corekv::core::wal_format::Record;
+use corekv::io::backup_files::check_backup;
 use corekv::io::data_dir::{decode_meta, lock_for_reading, shard_dir, wal_dir, META_FILE};
 use corekv::io::manifest::load_manifest;
 use corekv::io::table_file::{check_table, parse_table_file_name};
-use corekv::io::wal_reader::{scan, ScanOptions};
+use corekv::io::wal_reader::{replay_log, ScanOptions};
 use corekv::io::{Disk, DmaDisk};
 use corekv::shard::log_check::check_log;
-use corekv::shard::txn_recovery::TxnReplay;
+use corekv::shard::txn::recovery::TxnReplay;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -43,7 +44,7 @@ pub struct VerifyArgs {
 pub fn run(args: VerifyArgs) -> ExitCode {
     // Relative paths are resolved here, once: the disk layer needs absolute ones.
     let code = match &args.backup {
-        Some(dir) => super::backup::verify_backup(&super::settings::absolute(dir)),
+        Some(dir) => verify_backup(&super::settings::absolute(dir)),
         None => check_dir(&super::settings::absolute(&args.data_dir)),
     };
     ExitCode::from(code)
@@ -96,7 +97,7 @@ pub fn check_dir(dir: &Path) -> u8 {
                 let opts = ScanOptions { shard_id: shard, repair: false, truncate_corruption: false };
                 // The same replay and checks as the server's recovery.
                 let mut txns = TxnReplay::new(cutoff, applied);
-                let scanned = scan(&DmaDisk, &wal, &opts, |r| {
+                let scanned = replay_log(&DmaDisk, &wal, &opts, |r| {
                     if let Record::Txn { lsn, kind, body } = r {
                         if lsn > cutoff {
                             txns.replay(kind, body, lsn, &mut |_, _| {});
@@ -232,4 +233,34 @@ async fn verify_storage(dir: &Path, shard: u16) -> (u64, u64, bool) {
         );
     }
     (manifest.wal_cutoff_lsn, manifest.applied_lsn, ok)
+}
+
+/// Check a backup: manifest checksum, every file against its size and
+/// CRC32C, then the structural checks of `corekv verify`. Prints what it
+/// finds; returns the exit code (0 good, 1 damaged, 2 could not check).
+pub fn verify_backup(dir: &Path) -> u8 {
+    let check = match check_backup(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.name() == "BACKUP_DAMAGED" { 1 } else { 2 };
+            println!("DAMAGE {}: {e}", e.name());
+            return code;
+        }
+    };
+    if !check.damaged.is_empty() {
+        for e in &check.damaged {
+            println!("DAMAGE {}: {e}", e.name());
+        }
+        println!(
+            "{} file(s) of the backup do not match its manifest",
+            check.damaged.len()
+        );
+        return 1;
+    }
+    println!(
+        "ok     backup manifest: {} files, {} bytes, checksums match",
+        check.body.files.len(),
+        check.body.total_bytes()
+    );
+    check_dir(dir)
 }

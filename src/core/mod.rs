@@ -13,6 +13,7 @@ pub mod filter;
 pub mod hash;
 pub mod limits;
 pub mod manifest_format;
+pub mod scan_format;
 pub mod status;
 pub mod table_format;
 pub mod txn_format;

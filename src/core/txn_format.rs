@@ -477,6 +477,63 @@ pub fn begin_prepare_record(out: &mut Vec<u8>, id: TxnId) -> usize {
     begin_list(out)
 }
 
+/// A TXN_PREPARE record body that is well formed by construction: made only
+/// by encoding a parsed transaction part ([`ValidPrepare::encode`]) or by
+/// parsing a logged body ([`ValidPrepare::parse`]), so reading its writes
+/// again cannot fail. A participant keeps one per prepared transaction
+/// from prepare to resolve, instead of re-parsing bytes it once checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidPrepare {
+    body: Vec<u8>,
+    id: TxnId,
+    /// Where the writes start in `body` (after the id and the count).
+    writes_at: usize,
+    write_count: u32,
+}
+
+impl ValidPrepare {
+    /// Encode the prepare record of `view`'s writes for transaction `id`.
+    pub fn encode(id: TxnId, view: &TxnView<'_>) -> ValidPrepare {
+        let mut body = Vec::new();
+        let at = begin_prepare_record(&mut body, id);
+        for w in view.writes() {
+            encode_write(&mut body, &w);
+        }
+        let write_count = view.write_count();
+        end_list(&mut body, at, write_count);
+        ValidPrepare {
+            body,
+            id,
+            writes_at: at + 4,
+            write_count,
+        }
+    }
+
+    /// Check a logged TXN_PREPARE body once.
+    pub fn parse(body: &[u8]) -> Result<ValidPrepare, TxnFormatError> {
+        let p = parse_prepare_record(body)?;
+        Ok(ValidPrepare {
+            id: p.id,
+            writes_at: body.len() - p.writes.len(),
+            write_count: p.write_count,
+            body: body.to_vec(),
+        })
+    }
+
+    /// The record body, as logged.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    pub fn record(&self) -> PrepareRecord<'_> {
+        PrepareRecord {
+            id: self.id,
+            writes: &self.body[self.writes_at..],
+            write_count: self.write_count,
+        }
+    }
+}
+
 pub fn encode_resolve_record(out: &mut Vec<u8>, id: TxnId, commit: bool) {
     put_id(out, id);
     out.push(u8::from(commit));
@@ -577,6 +634,31 @@ mod tests {
         let mut trailing = body.clone();
         trailing.push(0);
         assert!(TxnView::parse(&trailing, false).is_err());
+    }
+
+    #[test]
+    fn a_valid_prepare_encodes_what_parsing_finds() {
+        let writes = [Write::Put(b"a", b"2"), Write::Delete(b"c")];
+        let mut part = Vec::new();
+        let at = begin_list(&mut part);
+        end_list(&mut part, at, 0);
+        let at = begin_list(&mut part);
+        for w in &writes {
+            encode_write(&mut part, w);
+        }
+        end_list(&mut part, at, 2);
+        let view = TxnView::parse(&part, true).expect("valid part");
+        let id = TxnId {
+            coordinator: 3,
+            seq: 99,
+        };
+        let made = ValidPrepare::encode(id, &view);
+        let parsed = ValidPrepare::parse(made.body()).expect("what we encode parses");
+        assert_eq!(made, parsed);
+        assert_eq!(made.record().id, id);
+        assert_eq!(made.record().writes().collect::<Vec<_>>(), writes.to_vec());
+        let body = made.body();
+        assert!(ValidPrepare::parse(&body[..body.len() - 1]).is_err());
     }
 
     #[test]

@@ -19,26 +19,6 @@ impl fmt::Display for ShardId {
     }
 }
 
-/// Log sequence number: the position of a record in one shard's WAL.
-/// LSNs start at 1 and grow by one per record, forever, across segments;
-/// 0 means "nothing".
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Lsn(pub u64);
-
-impl Lsn {
-    pub const ZERO: Lsn = Lsn(0);
-
-    pub fn next(self) -> Lsn {
-        Lsn(self.0 + 1)
-    }
-}
-
-impl fmt::Display for Lsn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
 /// When a write is acknowledged relative to the fdatasync that covers it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Durability {

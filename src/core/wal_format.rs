@@ -19,6 +19,11 @@
 //! `body_bytes`) and the body. Every batch names its segment's sequence number, so
 //! stale batches in a reused file never pass for live ones.
 //!
+//! LSNs (log sequence numbers, the `lsn: u64` fields everywhere): the position
+//! of a record in one shard's WAL. They start at 1 and grow by one per record,
+//! forever, across segments; 0 means "nothing". (A `Lsn` newtype existed and
+//! was never adopted; it was deleted rather than left to mislead.)
+//!
 //! This module is pure: it encodes into and decodes from byte slices.
 
 use zerocopy::little_endian::{U32, U64};

@@ -82,7 +82,7 @@ struct Loaded {
 
 /// Replay the WAL in `dir`, calling `visit` for every record of every valid batch,
 /// in LSN order.
-pub async fn scan<D: Disk>(
+pub async fn replay_log<D: Disk>(
     disk: &D,
     dir: &Path,
     opts: &ScanOptions,

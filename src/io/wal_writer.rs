@@ -524,7 +524,7 @@ mod fault_tests {
     use super::*;
     use crate::core::wal_format::{encode_record, Record};
     use crate::io::sim_disk::{Fault, FaultKind, SimDisk};
-    use crate::io::wal_reader::{scan, ScanOptions};
+    use crate::io::wal_reader::{replay_log, ScanOptions};
     use futures_lite::future::block_on;
 
     fn cfg() -> WalConfig {
@@ -575,7 +575,7 @@ mod fault_tests {
                 repair: false,
                 truncate_corruption: false,
             };
-            let r = scan(&disk, Path::new("/d/wal"), &opts, |_| {})
+            let r = replay_log(&disk, Path::new("/d/wal"), &opts, |_| {})
                 .await
                 .unwrap();
             assert_eq!(r.records, 10);

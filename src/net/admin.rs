@@ -2,7 +2,7 @@
 //! text format), on its own OS thread, unpinned from the shards' cores.
 //!
 //! It reads only the telemetry snapshots the shards publish (see
-//! `shard::telemetry`), so a slow or hostile scraper can never stall a shard. It
+//! `shard::runtime::telemetry`), so a slow or hostile scraper can never stall a shard. It
 //! must never touch live shard state or take part in request handling.
 
 use std::net::SocketAddr;
@@ -15,7 +15,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::shard::metrics::OpClass;
-use crate::shard::telemetry::{Health, Telemetry, TelemetryView};
+use crate::shard::runtime::telemetry::{Health, Telemetry, TelemetryView};
 
 use super::server::NetError;
 
@@ -235,7 +235,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
                 }
                 Ok::<(), std::fmt::Error>(())
             };
-        let per_shard = |f: &dyn Fn(&crate::shard::telemetry::ShardSnapshot) -> f64| {
+        let per_shard = |f: &dyn Fn(&crate::shard::runtime::telemetry::ShardSnapshot) -> f64| {
             shards
                 .iter()
                 .map(|s| (shard_label(s.shard), f(s)))
@@ -377,7 +377,7 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         )?;
         let g = MetricType::Gauge;
         let c = MetricType::Counter;
-        type Pick = fn(&crate::shard::telemetry::ShardSnapshot) -> f64;
+        type Pick = fn(&crate::shard::runtime::telemetry::ShardSnapshot) -> f64;
         let storage: [(&str, &str, MetricType, Pick); 25] = [
             (
                 "corekv_memtable_entries",

@@ -11,8 +11,8 @@ use std::time::Duration;
 use crate::core::status::Status;
 
 use super::codec::{encode_request, parse_frame, HelloInfo, Parsed, Request, Side};
+use crate::core::scan_format::ScanRequest;
 use crate::core::txn_format::{encode_mput, encode_txn, Cond, Write as TxnWrite};
-use crate::shard::scan::ScanRequest;
 
 /// How a TXN ended, when the server answered it definitively.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -394,7 +394,8 @@ impl Client {
         let mut out = Vec::new();
         let mut from = start.to_vec();
         loop {
-            let page = self.scan_page(&from, end, crate::shard::scan::SCAN_LIMIT_MAX, filter)?;
+            let page =
+                self.scan_page(&from, end, crate::core::scan_format::SCAN_LIMIT_MAX, filter)?;
             out.extend(page.entries);
             match page.next {
                 Some(next) => from = next,

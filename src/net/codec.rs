@@ -9,8 +9,8 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::core::limits::KEY_BYTES_MAX;
+use crate::core::scan_format::ScanRequest;
 use crate::core::status::Status;
-use crate::shard::scan::ScanRequest;
 
 pub const MAGIC: [u8; 2] = *b"CK";
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -379,12 +379,12 @@ pub fn decode_request<'a>(
                 ));
             }
             check_key(end)?;
-            if limit == 0 || limit > crate::shard::scan::SCAN_LIMIT_MAX {
+            if limit == 0 || limit > crate::core::scan_format::SCAN_LIMIT_MAX {
                 return Err(WireError::soft(
                     Status::InvalidArgument,
                     format!(
                         "SCAN limit {limit}: must be between 1 and {}",
-                        crate::shard::scan::SCAN_LIMIT_MAX
+                        crate::core::scan_format::SCAN_LIMIT_MAX
                     ),
                 ));
             }

@@ -22,7 +22,7 @@ use futures_lite::{future, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::shard::metrics::ShardMetrics;
-use crate::shard::sync::WaitQueue;
+use crate::shard::wake::WaitQueue;
 
 /// Values at least this large are written from where they lie instead of
 /// being copied into the reply buffer.

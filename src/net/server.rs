@@ -17,7 +17,7 @@ use glommio::net::TcpListener;
 use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
 use crate::shard::metrics::ShardMetrics;
-use crate::shard::sync::WaitQueue;
+use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};

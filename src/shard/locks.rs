@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use futures_lite::future;
 
-use super::sync::WaitQueue;
+use crate::shard::wake::WaitQueue;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Mode {

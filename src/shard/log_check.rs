@@ -22,7 +22,7 @@ use std::path::Path;
 use crate::io::wal_reader::ScanReport;
 use crate::io::wal_writer::{segment_file_name, WalError};
 
-use super::txn_recovery::TxnReplay;
+use crate::shard::txn::recovery::TxnReplay;
 
 /// What salvage gave up, one line each, for the log.
 #[derive(Debug, Clone, PartialEq, Eq)]

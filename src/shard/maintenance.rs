@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use crate::io::Disk;
 
-use super::compaction::compact;
-use super::lsm::LsmError;
-use super::state::ShardState;
-use super::sync::Event;
+use crate::shard::lsm::compaction::compact;
+use crate::shard::lsm::LsmError;
+use crate::shard::state::ShardState;
+use crate::shard::wake::Event;
 
 /// With no writes for this long, level 0 is compacted even below its trigger,
 /// so that space and read cost settle.

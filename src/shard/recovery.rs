@@ -11,11 +11,11 @@ use crate::io::wal_reader::{self, ScanOptions, ScanReport};
 use crate::io::wal_writer::{WalConfig, WalError, WalWriter};
 use crate::io::Disk;
 
-use super::log_check::{check_log, Salvaged};
-use super::lsm::{Lsm, LsmConfig, LsmError};
-use super::state::{apply_txn_writes, replay_record, ShardState};
-use super::txn_recovery::TxnReplay;
 use crate::core::wal_format::Record;
+use crate::shard::log_check::{check_log, Salvaged};
+use crate::shard::lsm::{Lsm, LsmConfig, LsmError};
+use crate::shard::state::{apply_txn_writes, replay_record, ShardState};
+use crate::shard::txn::recovery::TxnReplay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverySource {
@@ -117,7 +117,7 @@ pub async fn recover<D: Disk>(
         truncate_corruption: config.recover_truncate,
     };
     let mut txns = TxnReplay::new(cutoff, lsm.applied_lsn());
-    let report = wal_reader::scan(&disk, &wal_cfg.dir, &opts, |r| {
+    let report = wal_reader::replay_log(&disk, &wal_cfg.dir, &opts, |r| {
         if r.lsn() > cutoff {
             match r {
                 Record::Txn { lsn, kind, body } => {

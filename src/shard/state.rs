@@ -10,12 +10,11 @@
 //! LSN and is held until that LSN is durable, or failed if the WAL fails first.
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::core::config::EngineConfig;
-use crate::core::limits::KEY_BYTES_MAX;
 use crate::core::status::Status;
-use crate::core::txn_format::{id_from_bytes, WriteIter};
+use crate::core::txn_format::WriteIter;
 use crate::core::types::{Durability, ShardId};
 use crate::core::wal_format::{decode_batch_payload, Record, RecordKind};
 use crate::io::table_file::TableError;
@@ -23,16 +22,17 @@ use crate::io::{Disk, DmaDisk};
 
 use crate::core::filter::Filter;
 
-use super::backup::BackupGate;
-use super::commit::Commit;
-use super::locks::LockTable;
-use super::lsm::Lsm;
-use super::merge::{Merge, Overlay};
-use super::metrics::ShardMetrics;
-use super::ops::{OpBatch, OpKind, OpRef, ReplyBatch};
-use super::pending::{Pending, PendingWrite};
-use super::scan::{decode_params, scan_page};
-use super::txn_participant::TxnTable;
+use crate::core::scan_format::decode_params;
+use crate::shard::group_commit::Commit;
+use crate::shard::locks::LockTable;
+use crate::shard::lsm::merge::{Merge, Overlay};
+use crate::shard::lsm::scan::scan_page;
+use crate::shard::lsm::Lsm;
+use crate::shard::metrics::ShardMetrics;
+use crate::shard::ops::ReplyBatch;
+use crate::shard::pending::{Pending, PendingWrite};
+use crate::shard::txn_table::TxnTable;
+use crate::shard::write_gate::BackupGate;
 
 /// Whether the shard accepts writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl<D: Disk> ShardState<D> {
 
     /// A write answered `status`: its reply, with the reason when the shard
     /// has latched a failure (never an empty body for those).
-    fn push_write_error(&self, status: Status, out: &mut ReplyBatch) {
+    pub(super) fn push_write_error(&self, status: Status, out: &mut ReplyBatch) {
         match self.write_refusal() {
             Some((latched, why)) if status != Status::Overloaded => {
                 out.push(latched, why.as_bytes(), 0)
@@ -131,119 +131,7 @@ impl<D: Disk> ShardState<D> {
         }
     }
 
-    /// Execute every op of `batch` in order, appending one reply per op to `out`.
-    /// Replies may carry a wait LSN; release them with [`Self::settle`].
-    ///
-    /// With a reply budget (`OpBatch::set_reply_budget`) it stops once the
-    /// replies hold that many bytes, after at least one op: the ops not
-    /// reached get no reply, and, being a suffix of this shard's ops, keep
-    /// their order when sent again.
-    pub async fn execute(&self, batch: &OpBatch, out: &mut ReplyBatch) {
-        let budget = batch.reply_budget();
-        let start = out.value_bytes();
-        for (i, op) in batch.iter().enumerate() {
-            if budget != 0 && i > 0 && out.value_bytes() - start >= budget {
-                break;
-            }
-            self.execute_one(op, out).await;
-        }
-    }
-
-    async fn execute_one(&self, op: OpRef<'_>, out: &mut ReplyBatch) {
-        debug_assert!(op.key.len() <= KEY_BYTES_MAX, "the codec bounds keys");
-        // Single-key operations wait for a transaction that locked their key.
-        if !self.locks.is_empty() {
-            let write = match op.kind {
-                OpKind::Get => Some(false),
-                OpKind::Put | OpKind::Delete => Some(true),
-                _ => None,
-            };
-            if let Some(write) = write {
-                let deadline = Instant::now() + self.lock_timeout;
-                if !self.locks.wait_unlocked(op.key, write, deadline).await {
-                    return out.push(Status::LockTimeout, b"", 0);
-                }
-            }
-        }
-        match op.kind {
-            OpKind::Get => {
-                self.metrics.gets.set(self.metrics.gets.get() + 1);
-                self.get(op.key, out).await
-            }
-            OpKind::Put => {
-                self.metrics.puts.set(self.metrics.puts.get() + 1);
-                if op.value.len() > self.value_bytes_max {
-                    return out.push(Status::ValueTooLarge, b"", 0);
-                }
-                let deadline = Instant::now() + self.lock_timeout;
-                let _gate = loop {
-                    let gate = self.backup.enter_write().await;
-                    // Waiting at the gate may have let a transaction lock the key.
-                    if !self.locks.is_blocked(op.key, true) {
-                        break gate;
-                    }
-                    drop(gate);
-                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
-                        return out.push(Status::LockTimeout, b"", 0);
-                    }
-                };
-                match self.write(op.key, Some(op.value)) {
-                    Ok(lsn) => out.push(Status::Ok, b"", lsn),
-                    Err(status) => self.push_write_error(status, out),
-                }
-            }
-            OpKind::Scan => self.scan(op.key, op.value, out).await,
-            OpKind::Txn => self.txn_single(op.value, out).await,
-            OpKind::TxnPrepare => match id_from_bytes(op.key) {
-                Some(id) => self.txn_prepare(id, op.value, out).await,
-                None => out.push(Status::Internal, b"bad transaction id", 0),
-            },
-            OpKind::TxnCheck => match id_from_bytes(op.key) {
-                Some(id) => self.txn_check(id, op.value, out).await,
-                None => out.push(Status::Internal, b"bad transaction id", 0),
-            },
-            OpKind::TxnDecide => match id_from_bytes(op.key) {
-                Some(id) => self.txn_decide(id, op.value == [1], out).await,
-                None => out.push(Status::Internal, b"bad transaction id", 0),
-            },
-            OpKind::SnapRead => self.snap_read(id_from_bytes(op.key), op.value, out).await,
-            OpKind::SnapRelease => match id_from_bytes(op.key) {
-                Some(id) => self.snap_release(id, out),
-                None => out.push(Status::Internal, b"bad snapshot id", 0),
-            },
-            OpKind::Backup => self.backup_op(op.key, op.value, out).await,
-            OpKind::ValueLen => self.value_len(op.key, out).await,
-            OpKind::Delete => {
-                self.metrics.deletes.set(self.metrics.deletes.get() + 1);
-                let deadline = Instant::now() + self.lock_timeout;
-                let (existed, _gate) = loop {
-                    // Entered before the lookup: a pause waits for this delete,
-                    // so its answer and its write fall on the same side of the
-                    // cut. Not held while waiting for a transaction's lock.
-                    let gate = self.backup.enter_write().await;
-                    let existed = match self.exists(op.key).await {
-                        Ok(e) => e,
-                        Err(e) => return out.push(read_failure(&e), b"", 0),
-                    };
-                    // The lookup may have waited for a block read, and a
-                    // transaction may have locked the key meanwhile.
-                    if !self.locks.is_blocked(op.key, true) {
-                        break (existed, gate);
-                    }
-                    drop(gate);
-                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
-                        return out.push(Status::LockTimeout, b"", 0);
-                    }
-                };
-                match self.write(op.key, None) {
-                    Ok(lsn) => out.push(Status::Ok, &[u8::from(existed.0)], lsn.max(existed.1)),
-                    Err(status) => self.push_write_error(status, out),
-                }
-            }
-        }
-    }
-
-    async fn scan(&self, start: &[u8], params: &[u8], out: &mut ReplyBatch) {
+    pub(super) async fn scan(&self, start: &[u8], params: &[u8], out: &mut ReplyBatch) {
         let Some(params) = decode_params(params) else {
             // The router builds these bytes; a bad one is our bug, not the client's.
             debug_assert!(false, "malformed scan params");
@@ -293,7 +181,7 @@ impl<D: Disk> ShardState<D> {
         )
     }
 
-    async fn get(&self, key: &[u8], out: &mut ReplyBatch) {
+    pub(super) async fn get(&self, key: &[u8], out: &mut ReplyBatch) {
         if let Some(p) = self.pending.borrow().get(key) {
             return match &p.value {
                 Some(v) => out.push(Status::Ok, v, p.lsn),
@@ -320,7 +208,7 @@ impl<D: Disk> ShardState<D> {
     /// The length of `key`'s value. Read like a GET (so it sees exactly what
     /// a GET would), then the value is dropped from the batch: at most one
     /// value is held at a time.
-    async fn value_len(&self, key: &[u8], out: &mut ReplyBatch) {
+    pub(super) async fn value_len(&self, key: &[u8], out: &mut ReplyBatch) {
         let at = out.len();
         self.get(key, out).await;
         let (status, value) = out.get(at);
@@ -330,7 +218,7 @@ impl<D: Disk> ShardState<D> {
     }
 
     /// Whether `key` exists, and the LSN that answer depends on.
-    async fn exists(&self, key: &[u8]) -> Result<(bool, u64), TableError> {
+    pub(super) async fn exists(&self, key: &[u8]) -> Result<(bool, u64), TableError> {
         if let Some(p) = self.pending.borrow().get(key) {
             return Ok((p.value.is_some(), p.lsn));
         }
@@ -344,7 +232,7 @@ impl<D: Disk> ShardState<D> {
 
     /// Log a write; in sync mode it becomes visible through `pending`, in async
     /// mode it goes to the store at once.
-    fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<u64, Status> {
+    pub(super) fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<u64, Status> {
         if let Some((status, _)) = self.lsm.refusal() {
             return Err(status);
         }

@@ -153,7 +153,7 @@ pub fn run_seeds<S: Default + Send>(
                 let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(THREADS).collect();
                 let (run, add) = (&run, &add);
                 scope.spawn(move || {
-                    crate::shard::sync::set_simulated(true);
+                    crate::shard::wake::set_simulated(true);
                     let mut failed = Vec::new();
                     let mut total = S::default();
                     for seed in mine {

@@ -14,57 +14,24 @@
 //! decision, release a participant's locks while its outcome is in doubt, or
 //! hold a lock past the request that took it on any path but the in-doubt one.
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::core::status::Status;
 use crate::core::txn_format::{
-    begin_commit_record, begin_prepare_record, encode_resolve_record, encode_write, end_list,
-    parse_prepare_record, write_bytes, TxnId, TxnView, WriteIter,
+    begin_commit_record, encode_resolve_record, encode_write, end_list, write_bytes, TxnId,
+    TxnView, ValidPrepare, WriteIter,
 };
 use crate::core::types::Durability;
 use crate::core::wal_format::{Record, RecordKind};
 use crate::io::table_file::TableError;
 use crate::io::Disk;
 
-use super::locks::{LockSet, Mode};
-use super::ops::ReplyBatch;
-use super::state::{apply_staged, apply_txn_writes, read_failure, stage_txn_writes, ShardState};
-
-/// A participant's prepared transaction: its locks and writes, until resolved.
-struct Prepared {
-    locks: LockSet,
-    /// The TXN_PREPARE record body (writes are read from it when committing).
-    record: Vec<u8>,
-    lsn: u64,
-}
-
-/// Per-shard transaction bookkeeping.
-#[derive(Default)]
-pub struct TxnTable {
-    prepared: HashMap<TxnId, Prepared>,
-    /// Sync durability: resolves logged and staged, by resolve LSN, until durable.
-    committing: HashMap<u64, Prepared>,
-    snapshots: HashMap<TxnId, LockSet>,
-    /// LSN → number of holders: records whose writes are not in the memtable
-    /// yet, or decisions some participant has not durably resolved.
-    pins: BTreeMap<u64, u32>,
-    /// Next sequence number this shard hands out as a coordinator.
-    next_seq: u64,
-}
-
-impl TxnTable {
-    pub fn new(first_seq: u64) -> TxnTable {
-        TxnTable {
-            next_seq: first_seq,
-            ..TxnTable::default()
-        }
-    }
-
-    pub fn prepared_len(&self) -> usize {
-        self.prepared.len()
-    }
-}
+use crate::shard::locks::{LockSet, Mode};
+use crate::shard::ops::ReplyBatch;
+use crate::shard::state::{
+    apply_staged, apply_txn_writes, read_failure, stage_txn_writes, ShardState,
+};
+use crate::shard::txn_table::Prepared;
 
 /// Why a decision or single-shard commit did not take effect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +141,7 @@ impl<D: Disk> ShardState<D> {
     }
 
     /// The current value of `key` as this shard would answer a GET.
-    pub(super) async fn read_current<R>(
+    pub(in crate::shard) async fn read_current<R>(
         &self,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
@@ -216,7 +183,7 @@ impl<D: Disk> ShardState<D> {
     /// still has to check lower-numbered conditions on later shards while
     /// these stay locked, so that the reply names the first false condition
     /// of one consistent state).
-    pub(super) async fn lock_and_check(
+    pub(in crate::shard) async fn lock_and_check(
         &self,
         view: &TxnView<'_>,
         set: &mut LockSet,
@@ -248,14 +215,14 @@ impl<D: Disk> ShardState<D> {
 
     /// Log a transaction record and pin it; in async mode ask for a prompt sync,
     /// since the transaction waits for it.
-    pub(super) fn log_txn(&self, kind: RecordKind, body: &[u8]) -> Result<u64, Status> {
+    pub(in crate::shard) fn log_txn(&self, kind: RecordKind, body: &[u8]) -> Result<u64, Status> {
         let lsn = self.commit.append(|lsn| Record::Txn { lsn, kind, body })?;
         self.pin(lsn);
         self.commit.request_sync();
         Ok(lsn)
     }
 
-    pub(super) fn apply_writes(&self, writes: WriteIter<'_>, lsn: u64) {
+    pub(in crate::shard) fn apply_writes(&self, writes: WriteIter<'_>, lsn: u64) {
         apply_txn_writes(&self.lsm, writes, lsn);
     }
 
@@ -268,7 +235,7 @@ impl<D: Disk> ShardState<D> {
     /// at once, every reply that saw them held until durable, moved into the
     /// memtable in LSN order when durable), so the caller may release its locks
     /// right after this returns. Async: applied by `finish_commit`, under locks.
-    pub(super) fn log_commit(
+    pub(in crate::shard) fn log_commit(
         &self,
         id: TxnId,
         participants: &[u16],
@@ -301,7 +268,7 @@ impl<D: Disk> ShardState<D> {
 
     /// Wait until a logged commit is durable (async: then apply its writes,
     /// with the locks still held). `Err(InDoubt)`: the WAL failed first.
-    pub(super) async fn finish_commit(
+    pub(in crate::shard) async fn finish_commit(
         &self,
         view: &TxnView<'_>,
         lsn: u64,
@@ -319,12 +286,12 @@ impl<D: Disk> ShardState<D> {
         Ok(())
     }
 
-    pub(super) fn sync_mode(&self) -> bool {
+    pub(in crate::shard) fn sync_mode(&self) -> bool {
         self.durability == Durability::Sync
     }
 
     /// A transaction whose keys all live on this shard: one TXN_COMMIT record.
-    pub(super) async fn txn_single(&self, body: &[u8], out: &mut ReplyBatch) {
+    pub(in crate::shard) async fn txn_single(&self, body: &[u8], out: &mut ReplyBatch) {
         let Ok(view) = TxnView::parse(body, true) else {
             debug_assert!(false, "the coordinator encodes shard bodies");
             return out.push(Status::Internal, b"malformed transaction part", 0);
@@ -371,7 +338,7 @@ impl<D: Disk> ShardState<D> {
     /// After a false condition elsewhere: lock this shard's keys and check its
     /// conditions, keeping the locks under `id` either way (released by
     /// `SnapRelease`), so the coordinator can name the lowest false condition.
-    pub(super) async fn txn_check(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
+    pub(in crate::shard) async fn txn_check(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
         let Ok(view) = TxnView::parse(body, true) else {
             debug_assert!(false, "the coordinator encodes shard bodies");
             return out.push(Status::Internal, b"malformed transaction part", 0);
@@ -393,7 +360,7 @@ impl<D: Disk> ShardState<D> {
     }
 
     /// Phase one on a participant: lock, check, log TXN_PREPARE, wait durable.
-    pub(super) async fn txn_prepare(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
+    pub(in crate::shard) async fn txn_prepare(&self, id: TxnId, body: &[u8], out: &mut ReplyBatch) {
         let Ok(view) = TxnView::parse(body, true) else {
             debug_assert!(false, "the coordinator encodes shard bodies");
             return out.push(Status::Internal, b"malformed transaction part", 0);
@@ -409,14 +376,9 @@ impl<D: Disk> ShardState<D> {
             }
             return r.push(out);
         }
-        let mut record = Vec::with_capacity(body.len() + 16);
-        let at = begin_prepare_record(&mut record, id);
-        for w in view.writes() {
-            encode_write(&mut record, &w);
-        }
-        end_list(&mut record, at, view.write_count());
+        let record = ValidPrepare::encode(id, &view);
         let gate = self.backup.enter_write().await;
-        let logged = self.log_txn(RecordKind::TxnPrepare, &record);
+        let logged = self.log_txn(RecordKind::TxnPrepare, record.body());
         drop(gate);
         let lsn = match logged {
             Ok(lsn) => lsn,
@@ -446,7 +408,7 @@ impl<D: Disk> ShardState<D> {
 
     /// Phase two on a participant. Commit: log TXN_RESOLVE, wait durable, apply
     /// the prepared writes, release. Abort: release (presumed abort needs no record).
-    pub(super) async fn txn_decide(&self, id: TxnId, commit: bool, out: &mut ReplyBatch) {
+    pub(in crate::shard) async fn txn_decide(&self, id: TxnId, commit: bool, out: &mut ReplyBatch) {
         let Some(p) = self.txns.borrow_mut().prepared.remove(&id) else {
             debug_assert!(false, "decision for {id} which is not prepared here");
             return out.push(Status::Internal, b"transaction not prepared here", 0);
@@ -482,10 +444,7 @@ impl<D: Disk> ShardState<D> {
                 return out.push(s, b"", 0);
             }
         };
-        let Ok(record) = parse_prepare_record(&p.record) else {
-            unreachable!("we encoded this prepare record");
-        };
-        self.apply_writes(record.writes(), lsn);
+        self.apply_writes(p.record.record().writes(), lsn);
         crate::failpoint!("txn-after-partial-apply");
         self.unpin(lsn);
         self.unpin(p.lsn);
@@ -512,10 +471,11 @@ impl<D: Disk> ShardState<D> {
                 return out.push(s, b"", 0);
             }
         };
-        let Ok(record) = parse_prepare_record(&p.record) else {
-            unreachable!("we encoded this prepare record");
-        };
-        stage_txn_writes(&mut self.pending.borrow_mut(), record.writes(), lsn);
+        stage_txn_writes(
+            &mut self.pending.borrow_mut(),
+            p.record.record().writes(),
+            lsn,
+        );
         crate::failpoint!("txn-after-partial-apply");
         self.locks.release(&p.locks);
         self.txns.borrow_mut().committing.insert(lsn, p);
@@ -525,21 +485,22 @@ impl<D: Disk> ShardState<D> {
     /// A TXN_RESOLVE staged by [`Self::resolve_staged`] is durable: its writes
     /// go to the memtable (called in LSN order with the other records of its
     /// batch, `pending` borrowed by the caller).
-    pub(super) fn apply_resolved(&self, pending: &mut super::pending::Pending, lsn: u64) {
+    pub(in crate::shard) fn apply_resolved(
+        &self,
+        pending: &mut crate::shard::pending::Pending,
+        lsn: u64,
+    ) {
         let Some(p) = self.txns.borrow_mut().committing.remove(&lsn) else {
             return; // resolved by recovery, which applies its own writes
         };
-        let Ok(record) = parse_prepare_record(&p.record) else {
-            unreachable!("we encoded this prepare record");
-        };
-        apply_staged(&self.lsm, pending, record.writes(), lsn);
+        apply_staged(&self.lsm, pending, p.record.record().writes(), lsn);
         self.unpin(p.lsn);
     }
 
     /// The WAL failed: staged resolves will never be durable here, but their
     /// transactions committed. Lock their keys until restart, so nobody reads
     /// around them; recovery applies them from the prepare and the decision.
-    pub(super) fn poison_committing(&self) {
+    pub(in crate::shard) fn poison_committing(&self) {
         let t = self.txns.borrow();
         for p in t.committing.values() {
             self.locks.poison(&p.locks);
@@ -550,7 +511,12 @@ impl<D: Disk> ShardState<D> {
     /// under `id` until [`Self::snap_release`] (a multi-shard snapshot);
     /// otherwise release them at once. Reply: one `status u16 | len u32 | value`
     /// entry per key, in order.
-    pub(super) async fn snap_read(&self, id: Option<TxnId>, keys: &[u8], out: &mut ReplyBatch) {
+    pub(in crate::shard) async fn snap_read(
+        &self,
+        id: Option<TxnId>,
+        keys: &[u8],
+        out: &mut ReplyBatch,
+    ) {
         let mut set = LockSet::default();
         for k in crate::core::txn_format::sized_items(keys) {
             set.add(k, Mode::Shared);
@@ -594,7 +560,7 @@ impl<D: Disk> ShardState<D> {
         }
     }
 
-    pub(super) fn snap_release(&self, id: TxnId, out: &mut ReplyBatch) {
+    pub(in crate::shard) fn snap_release(&self, id: TxnId, out: &mut ReplyBatch) {
         if let Some(set) = self.txns.borrow_mut().snapshots.remove(&id) {
             self.locks.release(&set);
         }
@@ -602,16 +568,16 @@ impl<D: Disk> ShardState<D> {
     }
 
     /// Lock `set` until restart (keys of an in-doubt transaction).
-    pub(super) fn poison_locks(&self, set: &LockSet) {
+    pub(in crate::shard) fn poison_locks(&self, set: &LockSet) {
         self.locks.poison(set);
     }
 
     /// Release locks a coordinator took on its own shard.
-    pub(super) fn release_locks(&self, set: &LockSet) {
+    pub(in crate::shard) fn release_locks(&self, set: &LockSet) {
         self.locks.release(set);
     }
 
-    pub(super) fn lock_deadline(&self) -> Instant {
+    pub(in crate::shard) fn lock_deadline(&self) -> Instant {
         Instant::now() + self.lock_timeout
     }
 
@@ -654,7 +620,7 @@ impl<D: Disk> ShardState<D> {
     pub async fn resolve_recovered(
         &self,
         id: TxnId,
-        writes_record: &[u8],
+        prepare: &ValidPrepare,
         commit: bool,
     ) -> Result<(), Status> {
         if !commit {
@@ -668,10 +634,7 @@ impl<D: Disk> ShardState<D> {
             .wait_durable(lsn)
             .await
             .map_err(|()| Status::WalFailed)?;
-        let Ok(record) = parse_prepare_record(writes_record) else {
-            unreachable!("recovery validated this prepare record");
-        };
-        self.apply_writes(record.writes(), lsn);
+        self.apply_writes(prepare.record().writes(), lsn);
         self.unpin(lsn);
         crate::failpoint!("txn-during-recovery");
         Ok(())

@@ -1,25 +1,14 @@
-//! Range scans inside one shard, with the filter pushed down, and the formats
-//! that carry a scan's parameters to a shard and its page of results back.
+//! The formats of a range scan: what a client asks for (`ScanRequest`, the
+//! wire fields), the parameters that carry a scan to one shard, and the page
+//! of results a shard sends back, with the limits that bound a page.
 //!
-//! A shard returns at most `limit` matching entries, at most
-//! [`SCAN_REPLY_BYTES_MAX`] bytes, and examines at most [`SCAN_EXAMINED_MAX`]
-//! records per request, so one scan never holds a core for long; when it stops
-//! early it says where to resume. The caller's shard merges the pages of all
-//! shards (`ShardContext::scan_merged`).
-//!
-//! Internal formats (never on the wire):
+//! Internal formats (between shards, never on the wire):
 //! - params: `end_len u32 | end | limit u32 | filter_kind u8 | filter_arg`
 //! - reply:  `(key_len u32 | key | value_len u32 | value)* | resume | resume_len u32 | resume_flag u8`
 //!   (the resume point last, so a page is written in one pass straight into
 //!   the reply buffer: it is known only when the page ends)
-
-use crate::core::filter::Filter;
-
-use crate::io::table_file::TableError;
-use crate::io::Disk;
-
-use super::lsm::Lsm;
-use super::merge::Merge;
+//!
+//! Plain data: no I/O. The scan itself is `shard::lsm::scan`.
 
 /// Most entries one SCAN request may ask for.
 pub const SCAN_LIMIT_MAX: u32 = 10_000;
@@ -126,54 +115,11 @@ pub fn page_entries(mut b: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
     })
 }
 
-fn push_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+pub fn push_entry(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(value);
-}
-
-/// Write one page of the merged stream `merge` into `out`, keeping entries the
-/// filter accepts. Returns the highest pending LSN the page depends on (0: none),
-/// so that the reply waits until those writes are durable.
-pub async fn scan_page<D: Disk>(
-    lsm: &Lsm<D>,
-    merge: &mut Merge<D>,
-    p: &ScanParams<'_>,
-    filter: &mut Filter,
-    out: &mut Vec<u8>,
-) -> Result<u64, TableError> {
-    let entries_at = out.len();
-    let mut wait_lsn = 0;
-    let mut matched = 0u32;
-    let mut examined = 0usize;
-    let mut resume: Option<Vec<u8>> = None;
-    loop {
-        // Checked before asking for the next entry, so a full page never
-        // reads the block after its last entry.
-        let full = matched >= p.limit
-            || out.len() - entries_at >= SCAN_REPLY_BYTES_MAX
-            || examined >= SCAN_EXAMINED_MAX;
-        if full {
-            resume = Some(merge.resume_point());
-            break;
-        }
-        let Some((key, value, lsn)) = merge.next(lsm).await? else {
-            break;
-        };
-        examined += 1;
-        wait_lsn = wait_lsn.max(lsn);
-        let Some(value) = value else { continue };
-        if filter.matches(key, value) {
-            push_entry(out, key, value);
-            matched += 1;
-        }
-    }
-    let r = resume.as_deref().unwrap_or_default();
-    out.extend_from_slice(r);
-    out.extend_from_slice(&(r.len() as u32).to_le_bytes());
-    out.push(u8::from(resume.is_some()));
-    Ok(wait_lsn)
 }
 
 #[cfg(test)]

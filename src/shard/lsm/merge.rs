@@ -18,8 +18,8 @@ use crate::core::block_format::{decode_next, BlockError, DataBlock};
 use crate::io::table_file::TableError;
 use crate::io::Disk;
 
-use super::lsm::{Lsm, SharedMem, Table};
-use super::sync::{join_all, Boxed};
+use crate::shard::lsm::{Lsm, SharedMem, Table};
+use crate::shard::wake::{join_all, Boxed};
 
 /// Memtable entries copied per refill.
 const MEM_CHUNK: usize = 16;

@@ -27,13 +27,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::core::txn_format::{
-    parse_commit_record, parse_prepare_record, parse_resolve_record, TxnId, WriteIter,
+    parse_commit_record, parse_resolve_record, TxnId, ValidPrepare, WriteIter,
 };
 use crate::core::wal_format::RecordKind;
 
-use super::locks::{LockSet, Mode};
-use super::state::ShardState;
 use crate::io::Disk;
+use crate::shard::locks::{LockSet, Mode};
+use crate::shard::state::ShardState;
 
 /// What one shard's replay found about transactions.
 #[derive(Default, Debug)]
@@ -44,7 +44,7 @@ pub struct TxnReplay {
     /// `applied_lsn`).
     pub applied: u64,
     /// Prepared and not resolved: id → (LSN of the prepare, its record body).
-    pub in_doubt: BTreeMap<TxnId, (u64, Vec<u8>)>,
+    pub in_doubt: BTreeMap<TxnId, (u64, ValidPrepare)>,
     /// The LSNs of `in_doubt`, lowest first: the WAL floor while replaying.
     pub(crate) in_doubt_lsns: BTreeSet<u64>,
     /// Commit decisions this shard logged as a coordinator.
@@ -108,11 +108,12 @@ impl TxnReplay {
                 }
             }
             RecordKind::TxnPrepare => {
-                let Ok(p) = parse_prepare_record(body) else {
+                let Ok(p) = ValidPrepare::parse(body) else {
                     unreachable!("the WAL decoder validates transaction records")
                 };
-                self.saw(p.id);
-                if let Some((old, _)) = self.in_doubt.insert(p.id, (lsn, body.to_vec())) {
+                let id = p.record().id;
+                self.saw(id);
+                if let Some((old, _)) = self.in_doubt.insert(id, (lsn, p)) {
                     self.in_doubt_lsns.remove(&old);
                 }
                 self.in_doubt_lsns.insert(lsn);
@@ -125,10 +126,7 @@ impl TxnReplay {
                     Some((prepared_at, record)) => {
                         self.in_doubt_lsns.remove(&prepared_at);
                         if r.commit {
-                            let Ok(p) = parse_prepare_record(&record) else {
-                                unreachable!("validated when it was replayed")
-                            };
-                            apply(p.writes(), lsn);
+                            apply(record.record().writes(), lsn);
                         }
                     }
                     // The prepare lies at or below the cutoff: its pin was
@@ -171,7 +169,7 @@ impl TxnOutcomes {
 /// and the shard is read-only until restarted.
 pub async fn settle_in_doubt<D: Disk>(
     state: &ShardState<D>,
-    in_doubt: BTreeMap<TxnId, (u64, Vec<u8>)>,
+    in_doubt: BTreeMap<TxnId, (u64, ValidPrepare)>,
     outcomes: &TxnOutcomes,
 ) {
     let first_seq = outcomes
@@ -195,10 +193,8 @@ pub async fn settle_in_doubt<D: Disk>(
                      locked until the next start"
                 );
                 let mut set = LockSet::default();
-                if let Ok(p) = parse_prepare_record(&record) {
-                    for w in p.writes() {
-                        set.add(w.key(), Mode::Exclusive);
-                    }
+                for w in record.record().writes() {
+                    set.add(w.key(), Mode::Exclusive);
                 }
                 set.seal();
                 state.hold_locks_forever(&set);

@@ -27,9 +27,9 @@ use crate::core::wal_format::{encode_record, Record};
 use crate::io::wal_writer::{WalError, WalWriter};
 use crate::io::Disk;
 
-use super::clock::Clock;
-use super::metrics::LatencyHist;
-use super::sync::{Event, WaitQueue};
+use crate::shard::clock::Clock;
+use crate::shard::metrics::LatencyHist;
+use crate::shard::wake::{Event, WaitQueue};
 
 /// Counters of the flusher's work, read by metrics.
 #[derive(Default)]

@@ -7,10 +7,10 @@ use std::rc::Rc;
 use crate::core::status::Status;
 use crate::core::types::{Durability, ShardId};
 
-use super::ops::OpKind;
-use super::router::{RoutedBatch, Router};
-use super::scan::ScanRequest;
-use super::sync::Event;
+use crate::core::scan_format::ScanRequest;
+use crate::shard::ops::OpKind;
+use crate::shard::route::router::{RoutedBatch, Router};
+use crate::shard::wake::Event;
 
 /// Per-core handle to the engine. Cheap to clone; lives on its core (`!Send`).
 #[derive(Clone)]
@@ -122,7 +122,9 @@ impl ShardContext {
         max_rounds: usize,
         mut emit: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<Option<Vec<u8>>, Status> {
-        use super::scan::{decode_page, encode_params, first_share, page_entries, ScanParams};
+        use crate::core::scan_format::{
+            decode_page, encode_params, first_share, page_entries, ScanParams,
+        };
         let n = usize::from(self.shard_count());
         let limit = r.limit as usize;
         if limit == 0 {
@@ -264,7 +266,7 @@ impl ShardContext {
 
     /// Compact this shard's level 0 into level 1 now; false if level 0 was empty.
     pub async fn compact_local(&self) -> Result<bool, String> {
-        super::compaction::compact(&self.router.state().lsm, 1)
+        crate::shard::lsm::compaction::compact(&self.router.state().lsm, 1)
             .await
             .map_err(|e| e.to_string())
     }

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 
-use super::sync::WaitQueue;
+use crate::shard::wake::WaitQueue;
 
 /// Identifies a block: which table file, and where in it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]

@@ -19,10 +19,10 @@ use glommio::channels::shared_channel::{
 use crate::core::hash::shard_for_key;
 use crate::core::types::ShardId;
 
-use super::metrics::ShardMetrics;
-use super::ops::{OpBatch, OpKind, ReplyBatch};
-use super::state::ShardState;
-use super::sync::WaitQueue;
+use crate::shard::metrics::ShardMetrics;
+use crate::shard::ops::{OpBatch, OpKind, ReplyBatch};
+use crate::shard::state::ShardState;
+use crate::shard::wake::WaitQueue;
 
 /// A message between shards. Owns its bytes.
 pub enum ShardMsg {

@@ -15,8 +15,8 @@ use hdrhistogram::Histogram;
 use crate::core::status::Status;
 use crate::core::types::Durability;
 
-use super::metrics::OpClass;
-use super::state::{ShardState, ShardStatus};
+use crate::shard::metrics::OpClass;
+use crate::shard::state::{ShardState, ShardStatus};
 
 /// A shard's health as reported by /health.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct ShardSnapshot {
     pub cpu: usize,
     pub health: Health,
     pub published: SystemTime,
-    pub requests: [u64; super::metrics::OP_CLASSES],
+    pub requests: [u64; crate::shard::metrics::OP_CLASSES],
     pub latency: Vec<Histogram<u64>>,
     /// Non-OK responses by status.
     pub errors: Vec<(Status, u64)>,
@@ -90,7 +90,7 @@ pub struct StorageSnapshot {
     pub l1_bytes: u64,
     pub pinned_bytes: u64,
     pub cache_capacity_bytes: u64,
-    pub cache: crate::shard::buffer_pool::PoolStats,
+    pub cache: crate::shard::lsm::buffer_pool::PoolStats,
     pub flushes: u64,
     pub flush_bytes: u64,
     pub compactions: u64,
@@ -145,7 +145,7 @@ impl ShardSnapshot {
             cpu,
             health: Health::Starting,
             published: SystemTime::now(),
-            requests: [0; super::metrics::OP_CLASSES],
+            requests: [0; crate::shard::metrics::OP_CLASSES],
             latency: OpClass::ALL.iter().map(|_| h()).collect(),
             errors: Vec::new(),
             connections_open: 0,

@@ -27,10 +27,10 @@ use crate::core::txn_format::{
 };
 use crate::core::types::ShardId;
 
-use super::locks::LockSet;
-use super::ops::{OpBatch, OpKind, ReplyBatch};
-use super::router::Router;
-use super::txn_participant::{CommitError, Refusal};
+use crate::shard::locks::LockSet;
+use crate::shard::ops::{OpBatch, OpKind, ReplyBatch};
+use crate::shard::route::router::Router;
+use crate::shard::txn::participant::{CommitError, Refusal};
 
 /// One shard's part of a transaction while it is being split.
 #[derive(Default)]

@@ -10,6 +10,8 @@
 //! The control thread talks to the shards through a few atomics and a condition
 //! variable, at startup and shutdown only; none of that is on the request path.
 
+pub mod telemetry;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -24,14 +26,14 @@ use crate::core::types::{Durability, ShardId};
 use crate::io::data_dir::{DataDir, DataDirError};
 use crate::io::DmaDisk;
 
-use super::clock::GlommioClock;
-use super::context::ShardContext;
-use super::maintenance::{run_compactions, run_flushes};
-use super::recovery::{recover, RecoveryError};
-use super::router::{make_links, Router, ShardLinks};
-use super::sync::Event;
-use super::telemetry::{Health, ShardSnapshot, Telemetry};
-use super::txn_recovery::{settle_in_doubt, TxnOutcomes, TxnReplay};
+use crate::shard::clock::GlommioClock;
+use crate::shard::maintenance::{run_compactions, run_flushes};
+use crate::shard::recovery::{recover, RecoveryError};
+use crate::shard::route::context::ShardContext;
+use crate::shard::route::router::{make_links, Router, ShardLinks};
+use crate::shard::runtime::telemetry::{Health, ShardSnapshot, Telemetry};
+use crate::shard::txn::recovery::{settle_in_doubt, TxnOutcomes, TxnReplay};
+use crate::shard::wake::Event;
 
 /// Why the engine could not start. Each variant has a stable name (docs/errors.md).
 #[derive(Debug, thiserror::Error)]

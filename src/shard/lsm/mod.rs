@@ -20,6 +20,12 @@
 //! WAL before a flush is recorded), delete a file the manifest still names, or
 //! return bytes from a block that failed its checks.
 
+pub mod buffer_pool;
+pub mod compaction;
+pub mod memtable;
+pub mod merge;
+pub mod scan;
+
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -34,9 +40,9 @@ use crate::io::table_file::{
 };
 use crate::io::Disk;
 
-use super::buffer_pool::{BlockKey, BufferPool, PoolStats};
-use super::memtable::{Lookup, Memtable};
-use super::sync::{join_all, Boxed, WaitQueue};
+use crate::shard::lsm::buffer_pool::{BlockKey, BufferPool, PoolStats};
+use crate::shard::lsm::memtable::{Lookup, Memtable};
+use crate::shard::wake::{join_all, Boxed, WaitQueue};
 
 /// Most neighbouring blocks one prefetch request reads (128 KiB of 4 KiB blocks).
 pub const PREFETCH_SPAN_BLOCKS: usize = 32;

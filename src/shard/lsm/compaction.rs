@@ -26,8 +26,8 @@ use std::rc::Rc;
 use crate::io::table_file::{TableSummary, TableWriter};
 use crate::io::Disk;
 
-use super::lsm::{Lsm, LsmError, Table};
-use super::merge::{Merge, Source, TableRun};
+use crate::shard::lsm::merge::{Merge, Source, TableRun};
+use crate::shard::lsm::{Lsm, LsmError, Table};
 
 /// Compact if level 0 holds at least `min_l0` tables. Returns whether it did.
 pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmError> {
@@ -196,7 +196,7 @@ async fn merge_into<D: Disk>(
         if since_yield == 256 {
             // Cached blocks never make us wait: give foreground work its turn.
             since_yield = 0;
-            super::sync::yield_point().await;
+            crate::shard::wake::yield_point().await;
         }
     }
     if let Some(w) = writer.take() {
