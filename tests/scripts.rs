@@ -443,7 +443,7 @@ fn perf_scripts_bind_loopback_and_start_background_jobs_through_spawn() {
 
 #[test]
 fn every_script_parses() {
-    for dir in ["perf", "tuning", ".ci"] {
+    for dir in ["perf", "tuning", ".ci", "scripts"] {
         for e in std::fs::read_dir(root().join(dir)).unwrap() {
             let p = e.unwrap().path();
             let is_sh = p.extension().is_some_and(|x| x == "sh") || p.ends_with(".ci/run");

@@ -270,8 +270,9 @@ fn machine() -> serde_json::Value {
 
 /// CPU seconds this process has used (user + system).
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes only into the struct we pass.
+    // SAFETY: rusage is a plain C struct of integers; all-zero bytes are valid.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into the struct we pass by unique reference.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
         return 0.0;
     }

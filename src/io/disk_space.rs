@@ -23,9 +23,11 @@ fn existing(path: &Path) -> Option<&Path> {
 /// `path`, or `None` if it cannot be told.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let c = CString::new(existing(path)?.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid
-    // NUL-terminated path for the duration of the call.
+    // SAFETY: statvfs is a plain C struct of integers, for which all-zero
+    // bytes are a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs writes only into the struct we own and pass by unique
+    // reference; `c` is a valid NUL-terminated path for the duration of the call.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     (rc == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
 }
@@ -36,8 +38,10 @@ pub fn fs_type(path: &Path) -> String {
     let Some(c) = existing(path).and_then(|p| CString::new(p.as_os_str().as_bytes()).ok()) else {
         return "unknown".into();
     };
-    // SAFETY: as in `free_bytes`.
+    // SAFETY: statfs is a plain C struct of integers; all-zero bytes are valid.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as in `free_bytes`: statfs writes only into `st`, `c` outlives
+    // the call.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     if rc != 0 {
         return "unknown".into();
