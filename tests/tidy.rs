@@ -51,7 +51,7 @@ const FS_ALLOWED: &[(&str, &str, &str)] = &[(
 /// The longest function allowed, in lines from its `fn` line to its closing
 /// brace. Today's maximum; lower it whenever the longest function is cut,
 /// never raise it.
-const FN_LINES_MAX: usize = 345;
+const FN_LINES_MAX: usize = 319;
 
 /// The longest file allowed, in lines. Today's maximum; only lower it.
 const FILE_LINES_MAX: usize = 1784;

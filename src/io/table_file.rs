@@ -132,6 +132,19 @@ impl<F: DiskFile> TableWriter<F> {
 
     /// Add one entry (`None`: a tombstone).
     pub async fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), TableError> {
+        // Reads binary-search blocks and keys: one key out of order would
+        // make every key after it unreachable. Cheap: the previous key is
+        // the open block's last, or the last sealed block's.
+        let prev = if self.block.is_empty() {
+            self.index.blocks.last().map(|b| b.last_key.as_slice())
+        } else {
+            Some(self.block.last_key())
+        };
+        assert!(
+            prev.is_none_or(|p| key > p),
+            "table {}: keys must be added in strictly increasing order",
+            self.id
+        );
         let value_len = value.map_or(0, <[u8]>::len);
         if !self.block.is_empty()
             && self.block_full(self.block.payload_len_with(key.len(), value_len))

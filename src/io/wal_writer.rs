@@ -125,6 +125,10 @@ pub struct WalWriter<D: Disk> {
     /// When preparing a spare last failed for want of space: the next try
     /// waits a while (nothing depends on it until the active segment fills).
     spare_failed_at: Option<std::time::Instant>,
+    /// The LSN the next batch must start with, once one was written: LSNs
+    /// grow by one per record, forever (a gap or a repeat would make
+    /// recovery replay the wrong records).
+    next_lsn: Option<u64>,
 }
 
 impl<D: Disk> WalWriter<D> {
@@ -164,6 +168,7 @@ impl<D: Disk> WalWriter<D> {
             spare: None,
             latched: None,
             spare_failed_at: None,
+            next_lsn: None,
         })
     }
 
@@ -192,9 +197,16 @@ impl<D: Disk> WalWriter<D> {
             });
         }
         assert!(count > 0, "empty batch");
+        if let Some(next) = self.next_lsn {
+            assert_eq!(
+                first_lsn, next,
+                "a WAL batch must continue the LSN sequence (no gap, no repeat)"
+            );
+        }
         let result = self.append_inner(payload, first_lsn, count).await;
-        if let Err(e) = &result {
-            self.latched = Some(e.to_string());
+        match &result {
+            Ok(_) => self.next_lsn = Some(first_lsn + u64::from(count)),
+            Err(e) => self.latched = Some(e.to_string()),
         }
         result
     }

@@ -219,6 +219,258 @@ impl EncodeMetric for HdrSeconds<'_> {
     }
 }
 
+/// A metric read from each shard's snapshot: one value per shard.
+type Pick = fn(&crate::shard::runtime::telemetry::ShardSnapshot) -> f64;
+
+/// Every per-shard metric with one value per shard, in the order /metrics
+/// lists them (docs/monitoring.md names each; tests/alerts.rs checks it).
+/// Requests, errors and the histograms have more labels and are written
+/// by `SnapshotCollector::encode` itself.
+const PER_SHARD: &[(&str, &str, MetricType, Pick)] = &[
+    (
+        "corekv_shard_serving",
+        "1 when the shard serves reads and writes; 0 when starting, read-only or stopped.",
+        MetricType::Gauge,
+        |s| f64::from(u8::from(matches!(s.health, Health::Serving))),
+    ),
+    (
+        "corekv_shard_read_only",
+        "1 when the shard's WAL failed and it refuses writes.",
+        MetricType::Gauge,
+        |s| f64::from(u8::from(matches!(s.health, Health::ReadOnly { .. }))),
+    ),
+    (
+        "corekv_connections_open",
+        "Open client connections.",
+        MetricType::Gauge,
+        |s| s.connections_open as f64,
+    ),
+    (
+        "corekv_connections_accepted",
+        "Client connections accepted.",
+        MetricType::Counter,
+        |s| s.connections_total as f64,
+    ),
+    (
+        "corekv_connections_rejected",
+        "Connections refused with TOO_MANY_CONNECTIONS.",
+        MetricType::Counter,
+        |s| s.connections_rejected as f64,
+    ),
+    (
+        "corekv_conn_buffer_bytes",
+        "Bytes of connection buffers held: partial input frames past each connection's base buffer, plus replies being sent (bounded by --conn-buffer-budget-bytes).",
+        MetricType::Gauge,
+        |s| s.conn_buffer_bytes as f64,
+    ),
+    (
+        "corekv_connections_paused",
+        "Times a connection was not read because the shard's connection buffer budget was spent.",
+        MetricType::Counter,
+        |s| s.connections_paused as f64,
+    ),
+    (
+        "corekv_connections_closed_by_limit",
+        "Connections closed because their replies stayed unread past --reply-stall-timeout-ms.",
+        MetricType::Counter,
+        |s| s.connections_closed_by_limit as f64,
+    ),
+    (
+        "corekv_protocol_errors",
+        "Connections closed for a protocol error.",
+        MetricType::Counter,
+        |s| s.protocol_errors as f64,
+    ),
+    (
+        "corekv_forwarded_batches_out",
+        "Operation batches sent to other shards.",
+        MetricType::Counter,
+        |s| s.forwarded_batches_out as f64,
+    ),
+    (
+        "corekv_forwarded_batches_in",
+        "Operation batches executed for other shards.",
+        MetricType::Counter,
+        |s| s.forwarded_batches_in as f64,
+    ),
+    (
+        "corekv_wal_syncs",
+        "WAL group commits (one write + one fdatasync each).",
+        MetricType::Counter,
+        |s| s.wal_batches as f64,
+    ),
+    (
+        "corekv_wal_records",
+        "WAL records made durable.",
+        MetricType::Counter,
+        |s| s.wal_records as f64,
+    ),
+    (
+        "corekv_wal_bytes",
+        "WAL bytes written.",
+        MetricType::Counter,
+        |s| s.wal_bytes as f64,
+    ),
+    (
+        "corekv_wal_largest_group_records",
+        "Most records in one group commit.",
+        MetricType::Gauge,
+        |s| s.wal_largest_batch_records as f64,
+    ),
+    (
+        "corekv_durable_lsn",
+        "Last durable log sequence number.",
+        MetricType::Gauge,
+        |s| s.durable_lsn as f64,
+    ),
+
+            (
+                "corekv_memtable_entries",
+                "Entries in the active memtable.",
+                MetricType::Gauge,
+                |s| s.storage.memtable_entries as f64,
+            ),
+            (
+                "corekv_memtable_bytes",
+                "Bytes in the active memtable.",
+                MetricType::Gauge,
+                |s| s.storage.memtable_bytes as f64,
+            ),
+            (
+                "corekv_memtable_frozen_bytes",
+                "Bytes in the memtable being flushed.",
+                MetricType::Gauge,
+                |s| s.storage.frozen_bytes as f64,
+            ),
+            ("corekv_l0_tables", "Tables in level 0.", MetricType::Gauge, |s| {
+                s.storage.l0_tables as f64
+            }),
+            ("corekv_l1_tables", "Tables in level 1.", MetricType::Gauge, |s| {
+                s.storage.l1_tables as f64
+            }),
+            ("corekv_l0_bytes", "Bytes of level-0 tables.", MetricType::Gauge, |s| {
+                s.storage.l0_bytes as f64
+            }),
+            ("corekv_l1_bytes", "Bytes of level-1 tables.", MetricType::Gauge, |s| {
+                s.storage.l1_bytes as f64
+            }),
+            (
+                "corekv_compaction_debt_bytes",
+                "Bytes of level-0 tables waiting to be compacted into level 1.",
+                MetricType::Gauge,
+                |s| s.storage.l0_bytes as f64,
+            ),
+            (
+                "corekv_table_pinned_bytes",
+                "Memory held by table indexes (with their block fences) and bloom filters.",
+                MetricType::Gauge,
+                |s| s.storage.pinned_bytes as f64,
+            ),
+            (
+                "corekv_cache_capacity_bytes",
+                "Block cache budget of the shard.",
+                MetricType::Gauge,
+                |s| s.storage.cache_capacity_bytes as f64,
+            ),
+            (
+                "corekv_cache_resident_bytes",
+                "Bytes of blocks in the cache.",
+                MetricType::Gauge,
+                |s| s.storage.cache.resident_bytes as f64,
+            ),
+            ("corekv_cache_hits", "Block cache hits.", MetricType::Counter, |s| {
+                s.storage.cache.hits as f64
+            }),
+            (
+                "corekv_cache_misses",
+                "Block cache misses (block reads).",
+                MetricType::Counter,
+                |s| s.storage.cache.misses as f64,
+            ),
+            (
+                "corekv_cache_prefetch_used",
+                "First uses of blocks read ahead by scans (their reads counted as misses).",
+                MetricType::Counter,
+                |s| s.storage.cache.prefetch_used as f64,
+            ),
+            (
+                "corekv_block_read_requests",
+                "Device read requests for table blocks; a scan reads neighbouring missing blocks with one.",
+                MetricType::Counter,
+                |s| s.storage.block_read_requests as f64,
+            ),
+            (
+                "corekv_cache_coalesced",
+                "Misses that waited for another request's read of the same block.",
+                MetricType::Counter,
+                |s| s.storage.cache.coalesced as f64,
+            ),
+            (
+                "corekv_cache_evictions",
+                "Blocks evicted from the cache.",
+                MetricType::Counter,
+                |s| s.storage.cache.evictions as f64,
+            ),
+            ("corekv_flushes", "Memtables flushed to tables.", MetricType::Counter, |s| {
+                s.storage.flushes as f64
+            }),
+            ("corekv_flush_bytes", "Bytes written by flushes.", MetricType::Counter, |s| {
+                s.storage.flush_bytes as f64
+            }),
+            ("corekv_compactions", "Compactions completed.", MetricType::Counter, |s| {
+                s.storage.compactions as f64
+            }),
+            (
+                "corekv_compaction_read_bytes",
+                "Table bytes read by compactions.",
+                MetricType::Counter,
+                |s| s.storage.compaction_read_bytes as f64,
+            ),
+            (
+                "corekv_compaction_write_bytes",
+                "Table bytes written by compactions.",
+                MetricType::Counter,
+                |s| s.storage.compaction_write_bytes as f64,
+            ),
+            (
+                "corekv_write_stalls",
+                "Writes refused with OVERLOADED because the memtables were full.",
+                MetricType::Counter,
+                |s| s.storage.write_stalls as f64,
+            ),
+            (
+                "corekv_flush_waits",
+                "Flushes that waited for compaction because level 0 was full.",
+                MetricType::Counter,
+                |s| s.storage.flush_waits as f64,
+            ),
+            (
+                "corekv_wal_segments_recycled",
+                "WAL segments deleted because tables cover them.",
+                MetricType::Counter,
+                |s| s.storage.wal_segments_recycled as f64,
+            ),
+    (
+        "corekv_pending_writes",
+        "Writes waiting for their fdatasync.",
+        MetricType::Gauge,
+        |s| s.pending_writes as f64,
+    ),
+    (
+        "corekv_txn_locks_held",
+        "Keys locked by transactions and snapshot MGETs right now (a steady non-zero value \
+             with no load: an in-doubt transaction, see TXN_IN_DOUBT).",
+        MetricType::Gauge,
+        |s| s.txn_locks_held as f64,
+    ),
+    (
+        "corekv_txn_prepared",
+        "Transactions prepared on this shard, waiting for their coordinator's decision.",
+        MetricType::Gauge,
+        |s| s.txn_prepared as f64,
+    ),
+];
+
 impl prometheus_client::collector::Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let shards = &self.0.shards;
@@ -275,259 +527,9 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
             MetricType::Counter,
             errors,
         )?;
-        let health = per_shard(&|s| match s.health {
-            Health::Serving => 1.0,
-            _ => 0.0,
-        });
-        family(
-            "corekv_shard_serving",
-            "1 when the shard serves reads and writes; 0 when starting, read-only or stopped.",
-            MetricType::Gauge,
-            health,
-        )?;
-        family(
-            "corekv_shard_read_only",
-            "1 when the shard's WAL failed and it refuses writes.",
-            MetricType::Gauge,
-            per_shard(&|s| f64::from(u8::from(matches!(s.health, Health::ReadOnly { .. })))),
-        )?;
-        family(
-            "corekv_connections_open",
-            "Open client connections.",
-            MetricType::Gauge,
-            per_shard(&|s| s.connections_open as f64),
-        )?;
-        family(
-            "corekv_connections_accepted",
-            "Client connections accepted.",
-            MetricType::Counter,
-            per_shard(&|s| s.connections_total as f64),
-        )?;
-        family(
-            "corekv_connections_rejected",
-            "Connections refused with TOO_MANY_CONNECTIONS.",
-            MetricType::Counter,
-            per_shard(&|s| s.connections_rejected as f64),
-        )?;
-        family(
-            "corekv_conn_buffer_bytes",
-            "Bytes of connection buffers held: partial input frames past each connection's base buffer, plus replies being sent (bounded by --conn-buffer-budget-bytes).",
-            MetricType::Gauge,
-            per_shard(&|s| s.conn_buffer_bytes as f64),
-        )?;
-        family(
-            "corekv_connections_paused",
-            "Times a connection was not read because the shard's connection buffer budget was spent.",
-            MetricType::Counter,
-            per_shard(&|s| s.connections_paused as f64),
-        )?;
-        family(
-            "corekv_connections_closed_by_limit",
-            "Connections closed because their replies stayed unread past --reply-stall-timeout-ms.",
-            MetricType::Counter,
-            per_shard(&|s| s.connections_closed_by_limit as f64),
-        )?;
-        family(
-            "corekv_protocol_errors",
-            "Connections closed for a protocol error.",
-            MetricType::Counter,
-            per_shard(&|s| s.protocol_errors as f64),
-        )?;
-        family(
-            "corekv_forwarded_batches_out",
-            "Operation batches sent to other shards.",
-            MetricType::Counter,
-            per_shard(&|s| s.forwarded_batches_out as f64),
-        )?;
-        family(
-            "corekv_forwarded_batches_in",
-            "Operation batches executed for other shards.",
-            MetricType::Counter,
-            per_shard(&|s| s.forwarded_batches_in as f64),
-        )?;
-        family(
-            "corekv_wal_syncs",
-            "WAL group commits (one write + one fdatasync each).",
-            MetricType::Counter,
-            per_shard(&|s| s.wal_batches as f64),
-        )?;
-        family(
-            "corekv_wal_records",
-            "WAL records made durable.",
-            MetricType::Counter,
-            per_shard(&|s| s.wal_records as f64),
-        )?;
-        family(
-            "corekv_wal_bytes",
-            "WAL bytes written.",
-            MetricType::Counter,
-            per_shard(&|s| s.wal_bytes as f64),
-        )?;
-        family(
-            "corekv_wal_largest_group_records",
-            "Most records in one group commit.",
-            MetricType::Gauge,
-            per_shard(&|s| s.wal_largest_batch_records as f64),
-        )?;
-        family(
-            "corekv_durable_lsn",
-            "Last durable log sequence number.",
-            MetricType::Gauge,
-            per_shard(&|s| s.durable_lsn as f64),
-        )?;
-        let g = MetricType::Gauge;
-        let c = MetricType::Counter;
-        type Pick = fn(&crate::shard::runtime::telemetry::ShardSnapshot) -> f64;
-        let storage: [(&str, &str, MetricType, Pick); 25] = [
-            (
-                "corekv_memtable_entries",
-                "Entries in the active memtable.",
-                g,
-                |s| s.storage.memtable_entries as f64,
-            ),
-            (
-                "corekv_memtable_bytes",
-                "Bytes in the active memtable.",
-                g,
-                |s| s.storage.memtable_bytes as f64,
-            ),
-            (
-                "corekv_memtable_frozen_bytes",
-                "Bytes in the memtable being flushed.",
-                g,
-                |s| s.storage.frozen_bytes as f64,
-            ),
-            ("corekv_l0_tables", "Tables in level 0.", g, |s| {
-                s.storage.l0_tables as f64
-            }),
-            ("corekv_l1_tables", "Tables in level 1.", g, |s| {
-                s.storage.l1_tables as f64
-            }),
-            ("corekv_l0_bytes", "Bytes of level-0 tables.", g, |s| {
-                s.storage.l0_bytes as f64
-            }),
-            ("corekv_l1_bytes", "Bytes of level-1 tables.", g, |s| {
-                s.storage.l1_bytes as f64
-            }),
-            (
-                "corekv_compaction_debt_bytes",
-                "Bytes of level-0 tables waiting to be compacted into level 1.",
-                g,
-                |s| s.storage.l0_bytes as f64,
-            ),
-            (
-                "corekv_table_pinned_bytes",
-                "Memory held by table indexes (with their block fences) and bloom filters.",
-                g,
-                |s| s.storage.pinned_bytes as f64,
-            ),
-            (
-                "corekv_cache_capacity_bytes",
-                "Block cache budget of the shard.",
-                g,
-                |s| s.storage.cache_capacity_bytes as f64,
-            ),
-            (
-                "corekv_cache_resident_bytes",
-                "Bytes of blocks in the cache.",
-                g,
-                |s| s.storage.cache.resident_bytes as f64,
-            ),
-            ("corekv_cache_hits", "Block cache hits.", c, |s| {
-                s.storage.cache.hits as f64
-            }),
-            (
-                "corekv_cache_misses",
-                "Block cache misses (block reads).",
-                c,
-                |s| s.storage.cache.misses as f64,
-            ),
-            (
-                "corekv_cache_prefetch_used",
-                "First uses of blocks read ahead by scans (their reads counted as misses).",
-                c,
-                |s| s.storage.cache.prefetch_used as f64,
-            ),
-            (
-                "corekv_block_read_requests",
-                "Device read requests for table blocks; a scan reads neighbouring missing blocks with one.",
-                c,
-                |s| s.storage.block_read_requests as f64,
-            ),
-            (
-                "corekv_cache_coalesced",
-                "Misses that waited for another request's read of the same block.",
-                c,
-                |s| s.storage.cache.coalesced as f64,
-            ),
-            (
-                "corekv_cache_evictions",
-                "Blocks evicted from the cache.",
-                c,
-                |s| s.storage.cache.evictions as f64,
-            ),
-            ("corekv_flushes", "Memtables flushed to tables.", c, |s| {
-                s.storage.flushes as f64
-            }),
-            ("corekv_flush_bytes", "Bytes written by flushes.", c, |s| {
-                s.storage.flush_bytes as f64
-            }),
-            ("corekv_compactions", "Compactions completed.", c, |s| {
-                s.storage.compactions as f64
-            }),
-            (
-                "corekv_compaction_read_bytes",
-                "Table bytes read by compactions.",
-                c,
-                |s| s.storage.compaction_read_bytes as f64,
-            ),
-            (
-                "corekv_compaction_write_bytes",
-                "Table bytes written by compactions.",
-                c,
-                |s| s.storage.compaction_write_bytes as f64,
-            ),
-            (
-                "corekv_write_stalls",
-                "Writes refused with OVERLOADED because the memtables were full.",
-                c,
-                |s| s.storage.write_stalls as f64,
-            ),
-            (
-                "corekv_flush_waits",
-                "Flushes that waited for compaction because level 0 was full.",
-                c,
-                |s| s.storage.flush_waits as f64,
-            ),
-            (
-                "corekv_wal_segments_recycled",
-                "WAL segments deleted because tables cover them.",
-                c,
-                |s| s.storage.wal_segments_recycled as f64,
-            ),
-        ];
-        for (name, help, kind, pick) in storage {
+        for &(name, help, kind, pick) in PER_SHARD {
             family(name, help, kind, per_shard(&pick))?;
         }
-        family(
-            "corekv_pending_writes",
-            "Writes waiting for their fdatasync.",
-            MetricType::Gauge,
-            per_shard(&|s| s.pending_writes as f64),
-        )?;
-        family(
-            "corekv_txn_locks_held",
-            "Keys locked by transactions and snapshot MGETs right now (a steady non-zero value \
-             with no load: an in-doubt transaction, see TXN_IN_DOUBT).",
-            MetricType::Gauge,
-            per_shard(&|s| s.txn_locks_held as f64),
-        )?;
-        family(
-            "corekv_txn_prepared",
-            "Transactions prepared on this shard, waiting for their coordinator's decision.",
-            MetricType::Gauge,
-            per_shard(&|s| s.txn_prepared as f64),
-        )?;
         family(
             "corekv_uptime_seconds",
             "Seconds since the process started.",

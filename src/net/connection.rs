@@ -77,7 +77,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
                 if held_out.try_take(room) {
                     round = room.max(REPLY_BASE_BYTES);
                 } else {
-                    ShardMetrics::incr(&metrics.connections_paused);
+                    metrics.connection_paused();
                 }
             }
             loop {
@@ -117,7 +117,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
             detail,
         }) = close
         {
-            ShardMetrics::incr(&metrics.protocol_errors);
+            metrics.protocol_error();
             metrics.record_request(OpClass::Other, status, 0);
             tracing::debug!(
                 status = status.name(),
@@ -155,7 +155,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
                 return;
             }
             ReadOutcome::TimedOut => {
-                ShardMetrics::incr(&metrics.protocol_errors);
+                metrics.protocol_error();
                 metrics.record_request(OpClass::Other, Status::FrameTimeout, 0);
                 let detail = format!("frame incomplete after {:?}", cfg.frame_timeout);
                 encode_response(outb.buf(), 0, 0, Status::FrameTimeout, detail.as_bytes());
@@ -177,7 +177,7 @@ fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
     match e {
         SendError::Io(e) => tracing::debug!("write to client failed: {e}"),
         SendError::Stalled => {
-            ShardMetrics::incr(&metrics.connections_closed_by_limit);
+            metrics.connection_closed_by_limit();
             // One line per connection: it is closed right after.
             tracing::warn!(
                 stall = ?cfg.reply_stall,

@@ -151,7 +151,7 @@ impl BufferBudget {
             return false;
         }
         self.used.set(used + bytes);
-        metrics.conn_buffer_bytes.set(self.used.get() as u64);
+        metrics.set_conn_buffer_bytes(self.used.get());
         true
     }
 
@@ -162,7 +162,7 @@ impl BufferBudget {
         if self.try_take(bytes, metrics) {
             return;
         }
-        ShardMetrics::incr(&metrics.connections_paused);
+        metrics.connection_paused();
         self.released
             .until(|| self.try_take(bytes, metrics).then_some(()))
             .await;
@@ -172,7 +172,7 @@ impl BufferBudget {
     /// overshot its reservation): they count against everyone's next take.
     pub fn charge(&self, bytes: usize, metrics: &ShardMetrics) {
         self.used.set(self.used.get() + bytes);
-        metrics.conn_buffer_bytes.set(self.used.get() as u64);
+        metrics.set_conn_buffer_bytes(self.used.get());
     }
 
     pub fn give_back(&self, bytes: usize, metrics: &ShardMetrics) {
@@ -181,7 +181,7 @@ impl BufferBudget {
         }
         assert!(bytes <= self.used.get(), "buffer budget released twice");
         self.used.set(self.used.get() - bytes);
-        metrics.conn_buffer_bytes.set(self.used.get() as u64);
+        metrics.set_conn_buffer_bytes(self.used.get());
         self.released.wake_all();
     }
 }

@@ -19,7 +19,6 @@ use crate::core::limits::{
     REPLY_STALL_TIMEOUT_MS_DEFAULT,
 };
 use crate::core::status::Status;
-use crate::shard::metrics::ShardMetrics;
 use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
@@ -235,7 +234,7 @@ pub async fn serve_shard(
         };
         let metrics = ctx.router.metrics();
         if open.get() >= cfg.connections_per_shard_max {
-            ShardMetrics::incr(&metrics.connections_rejected);
+            metrics.connection_rejected();
             glommio::spawn_local(async move {
                 let mut out = Vec::new();
                 encode_response(
@@ -251,15 +250,14 @@ pub async fn serve_shard(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        ShardMetrics::incr(&metrics.connections_total);
         open.set(open.get() + 1);
-        metrics.connections_open.set(open.get() as u64);
+        metrics.connection_opened(open.get());
         let (ctx, conn_cfg, open, closed) =
             (ctx.clone(), conn_cfg.clone(), open.clone(), closed.clone());
         glommio::spawn_local(async move {
             serve_connection(stream, &ctx, &conn_cfg).await;
             open.set(open.get() - 1);
-            ctx.router.metrics().connections_open.set(open.get() as u64);
+            ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();
         })
         .detach();

@@ -152,7 +152,7 @@ impl Commit {
         }
         let lsn = st.next_lsn;
         let record = make(lsn);
-        debug_assert_eq!(record.lsn(), lsn);
+        assert_eq!(record.lsn(), lsn, "a record carries the LSN it was given");
         if st.open_count > 0 && st.open.len() + record.encoded_len() > self.batch_bytes_max {
             // While a flush is in flight the open batch keeps growing; sealing it
             // here keeps every batch within a segment, however long the flush.

@@ -65,35 +65,74 @@ impl OpClass {
 
 #[derive(Default)]
 pub struct ShardMetrics {
-    pub gets: Cell<u64>,
-    pub puts: Cell<u64>,
-    pub deletes: Cell<u64>,
-    pub forwarded_batches_out: Cell<u64>,
-    pub forwarded_batches_in: Cell<u64>,
-    pub connections_open: Cell<u64>,
-    pub connections_total: Cell<u64>,
-    pub connections_rejected: Cell<u64>,
-    pub protocol_errors: Cell<u64>,
+    pub(in crate::shard) gets: Cell<u64>,
+    pub(in crate::shard) puts: Cell<u64>,
+    pub(in crate::shard) deletes: Cell<u64>,
+    pub(in crate::shard) forwarded_batches_out: Cell<u64>,
+    pub(in crate::shard) forwarded_batches_in: Cell<u64>,
+    pub(in crate::shard) connections_open: Cell<u64>,
+    pub(in crate::shard) connections_total: Cell<u64>,
+    pub(in crate::shard) connections_rejected: Cell<u64>,
+    pub(in crate::shard) protocol_errors: Cell<u64>,
     /// Bytes of connection buffers (partial input frames beyond each
     /// connection's base buffer, plus replies being sent) held now.
-    pub conn_buffer_bytes: Cell<u64>,
+    pub(in crate::shard) conn_buffer_bytes: Cell<u64>,
     /// Times a connection was paused (not read) because the shard's buffer
     /// budget was spent.
-    pub connections_paused: Cell<u64>,
+    pub(in crate::shard) connections_paused: Cell<u64>,
     /// Connections closed because their replies stayed unread too long.
-    pub connections_closed_by_limit: Cell<u64>,
+    pub(in crate::shard) connections_closed_by_limit: Cell<u64>,
     /// Requests answered by connections on this shard, by op class.
-    pub requests: [Cell<u64>; OP_CLASSES],
+    pub(in crate::shard) requests: [Cell<u64>; OP_CLASSES],
     /// Request latency (parse to response written) by op class, on this shard's
     /// connections, whichever shard owned the key.
-    pub latency: [LatencyHist; OP_CLASSES],
+    pub(in crate::shard) latency: [LatencyHist; OP_CLASSES],
     /// Non-OK responses by status (index in `Status::ALL`).
-    pub errors: RefCell<Vec<u64>>,
+    pub(in crate::shard) errors: RefCell<Vec<u64>>,
 }
 
+/// The counters are written through these methods only: the network layer
+/// says what happened (a connection opened, a frame was bad), the shard owns
+/// how it is counted. Reads go through `runtime::telemetry`'s snapshots.
 impl ShardMetrics {
-    pub fn incr(cell: &Cell<u64>) {
+    pub(in crate::shard) fn incr(cell: &Cell<u64>) {
         cell.set(cell.get() + 1);
+    }
+
+    /// A connection was accepted; `open` connections are open now.
+    pub fn connection_opened(&self, open: usize) {
+        Self::incr(&self.connections_total);
+        self.connections_open.set(open as u64);
+    }
+
+    /// A connection closed; `open` are left.
+    pub fn connection_closed(&self, open: usize) {
+        self.connections_open.set(open as u64);
+    }
+
+    /// A connection was refused (TOO_MANY_CONNECTIONS).
+    pub fn connection_rejected(&self) {
+        Self::incr(&self.connections_rejected);
+    }
+
+    /// A client sent a frame that could not be decoded.
+    pub fn protocol_error(&self) {
+        Self::incr(&self.protocol_errors);
+    }
+
+    /// A connection waits (is not read) until the buffer budget has room.
+    pub fn connection_paused(&self) {
+        Self::incr(&self.connections_paused);
+    }
+
+    /// A connection was closed because its replies stayed unread too long.
+    pub fn connection_closed_by_limit(&self) {
+        Self::incr(&self.connections_closed_by_limit);
+    }
+
+    /// Bytes of connection buffers held now.
+    pub fn set_conn_buffer_bytes(&self, bytes: usize) {
+        self.conn_buffer_bytes.set(bytes as u64);
     }
 
     /// One answered request.
