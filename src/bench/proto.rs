@@ -52,7 +52,10 @@ pub fn encode(
                 crate::core::txn_format::encode_mput(&mut body, &[(a, v), (b, v)]);
             }
             let r = match req {
-                BenchRequest::Mput2(..) => Request::Mput { body: &body },
+                BenchRequest::Mput2(..) => Request::Mput(
+                    crate::core::txn_format::MputView::parse(&body)
+                        .map_err(|_| "an MPUT key is over the key limit")?,
+                ),
                 BenchRequest::Get(key) => Request::Get { key },
                 BenchRequest::Set(key, value) => Request::Put { key, value },
                 BenchRequest::Del(key) => Request::Delete { key },

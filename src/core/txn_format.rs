@@ -366,19 +366,57 @@ pub fn encode_txn(out: &mut Vec<u8>, conds: &[Cond<'_>], writes: &[Write<'_>]) {
 pub type Pair<'a> = (&'a [u8], &'a [u8]);
 
 /// The pairs of an MPUT body, validated.
-pub fn parse_mput(body: &[u8]) -> Result<Vec<Pair<'_>>, TxnFormatError> {
-    let mut r = Reader { b: body };
-    let n = r.count(8)?;
-    let mut pairs = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let k = r.key()?;
-        let v = r.sized()?;
-        pairs.push((k, v));
+/// An MPUT body (`count u32 | (key | value)*`, each `len u32 | bytes`)
+/// checked once by [`MputView::parse`]: its pairs can then be read and
+/// converted without another check. The decoder hands requests on as this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MputView<'a> {
+    body: &'a [u8],
+    count: u32,
+}
+
+impl<'a> MputView<'a> {
+    /// Check every pair (keys within the key limit) and that nothing trails.
+    pub fn parse(body: &'a [u8]) -> Result<MputView<'a>, TxnFormatError> {
+        let mut r = Reader { b: body };
+        let count = r.count(8)?;
+        for _ in 0..count {
+            r.key()?;
+            r.sized()?;
+        }
+        if !r.b.is_empty() {
+            return Err(TxnFormatError::TrailingBytes(r.b.len()));
+        }
+        Ok(MputView { body, count })
     }
-    if !r.b.is_empty() {
-        return Err(TxnFormatError::TrailingBytes(r.b.len()));
+
+    /// The body as received (to send it on).
+    pub fn body(&self) -> &'a [u8] {
+        self.body
     }
-    Ok(pairs)
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The `(key, value)` pairs, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = Pair<'a>> + 'a {
+        let mut items = sized_items(self.body.get(4..).unwrap_or_default());
+        std::iter::from_fn(move || Some((items.next()?, items.next()?)))
+    }
+
+    /// The TXN body with the same writes and no conditions (MPUT runs as a
+    /// transaction), into `out` (cleared first).
+    pub fn write_as_txn(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let at = begin_list(out);
+        end_list(out, at, 0);
+        let at = begin_list(out);
+        for (k, v) in self.pairs() {
+            encode_write(out, &Write::Put(k, v));
+        }
+        end_list(out, at, self.count);
+    }
 }
 
 pub fn encode_mput(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
@@ -700,12 +738,23 @@ mod tests {
     fn mput_round_trip_and_bounds() {
         let mut b = Vec::new();
         encode_mput(&mut b, &[(b"a", b"1"), (b"bb", b"")]);
+        let view = MputView::parse(&b).expect("valid");
         assert_eq!(
-            parse_mput(&b).expect("valid"),
+            view.pairs().collect::<Vec<_>>(),
             vec![(&b"a"[..], &b"1"[..]), (&b"bb"[..], &b""[..])]
         );
+        assert_eq!(view.count(), 2);
         for cut in 0..b.len() {
-            assert!(parse_mput(&b[..cut]).is_err());
+            assert!(MputView::parse(&b[..cut]).is_err());
         }
+        // As a transaction: no conditions, the same writes in order.
+        let mut txn = Vec::new();
+        view.write_as_txn(&mut txn);
+        let t = TxnView::parse(&txn, false).expect("a valid TXN body");
+        assert_eq!(t.conds().count(), 0);
+        assert_eq!(
+            t.writes().collect::<Vec<_>>(),
+            vec![Write::Put(b"a", b"1"), Write::Put(b"bb", b"")]
+        );
     }
 }

@@ -421,7 +421,14 @@ impl Client {
     pub fn mput(&mut self, pairs: &[(&[u8], &[u8])]) -> Result<(), ClientError> {
         let mut body = Vec::new();
         encode_mput(&mut body, pairs);
-        self.call(&Request::Mput { body: &body })?.into_result()?;
+        // Checked here as the server will check it: a key over the limit is
+        // refused before anything is sent.
+        let mput =
+            crate::core::txn_format::MputView::parse(&body).map_err(|e| ClientError::Status {
+                status: Status::KeyTooLarge,
+                detail: format!("MPUT: {e}"),
+            })?;
+        self.call(&Request::Mput(mput))?.into_result()?;
         Ok(())
     }
 

@@ -239,10 +239,8 @@ pub enum Request<'a> {
     Txn {
         body: &'a [u8],
     },
-    /// A whole MPUT body, already validated.
-    Mput {
-        body: &'a [u8],
-    },
+    /// A whole MPUT body, validated by its view.
+    Mput(crate::core::txn_format::MputView<'a>),
     /// An absolute directory path on the server host.
     Backup {
         target: &'a [u8],
@@ -436,15 +434,15 @@ pub fn decode_request<'a>(
             Ok(Request::Txn { body })
         }
         Opcode::Mput => {
-            let pairs =
-                crate::core::txn_format::parse_mput(body).map_err(|e| txn_body_error("MPUT", e))?;
+            let mput = crate::core::txn_format::MputView::parse(body)
+                .map_err(|e| txn_body_error("MPUT", e))?;
             check_txn_size(
-                pairs.len() as u64,
-                pairs.iter().map(|(_, v)| v.len()),
-                pairs.iter().map(|(k, v)| 9 + k.len() + v.len()),
+                u64::from(mput.count()),
+                mput.pairs().map(|(_, v)| v.len()),
+                mput.pairs().map(|(k, v)| 9 + k.len() + v.len()),
                 limits,
             )?;
-            Ok(Request::Mput { body })
+            Ok(Request::Mput(mput))
         }
         Opcode::Backup => {
             if body.is_empty() || body.len() > BACKUP_PATH_BYTES_MAX || body.contains(&0) {
@@ -678,7 +676,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
             out.extend_from_slice(keys);
         }
         Request::Txn { body } => put_whole(out, Opcode::Txn, request_id, body),
-        Request::Mput { body } => put_whole(out, Opcode::Mput, request_id, body),
+        Request::Mput(mput) => put_whole(out, Opcode::Mput, request_id, mput.body()),
         Request::Backup { target } => put_whole(out, Opcode::Backup, request_id, target),
         Request::Put { key, value } => {
             assert!(key.len() <= u32::MAX as usize);

@@ -78,12 +78,13 @@ pub enum Entry {
         keys: Range<usize>,
         count: u32,
     },
-    /// A TXN (or MPUT) whose body is at `body` in the receive buffer; answered
-    /// from `serial_status` / `serial_out`.
+    /// A TXN whose body is at `body` in the receive buffer, or an MPUT
+    /// (`body: None`) already converted into a TXN body in `scratch`;
+    /// answered from `serial_status` / `serial_out`.
     Txn {
         id: u64,
         opcode: u8,
-        body: Range<usize>,
+        body: Option<Range<usize>>,
     },
     /// A SCAN whose body is at `body` in the receive buffer: pages from every
     /// shard, merged; answered from `serial_status` / `serial_out`.
@@ -331,16 +332,24 @@ impl RequestBatch {
                     count,
                 });
             }
-            Request::Txn { body } | Request::Mput { body } => {
-                let opcode = match request {
-                    Request::Txn { .. } => Opcode::Txn,
-                    _ => Opcode::Mput,
-                };
+            Request::Txn { body } => {
                 self.serial = true;
                 self.order.push(Entry::Txn {
                     id,
-                    opcode: opcode as u8,
-                    body: body_start..body_start + body.len(),
+                    opcode: Opcode::Txn as u8,
+                    body: Some(body_start..body_start + body.len()),
+                });
+            }
+            Request::Mput(mput) => {
+                // Runs as a transaction: converted once, here, from the view
+                // the codec validated; a serial entry ends its batch, so the
+                // scratch buffer holds only this one.
+                mput.write_as_txn(&mut self.scratch);
+                self.serial = true;
+                self.order.push(Entry::Txn {
+                    id,
+                    opcode: Opcode::Mput as u8,
+                    body: None,
                 });
             }
             Request::Scan(_) => {
@@ -418,12 +427,11 @@ impl RequestBatch {
                     }
                 };
             }
-            Some(Entry::Txn { opcode, body, .. }) => {
-                let mut body = &data[body.clone()];
-                if *opcode == Opcode::Mput as u8 {
-                    mput_as_txn(body, &mut self.scratch);
-                    body = &self.scratch;
-                }
+            Some(Entry::Txn { body, .. }) => {
+                let body = match body {
+                    Some(range) => &data[range.clone()],
+                    None => &self.scratch,
+                };
                 self.serial_status = ctx.router.transaction(body, &mut self.serial_out).await;
             }
             Some(Entry::Scan { body, .. }) => {
@@ -639,21 +647,6 @@ impl RequestBatch {
             owner_shards = ?shards,
             "slow request batch"
         );
-    }
-}
-
-/// An MPUT body as the TXN body with the same writes and no conditions.
-fn mput_as_txn(mput: &[u8], out: &mut Vec<u8>) {
-    use crate::core::txn_format::{encode_write, sized_items, Write};
-    out.clear();
-    out.extend_from_slice(&0u32.to_le_bytes());
-    let Some((count, pairs)) = mput.split_first_chunk::<4>() else {
-        unreachable!("the codec validated this MPUT body")
-    };
-    out.extend_from_slice(count);
-    let mut items = sized_items(pairs);
-    while let (Some(k), Some(v)) = (items.next(), items.next()) {
-        encode_write(out, &Write::Put(k, v));
     }
 }
 
