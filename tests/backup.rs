@@ -543,6 +543,13 @@ fn backup_under_transactions_keeps_the_bank_total() {
     }
 }
 
+/// `corekv restore` of `backup` into `target`, with `--owner` when given.
+fn restore_as(backup: &Path, target: &Path, owner: Option<&str>) -> Output {
+    let mut args = vec!["restore", "--from", s(backup), "--data-dir", s(target)];
+    args.extend(owner.iter().flat_map(|o| ["--owner", o]));
+    corekv(&args)
+}
+
 /// Every file and directory under `root`, with its (uid, gid).
 fn owners(root: &Path) -> Vec<(PathBuf, u32, u32)> {
     use std::os::unix::fs::MetadataExt;
@@ -573,29 +580,13 @@ fn restore_sets_the_owner_named_or_keeps_the_targets() {
 
     // Unknown user: refused by name, nothing created.
     let named = dir.path().join("named");
-    let out = corekv(&[
-        "restore",
-        "--from",
-        s(&backup),
-        "--data-dir",
-        s(&named),
-        "--owner",
-        "no-such-user-corekv",
-    ]);
+    let out = restore_as(&backup, &named, Some("no-such-user-corekv"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("OWNER_UNKNOWN"), "{}", text(&out));
     assert!(!named.exists());
 
     // --owner with numeric ids (no user database entry needed).
-    let out = corekv(&[
-        "restore",
-        "--from",
-        s(&backup),
-        "--data-dir",
-        s(&named),
-        "--owner",
-        "54321:54322",
-    ]);
+    let out = restore_as(&backup, &named, Some("54321:54322"));
     assert!(out.status.success(), "{}", text(&out));
     let all = owners(&named);
     assert!(all.len() > 5, "{all:?}");
@@ -607,7 +598,7 @@ fn restore_sets_the_owner_named_or_keeps_the_targets() {
     let kept = dir.path().join("kept");
     std::fs::create_dir(&kept).unwrap();
     std::os::unix::fs::chown(&kept, Some(43210), Some(43211)).unwrap();
-    let out = corekv(&["restore", "--from", s(&backup), "--data-dir", s(&kept)]);
+    let out = restore_as(&backup, &kept, None);
     assert!(out.status.success(), "{}", text(&out));
     for (p, uid, gid) in owners(&kept) {
         assert_eq!((uid, gid), (43210, 43211), "{}", p.display());
