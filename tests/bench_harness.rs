@@ -216,11 +216,7 @@ fn resp_client_against_redis_server() {
         eprintln!("SKIPPED: redis-server is not installed (CI installs it)");
         return;
     };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(redis)
         .args([

@@ -269,10 +269,26 @@ pub const TINY_STORAGE: &[&str] = &[
 
 /// A loopback port free right now, for a test that needs a fixed address
 /// before the server starts (a config file, a restart on the same port).
+/// A loopback port no one holds, chosen *below* the kernel's ephemeral range
+/// (net.ipv4.ip_local_port_range, 32768-60999 by default). A port from that
+/// range can be handed to some client's outgoing socket the moment a killed
+/// server lets go of it, and the restart then fails with "Address already in
+/// use" (CI saw exactly that in tests/crash.rs). Ports below the range are
+/// only ever taken by an explicit bind, so a server can rebind its own.
+/// Each process starts at a different place (its pid) and walks on with a
+/// counter, so parallel tests and test binaries do not collide.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral loopback port")
-        .local_addr()
-        .expect("its address")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000; // 10000..32000, under the ephemeral range
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + start.wrapping_add(n.wrapping_mul(13)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
 }
