@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::ArgMatches;
 
 use corekv::net::admin::AdminServer;
-use corekv::net::server::{resolve_listen, serve_shard, ServerConfig};
+use corekv::net::server::{reserve_listen, serve_shard, ServerConfig};
 use corekv::shard::runtime::telemetry::Telemetry;
 use corekv::shard::{Engine, ShardExit};
 
@@ -41,10 +41,12 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     if let Some(w) = super::config::tmpfs_warning(&args.data_dir) {
         tracing::warn!("{w}");
     }
-    let listen = match resolve_listen(&args.listen) {
-        Ok(a) => a,
+    // Held until every shard listens, so nobody takes the port during recovery.
+    let reservation = match reserve_listen(&args.listen) {
+        Ok(r) => r,
         Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
     };
+    let listen = reservation.addr;
     let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
@@ -89,6 +91,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     while listening.load(Ordering::SeqCst) < usize::from(shards) && !engine.is_stopping() {
         std::thread::sleep(Duration::from_millis(2));
     }
+    drop(reservation);
     if !engine.is_stopping() {
         let info = engine.info();
         let mut out = std::io::stdout().lock();

@@ -164,6 +164,56 @@ pub fn resolve_listen(addr: &str) -> Result<SocketAddr, NetError> {
     })
 }
 
+/// A listen address resolved to a concrete port and held until every shard
+/// listens on it.
+///
+/// Port 0 is answered by the kernel from its ephemeral range, the same range
+/// outgoing connections draw their local ports from. Resolving it with a probe
+/// socket that is then closed left the port free during recovery (seconds):
+/// any process's outgoing connection could take it meanwhile and every shard's
+/// bind then failed with "Address already in use" (seen in CI). The
+/// reservation is a bound, never-listening socket with SO_REUSEPORT and
+/// SO_REUSEADDR: the shards' listeners (same flags, same user) bind beside it,
+/// nobody else can, and it receives no connections. Drop it once the shards
+/// listen.
+pub struct ListenReservation {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+/// [`resolve_listen`], then hold the port (see [`ListenReservation`]).
+pub fn reserve_listen(addr: &str) -> Result<ListenReservation, NetError> {
+    let resolved = resolve_listen(addr)?;
+    let listen_err = |source| NetError::Listen {
+        addr: addr.into(),
+        source,
+    };
+    let socket = bind_retrying(addr, || reservation_socket(resolved))?;
+    let bound = socket
+        .local_addr()
+        .map_err(listen_err)?
+        .as_socket()
+        .ok_or_else(|| listen_err(std::io::Error::other("not an inet address")))?;
+    Ok(ListenReservation {
+        addr: bound,
+        _socket: socket,
+    })
+}
+
+fn reservation_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sk.set_reuse_address(true)?;
+    sk.set_reuse_port(true)?;
+    sk.bind(&addr.into())?;
+    Ok(sk)
+}
+
 /// This shard's listener: SO_REUSEPORT (every shard listens on the address and
 /// the kernel spreads connections) and SO_REUSEADDR. The latter is inherited
 /// by accepted sockets and so by their TIME_WAIT remains after a crash; without
@@ -171,8 +221,14 @@ pub fn resolve_listen(addr: &str) -> Result<SocketAddr, NetError> {
 /// fail with ADDRESS_IN_USE for a minute (glommio's own `bind` sets only
 /// SO_REUSEPORT).
 fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
     use std::os::unix::io::{FromRawFd, IntoRawFd};
+    let sk = bind_listener_socket(addr)?;
+    // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+}
+
+fn bind_listener_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -183,8 +239,7 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sk.set_reuse_port(true)?;
     sk.bind(&addr.into())?;
     sk.listen(1024)?;
-    // SAFETY: a bound, listening TCP socket whose ownership moves to glommio.
-    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
+    Ok(sk)
 }
 
 /// Run the server on one shard until the engine stops: stop accepting, let every
@@ -265,4 +320,29 @@ pub async fn serve_shard(
     drop(listener);
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reservation keeps port 0's answer from anyone else (a plain bind,
+    /// as an outgoing connection's port would be, fails) while the shards'
+    /// SO_REUSEPORT listeners still bind beside it; dropped, the port is free.
+    #[test]
+    fn a_reserved_port_admits_the_shards_and_no_one_else() {
+        let reservation = reserve_listen("127.0.0.1:0").expect("reserve");
+        let addr = reservation.addr;
+        assert_ne!(addr.port(), 0);
+        // A socket with no reuse flags, as an outgoing connection's local
+        // port is (connect's port choice also skips any explicitly bound port).
+        let plain = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let taken = plain.bind(&addr.into());
+        assert!(taken.is_err(), "someone else bound the reserved {addr}");
+        let first = bind_listener_socket(addr).expect("shard 0 binds beside it");
+        let second = bind_listener_socket(addr).expect("shard 1 binds beside it");
+        drop((reservation, first, second));
+        StdListener::bind(addr).expect("free once dropped");
+    }
 }
