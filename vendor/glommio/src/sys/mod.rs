@@ -306,9 +306,17 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // corekv patch 1: the producer's half of the sleep handshake. Whatever
+        // the caller published for the sleeper (a channel slot, a waker, a
+        // blocking-thread result) must be visible before `should_notify` is
+        // read, or a sleeper that set the flag and then found nothing would
+        // sleep through our notification. Upstream got this ordering from a
+        // `membarrier()` on every park (an IPI to every CPU running this
+        // process); a SeqCst fence here pairs with the one in `park`.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
-            .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok()
             || force
         {
@@ -343,7 +351,7 @@ impl SleepNotifier {
         // This will allow this `eventfd` to be notified. This should not happen
         // for the placeholder (disconnected) case.
         assert_ne!(self.id, usize::MAX);
-        self.should_notify.store(true, Ordering::Relaxed);
+        self.should_notify.store(true, Ordering::SeqCst);
     }
 
     pub(super) fn wake_up(&self) {

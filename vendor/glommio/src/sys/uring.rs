@@ -37,7 +37,7 @@ use crate::{
         self,
         blocking::{BlockingThreadOp, BlockingThreadPool},
         dma_buffer::{BufferStorage, DmaBuffer},
-        membarrier, DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
+        DirectIo, EnqueuedSource, EnqueuedStatus, InnerSource, IoBuffer,
         PollableStatus, Source, SourceType, Statx, TimeSpec64,
     },
     uring_sys::{self, IoRingOp},
@@ -1860,10 +1860,16 @@ impl Reactor {
             // last time until now it could be that something happened in a remote executor
             // that opened up room. If it did we bail on sleep and go process it.
             self.notifier.prepare_to_sleep();
-            // See https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/ for
-            // details. This translates to `sys_membarrier()` /
-            // `MEMBARRIER_CMD_PRIVATE_EXPEDITED`
-            membarrier::heavy();
+            // corekv patch 1: upstream issued `membarrier::heavy()` here
+            // (`MEMBARRIER_CMD_PRIVATE_EXPEDITED`, see
+            // https://www.scylladb.com/2018/02/15/memory-barriers-seastar-linux/),
+            // which interrupts every CPU running a thread of this process on
+            // every park: with one request per wake-up, one IPI per request to
+            // the other shards. The store above and the loads below form a
+            // Dekker handshake with `SleepNotifier::notify`, which now fences
+            // too; a fence on each side is all the handshake needs, and costs
+            // a few nanoseconds instead of a syscall and an IPI.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             let events = process_remote_channels() + self.flush_syscall_thread();
             if events == 0 {
                 if self.eventfd_src.is_installed().unwrap() {
