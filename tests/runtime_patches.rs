@@ -8,12 +8,14 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `strace -f -c -e trace=SYSCALLS` attached to `pid` while `load` runs; the
-/// count of each syscall in the summary. `None` when strace is missing or
-/// cannot attach (no ptrace permission): the caller skips, saying so.
-fn count_syscalls(pid: i32, syscalls: &str, load: impl FnOnce()) -> Option<Vec<(String, u64)>> {
+/// The calls to SYSCALLS (`strace -f -e trace=SYSCALLS`, one line each) that
+/// `pid` made while `load` ran. `None` when strace is missing or cannot attach
+/// (no ptrace permission): the caller skips, saying so.
+fn trace_syscalls(pid: i32, syscalls: &str, load: impl FnOnce()) -> Option<Vec<String>> {
+    let out = tempfile::NamedTempFile::new().expect("temp file");
     let mut strace = match Command::new("strace")
-        .args(["-f", "-qq", "-c", "-e", &format!("trace={syscalls}")])
+        .args(["-f", "-qq", "-e", &format!("trace={syscalls}"), "-o"])
+        .arg(out.path())
         .args(["-p", &pid.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -35,28 +37,38 @@ fn count_syscalls(pid: i32, syscalls: &str, load: impl FnOnce()) -> Option<Vec<(
         return None;
     }
     load();
-    // SIGINT detaches and prints the summary table.
+    // SIGINT detaches; strace has written every line by the time it exits.
+    // SAFETY: signalling a child process we started and still own.
     unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
-    let mut summary = String::new();
-    strace
-        .stderr
-        .take()
-        .expect("stderr piped")
-        .read_to_string(&mut summary)
-        .expect("read strace's summary");
     let _ = strace.wait();
-    // Rows: "% time  seconds  usecs/call  calls  [errors]  syscall".
-    Some(
-        summary
-            .lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let name = f.last()?;
-                let calls = f.get(3)?.parse().ok()?;
-                (f.len() >= 5 && *name != "total").then(|| (name.to_string(), calls))
-            })
-            .collect(),
-    )
+    let text = std::fs::read_to_string(out.path()).expect("read strace's output");
+    Some(text.lines().map(str::to_string).collect())
+}
+
+/// Requests on one connection, each after a pause long enough for the shards
+/// to park: every request then pays the full wake-up and park path.
+fn requests_that_wake_a_parked_shard(c: &mut corekv::net::client::Client, n: u64) {
+    for i in 0..n {
+        c.ping().unwrap();
+        c.put(format!("key-{i}").as_bytes(), b"v").unwrap();
+        std::thread::sleep(Duration::from_micros(300));
+    }
+}
+
+/// Submission queue entries passed to io_uring_enter (its second argument),
+/// summed over the traced calls.
+fn sqes(lines: &[String]) -> u64 {
+    lines
+        .iter()
+        .filter_map(|l| {
+            l.split("io_uring_enter(")
+                .nth(1)?
+                .split(", ")
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// Patch 1: a shard no longer calls membarrier() each time it parks. Each
@@ -69,30 +81,54 @@ fn parking_a_shard_issues_no_membarrier() {
     let mut c = server.client();
     c.put(b"warm", b"up").unwrap();
     const REQUESTS: u64 = 500;
-    let counted = count_syscalls(server.pid(), "membarrier,io_uring_enter", || {
-        for i in 0..REQUESTS {
-            c.ping().unwrap();
-            c.put(format!("key-{i}").as_bytes(), b"v").unwrap();
-            // Let the shards go idle so that every request wakes a parked one.
-            std::thread::sleep(Duration::from_micros(200));
-        }
+    let traced = trace_syscalls(server.pid(), "membarrier,io_uring_enter", || {
+        requests_that_wake_a_parked_shard(&mut c, REQUESTS)
     });
-    let Some(counted) = counted else { return };
-    let calls = |name: &str| {
-        counted
+    let Some(lines) = traced else { return };
+    let count = |name: &str| {
+        lines
             .iter()
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, c)| *c)
+            .filter(|l| l.contains(&format!("{name}(")))
+            .count() as u64
     };
     // The run was traced: the shards entered the ring for these requests.
     assert!(
-        calls("io_uring_enter") >= REQUESTS,
-        "strace saw too little to judge: {counted:?}"
+        count("io_uring_enter") >= REQUESTS,
+        "strace saw too little to judge: {} lines",
+        lines.len()
     );
     assert!(
-        calls("membarrier") < 10,
-        "{} membarrier calls for {REQUESTS} requests: the park path issues one again ({counted:?})",
-        calls("membarrier")
+        count("membarrier") < 10,
+        "{} membarrier calls for {REQUESTS} requests: the park path issues one again",
+        count("membarrier")
+    );
+}
+
+/// Patch 2: a park no longer cancels and re-arms the throughput preemption
+/// timer. Each request below wakes and parks a shard; before the patch the
+/// shards submitted about 12 ring entries per request (3 of them for that
+/// timer's cancel and re-arm, with their completions), after it about 6.
+#[test]
+fn parking_a_shard_keeps_its_armed_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "1", "--durability", "async"]);
+    let mut c = server.client();
+    c.put(b"warm", b"up").unwrap();
+    const REQUESTS: u64 = 500;
+    let traced = trace_syscalls(server.pid(), "io_uring_enter", || {
+        requests_that_wake_a_parked_shard(&mut c, REQUESTS)
+    });
+    let Some(lines) = traced else { return };
+    // Two requests (PING, PUT) per round.
+    let per_request = sqes(&lines) as f64 / (2 * REQUESTS) as f64;
+    eprintln!("{per_request:.2} ring submissions per request");
+    assert!(
+        per_request > 1.0,
+        "strace saw too little to judge: {per_request:.2} SQEs/request"
+    );
+    assert!(
+        per_request < 7.5,
+        "{per_request:.2} ring submissions per request: parks re-arm their timers again"
     );
 }
 

@@ -1824,12 +1824,30 @@ impl Reactor {
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // corekv patch 2: only when the previous one has fired. Upstream
+        // replaced it on every park: a cancel for the old timeout (three
+        // completions: the cancel, the timeout, its linked eventfd write) and
+        // two new submissions, about a third of the ring traffic of an
+        // unpipelined request. The timer counts main-ring completions, not
+        // time; kept armed across parks it fires after `ring_depth`
+        // completions since it was armed instead of since the last park,
+        // which at most preempts a task queue earlier than upstream would.
+        let armed = self.throughput_preemption_timeout_src.take();
+        match armed {
+            Some(timer) if timer.result().is_none() => {
+                self.throughput_preemption_timeout_src.set(Some(timer));
+            }
+            fired => {
+                drop(fired);
+                self.throughput_preemption_timeout_src.set(Some(
+                    main_ring.prepare_throughput_preemption_timer(
+                        self.ring_depth() as u32,
+                        self.eventfd_src.raw(),
+                    ),
+                ));
+            }
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
