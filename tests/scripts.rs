@@ -293,6 +293,16 @@ fn stat_sh_smoke_exits_cleanly() {
 }
 
 #[test]
+fn request_cost_sh_smoke_prints_both_servers() {
+    let Some(r) = smoke("perf/request_cost.sh", &[], &[]) else {
+        return;
+    };
+    for row in ["| corekv | 1 | ping | 1 |", "| redis (everysec) | 1 | ping | 1 |"] {
+        assert!(r.stdout.contains(row), "no row {row:?} in:\n{}", r.stdout);
+    }
+}
+
+#[test]
 fn flamegraph_sh_smoke_exits_cleanly() {
     let out = tempfile::tempdir().unwrap();
     let svg = out.path().join("f.svg");
