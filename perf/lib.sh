@@ -55,6 +55,12 @@ spawn() {
 # stop_pid PID: SIGTERM one spawned process, wait for it, forget it.
 stop_pid() {
     kill "$1" 2>/dev/null || true
+    reap_pid "$1"
+}
+
+# reap_pid PID: wait for one spawned process to end by itself (or after a
+# signal the caller sent, e.g. SIGINT to perf stat so it prints), forget it.
+reap_pid() {
     wait "$1" 2>/dev/null || true
     local keep=() p
     for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What one request costs the server, counted by the kernel: syscalls (total and
 # the ones that matter: io_uring_enter, membarrier, timerfd_settime, epoll_wait,
-# read/write, futex), io_uring submissions and completions, context switches and
+# socket I/O = read/write/recvfrom/sendto/writev/sendmsg, futex), io_uring submissions and completions, context switches and
 # wake-ups issued, IPIs on the whole machine (function-call and reschedule
 # interrupts), and CPU time — each divided by the requests served. corekv and
 # redis-server are measured in the same run with the same client
@@ -45,11 +45,12 @@ corekv_binary release
 
 per_process="task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter"
 per_process+=",syscalls:sys_enter_membarrier,syscalls:sys_enter_timerfd_settime,syscalls:sys_enter_epoll_wait"
-per_process+=",syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_futex"
+per_process+=",syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto"
+per_process+=",syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg,syscalls:sys_enter_futex"
 per_process+=",io_uring:io_uring_submit_req,io_uring:io_uring_complete,sched:sched_wakeup"
 machine="irq_vectors:call_function_entry,irq_vectors:call_function_single_entry,irq_vectors:reschedule_entry"
 
-echo "| server | shards | op | conns | ops/s | p99 µs | CPU µs/op | syscalls/op | io_uring_enter/op | membarrier/op | timerfd_settime/op | epoll_wait/op | read+write/op | futex/op | sqe/op | cqe/op | ctx switches/op | wakeups/op | IPIs/op (machine) |"
+echo "| server | shards | op | conns | ops/s | p99 µs | CPU µs/op | syscalls/op | io_uring_enter/op | membarrier/op | timerfd_settime/op | epoll_wait/op | socket I/O/op | futex/op | sqe/op | cqe/op | ctx switches/op | wakeups/op | IPIs/op (machine) |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 # measure LABEL SHARDS OP CONNS PID PORT PROTOCOL CLIENT_CORES: one timed run
@@ -71,8 +72,8 @@ measure() {
         --quiet --json "$work/r.json" >/dev/null
     # perf stat prints its counts on SIGINT (SIGTERM would lose them).
     kill -INT "$proc" "$mach" 2>/dev/null || true
-    stop_pid "$proc"
-    stop_pid "$mach"
+    reap_pid "$proc"
+    reap_pid "$mach"
     python3 - "$label" "$shards" "$op" "$conns" "$work/r.json" "$work/proc.csv" "$work/machine.csv" <<'EOF'
 import json, sys
 label, shards, op, conns, result, proc, machine = sys.argv[1:8]
@@ -98,7 +99,7 @@ cols = [label, shards, op, conns, f"{rate:,.0f}", f"{p99:.0f}", f"{p.get('task-c
         f"{per('raw_syscalls:sys_enter'):.2f}", f"{per('syscalls:sys_enter_io_uring_enter'):.2f}",
         f"{per('syscalls:sys_enter_membarrier'):.2f}", f"{per('syscalls:sys_enter_timerfd_settime'):.2f}",
         f"{per('syscalls:sys_enter_epoll_wait'):.2f}",
-        f"{per('syscalls:sys_enter_read') + per('syscalls:sys_enter_write'):.2f}",
+        f"{sum(per('syscalls:sys_enter_' + k) for k in ('read', 'write', 'recvfrom', 'sendto', 'writev', 'sendmsg')):.2f}",
         f"{per('syscalls:sys_enter_futex'):.2f}", f"{per('io_uring:io_uring_submit_req'):.2f}",
         f"{per('io_uring:io_uring_complete'):.2f}", f"{per('context-switches'):.2f}",
         f"{per('sched:sched_wakeup'):.2f}", f"{ipis / ops:.2f}" if ops else "nan"]

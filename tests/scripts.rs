@@ -297,7 +297,18 @@ fn request_cost_sh_smoke_prints_both_servers() {
     let Some(r) = smoke("perf/request_cost.sh", &[], &[]) else {
         return;
     };
-    for row in ["| corekv | 1 | ping | 1 |", "| redis (everysec) | 1 | ping | 1 |"] {
+    for row in [
+        "| corekv | 1 | ping | 1 |",
+        "| redis (everysec) | 1 | ping | 1 |",
+    ] {
+        assert!(r.stdout.contains(row), "no row {row:?} in:\n{}", r.stdout);
+    }
+}
+
+#[test]
+fn spin_sweep_sh_smoke_reports_each_spin() {
+    let r = smoke("perf/spin_sweep.sh", &[], &[]).expect("spin_sweep.sh needs no optional tool");
+    for row in ["| 1 | ping | 1 | 0 |", "| 1 | ping | 1 | 50 |"] {
         assert!(r.stdout.contains(row), "no row {row:?} in:\n{}", r.stdout);
     }
 }
