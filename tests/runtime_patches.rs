@@ -176,3 +176,42 @@ fn cross_shard_messages_wake_a_parking_shard() {
         "a cross-shard request took {slowest:?}: a wake-up was missed"
     );
 }
+
+/// Patch 3 and `park_policy`: the executor's parks and spin time reach
+/// /metrics, and the policy decides the spin. `efficient` sleeps at once (no
+/// spin to speak of); `latency-first` spins 2 ms after each wake-up, and an
+/// idle shard still wakes for its timers, so spin time accumulates.
+#[test]
+fn park_policy_shows_in_the_runtime_metrics() {
+    let spin_after_idle = |policy: &str| -> (f64, f64) {
+        let dir = tempfile::tempdir().unwrap();
+        let server = common::start_server(dir.path(), &["--shards", "1", "--park-policy", policy]);
+        let mut c = server.client();
+        c.ping().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let parks: f64 = common::metric_samples(server.admin, "corekv_runtime_parks")
+                .iter()
+                .sum();
+            let spin: f64 = common::metric_samples(server.admin, "corekv_runtime_spin_seconds")
+                .iter()
+                .sum();
+            // A few hundred parks: the shard has idled through many timer
+            // wake-ups, each followed by the policy's spin.
+            if parks >= 200.0 || Instant::now() > deadline {
+                return (parks, spin);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let (parks, efficient_spin) = spin_after_idle("efficient");
+    assert!(
+        parks >= 200.0,
+        "an idle shard parked only {parks} times in 30 s"
+    );
+    let (_, latency_first_spin) = spin_after_idle("latency-first");
+    assert!(
+        latency_first_spin > 10.0 * efficient_spin && latency_first_spin > 0.05,
+        "spin seconds: latency-first {latency_first_spin}, efficient {efficient_spin}"
+    );
+}

@@ -27,7 +27,7 @@ use corekv::core::limits::{
     REPLY_STALL_TIMEOUT_MS_DEFAULT, SHARDS_MAX, VALUE_BYTES_CEILING, VALUE_BYTES_MAX_DEFAULT,
     WAL_SEGMENT_BYTES_DEFAULT,
 };
-use corekv::core::types::Durability;
+use corekv::core::types::{Durability, ParkPolicy};
 
 /// The values of every setting, filled by clap (flags, environment, defaults)
 /// and then by [`resolve`] (config file, deprecated names). Each field is one
@@ -69,6 +69,8 @@ pub struct ServeArgs {
     pub frame_timeout_ms: u64,
     #[arg(long, env = "COREKV_IDLE_TIMEOUT_MS", default_value_t = 0)]
     pub idle_timeout_ms: u64,
+    #[arg(long, env = "COREKV_PARK_POLICY", default_value = "balanced")]
+    pub park_policy: ParkPolicy,
     #[arg(long, env = "COREKV_SPIN_BEFORE_PARK_US", default_value_t = 0)]
     pub spin_before_park_us: u64,
     #[arg(long, env = "COREKV_CACHE_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -414,10 +416,25 @@ pub static SETTINGS: &[Setting] = &[
         access: integer!(idle_timeout_ms),
     },
     Setting {
+        name: "park_policy",
+        kind: Kind::Text,
+        default: DefaultValue::Text("balanced"),
+        doc: "What an idle shard does before sleeping: latency-first (spin 2 ms; shard CPUs that do nothing else), balanced (spin 50 µs), efficient (sleep at once; CPUs shared with other work). spin_before_park_us, when not 0, overrides the policy's spin.",
+        rule: Rule::OneOf(&ParkPolicy::NAMES),
+        deprecated: &[],
+        access: Access {
+            get: |a| Some(toml::Value::String(a.park_policy.name().to_string())),
+            set: |a, v| {
+                a.park_policy = to_string(v)?.parse()?;
+                Ok(())
+            },
+        },
+    },
+    Setting {
         name: "spin_before_park_us",
         kind: Kind::Integer,
         default: DefaultValue::Integer(0),
-        doc: "Microseconds an idle shard spins before sleeping (0: sleep at once); costs CPU, saves the wake-up latency of a sleeping core.",
+        doc: "Microseconds an idle shard spins before sleeping, overriding park_policy's window when not 0; costs CPU, saves the wake-up latency of a sleeping core.",
         rule: Rule::Between(0, 1_000_000),
         deprecated: &["spin_us"],
         access: integer!(spin_before_park_us),
@@ -813,7 +830,10 @@ impl ServeArgs {
         config.wal_segment_bytes = self.wal_segment_bytes;
         config.recover_truncate = self.recover_truncate;
         config.cpus = self.cpus.clone();
-        config.spin_before_park = Duration::from_micros(self.spin_before_park_us);
+        config.spin_before_park = match self.spin_before_park_us {
+            0 => self.park_policy.spin(),
+            us => Duration::from_micros(us),
+        };
         config.cache_bytes = self.cache_bytes;
         config.memtable_bytes = self.memtable_bytes;
         config.table_target_bytes = self.table_target_bytes;

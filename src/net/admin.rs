@@ -318,6 +318,24 @@ const PER_SHARD: &[(&str, &str, MetricType, Pick)] = &[
         |s| s.wal_largest_batch_records as f64,
     ),
     (
+        "corekv_runtime_parks",
+        "Times the shard's executor went to sleep in the kernel (each costs a wake-up later).",
+        MetricType::Counter,
+        |s| s.runtime_parks as f64,
+    ),
+    (
+        "corekv_runtime_spin_seconds",
+        "Seconds the shard's executor polled for work before sleeping (spin_before_park_us / park_policy).",
+        MetricType::Counter,
+        |s| s.runtime_spin_seconds,
+    ),
+    (
+        "corekv_runtime_busy_seconds",
+        "Seconds the shard's executor ran tasks (not spinning, not sleeping).",
+        MetricType::Counter,
+        |s| s.runtime_busy_seconds,
+    ),
+    (
         "corekv_durable_lsn",
         "Last durable log sequence number.",
         MetricType::Gauge,

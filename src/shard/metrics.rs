@@ -89,6 +89,11 @@ pub struct ShardMetrics {
     pub(in crate::shard) latency: [LatencyHist; OP_CLASSES],
     /// Non-OK responses by status (index in `Status::ALL`).
     pub(in crate::shard) errors: RefCell<Vec<u64>>,
+    /// The executor under this shard: times it slept in the kernel, time it
+    /// spun before sleeping (`spin_before_park_us`), time it ran tasks.
+    pub(in crate::shard) runtime_parks: Cell<u64>,
+    pub(in crate::shard) runtime_spin_ns: Cell<u64>,
+    pub(in crate::shard) runtime_busy_ns: Cell<u64>,
 }
 
 /// The counters are written through these methods only: the network layer
@@ -133,6 +138,15 @@ impl ShardMetrics {
     /// Bytes of connection buffers held now.
     pub fn set_conn_buffer_bytes(&self, bytes: usize) {
         self.conn_buffer_bytes.set(bytes as u64);
+    }
+
+    /// What the executor reported since the last call: parks, time spun,
+    /// time running tasks.
+    pub fn add_runtime(&self, parks: u64, spin: std::time::Duration, busy: std::time::Duration) {
+        let add = |cell: &Cell<u64>, n: u64| cell.set(cell.get().saturating_add(n));
+        add(&self.runtime_parks, parks);
+        add(&self.runtime_spin_ns, spin.as_nanos() as u64);
+        add(&self.runtime_busy_ns, busy.as_nanos() as u64);
     }
 
     /// One answered request.

@@ -526,6 +526,13 @@ where
         let cpu = config_cpu;
         glommio::spawn_local(async move {
             loop {
+                // Taken, not read: glommio resets its counters on each call.
+                let runtime = glommio::executor().executor_stats();
+                state.metrics.add_runtime(
+                    runtime.parks(),
+                    runtime.spin_time(),
+                    runtime.executor_runtime(),
+                );
                 control
                     .telemetry
                     .publish(ShardSnapshot::capture(&state, cpu));

@@ -74,6 +74,11 @@ pub struct ShardSnapshot {
     pub txn_locks_held: u64,
     /// Transactions prepared here and waiting for their coordinator's decision.
     pub txn_prepared: u64,
+    /// The executor: times it parked, seconds it spun before parking,
+    /// seconds it ran tasks.
+    pub runtime_parks: u64,
+    pub runtime_spin_seconds: f64,
+    pub runtime_busy_seconds: f64,
     pub storage: StorageSnapshot,
 }
 
@@ -166,6 +171,9 @@ impl ShardSnapshot {
             pending_writes: 0,
             txn_locks_held: 0,
             txn_prepared: 0,
+            runtime_parks: 0,
+            runtime_spin_seconds: 0.0,
+            runtime_busy_seconds: 0.0,
             storage: StorageSnapshot::default(),
         }
     }
@@ -211,6 +219,9 @@ impl ShardSnapshot {
             pending_writes: state.pending_len() as u64,
             txn_locks_held: state.locks_held() as u64,
             txn_prepared: state.prepared_txns() as u64,
+            runtime_parks: m.runtime_parks.get(),
+            runtime_spin_seconds: m.runtime_spin_ns.get() as f64 / 1e9,
+            runtime_busy_seconds: m.runtime_busy_ns.get() as f64 / 1e9,
             storage: StorageSnapshot::capture(state),
         }
     }

@@ -240,6 +240,12 @@ pub struct ExecutorStats {
     total_runtime: Duration,
     scheduler_runs: u64,
     tasks_executed: u64,
+    // corekv patch 3: how often the executor slept, and how long it spun
+    // before sleeping or finding work (`spin_before_park`), for the shards'
+    // metrics: the spin/park policy is an operator's choice, and these say
+    // what it costs and what it saves.
+    parks: u64,
+    spin_time: Duration,
 }
 
 impl ExecutorStats {
@@ -249,7 +255,20 @@ impl ExecutorStats {
             total_runtime: Duration::from_nanos(0),
             scheduler_runs: 0,
             tasks_executed: 0,
+            parks: 0,
+            spin_time: Duration::from_nanos(0),
         }
+    }
+
+    /// corekv patch 3: times the executor went to sleep in the kernel.
+    pub fn parks(&self) -> u64 {
+        self.parks
+    }
+
+    /// corekv patch 3: time spent polling for work before parking (or before
+    /// work arrived), with `spin_before_park` set.
+    pub fn spin_time(&self) -> Duration {
+        self.spin_time
     }
 
     /// The total amount of runtime in this executor so far.
@@ -1494,13 +1513,25 @@ impl LocalExecutor {
                         // future is probably the one setting up the task queues and etc.
                         break t.unwrap();
                     } else {
+                        let mut parked = false;
                         while !this.reactor.spin_poll_io().unwrap() {
                             if pre_time.elapsed() > spin_before_park {
+                                // corekv patch 3: count the spin that ended
+                                // in a park, then the park.
+                                let mut queues = this.queues.borrow_mut();
+                                queues.stats.spin_time += pre_time.elapsed();
+                                queues.stats.parks += 1;
+                                drop(queues);
+                                parked = true;
                                 this.parker
                                     .park()
                                     .expect("Failed to park! This is actually pretty bad!");
                                 break;
                             }
+                        }
+                        if !parked {
+                            // corekv patch 3: a spin that found work.
+                            this.queues.borrow_mut().stats.spin_time += pre_time.elapsed();
                         }
                         // reset the timer for deduct spin loop time
                         pre_time = Instant::now();
