@@ -143,6 +143,13 @@ pub const fn align_up_u64(n: u64) -> u64 {
     (n + SECTOR_BYTES as u64 - 1) & !(SECTOR_BYTES as u64 - 1)
 }
 
+/// `park_policy = "balanced"` (the default): microseconds an idle shard spins
+/// before sleeping. Chosen from perf/spin_sweep.sh (docs/performance.md).
+pub const PARK_SPIN_BALANCED_US: u64 = 50;
+/// `park_policy = "latency-first"`: microseconds an idle shard spins before
+/// sleeping, for shard CPUs that do nothing else.
+pub const PARK_SPIN_LATENCY_FIRST_US: u64 = 2_000;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,10 +163,3 @@ mod tests {
         assert_eq!(align_up_u64(4097), 8192);
     }
 }
-
-/// `park_policy = "balanced"` (the default): microseconds an idle shard spins
-/// before sleeping. Chosen from perf/spin_sweep.sh (docs/performance.md).
-pub const PARK_SPIN_BALANCED_US: u64 = 50;
-/// `park_policy = "latency-first"`: microseconds an idle shard spins before
-/// sleeping, for shard CPUs that do nothing else.
-pub const PARK_SPIN_LATENCY_FIRST_US: u64 = 2_000;
