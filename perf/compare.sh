@@ -8,7 +8,9 @@
 # Environment (defaults in brackets):
 #   SHARDS [2]  CONNECTIONS [50]  PIPELINE [1]  WORKLOADS ["C custom:get=0,put=1"]
 #   KEYS [1000000]  VALUE [256]  DURATION [10]  WARMUP [2]  REPEAT [3]
-#   CLIENT_CORES [0]  OUT [perf/out]  RATE [] (open loop ops/s)
+#   CLIENT_CORES [0]  SERVER_CPUS [] (e.g. 0: corekv's shards get --cpus 0 and
+#   redis-server runs under taskset -c 0; for "1 shard, client on the other core")
+#   OUT [perf/out]  RATE [] (open loop ops/s)
 #   COREKV_BIN [build target/release/corekv]  SMOKE [0]
 # Shortest run (a smoke test, not a measurement; tests/scripts.rs runs it):
 #   SMOKE=1 perf/compare.sh sync    (KEYS=1000 DURATION=1 WARMUP=0 REPEAT=1
@@ -28,6 +30,9 @@ SHARDS=${SHARDS:-2}; CONNECTIONS=${CONNECTIONS:-50}; PIPELINE=${PIPELINE:-1}
 WORKLOADS=${WORKLOADS:-"C custom:get=0,put=1"}
 KEYS=${KEYS:-1000000}; VALUE=${VALUE:-256}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
 REPEAT=${REPEAT:-3}; CLIENT_CORES=${CLIENT_CORES:-0}; OUT=${OUT:-perf/out}; RATE=${RATE:-}
+SERVER_CPUS=${SERVER_CPUS:-}
+pin=(); cpus_flag=()
+if [ -n "$SERVER_CPUS" ]; then pin=(taskset -c "$SERVER_CPUS"); cpus_flag=(--cpus "$SERVER_CPUS"); fi
 mkdir -p "$OUT"
 
 # shellcheck source=perf/lib.sh
@@ -42,7 +47,7 @@ start_redis() {
     local name=$1; shift
     started_port=$(free_port)
     mkdir -p "$work/$name"
-    spawn redis-server --bind 127.0.0.1 --protected-mode yes --port "$started_port" --dir "$work/$name" \
+    spawn "${pin[@]}" redis-server --bind 127.0.0.1 --protected-mode yes --port "$started_port" --dir "$work/$name" \
         --save '' "$@" >"$work/$name.log" 2>&1
     wait_port "$started_port"
 }
@@ -65,11 +70,11 @@ for spec in "${redis_targets[@]}"; do
 done
 kport=$(free_port)
 spawn "$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off \
-    --shards "$SHARDS" --durability "$corekv_durability" >"$work/corekv.out" 2>"$work/corekv.err"
+    --shards "$SHARDS" "${cpus_flag[@]}" --durability "$corekv_durability" >"$work/corekv.out" 2>"$work/corekv.err"
 wait_port "$kport"
 targets+=(--target "corekv-$corekv_durability=native@127.0.0.1:$kport")
 
-echo "# $(date -u +%FT%TZ) mode=$mode shards=$SHARDS connections=$CONNECTIONS pipeline=$PIPELINE keys=$KEYS value=$VALUE"
+echo "# $(date -u +%FT%TZ) mode=$mode shards=$SHARDS server_cpus=${SERVER_CPUS:-all} client_cores=$CLIENT_CORES connections=$CONNECTIONS pipeline=$PIPELINE keys=$KEYS value=$VALUE"
 echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 echo "# redis: $(redis-server --version | head -1)"
 loaded=0; failed=0
