@@ -118,6 +118,9 @@ pub enum ShardExit {
 /// How often each shard publishes its telemetry snapshot.
 pub const TELEMETRY_INTERVAL: Duration = Duration::from_millis(250);
 
+/// How often each shard looks at the engine's stop flag.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Flags shared between the control thread and the shards; never touched per request.
 struct Control {
     stop: Arc<AtomicBool>,
@@ -514,8 +517,13 @@ where
         let shutdown = shutdown.clone();
         let control = control.clone();
         glommio::spawn_local(async move {
+            // Polled, not signalled: the stop flag is set by a signal handler
+            // on another thread. Every poll wakes an idle shard (and, with a
+            // park policy that spins, spins it again), so poll rarely: a
+            // stop may wait this long, an idle server pays for it 10 times a
+            // second instead of 50 (docs/tuning.md, idle CPU).
             while !control.stop.load(Ordering::SeqCst) {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                glommio::timer::sleep(STOP_POLL_INTERVAL).await;
             }
             shutdown.set();
         })
