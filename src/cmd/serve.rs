@@ -209,7 +209,10 @@ fn protected_mode(args: &super::settings::ServeArgs, listen: SocketAddr) -> Resu
     }
     if args.admin_listen != "off" {
         // Unresolvable: AdminServer::start reports it with its own name.
-        let resolved = args.admin_listen.to_socket_addrs().map(|a| a.collect::<Vec<_>>());
+        let resolved = args
+            .admin_listen
+            .to_socket_addrs()
+            .map(|a| a.collect::<Vec<_>>());
         if let Ok(addrs) = resolved {
             if let Some(a) = addrs.iter().find(|a| !loopback(a)) {
                 return Err(format!("--admin-listen {a}"));
@@ -243,12 +246,15 @@ fn reload_on_sighup(
                     Ok(u) => {
                         let n = u.users.len();
                         users.replace(u);
-                        tracing::info!(users = n, "SIGHUP: reloaded the users file {}", path.display());
+                        tracing::info!(
+                            users = n,
+                            "SIGHUP: reloaded the users file {}",
+                            path.display()
+                        );
                     }
-                    Err(e) => tracing::error!(
-                        error = e.name(),
-                        "SIGHUP: kept the previous users: {e}"
-                    ),
+                    Err(e) => {
+                        tracing::error!(error = e.name(), "SIGHUP: kept the previous users: {e}")
+                    }
                 }
             }
         });

@@ -168,9 +168,9 @@ impl Users {
     /// Parse the users file's text.
     pub fn parse(text: &str) -> Result<Users, UsersFormatError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| UsersFormatError::Toml {
-            line: e
-                .span()
-                .map_or(0, |s| text[..s.start.min(text.len())].lines().count().max(1)),
+            line: e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].lines().count().max(1)
+            }),
         })?;
         let invalid = |m: String| UsersFormatError::Invalid(m);
         let mut users = BTreeMap::new();
