@@ -555,3 +555,49 @@ fn secrets_never_leak() {
     // Not vacuous: the sweep did see the things it searched.
     assert!(produced.contains("AUTH_FAILED") && produced.contains("users_file"));
 }
+
+/// `corekv bench` and `corekv backup` authenticate with `--user` and
+/// `COREKV_PASSWORD`; the role still applies.
+#[test]
+fn bench_and_backup_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = three_users(dir.path());
+    let server = start(dir.path(), &users, &[]);
+    let addr = server.addr.to_string();
+    let bench = |user: &str, password: &str| {
+        Command::new(common::corekv_bin())
+            .args(["bench", "--addr", &addr, "--workload", "A", "--keys", "100"])
+            .args(["--connections", "2", "--duration", "0.3", "--warmup", "0"])
+            .args(["--quiet", "--user", user])
+            .env("COREKV_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let o = bench("writer", WRITER_PW);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{o:?}");
+    assert!(!out.contains("requests failed"), "{out}");
+    let o = bench("writer", "wrong");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("AUTH_FAILED"),
+        "{o:?}"
+    );
+    let backup = |user: &str, password: &str, to: &str| {
+        Command::new(common::corekv_bin())
+            .args(["backup", "--addr", &addr, "--user", user])
+            .arg("--to")
+            .arg(dir.path().join(to))
+            .env("COREKV_PASSWORD", password)
+            .output()
+            .unwrap()
+    };
+    let o = backup("writer", WRITER_PW, "b1");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("PERMISSION_DENIED"),
+        "{o:?}"
+    );
+    let o = backup("admin", ADMIN_PW, "b2");
+    assert!(o.status.success(), "{o:?}");
+}

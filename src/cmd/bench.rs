@@ -114,6 +114,10 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Native targets: every connection authenticates first (not the bank
+    /// workload yet).
+    #[command(flatten)]
+    pub credentials: super::user::Credentials,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -280,9 +284,13 @@ fn hello_of(t: &Target, args: &BenchArgs) -> Result<Option<HelloInfo>, String> {
     if t.protocol != Protocol::Native {
         return Ok(None);
     }
+    let auth = args.credentials.resolve()?;
     let h = corekv::net::client::Client::connect(t.addr)
         .and_then(|mut c| {
             c.set_timeout(Some(Duration::from_secs_f64(args.reply_timeout)))?;
+            if let Some((user, password)) = &auth {
+                c.auth(user, password)?;
+            }
             c.hello()
         })
         .map_err(|e| format!("{}: HELLO: {e}", t.label))?;
@@ -305,6 +313,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         args.theta,
         args.keys,
     )?;
+    let auth = args.credentials.resolve()?;
     let make = |t: &Target, hello: &Option<HelloInfo>| BenchConfig {
         addr: t.addr,
         protocol: t.protocol,
@@ -323,6 +332,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         shard_aware: args.shard_aware && t.protocol == Protocol::Native,
         shards: hello.as_ref().map_or(1, |h| h.shard_count),
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
+        auth: auth.clone(),
     };
     let hellos = targets
         .iter()

@@ -87,9 +87,11 @@ impl Credentials {
             }
             None => match std::env::var_os("COREKV_PASSWORD") {
                 Some(p) => p.into_encoded_bytes(),
-                None => return Err(format!(
+                None => {
+                    return Err(format!(
                     "--user {user} needs a password: set COREKV_PASSWORD or pass --password-file"
-                )),
+                ))
+                }
             },
         };
         Ok(Some((user.clone(), password)))

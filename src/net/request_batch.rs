@@ -172,7 +172,8 @@ impl RequestBatch {
             serial: false,
             serial_status: Status::Ok,
             serial_out: Vec::new(),
-            session: crate::core::auth::Session::new(false),
+            // Fail closed: a connection that skipped `start_session` can do nothing.
+            session: crate::core::auth::Session::new(true),
             peer: None,
         }
     }
@@ -685,6 +686,11 @@ impl RequestBatch {
     /// One warning line for a slow batch, naming its ops and owner shards.
     #[cold]
     pub fn log_slow(&self, ctx: &ShardContext, nanos: u64) {
+        // AUTH is slow by design (argon2id, tens of ms off the executor): a
+        // log line per login would drown the real slow batches.
+        if self.order.iter().any(|e| matches!(e, Entry::Auth { .. })) {
+            return;
+        }
         let mut ops = [0usize; 4];
         let mut shards: Vec<u16> = Vec::new();
         for e in &self.order {
