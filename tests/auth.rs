@@ -515,10 +515,13 @@ fn secrets_never_leak() {
     let diag = Command::new(common::corekv_bin())
         .arg("diagnose")
         .args(&settings)
+        .args(["--user", "admin"])
+        .env("COREKV_PASSWORD", ADMIN_PW)
         .arg("--out")
         .arg(&bundle)
         .output()
         .unwrap();
+    assert!(diag.status.success(), "{diag:?}");
     produced.push_str(&String::from_utf8_lossy(&diag.stdout));
     produced.push_str(&String::from_utf8_lossy(&diag.stderr));
     let gz = flate2::read::GzDecoder::new(std::fs::File::open(&bundle).unwrap());
@@ -532,6 +535,10 @@ fn secrets_never_leak() {
         files += 1;
     }
     assert!(files >= 5, "the bundle has its files");
+    assert!(
+        produced.contains("corekv_requests"),
+        "diagnose read /metrics as admin"
+    );
     let (_, stderr) = server.stop();
     produced.push_str(&stderr);
     let logged = std::fs::read_to_string(&log).unwrap();
