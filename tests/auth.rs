@@ -129,11 +129,8 @@ fn each_role_runs_exactly_its_opcodes() {
     let mut refused_unauthenticated = 0;
     for (role, user, password) in sessions {
         let mut c = connect(server.addr);
-        if role.is_some() {
-            assert_eq!(
-                c.auth(user, password.as_bytes()).unwrap(),
-                role.unwrap().name()
-            );
+        if let Some(role) = role {
+            assert_eq!(c.auth(user, password.as_bytes()).unwrap(), role.name());
         }
         let backup = dir.path().join(format!("backup-{user}-{}", role.is_some()));
         let backup = backup.to_str().unwrap().as_bytes().to_vec();

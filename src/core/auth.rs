@@ -169,7 +169,8 @@ impl Users {
     pub fn parse(text: &str) -> Result<Users, UsersFormatError> {
         let table: toml::Table = toml::from_str(text).map_err(|e| UsersFormatError::Toml {
             line: e.span().map_or(0, |s| {
-                text[..s.start.min(text.len())].lines().count().max(1)
+                let before = text.as_bytes().get(..s.start).unwrap_or(text.as_bytes());
+                1 + before.iter().filter(|&&b| b == b'\n').count()
             }),
         })?;
         let invalid = |m: String| UsersFormatError::Invalid(m);
