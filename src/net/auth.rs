@@ -4,34 +4,46 @@
 //!
 //! Permissions themselves are decided by `core::auth::permits`; this module
 //! only establishes who a connection is. It must never verify a password on a
-//! shard's executor thread (argon2 takes tens of ms by design: it runs on
-//! glommio's blocking pool), and never log, echo or format a password or a
-//! hash: log lines name the user and the source address only.
+//! shard's core: argon2 takes tens of ms and 19 MiB by design. A shard hands
+//! the work to glommio's blocking thread, which only waits: glommio pins that
+//! thread to the shard's own CPU, so the hashing itself runs on the
+//! [`Verifier`]'s unpinned threads. It must never log, echo or format a
+//! password or a hash: log lines name the user and the source address only.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use crate::core::auth::{verify_password, Role, Session, Throttle, Users, DUMMY_HASH};
 use crate::core::status::Status;
 
-/// The users the server knows, shared by every shard and the admin thread.
-/// Reads take a clone of the `Arc` (no lock held while verifying); a reload
-/// swaps in a whole new table, so a connection's session outlives it and
-/// nobody ever sees half a file.
-#[derive(Debug, Default)]
-pub struct UsersHandle(RwLock<Arc<Users>>);
+/// The users the server knows, shared by every shard and the admin thread,
+/// and the threads that verify their passwords. Reads take a clone of the
+/// `Arc` (no lock held while verifying); a reload swaps in a whole new table,
+/// so a connection's session outlives it and nobody ever sees half a file.
+#[derive(Debug)]
+pub struct UsersHandle {
+    users: RwLock<Arc<Users>>,
+    verifier: Verifier,
+}
 
 impl UsersHandle {
+    /// Create it on a thread that is not pinned to a shard's CPU (the
+    /// verifier threads inherit its CPU affinity): `serve` does so on its
+    /// main thread, before the shards start.
     pub fn new(users: Users) -> UsersHandle {
-        UsersHandle(RwLock::new(Arc::new(users)))
+        UsersHandle {
+            users: RwLock::new(Arc::new(users)),
+            verifier: Verifier::start(VERIFIER_THREADS_MAX),
+        }
     }
 
     pub fn get(&self) -> Arc<Users> {
         // A writer that panicked left a whole table behind (the swap is one
         // assignment): keep serving it.
-        match self.0.read() {
+        match self.users.read() {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
@@ -39,10 +51,65 @@ impl UsersHandle {
 
     pub fn replace(&self, users: Users) {
         let users = Arc::new(users);
-        match self.0.write() {
+        match self.users.write() {
             Ok(mut g) => *g = users,
             Err(poisoned) => *poisoned.into_inner() = users,
         }
+    }
+
+    /// Verify on a verifier thread; blocks the caller until it is done.
+    pub fn verify(&self, hash: String, password: Vec<u8>) -> bool {
+        self.verifier.verify(hash, password)
+    }
+}
+
+/// Verifier threads at most (fewer on a smaller machine): each verification
+/// holds 19 MiB while it runs, so this bounds AUTH's memory and its share of
+/// the CPUs however many clients log in at once; the rest queue.
+pub const VERIFIER_THREADS_MAX: usize = 4;
+
+type Job = (String, Vec<u8>, mpsc::SyncSender<bool>);
+
+/// A small pool of plain, unpinned threads that run argon2.
+#[derive(Debug)]
+struct Verifier {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Verifier {
+    fn start(max: usize) -> Verifier {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, max));
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..threads {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("corekv-auth-{i}"))
+                .spawn(move || loop {
+                    let job = match queue.lock() {
+                        Ok(q) => q.recv(),
+                        Err(poisoned) => poisoned.into_inner().recv(),
+                    };
+                    let Ok((hash, password, reply)) = job else {
+                        return; // every sender is gone: the server is stopping
+                    };
+                    let _ = reply.send(verify_password(&hash, &password));
+                });
+            if let Err(e) = started {
+                // With no thread at all every AUTH fails (closed channel):
+                // safe, and the log says why.
+                tracing::error!("cannot start password verifier thread {i}: {e}");
+            }
+        }
+        Verifier { jobs }
+    }
+
+    fn verify(&self, hash: String, password: Vec<u8>) -> bool {
+        let (reply, answer) = mpsc::sync_channel(1);
+        if self.jobs.send((hash, password, reply)).is_err() {
+            return false;
+        }
+        answer.recv().unwrap_or(false)
     }
 }
 
@@ -101,8 +168,11 @@ pub async fn authenticate(
         // Same work for an unknown user: no enumeration by timing.
         None => (DUMMY_HASH.to_string(), None),
     };
+    let users = auth.users.clone();
+    // The blocking thread only waits (it shares the shard's CPU); a verifier
+    // thread hashes.
     let ok = glommio::executor()
-        .spawn_blocking(move || verify_password(&hash, &password))
+        .spawn_blocking(move || users.verify(hash, password))
         .await;
     match (ok, role) {
         (true, Some(role)) => {
