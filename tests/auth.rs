@@ -351,6 +351,26 @@ fn protected_mode_refuses_open_non_loopback_listeners() {
         "{err}"
     );
 
+    // `config check` says so before a start is tried.
+    let o = Command::new(common::corekv_bin())
+        .args([
+            "config",
+            "check",
+            "--listen",
+            &any,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !o.status.success() && out.contains("INSECURE_LISTEN"),
+        "{out}"
+    );
+
     let server = common::start_server(
         &data,
         &["--shards", "1", "--listen", &any, "--insecure-no-auth"],

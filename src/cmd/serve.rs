@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use clap::ArgMatches;
 
-use std::net::{SocketAddr, ToSocketAddrs};
-
 use corekv::net::admin::AdminServer;
 use corekv::net::auth::{AdminAuth, UsersHandle};
 use corekv::net::server::{resolve_listen, serve_shard, ServerConfig};
@@ -75,7 +73,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             }
         },
     };
-    if let Err(exposed) = protected_mode(&args, listen) {
+    if let Err(exposed) = super::config::protected_mode(&args, listen) {
         return startup_failed(
             "INSECURE_LISTEN",
             &format!("{exposed} is not a loopback address and no users_file is set: anyone who can reach it could read, write and back up everything"),
@@ -194,32 +192,6 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         tracing::info!("corekv stopped cleanly");
     }
     code
-}
-
-/// Protected mode: `Err(address)` when a listener would be reachable from
-/// other hosts without authentication and the operator did not say that is
-/// intended (`insecure_no_auth`).
-fn protected_mode(args: &super::settings::ServeArgs, listen: SocketAddr) -> Result<(), String> {
-    if args.users_file.is_some() || args.insecure_no_auth {
-        return Ok(());
-    }
-    let loopback = |a: &SocketAddr| a.ip().to_canonical().is_loopback();
-    if !loopback(&listen) {
-        return Err(format!("--listen {listen}"));
-    }
-    if args.admin_listen != "off" {
-        // Unresolvable: AdminServer::start reports it with its own name.
-        let resolved = args
-            .admin_listen
-            .to_socket_addrs()
-            .map(|a| a.collect::<Vec<_>>());
-        if let Ok(addrs) = resolved {
-            if let Some(a) = addrs.iter().find(|a| !loopback(a)) {
-                return Err(format!("--admin-listen {a}"));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Reload the users file on SIGHUP, swapping the table every shard and the
