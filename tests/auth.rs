@@ -276,7 +276,12 @@ fn sighup_reloads_users_and_keeps_connections() {
     let mut late = connect(server.addr);
     assert_eq!(late.auth("late", READER_PW.as_bytes()).unwrap(), "read");
     assert_eq!(late.get(b"before").unwrap().as_deref(), Some(&b"1"[..]));
-    // The connection authenticated before the reload is still up, as admin.
+    // The connection authenticated before the reload is still up, as admin;
+    // a failed AUTH on it leaves it as it was.
+    assert_eq!(
+        old.auth("late", b"wrong").unwrap_err().name(),
+        "AUTH_FAILED"
+    );
     old.put(b"after", b"2").unwrap();
     assert_eq!(old.get(b"after").unwrap().as_deref(), Some(&b"2"[..]));
     // A broken file keeps the old users.
