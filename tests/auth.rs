@@ -612,6 +612,30 @@ fn bench_and_backup_authenticate() {
         String::from_utf8_lossy(&o.stderr).contains("AUTH_FAILED"),
         "{o:?}"
     );
+    let o = Command::new(common::corekv_bin())
+        .args([
+            "bench",
+            "--addr",
+            &addr,
+            "--workload",
+            "bank",
+            "--load",
+            "--keys",
+            "20",
+        ])
+        .args([
+            "--connections",
+            "2",
+            "--duration",
+            "0.3",
+            "--quiet",
+            "--user",
+            "writer",
+        ])
+        .env("COREKV_PASSWORD", WRITER_PW)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "bank: {o:?}");
     let backup = |user: &str, password: &str, to: &str| {
         Command::new(common::corekv_bin())
             .args(["backup", "--addr", &addr, "--user", user])

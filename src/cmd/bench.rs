@@ -114,8 +114,7 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
-    /// Native targets: every connection authenticates first (not the bank
-    /// workload yet).
+    /// Native targets: every connection authenticates first.
     #[command(flatten)]
     pub credentials: super::user::Credentials,
 }
@@ -191,10 +190,14 @@ fn bank(args: &BenchArgs) -> ExitCode {
     let addr = resolve(&args.addr);
     let result: Outcome = (|| {
         let addr = addr.clone()?;
+        let auth = args.credentials.resolve()?;
         if args.load || args.load_only {
             let mut c = corekv::net::client::Client::connect(addr).map_err(|e| e.to_string())?;
             c.set_timeout(Some(driver::REPLY_TIMEOUT))
                 .map_err(|e| e.to_string())?;
+            if let Some((user, password)) = &auth {
+                c.auth(user, password).map_err(|e| e.to_string())?;
+            }
             bank::load(&mut c, args.keys)?;
             println!(
                 "created {} accounts x {} = {}",
@@ -214,6 +217,7 @@ fn bank(args: &BenchArgs) -> ExitCode {
             check_every: Duration::from_millis(100),
             check_patience: Duration::from_secs_f64(args.check_patience),
             seed: args.seed,
+            auth,
         })))
     })();
     match result {
