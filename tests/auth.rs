@@ -207,6 +207,7 @@ fn wrong_passwords_are_refused_then_throttled() {
     let dir = tempfile::tempdir().unwrap();
     let users = three_users(dir.path());
     let log = dir.path().join("corekv.log");
+    private_data_dir(dir.path(), 0o700);
     let server = start(dir.path(), &users, &["--log-file", log.to_str().unwrap()]);
     let mut c = connect(server.addr);
     let mut failed = 0;
@@ -247,6 +248,10 @@ fn wrong_passwords_are_refused_then_throttled() {
         text.matches("AUTH refused").count() >= failed,
         "every refusal is logged: {text}"
     );
+    assert!(
+        !text.contains("other local users may read"),
+        "0700 is private"
+    );
 }
 
 #[test]
@@ -255,6 +260,7 @@ fn sighup_reloads_users_and_keeps_connections() {
     let users = dir.path().join("users.toml");
     user_add(&users, "admin", "admin", ADMIN_PW);
     let log = dir.path().join("corekv.log");
+    private_data_dir(dir.path(), 0o755);
     let server = start(dir.path(), &users, &["--log-file", log.to_str().unwrap()]);
     let mut old = connect(server.addr);
     old.auth("admin", ADMIN_PW.as_bytes()).unwrap();
@@ -297,6 +303,19 @@ fn sighup_reloads_users_and_keeps_connections() {
         "read"
     );
     assert_eq!(server.stop().0, Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("has mode 755: other local users may read its data"),
+        "a readable data dir is warned about: {text}"
+    );
+}
+
+/// Create the data directory with `mode` before the server does.
+fn private_data_dir(dir: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]

@@ -127,6 +127,20 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             tracing::error!("cannot install the handler for signal {sig}: {e}");
         }
     }
+    if args.users_file.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        // Authentication guards the network; the files are guarded by
+        // their modes (docs/security.md): say when they are not.
+        if let Ok(meta) = std::fs::metadata(&args.data_dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "data directory {} has mode {mode:o}: other local users may read its data; chmod 700 it (docs/security.md)",
+                    args.data_dir.display()
+                );
+            }
+        }
+    }
     let reloader = match (&args.users_file, &users) {
         (Some(path), Some(handle)) => reload_on_sighup(path.clone(), handle.clone()),
         _ => None,
