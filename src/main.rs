@@ -39,6 +39,9 @@ enum Command {
     /// Check this host's tuning for corekv.
     #[command(subcommand)]
     Tune(cmd::tune::TuneCommand),
+    /// Add, change, remove or list the users of a users file.
+    #[command(subcommand)]
+    User(cmd::user::UserCommand),
 }
 
 /// COREKV_* variables read outside clap: logging, test and fault-injection
@@ -46,6 +49,7 @@ enum Command {
 /// (`cmd::settings::known_env_vars`); the other subcommands' from clap's `env`.
 const OTHER_ENV: &[&str] = &[
     "COREKV_LOG",
+    "COREKV_PASSWORD",
     "COREKV_FAILPOINT",
     "COREKV_TEST_BIN",
     "COREKV_SIM_SEED",
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
         Command::Tune(c) => cmd::tune::run(c),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Backup(args) => cmd::backup::run(args),
+        Command::User(c) => cmd::user::run(c),
         Command::Restore(args) => cmd::restore::run(args),
         Command::Diagnose(args) => cmd::diagnose::run(args, &sub("diagnose")),
         Command::Config(c) => {

@@ -88,6 +88,7 @@ fn config(addr: SocketAddr, rate: Option<f64>) -> BenchConfig {
         shards: 1,
         shard_aware: false,
         reply_timeout: driver::REPLY_TIMEOUT,
+        auth: None,
     }
 }
 

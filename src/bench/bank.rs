@@ -536,6 +536,8 @@ pub struct BankConfig {
     /// How long one check keeps retrying an aborted snapshot read.
     pub check_patience: Duration,
     pub seed: u64,
+    /// AUTH as this user (and password) on every connection first.
+    pub auth: Option<(String, Vec<u8>)>,
 }
 
 /// Check, run transfers for `duration` while checking, check again.
@@ -546,6 +548,10 @@ pub fn run(cfg: &BankConfig) -> Result<BankReport, BankError> {
         let c = Client::connect(cfg.addr).map_err(|e| failed(e.to_string()))?;
         c.set_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| failed(e.to_string()))?;
+        let mut c = c;
+        if let Some((user, password)) = &cfg.auth {
+            c.auth(user, password).map_err(|e| failed(e.to_string()))?;
+        }
         Ok::<_, BankError>(c)
     };
     let mut checker = connect()?;

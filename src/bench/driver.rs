@@ -59,6 +59,9 @@ pub struct BenchConfig {
     /// A connection with requests in flight that hears nothing for this long
     /// fails the run (a server that stopped answering must not hang it).
     pub reply_timeout: Duration,
+    /// Native protocol: AUTH as this user (and password) on every connection
+    /// before anything else (a server with a users file refuses the rest).
+    pub auth: Option<(String, Vec<u8>)>,
 }
 
 /// The default of `BenchConfig::reply_timeout`: generous, since a loaded
@@ -93,6 +96,16 @@ async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<(TcpStream, Opt
             return Ok((stream, None));
         }
         let mut frame = Vec::new();
+        if let Some((user, password)) = &cfg.auth {
+            encode_request(
+                &mut frame,
+                0,
+                &Request::Auth {
+                    user: user.as_bytes(),
+                    password,
+                },
+            );
+        }
         encode_request(&mut frame, 0, &Request::Hello);
         stream
             .write_all(&frame)
@@ -101,6 +114,27 @@ async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<(TcpStream, Opt
         let mut buf = Vec::new();
         let mut chunk = [0u8; 512];
         let hello = loop {
+            match parse_frame(&buf, Side::Client, 4096) {
+                // The AUTH reply comes first; anything but OK ends the run.
+                Parsed::Frame {
+                    header, body, len, ..
+                } if header.opcode == crate::net::codec::Opcode::Auth as u8 => {
+                    let status = header.status.get();
+                    if status != 0 {
+                        return Err(format!(
+                            "AUTH: {} {}",
+                            crate::core::status::Status::from_code(status)
+                                .map_or("?", |s| s.name()),
+                            String::from_utf8_lossy(body)
+                        ));
+                    }
+                    buf.drain(..len);
+                    continue;
+                }
+                Parsed::Frame { body, .. } => break HelloInfo::decode(body),
+                Parsed::Incomplete { .. } => {}
+                Parsed::Bad { error, .. } => return Err(format!("HELLO: {}", error.detail)),
+            }
             let n = future::or(async { Some(stream.read(&mut chunk).await) }, async {
                 glommio::timer::sleep(cfg.reply_timeout).await;
                 None
@@ -112,11 +146,6 @@ async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<(TcpStream, Opt
                 return Err("the server closed the connection after HELLO".into());
             }
             buf.extend_from_slice(&chunk[..n]);
-            match parse_frame(&buf, Side::Client, 4096) {
-                Parsed::Frame { body, .. } => break HelloInfo::decode(body),
-                Parsed::Incomplete { .. } => continue,
-                Parsed::Bad { error, .. } => return Err(format!("HELLO: {}", error.detail)),
-            }
         };
         let Some(want) = want else {
             // Only for counting cross-shard requests: a server whose HELLO

@@ -31,6 +31,9 @@ pub struct BackupArgs {
     /// Give up waiting for the server after this many seconds.
     #[arg(long, default_value_t = 3600)]
     pub timeout_secs: u64,
+    /// BACKUP needs the admin role on a server with users.
+    #[command(flatten)]
+    pub credentials: super::user::Credentials,
 }
 
 pub fn run(args: BackupArgs) -> ExitCode {
@@ -45,8 +48,18 @@ pub fn run(args: BackupArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let credentials = match args.credentials.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("CREDENTIALS_MISSING: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let summary = Client::connect(args.addr.as_str()).and_then(|mut c| {
         c.set_timeout(Some(Duration::from_secs(args.timeout_secs.max(1))))?;
+        if let Some((user, password)) = &credentials {
+            c.auth(user, password)?;
+        }
         c.backup(target.as_os_str().as_encoded_bytes())
     });
     let summary = match summary {

@@ -114,6 +114,9 @@ pub struct BenchArgs {
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Native targets: every connection authenticates first.
+    #[command(flatten)]
+    pub credentials: super::user::Credentials,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -187,10 +190,14 @@ fn bank(args: &BenchArgs) -> ExitCode {
     let addr = resolve(&args.addr);
     let result: Outcome = (|| {
         let addr = addr.clone()?;
+        let auth = args.credentials.resolve()?;
         if args.load || args.load_only {
             let mut c = corekv::net::client::Client::connect(addr).map_err(|e| e.to_string())?;
             c.set_timeout(Some(driver::REPLY_TIMEOUT))
                 .map_err(|e| e.to_string())?;
+            if let Some((user, password)) = &auth {
+                c.auth(user, password).map_err(|e| e.to_string())?;
+            }
             bank::load(&mut c, args.keys)?;
             println!(
                 "created {} accounts x {} = {}",
@@ -210,6 +217,7 @@ fn bank(args: &BenchArgs) -> ExitCode {
             check_every: Duration::from_millis(100),
             check_patience: Duration::from_secs_f64(args.check_patience),
             seed: args.seed,
+            auth,
         })))
     })();
     match result {
@@ -280,9 +288,13 @@ fn hello_of(t: &Target, args: &BenchArgs) -> Result<Option<HelloInfo>, String> {
     if t.protocol != Protocol::Native {
         return Ok(None);
     }
+    let auth = args.credentials.resolve()?;
     let h = corekv::net::client::Client::connect(t.addr)
         .and_then(|mut c| {
             c.set_timeout(Some(Duration::from_secs_f64(args.reply_timeout)))?;
+            if let Some((user, password)) = &auth {
+                c.auth(user, password)?;
+            }
             c.hello()
         })
         .map_err(|e| format!("{}: HELLO: {e}", t.label))?;
@@ -305,6 +317,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         args.theta,
         args.keys,
     )?;
+    let auth = args.credentials.resolve()?;
     let make = |t: &Target, hello: &Option<HelloInfo>| BenchConfig {
         addr: t.addr,
         protocol: t.protocol,
@@ -323,6 +336,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         shard_aware: args.shard_aware && t.protocol == Protocol::Native,
         shards: hello.as_ref().map_or(1, |h| h.shard_count),
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
+        auth: auth.clone(),
     };
     let hellos = targets
         .iter()

@@ -22,6 +22,8 @@ pub struct CliArgs {
     /// this many milliseconds (REPLY_TIMEOUT / CONNECT_FAILED, exit 2).
     #[arg(long, env = "COREKV_CLI_TIMEOUT_MS", default_value_t = 10_000)]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub credentials: super::user::Credentials,
     #[command(subcommand)]
     pub command: CliCommand,
 }
@@ -71,7 +73,14 @@ pub enum CliCommand {
 }
 
 pub fn run(args: CliArgs) -> ExitCode {
-    match execute(&args) {
+    let credentials = match args.credentials.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("CREDENTIALS_MISSING: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match execute(&args, credentials) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("{}: {}", e.name(), e.message());
@@ -80,11 +89,17 @@ pub fn run(args: CliArgs) -> ExitCode {
     }
 }
 
-fn execute(args: &CliArgs) -> Result<ExitCode, ClientError> {
+fn execute(
+    args: &CliArgs,
+    credentials: Option<(String, Vec<u8>)>,
+) -> Result<ExitCode, ClientError> {
     let mut client = Client::connect_timeout(
         args.addr.as_str(),
         std::time::Duration::from_millis(args.timeout_ms.max(1)),
     )?;
+    if let Some((user, password)) = &credentials {
+        client.auth(user, password)?;
+    }
     let mut stdout = std::io::stdout().lock();
     let tty = stdout.is_terminal();
     let print = |out: &mut std::io::StdoutLock<'_>, bytes: &[u8]| {

@@ -5,6 +5,7 @@
 //! Exit codes of `check`: 0 when `serve` would start and keep data safe (warnings
 //! allowed), 1 when a problem would stop it or make its writes not durable.
 
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -104,6 +105,26 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
             problems.push(format!("{key} = {addr:?}: {} ({e}); {}", e.name(), e.fix()));
         }
     }
+    if let Ok(listen) = resolve_listen(&args.listen) {
+        if let Err(exposed) = protected_mode(args, listen) {
+            problems.push(format!(
+                "{exposed}: INSECURE_LISTEN (not loopback, and no users_file); set --users-file, bind to 127.0.0.1, or pass --insecure-no-auth (docs/security.md)"
+            ));
+        }
+    }
+    if let Some(path) = &args.users_file {
+        match corekv::io::users_file::load(path) {
+            Err(e) => problems.push(format!("users_file: {} ({e})", e.name())),
+            Ok(_) => {
+                if let Some(mode) = corekv::io::users_file::loose_permissions(path) {
+                    warnings.push(format!(
+                        "users_file {} has mode {mode:o}: other local users may read its hashes; chmod 600 it",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
     check_data_dir(args, &mut problems, &mut warnings);
     if let Some(f) = &args.log_file {
         if let Err(e) = probe_log_file(f) {
@@ -116,6 +137,32 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
     check_io_uring(&mut problems, &mut warnings);
     check_memlock(args, &mut warnings);
     (problems, warnings)
+}
+
+/// Protected mode: `Err(address)` when a listener would be reachable from
+/// other hosts without authentication and the operator did not say that is
+/// intended (`insecure_no_auth`).
+pub fn protected_mode(args: &ServeArgs, listen: SocketAddr) -> Result<(), String> {
+    if args.users_file.is_some() || args.insecure_no_auth {
+        return Ok(());
+    }
+    let loopback = |a: &SocketAddr| a.ip().to_canonical().is_loopback();
+    if !loopback(&listen) {
+        return Err(format!("--listen {listen}"));
+    }
+    if args.admin_listen != "off" {
+        // Unresolvable: AdminServer::start reports it with its own name.
+        let resolved = args
+            .admin_listen
+            .to_socket_addrs()
+            .map(|a| a.collect::<Vec<_>>());
+        if let Ok(addrs) = resolved {
+            if let Some(a) = addrs.iter().find(|a| !loopback(a)) {
+                return Err(format!("--admin-listen {a}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether `serve` could open `path` for appending, found without creating

@@ -40,6 +40,10 @@ pub struct DiagnoseArgs {
     /// the server at their `listen` and `admin_listen`.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// With a users file: an admin user, to read /metrics (and /health when
+    /// it is closed). The password never enters the archive.
+    #[command(flatten)]
+    pub credentials: super::user::Credentials,
 }
 
 /// Keys whose values must never leave the machine.
@@ -107,7 +111,17 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
         missing.push("health.json and metrics.txt (admin_listen is off)".to_string());
         ("admin endpoint is off\n".to_string(), None)
     } else {
-        let (h, m) = (http_get(&admin, "/health"), http_get(&admin, "/metrics"));
+        let basic = match args.credentials.resolve() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("CREDENTIALS_MISSING: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let (h, m) = (
+            http_get(&admin, "/health", basic.as_ref()),
+            http_get(&admin, "/metrics", basic.as_ref()),
+        );
         if h.starts_with("could not fetch") {
             missing.push(format!(
                 "health.json and metrics.txt (no admin endpoint at {admin})"
@@ -162,11 +176,22 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> String {
+fn http_get(addr: &str, path: &str, basic: Option<&(String, Vec<u8>)>) -> String {
+    let authorization = basic.map_or(String::new(), |(user, password)| {
+        let mut pair = format!("{user}:").into_bytes();
+        pair.extend_from_slice(password);
+        format!(
+            "Authorization: Basic {}\r\n",
+            corekv::net::auth::base64_encode(&pair)
+        )
+    });
     let attempt = || -> std::io::Result<String> {
         let mut s = TcpStream::connect(addr)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: corekv\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: corekv\r\n{authorization}\r\n"
+        )?;
         let mut raw = String::new();
         s.read_to_string(&mut raw)?;
         Ok(raw)

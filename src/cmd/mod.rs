@@ -11,4 +11,5 @@ pub mod restore;
 pub mod serve;
 pub mod settings;
 pub mod tune;
+pub mod user;
 pub mod verify;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::ArgMatches;
 
 use corekv::net::admin::AdminServer;
+use corekv::net::auth::{AdminAuth, UsersHandle};
 use corekv::net::server::{reserve_listen, serve_shard, ServerConfig};
 use corekv::shard::runtime::telemetry::Telemetry;
 use corekv::shard::{Engine, ShardExit};
@@ -47,6 +48,40 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
     };
     let listen = reservation.addr;
+    let users = match &args.users_file {
+        None => None,
+        Some(path) => match corekv::io::users_file::load(path) {
+            Ok(u) => {
+                if let Some(mode) = corekv::io::users_file::loose_permissions(path) {
+                    tracing::warn!(
+                        "users file {} has mode {mode:o}: other local users may read its hashes; chmod 600 it",
+                        path.display()
+                    );
+                }
+                if u.users.is_empty() {
+                    tracing::warn!(
+                        "users file {} has no users: nobody can authenticate (add one with `corekv user add`)",
+                        path.display()
+                    );
+                }
+                Some(Arc::new(UsersHandle::new(u)))
+            }
+            Err(e) => {
+                return startup_failed(
+                    e.name(),
+                    &e.to_string(),
+                    "create it with `corekv user add --users-file PATH NAME --role admin`, or fix the line named",
+                )
+            }
+        },
+    };
+    if let Err(exposed) = super::config::protected_mode(&args, listen) {
+        return startup_failed(
+            "INSECURE_LISTEN",
+            &format!("{exposed} is not a loopback address and no users_file is set: anyone who can reach it could read, write and back up everything"),
+            "set --users-file (see docs/security.md), bind to 127.0.0.1, or pass --insecure-no-auth if the network itself is trusted",
+        );
+    }
     let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
@@ -59,6 +94,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         reply_bytes_max: args.reply_bytes_max,
         reply_stall_timeout: Duration::from_millis(args.reply_stall_timeout_ms),
         conn_buffer_budget: args.conn_buffer_budget_bytes,
+        users: users.clone(),
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {
@@ -70,7 +106,13 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     let admin = if args.admin_listen == "off" {
         None
     } else {
-        match AdminServer::start(&args.admin_listen, telemetry.clone(), admin_stop.clone()) {
+        let auth = AdminAuth::new(users.clone(), args.health_requires_auth);
+        match AdminServer::start(
+            &args.admin_listen,
+            telemetry.clone(),
+            admin_stop.clone(),
+            auth,
+        ) {
             Ok(a) => Some(a),
             Err(e) => return startup_failed(e.name(), &format!("admin endpoint: {e}"), e.fix()),
         }
@@ -87,6 +129,24 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             tracing::error!("cannot install the handler for signal {sig}: {e}");
         }
     }
+    if args.users_file.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        // Authentication guards the network; the files are guarded by
+        // their modes (docs/security.md): say when they are not.
+        if let Ok(meta) = std::fs::metadata(&args.data_dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "data directory {} has mode {mode:o}: other local users may read its data; chmod 700 it (docs/security.md)",
+                    args.data_dir.display()
+                );
+            }
+        }
+    }
+    let reloader = match (&args.users_file, &users) {
+        (Some(path), Some(handle)) => reload_on_sighup(path.clone(), handle.clone()),
+        _ => None,
+    };
     let shards = engine.info().shard_count;
     while listening.load(Ordering::SeqCst) < usize::from(shards) && !engine.is_stopping() {
         std::thread::sleep(Duration::from_millis(2));
@@ -116,6 +176,10 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         );
     }
     let exits = engine.wait();
+    if let Some((handle, thread)) = reloader {
+        handle.close();
+        let _ = thread.join();
+    }
     admin_stop.store(true, Ordering::SeqCst);
     if let Some(a) = admin {
         a.join();
@@ -145,6 +209,51 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         tracing::info!("corekv stopped cleanly");
     }
     code
+}
+
+/// Reload the users file on SIGHUP, swapping the table every shard and the
+/// admin endpoint read; connections stay up and keep the role they
+/// authenticated with. A file that does not load leaves the old users in
+/// place (logged with its name and line, never its text).
+fn reload_on_sighup(
+    path: std::path::PathBuf,
+    users: Arc<UsersHandle>,
+) -> Option<(signal_hook::iterator::Handle, std::thread::JoinHandle<()>)> {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install the SIGHUP handler (users reload): {e}");
+            return None;
+        }
+    };
+    let handle = signals.handle();
+    let thread = std::thread::Builder::new()
+        .name("corekv-sighup".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match corekv::io::users_file::load(&path) {
+                    Ok(u) => {
+                        let n = u.users.len();
+                        users.replace(u);
+                        tracing::info!(
+                            users = n,
+                            "SIGHUP: reloaded the users file {}",
+                            path.display()
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = e.name(), "SIGHUP: kept the previous users: {e}")
+                    }
+                }
+            }
+        });
+    match thread {
+        Ok(t) => Some((handle, t)),
+        Err(e) => {
+            tracing::error!("cannot start the SIGHUP thread (users reload): {e}");
+            None
+        }
+    }
 }
 
 fn startup_failed(name: &str, message: &str, fix: &str) -> ExitCode {

@@ -45,6 +45,12 @@ pub struct ServeArgs {
     pub listen: String,
     #[arg(long, env = "COREKV_ADMIN_LISTEN", default_value = "127.0.0.1:9070")]
     pub admin_listen: String,
+    #[arg(long, env = "COREKV_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    #[arg(long, env = "COREKV_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    #[arg(long, env = "COREKV_HEALTH_REQUIRES_AUTH")]
+    pub health_requires_auth: bool,
     #[arg(long, env = "COREKV_SHARDS")]
     pub shards: Option<u16>,
     #[arg(long, env = "COREKV_DURABILITY", default_value = "sync")]
@@ -212,6 +218,11 @@ fn to_string(v: &toml::Value) -> Result<String, String> {
         .ok_or_else(|| format!("expected a string, got {v}"))
 }
 
+fn to_bool(v: &toml::Value) -> Result<bool, String> {
+    v.as_bool()
+        .ok_or_else(|| format!("expected true or false, got {v}"))
+}
+
 fn int_value(n: impl TryInto<i64>) -> toml::Value {
     toml::Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
@@ -282,6 +293,57 @@ pub static SETTINGS: &[Setting] = &[
         rule: Rule::Any,
         deprecated: &[],
         access: text!(admin_listen),
+    },
+    Setting {
+        name: "users_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset(
+            "no authentication: every client may do everything, so the listeners must be loopback (or insecure_no_auth set)",
+        ),
+        doc: "TOML file of users, argon2id password hashes and roles (edit it with `corekv user`); when set, every connection and the admin endpoint must authenticate. Reloaded on SIGHUP. See docs/security.md.",
+        rule: Rule::Relation("must exist and parse; keep it mode 0600"),
+        deprecated: &[],
+        access: Access {
+            get: |a| {
+                a.users_file
+                    .as_ref()
+                    .map(|p| toml::Value::String(p.display().to_string()))
+            },
+            set: |a, v| {
+                a.users_file = Some(PathBuf::from(to_string(v)?));
+                Ok(())
+            },
+        },
+    },
+    Setting {
+        name: "insecure_no_auth",
+        kind: Kind::Bool,
+        default: DefaultValue::Bool(false),
+        doc: "Allow listening on a non-loopback address without a users_file (protected mode off: anyone who reaches the port may read, write and back up). Refused at startup otherwise, with INSECURE_LISTEN.",
+        rule: Rule::Any,
+        deprecated: &[],
+        access: Access {
+            get: |a| Some(toml::Value::Boolean(a.insecure_no_auth)),
+            set: |a, v| {
+                a.insecure_no_auth = to_bool(v)?;
+                Ok(())
+            },
+        },
+    },
+    Setting {
+        name: "health_requires_auth",
+        kind: Kind::Bool,
+        default: DefaultValue::Bool(false),
+        doc: "With a users_file, make the admin endpoint's /health need admin credentials too (by default it stays open for load balancers; /metrics always needs them).",
+        rule: Rule::Any,
+        deprecated: &[],
+        access: Access {
+            get: |a| Some(toml::Value::Boolean(a.health_requires_auth)),
+            set: |a, v| {
+                a.health_requires_auth = to_bool(v)?;
+                Ok(())
+            },
+        },
     },
     Setting {
         name: "shards",
@@ -809,6 +871,7 @@ pub fn resolve(mut args: ServeArgs, matches: &ArgMatches) -> Result<Settings, Ve
 fn absolutize(args: &mut ServeArgs) {
     args.data_dir = absolute(&args.data_dir);
     args.log_file = args.log_file.as_deref().map(absolute);
+    args.users_file = args.users_file.as_deref().map(absolute);
     args.config = args.config.as_deref().map(absolute);
 }
 
@@ -1069,6 +1132,7 @@ mod tests {
             .unwrap()
             .serve;
         args.log_file = Some("/tmp/x.log".into());
+        args.users_file = Some("/tmp/users.toml".into());
         for s in SETTINGS {
             let v = (s.access.get)(&args).unwrap_or_else(|| panic!("{}", s.name));
             (s.access.set)(&mut args, &v).unwrap_or_else(|e| panic!("{}: {e}", s.name));

@@ -5,6 +5,7 @@
 //! deterministic, so the same bytes decode the same way on every machine and in the
 //! simulator.
 
+pub mod auth;
 pub mod backup_format;
 pub mod block_format;
 pub mod checksum;

@@ -67,6 +67,10 @@ statuses! {
     FrameTimeout = 107, "FRAME_TIMEOUT", false, "A frame was started but not completed within the frame deadline; the connection is closed.";
     InvalidArgument = 108, "INVALID_ARGUMENT", false, "A request field is out of range (a SCAN limit, a filter that does not compile, too many MGET keys).";
     ReplyTooLarge = 109, "REPLY_TOO_LARGE", false, "The reply (an MGET's values) would exceed the server's reply limit (reply_bytes_max); nothing was read. The body states the size and the limit: ask for fewer keys per request.";
+    NoAuth = 110, "NOAUTH", false, "The connection has not authenticated and the server requires it (users_file is set): send AUTH first. Only HELLO, PING and AUTH are allowed before.";
+    PermissionDenied = 111, "PERMISSION_DENIED", false, "The connection's user has a role that does not allow this operation (read < write < admin); nothing was done.";
+    AuthFailed = 112, "AUTH_FAILED", false, "AUTH named an unknown user or a wrong password (the server does not say which); the connection stays as it was. Failures are counted per source address and throttled.";
+    AuthThrottled = 113, "AUTH_THROTTLED", true, "Too many failed AUTHs from this source address: this attempt was not checked. The body says how long to wait.";
     WalFailed = 200, "WAL_FAILED", false, "The shard's WAL write or fdatasync failed; the shard refuses writes until restarted (reads still work).";
     ShuttingDown = 201, "SHUTTING_DOWN", true, "The server is shutting down and takes no new requests.";
     TooManyConnections = 202, "TOO_MANY_CONNECTIONS", true, "The server is at its connection limit; the connection is closed.";

@@ -1,5 +1,8 @@
 //! The admin HTTP endpoint: `GET /health` (JSON) and `GET /metrics` (Prometheus
 //! text format), on its own OS thread, unpinned from the shards' cores.
+//! With users configured, every path but /health (unless
+//! `health_requires_auth`) needs HTTP basic auth as an admin user
+//! (`net::auth::AdminAuth`).
 //!
 //! It reads only the telemetry snapshots the shards publish (see
 //! `shard::runtime::telemetry`), so a slow or hostile scraper can never stall a shard. It
@@ -17,6 +20,7 @@ use prometheus_client::registry::Registry;
 use crate::shard::metrics::OpClass;
 use crate::shard::runtime::telemetry::{Health, Telemetry, TelemetryView};
 
+use super::auth::{AdminAuth, AdminRefusal};
 use super::server::NetError;
 
 /// A running admin endpoint; stops when the flag is set.
@@ -31,6 +35,7 @@ impl AdminServer {
         addr: &str,
         telemetry: Arc<Telemetry>,
         stop: Arc<AtomicBool>,
+        auth: AdminAuth,
     ) -> Result<AdminServer, NetError> {
         // Like the protocol port: wait out the sockets of a process killed a
         // moment ago (see `server::BIND_RETRY_WINDOW`).
@@ -55,7 +60,7 @@ impl AdminServer {
             })?;
         let thread = std::thread::Builder::new()
             .name("corekv-admin".into())
-            .spawn(move || serve(server, telemetry, stop))
+            .spawn(move || serve(server, telemetry, stop, auth))
             .map_err(|source| NetError::Listen {
                 addr: addr.to_string(),
                 source,
@@ -71,7 +76,12 @@ impl AdminServer {
     }
 }
 
-fn serve(server: tiny_http::Server, telemetry: Arc<Telemetry>, stop: Arc<AtomicBool>) {
+fn serve(
+    server: tiny_http::Server,
+    telemetry: Arc<Telemetry>,
+    stop: Arc<AtomicBool>,
+    mut auth: AdminAuth,
+) {
     while !stop.load(Ordering::SeqCst) {
         let request = match server.recv_timeout(Duration::from_millis(100)) {
             Ok(Some(r)) => r,
@@ -82,6 +92,16 @@ fn serve(server: tiny_http::Server, telemetry: Arc<Telemetry>, stop: Arc<AtomicB
             }
         };
         let path = request.url().split('?').next().unwrap_or("").to_string();
+        let authorization = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Authorization"))
+            .map(|h| h.value.as_str().to_string());
+        let peer = request.remote_addr().map(|a| a.ip());
+        if let Err(refusal) = auth.admit(&path, authorization.as_deref(), peer) {
+            refuse(request, refusal);
+            continue;
+        }
         let (code, content_type, body) = match (request.method(), path.as_str()) {
             (tiny_http::Method::Get, "/health") => {
                 let (code, body) = health(&telemetry.view());
@@ -106,6 +126,35 @@ fn serve(server: tiny_http::Server, telemetry: Arc<Telemetry>, stop: Arc<AtomicB
         if let Err(e) = request.respond(response) {
             tracing::debug!("admin endpoint: response failed: {e}");
         }
+    }
+}
+
+/// Answer a request the gate refused: 401 with a basic-auth challenge, 403,
+/// or 429.
+fn refuse(request: tiny_http::Request, refusal: AdminRefusal) {
+    let (code, body) = match refusal {
+        AdminRefusal::Unauthorized => (
+            401,
+            "authentication required: HTTP basic auth as a user with the admin role\n",
+        ),
+        AdminRefusal::Forbidden => (403, "this user's role is not admin\n"),
+        AdminRefusal::Throttled => (
+            429,
+            "too many failed authentications from this address; retry later\n",
+        ),
+    };
+    let mut response = tiny_http::Response::from_string(body).with_status_code(code);
+    if code == 401 {
+        response = response.with_header(
+            tiny_http::Header::from_bytes(
+                &b"WWW-Authenticate"[..],
+                &b"Basic realm=\"corekv\", charset=\"UTF-8\""[..],
+            )
+            .expect("static header is valid"),
+        );
+    }
+    if let Err(e) = request.respond(response) {
+        tracing::debug!("admin endpoint: response failed: {e}");
     }
 }
 

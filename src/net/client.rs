@@ -328,6 +328,19 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("malformed HELLO response".into()))
     }
 
+    /// Authenticate this connection as `user` (servers with a users file
+    /// refuse everything but HELLO, PING and AUTH before it). Returns the
+    /// user's role: `read`, `write` or `admin`.
+    pub fn auth(&mut self, user: &str, password: &[u8]) -> Result<String, ClientError> {
+        let body = self
+            .call(&Request::Auth {
+                user: user.as_bytes(),
+                password,
+            })?
+            .into_result()?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
     pub fn ping(&mut self) -> Result<(), ClientError> {
         self.call(&Request::Ping { payload: b"" })?
             .into_result()

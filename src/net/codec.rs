@@ -8,6 +8,7 @@
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use crate::core::auth::{Access, PASSWORD_BYTES_MAX, USER_NAME_BYTES_MAX};
 use crate::core::limits::{
     BACKUP_PATH_BYTES_MAX, KEY_BYTES_MAX, MGET_KEYS_MAX, SCAN_LIMIT_MAX, TXN_OPS_MAX,
 };
@@ -34,7 +35,7 @@ pub struct FrameHeader {
 const _: () = assert!(std::mem::size_of::<FrameHeader>() == HEADER_BYTES);
 
 macro_rules! opcodes {
-    ($($variant:ident = $code:literal, $name:literal;)*) => {
+    ($($variant:ident = $code:literal, $name:literal, $access:ident;)*) => {
         #[derive(Copy, Clone, Debug, PartialEq, Eq)]
         #[repr(u8)]
         pub enum Opcode { $($variant = $code,)* }
@@ -49,21 +50,29 @@ macro_rules! opcodes {
             pub fn name(self) -> &'static str {
                 match self { $(Opcode::$variant => $name,)* }
             }
+
+            /// What a connection needs to run it (`core::auth::permits`).
+            pub fn access(self) -> Access {
+                match self { $(Opcode::$variant => Access::$access,)* }
+            }
         }
     };
 }
 
+// Each opcode's last column is the access it needs (the role table is
+// `core::auth::GRANTS`): a new opcode must choose one.
 opcodes! {
-    Hello = 1, "HELLO";
-    Ping = 2, "PING";
-    Get = 3, "GET";
-    Put = 4, "PUT";
-    Delete = 5, "DELETE";
-    Scan = 6, "SCAN";
-    Mget = 7, "MGET";
-    Txn = 8, "TXN";
-    Mput = 9, "MPUT";
-    Backup = 16, "BACKUP";
+    Hello = 1, "HELLO", Open;
+    Ping = 2, "PING", Open;
+    Get = 3, "GET", Read;
+    Put = 4, "PUT", Write;
+    Delete = 5, "DELETE", Write;
+    Scan = 6, "SCAN", Read;
+    Mget = 7, "MGET", Read;
+    Txn = 8, "TXN", Write;
+    Mput = 9, "MPUT", Write;
+    Auth = 10, "AUTH", Open;
+    Backup = 16, "BACKUP", Admin;
 }
 
 /// Bounds the decoder enforces; derived from the server's configuration.
@@ -244,6 +253,12 @@ pub enum Request<'a> {
     /// An absolute directory path on the server host.
     Backup {
         target: &'a [u8],
+    },
+    /// `user_len u32 | user | password`: the user name is checked for its
+    /// length only (an unknown name is AUTH_FAILED, like a wrong password).
+    Auth {
+        user: &'a [u8],
+        password: &'a [u8],
     },
 }
 
@@ -454,6 +469,27 @@ pub fn decode_request<'a>(
                 ));
             }
             Ok(Request::Backup { target: body })
+        }
+        Opcode::Auth => {
+            let (user, password) = take_sized(body).ok_or_else(|| {
+                WireError::fatal(
+                    Status::MalformedBody,
+                    "AUTH user length points past the body".into(),
+                )
+            })?;
+            // The detail never echoes what was sent: it may be a password.
+            if user.is_empty()
+                || user.len() > USER_NAME_BYTES_MAX
+                || password.len() > PASSWORD_BYTES_MAX
+            {
+                return Err(WireError::soft(
+                    Status::InvalidArgument,
+                    format!(
+                        "AUTH takes a user name of 1 to {USER_NAME_BYTES_MAX} bytes and a password of at most {PASSWORD_BYTES_MAX}"
+                    ),
+                ));
+            }
+            Ok(Request::Auth { user, password })
         }
     }
 }
@@ -678,6 +714,18 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
         Request::Txn { body } => put_whole(out, Opcode::Txn, request_id, body),
         Request::Mput(mput) => put_whole(out, Opcode::Mput, request_id, mput.body()),
         Request::Backup { target } => put_whole(out, Opcode::Backup, request_id, target),
+        Request::Auth { user, password } => {
+            put_header(
+                out,
+                Opcode::Auth as u8,
+                0,
+                request_id,
+                4 + user.len() + password.len(),
+            );
+            out.extend_from_slice(&(user.len() as u32).to_le_bytes());
+            out.extend_from_slice(user);
+            out.extend_from_slice(password);
+        }
         Request::Put { key, value } => {
             assert!(key.len() <= u32::MAX as usize);
             put_header(
@@ -750,6 +798,22 @@ mod tests {
         round_trip(Request::Backup {
             target: b"/var/backups/corekv-1",
         });
+        round_trip(Request::Auth {
+            user: b"alice",
+            password: b"pw",
+        });
+        round_trip(Request::Auth {
+            user: b"a",
+            password: b"",
+        });
+        let e = bad(&frame(Opcode::Auth as u8, &9u32.to_le_bytes()));
+        assert_eq!((e.status, e.fatal), (Status::MalformedBody, true));
+        let mut body = 1u32.to_le_bytes().to_vec();
+        body.push(b'u');
+        body.extend_from_slice(&[b'p'; PASSWORD_BYTES_MAX + 1]);
+        let e = bad(&frame(Opcode::Auth as u8, &body));
+        assert_eq!((e.status, e.fatal), (Status::InvalidArgument, false));
+        assert!(!e.detail.contains("ppp"), "{}", e.detail);
         for body in [&b""[..], b"/a\0b", &[b'/'; BACKUP_PATH_BYTES_MAX + 1]] {
             let e = bad(&frame(Opcode::Backup as u8, body));
             assert_eq!((e.status, e.fatal), (Status::InvalidArgument, false));

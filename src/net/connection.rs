@@ -53,6 +53,7 @@ pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &C
     // Replies of up to this much per round need no share of the budget (like
     // the base receive buffer): small requests always make progress.
     let mut batch = RequestBatch::new(ctx);
+    batch.start_session(cfg, stream.peer_addr().ok().map(|a| a.ip()));
     let mut needed = HEADER_BYTES;
     // This connection's share of the shard's buffer budget, given back on
     // every exit path (drop).

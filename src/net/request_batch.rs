@@ -57,6 +57,9 @@ pub struct ConnConfig {
     pub reply_stall: std::time::Duration,
     /// This shard's budget for all its connections' buffers.
     pub buffers: BufferBudget,
+    /// Users and the failed-login throttle; `None`: authentication is off
+    /// and every connection may do everything.
+    pub auth: Option<super::auth::ShardAuth>,
 }
 
 /// What to answer for each request of a batch, in arrival order.
@@ -105,6 +108,14 @@ pub enum Entry {
         id: u64,
         payload: Range<usize>,
     },
+    /// Verified by `execute` off the executor; ends its batch, so the
+    /// requests after it are checked against the session it establishes.
+    Auth {
+        id: u64,
+        user: String,
+        password: Vec<u8>,
+        outcome: Option<(Status, Vec<u8>)>,
+    },
     Error {
         id: u64,
         opcode: u8,
@@ -141,6 +152,10 @@ pub struct RequestBatch {
     serial: bool,
     serial_status: Status,
     serial_out: Vec<u8>,
+    /// Who the connection is: every request is checked against it in `fill`.
+    session: crate::core::auth::Session,
+    /// The client's address, for the failed-AUTH throttle.
+    peer: Option<std::net::IpAddr>,
 }
 
 impl RequestBatch {
@@ -157,7 +172,16 @@ impl RequestBatch {
             serial: false,
             serial_status: Status::Ok,
             serial_out: Vec::new(),
+            // Fail closed: a connection that skipped `start_session` can do nothing.
+            session: crate::core::auth::Session::new(true),
+            peer: None,
         }
+    }
+
+    /// Set up the connection's session: unauthenticated when `cfg` has users.
+    pub fn start_session(&mut self, cfg: &ConnConfig, peer: Option<std::net::IpAddr>) {
+        self.session = crate::core::auth::Session::new(cfg.auth.is_some());
+        self.peer = peer;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -230,12 +254,19 @@ impl RequestBatch {
                 Parsed::Frame { header, body, len } => {
                     let id = header.request_id.get();
                     let body_start = consumed + HEADER_BYTES;
-                    let decoded = decode_request(&header, body, &cfg.limits);
+                    // The permission check, before the body is even decoded:
+                    // an unauthenticated peer reaches no decoder but AUTH's.
+                    let refused = Opcode::from_u8(header.opcode)
+                        .and_then(|op| self.session.check(op.access()).err());
+                    let decoded = match refused {
+                        Some(status) => Err(refusal(status, header.opcode)),
+                        None => decode_request(&header, body, &cfg.limits),
+                    };
                     consumed += len;
                     match decoded {
                         // A backup's cut must not include requests sent after
                         // it, so it closes the batch.
-                        Ok(request @ Request::Backup { .. }) => {
+                        Ok(request @ (Request::Backup { .. } | Request::Auth { .. })) => {
                             self.add(ctx, data, id, request, body_start..body_start + body.len());
                             return Filled {
                                 consumed,
@@ -319,6 +350,12 @@ impl RequestBatch {
                 target: target.to_vec(),
                 outcome: None,
             }),
+            Request::Auth { user, password } => self.order.push(Entry::Auth {
+                id,
+                user: String::from_utf8_lossy(user).into_owned(),
+                password: password.to_vec(),
+                outcome: None,
+            }),
             Request::Ping { payload } => self.order.push(Entry::Ping {
                 id,
                 payload: body_start..body_start + payload.len(),
@@ -392,6 +429,30 @@ impl RequestBatch {
                 *outcome = Some(match crate::shard::backup::run_backup(ctx, target).await {
                     Ok(summary) => (Status::Ok, summary),
                     Err(f) => (f.status, f.detail.into_bytes()),
+                });
+            }
+            if let Entry::Auth {
+                user,
+                password,
+                outcome: outcome @ None,
+                ..
+            } = entry
+            {
+                let password = std::mem::take(password);
+                *outcome = Some(match &cfg.auth {
+                    None => (
+                        Status::InvalidArgument,
+                        b"authentication is off on this server (no users_file)".to_vec(),
+                    ),
+                    Some(auth) => {
+                        let done =
+                            super::auth::authenticate(auth, self.peer, user.clone(), password)
+                                .await;
+                        if let Some(session) = done.session {
+                            self.session = session;
+                        }
+                        (done.status, done.body)
+                    }
                 });
             }
         }
@@ -540,6 +601,14 @@ impl RequestBatch {
                         metrics.record_request(OpClass::Other, status, nanos);
                         encode_response(outb.buf(), Opcode::Backup as u8, *id, status, body);
                     }
+                    Entry::Auth { id, outcome, .. } => {
+                        let (status, body) = match outcome {
+                            Some((status, body)) => (*status, body.as_slice()),
+                            None => (Status::Internal, &b"AUTH did not run"[..]),
+                        };
+                        metrics.record_request(OpClass::Other, status, nanos);
+                        encode_response(outb.buf(), Opcode::Auth as u8, *id, status, body);
+                    }
                     Entry::Ping { id, payload } => encode_response(
                         outb.buf(),
                         Opcode::Ping as u8,
@@ -617,6 +686,11 @@ impl RequestBatch {
     /// One warning line for a slow batch, naming its ops and owner shards.
     #[cold]
     pub fn log_slow(&self, ctx: &ShardContext, nanos: u64) {
+        // AUTH is slow by design (argon2id, tens of ms off the executor): a
+        // log line per login would drown the real slow batches.
+        if self.order.iter().any(|e| matches!(e, Entry::Auth { .. })) {
+            return;
+        }
         let mut ops = [0usize; 4];
         let mut shards: Vec<u16> = Vec::new();
         for e in &self.order {
@@ -651,6 +725,20 @@ impl RequestBatch {
 }
 
 /// Where `part` (a slice of `data`) lies in `data`.
+/// The answer to an operation the session may not run (NOAUTH or
+/// PERMISSION_DENIED): the connection stays open.
+fn refusal(status: Status, opcode: u8) -> super::codec::WireError {
+    let name = Opcode::from_u8(opcode).map_or("?", Opcode::name);
+    super::codec::WireError {
+        status,
+        fatal: false,
+        detail: match status {
+            Status::NoAuth => format!("{name} needs authentication: send AUTH first"),
+            _ => format!("{name} is not allowed for this user's role"),
+        },
+    }
+}
+
 fn span(data: &[u8], part: &[u8]) -> Range<u32> {
     if part.is_empty() {
         return 0..0;

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     pub reply_stall_timeout: Duration,
     /// Per shard: bytes all its connections' buffers may hold together.
     pub conn_buffer_budget: usize,
+    /// The users connections authenticate as (`None`: authentication is off).
+    pub users: Option<Arc<super::auth::UsersHandle>>,
 }
 
 impl ServerConfig {
@@ -62,6 +64,7 @@ impl ServerConfig {
             reply_bytes_max: REPLY_BYTES_MAX_DEFAULT,
             reply_stall_timeout: Duration::from_millis(REPLY_STALL_TIMEOUT_MS_DEFAULT),
             conn_buffer_budget: CONN_BUFFER_BUDGET_DEFAULT,
+            users: None,
         }
     }
 }
@@ -268,6 +271,7 @@ pub async fn serve_shard(
         reply_bytes_max: cfg.reply_bytes_max,
         reply_stall: cfg.reply_stall_timeout,
         buffers: BufferBudget::new(cfg.conn_buffer_budget),
+        auth: cfg.users.clone().map(super::auth::ShardAuth::new),
     });
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
