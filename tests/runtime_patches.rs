@@ -55,6 +55,18 @@ fn requests_that_wake_a_parked_shard(c: &mut corekv::net::client::Client, n: u64
     }
 }
 
+/// A server with `shards` shards, and the calls to `syscalls` it made while
+/// serving `rounds` rounds of [`requests_that_wake_a_parked_shard`].
+fn traced_rounds(shards: &str, syscalls: &str, rounds: u64) -> Option<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", shards, "--durability", "async"]);
+    let mut c = server.client();
+    c.put(b"warm", b"up").unwrap();
+    trace_syscalls(server.pid(), syscalls, || {
+        requests_that_wake_a_parked_shard(&mut c, rounds)
+    })
+}
+
 /// Submission queue entries passed to io_uring_enter (its second argument),
 /// summed over the traced calls.
 fn sqes(lines: &[String]) -> u64 {
@@ -76,15 +88,10 @@ fn sqes(lines: &[String]) -> u64 {
 /// strace counted one membarrier per park (about 2 per request here).
 #[test]
 fn parking_a_shard_issues_no_membarrier() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start_server(dir.path(), &["--shards", "2", "--durability", "async"]);
-    let mut c = server.client();
-    c.put(b"warm", b"up").unwrap();
     const REQUESTS: u64 = 500;
-    let traced = trace_syscalls(server.pid(), "membarrier,io_uring_enter", || {
-        requests_that_wake_a_parked_shard(&mut c, REQUESTS)
-    });
-    let Some(lines) = traced else { return };
+    let Some(lines) = traced_rounds("2", "membarrier,io_uring_enter", REQUESTS) else {
+        return;
+    };
     let count = |name: &str| {
         lines
             .iter()
@@ -110,15 +117,10 @@ fn parking_a_shard_issues_no_membarrier() {
 /// timer's cancel and re-arm, with their completions), after it about 6.
 #[test]
 fn parking_a_shard_keeps_its_armed_timer() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start_server(dir.path(), &["--shards", "1", "--durability", "async"]);
-    let mut c = server.client();
-    c.put(b"warm", b"up").unwrap();
     const REQUESTS: u64 = 500;
-    let traced = trace_syscalls(server.pid(), "io_uring_enter", || {
-        requests_that_wake_a_parked_shard(&mut c, REQUESTS)
-    });
-    let Some(lines) = traced else { return };
+    let Some(lines) = traced_rounds("1", "io_uring_enter", REQUESTS) else {
+        return;
+    };
     // Two requests (PING, PUT) per round.
     let per_request = sqes(&lines) as f64 / (2 * REQUESTS) as f64;
     eprintln!("{per_request:.2} ring submissions per request");

@@ -191,7 +191,7 @@ pub fn reserve_listen(addr: &str) -> Result<ListenReservation, NetError> {
         addr: addr.into(),
         source,
     };
-    let socket = bind_retrying(addr, || reservation_socket(resolved))?;
+    let socket = bind_retrying(addr, || reusable_socket(resolved))?;
     let bound = socket
         .local_addr()
         .map_err(listen_err)?
@@ -203,7 +203,9 @@ pub fn reserve_listen(addr: &str) -> Result<ListenReservation, NetError> {
     })
 }
 
-fn reservation_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+/// A socket bound to `addr` with SO_REUSEADDR and SO_REUSEPORT, not
+/// listening: the reservation as it is, a shard's listener once it listens.
+fn reusable_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -231,16 +233,7 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 fn bind_listener_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let domain = if addr.is_ipv6() {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    };
-    let sk = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    sk.set_reuse_address(true)?;
-    sk.set_reuse_port(true)?;
-    sk.bind(&addr.into())?;
+    let sk = reusable_socket(addr)?;
     sk.listen(1024)?;
     Ok(sk)
 }
