@@ -198,9 +198,9 @@ fn park_policy_shows_in_the_runtime_metrics() {
             let spin: f64 = common::metric_samples(server.admin, "corekv_runtime_spin_seconds")
                 .iter()
                 .sum();
-            // A few hundred parks: the shard has idled through many timer
-            // wake-ups, each followed by the policy's spin.
-            if parks >= 200.0 || Instant::now() > deadline {
+            // Dozens of parks: the shard has idled through many timer
+            // wake-ups (about 14 a second), each followed by the policy's spin.
+            if parks >= 40.0 || Instant::now() > deadline {
                 return (parks, spin);
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -213,7 +213,8 @@ fn park_policy_shows_in_the_runtime_metrics() {
     );
     let (_, latency_first_spin) = spin_after_idle("latency-first");
     assert!(
-        latency_first_spin > 10.0 * efficient_spin && latency_first_spin > 0.05,
+        // 40 wake-ups x 2 ms is 0.08 s of spinning under latency-first.
+        latency_first_spin > 10.0 * efficient_spin && latency_first_spin > 0.04,
         "spin seconds: latency-first {latency_first_spin}, efficient {efficient_spin}"
     );
 }
