@@ -208,7 +208,7 @@ fn park_policy_shows_in_the_runtime_metrics() {
     };
     let (parks, efficient_spin) = spin_after_idle("efficient");
     assert!(
-        parks >= 200.0,
+        parks >= 40.0,
         "an idle shard parked only {parks} times in 30 s"
     );
     let (_, latency_first_spin) = spin_after_idle("latency-first");
