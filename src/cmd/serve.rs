@@ -45,9 +45,18 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         Ok(a) => a,
         Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
     };
+    let resp_listen = if args.resp_listen == "off" {
+        None
+    } else {
+        match resolve_listen(&args.resp_listen) {
+            Ok(a) => Some(a),
+            Err(e) => return startup_failed(e.name(), &format!("RESP listener: {e}"), e.fix()),
+        }
+    };
     let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
+        resp_listen,
         value_bytes_max: args.value_bytes_max,
         connections_per_shard_max: args.connections_per_shard_max,
         frame_timeout: Duration::from_millis(args.frame_timeout_ms),
@@ -94,9 +103,10 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "corekv serving: data_dir={} listen={} admin={} shards={} durability={} cpus={:?}",
+            "corekv serving: data_dir={} listen={} resp={} admin={} shards={} durability={} cpus={:?}",
             info.data_dir.display(),
             listen,
+            resp_listen.map_or("off".to_string(), |a| a.to_string()),
             admin
                 .as_ref()
                 .map_or("off".to_string(), |a| a.addr.to_string()),
