@@ -30,6 +30,7 @@ use crate::shard::ShardContext;
 
 use super::codec::{parse_command, Parsed, Reply};
 use super::commands::{Flow, Session};
+use super::pipeline::{plain, Io, Pipeline};
 use crate::net::conn_buf::RecvBuf;
 use crate::net::outbound::{Held, Outbound, SendError};
 use crate::net::request_batch::ConnConfig;
@@ -111,12 +112,15 @@ pub async fn serve_resp_connection(
     let mut rbuf = RecvBuf::new(ceiling);
     let mut outb = Outbound::new(cfg.reply_buffer_bytes, cfg.reply_stall);
     let held_in = Held::new(&cfg.buffers, metrics);
+    let held_out = Held::new(&cfg.buffers, metrics);
+    let mut pipeline = Pipeline::new(ctx);
     let mut session = Session::new(ctx, peer, local, maxclients);
     let mut args = Vec::new();
     loop {
         let mut consumed = 0;
         let mut count = 0;
         let mut close = false;
+        let mut fatal = None;
         while count < BATCH_REQUESTS_MAX && consumed < BATCH_BYTES_MAX {
             let data = rbuf.data();
             match parse_command(&data[consumed..], bulk_max, ceiling, &mut args) {
@@ -124,11 +128,8 @@ pub async fn serve_resp_connection(
                 Parsed::Bad(detail) => {
                     metrics.protocol_error();
                     tracing::debug!("closing a RESP connection after a protocol error: {detail}");
-                    Reply {
-                        out: outb.buf(),
-                        proto: session.proto,
-                    }
-                    .error(&format!("ERR {detail}"));
+                    // Answered after the commands before it.
+                    fatal = Some(detail);
                     close = true;
                     break;
                 }
@@ -143,6 +144,27 @@ pub async fn serve_resp_connection(
                         .iter()
                         .map(|r| &data[base + r.start..base + r.end])
                         .collect();
+                    let plain = plain(&argv);
+                    if pipeline.kind().is_some() && pipeline.kind() != plain {
+                        let mut io = Io {
+                            ctx,
+                            cfg,
+                            outb: &mut outb,
+                            stream: &mut stream,
+                            held_out: &held_out,
+                            metrics,
+                            proto: session.proto,
+                        };
+                        if let Err(e) = pipeline.answer(data, &mut io).await {
+                            return send_failed(e, metrics, cfg);
+                        }
+                    }
+                    if let Some(kind) = plain {
+                        let value = args.get(2).map_or(0..0, |r| base + r.start..base + r.end);
+                        let key = base + args[1].start..base + args[1].end;
+                        pipeline.push(ctx, data, kind, key, value);
+                        continue;
+                    }
                     let started = Instant::now();
                     let (flow, class, status) =
                         session.run(&argv, ctx, cfg, &mut outb, &mut stream).await;
@@ -166,6 +188,25 @@ pub async fn serve_resp_connection(
                     }
                 }
             }
+        }
+        let mut io = Io {
+            ctx,
+            cfg,
+            outb: &mut outb,
+            stream: &mut stream,
+            held_out: &held_out,
+            metrics,
+            proto: session.proto,
+        };
+        if let Err(e) = pipeline.answer(rbuf.data(), &mut io).await {
+            return send_failed(e, metrics, cfg);
+        }
+        if let Some(detail) = fatal {
+            Reply {
+                out: outb.buf(),
+                proto: session.proto,
+            }
+            .error(&format!("ERR {detail}"));
         }
         if !outb.is_empty() {
             if let Err(e) = outb.flush(&mut stream).await {

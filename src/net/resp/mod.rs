@@ -4,7 +4,8 @@
 //!
 //! It owns RESP framing (codec.rs), the command table and per-connection
 //! session (commands.rs), the string and key commands (strings.rs), the
-//! keyspace walks and INFO (keyspace.rs), and the listener and connection
+//! keyspace walks and INFO (keyspace.rs), runs of pipelined plain GETs or
+//! SETs executed as one batch (pipeline.rs), and the listener and connection
 //! loop (connection.rs). It is served by the same shards, with the same
 //! connection limit, timeouts, buffer budget and metrics as the native
 //! listener. It must never reach into a shard's state: every command becomes
@@ -15,4 +16,5 @@ pub mod codec;
 pub mod commands;
 pub mod connection;
 pub mod keyspace;
+pub mod pipeline;
 pub mod strings;
