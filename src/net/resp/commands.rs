@@ -68,6 +68,7 @@ macro_rules! cmds {
 cmds! {
     "append", 3, W, (1, 1, 1), "string", "Appends a string to the value of a key.";
     "client", -2, &["admin", "noscript"], (0, 0, 0), "connection", "CLIENT SETNAME/GETNAME/ID/INFO.";
+    "config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "CONFIG GET of the settings that map onto Redis's.";
     "command", -1, &["loading", "stale"], (0, 0, 0), "server", "Details about commands.";
     "dbsize", 1, &["readonly"], (0, 0, 0), "server", "Number of keys (counted by a scan: O(N)).";
     "decr", 2, W, (1, 1, 1), "string", "Decrements the integer value of a key by one.";
@@ -236,6 +237,7 @@ impl Session {
             }
             "client" => self.client(&mut run),
             "command" => self.command(&mut run),
+            "config" => self.config(&mut run),
             "time" => {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -391,6 +393,59 @@ impl Session {
             _ => {
                 let e = format!(
                     "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                    String::from_utf8_lossy(argv[1])
+                );
+                run.reply(proto).error(&e);
+            }
+        }
+        Ok(OK)
+    }
+
+    /// CONFIG GET for the Redis parameters that have a corekv meaning
+    /// (redis-benchmark and dashboards ask for them); CONFIG SET is refused:
+    /// corekv's settings are fixed at start.
+    fn config(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let sub = String::from_utf8_lossy(argv[1]).to_ascii_lowercase();
+        let fsync = match run.ctx.durability {
+            crate::core::types::Durability::Sync => "always",
+            crate::core::types::Durability::Async => "everysec",
+        };
+        let maxclients = self.maxclients.to_string();
+        let params: [(&str, &str); 5] = [
+            ("appendonly", "yes"),
+            ("appendfsync", fsync),
+            ("save", ""),
+            ("databases", "1"),
+            ("maxclients", &maxclients),
+        ];
+        let proto = self.proto;
+        match sub.as_str() {
+            "get" if argv.len() >= 3 => {
+                let found: Vec<&(&str, &str)> = params
+                    .iter()
+                    .filter(|(name, _)| {
+                        argv[2..].iter().any(|p| {
+                            super::keyspace::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
+                        })
+                    })
+                    .collect();
+                let mut r = run.reply(proto);
+                r.map(found.len());
+                for (name, value) in found {
+                    r.bulk(name.as_bytes());
+                    r.bulk(value.as_bytes());
+                }
+            }
+            "get" => run
+                .reply(proto)
+                .error("ERR wrong number of arguments for 'config|get' command"),
+            "set" | "resetstat" | "rewrite" => run.reply(proto).error(
+                "ERR CONFIG SET/RESETSTAT/REWRITE are not supported by corekv: settings are fixed at start (docs/settings.md)",
+            ),
+            _ => {
+                let e = format!(
+                    "ERR unknown subcommand '{}'. Try CONFIG HELP.",
                     String::from_utf8_lossy(argv[1])
                 );
                 run.reply(proto).error(&e);
