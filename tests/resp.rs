@@ -36,12 +36,6 @@ enum V {
     Other(u8, String),
 }
 
-impl V {
-    fn bulk(s: &str) -> V {
-        V::Bulk(s.as_bytes().to_vec())
-    }
-}
-
 struct Conn {
     r: BufReader<TcpStream>,
 }
@@ -73,7 +67,10 @@ impl Conn {
     fn line(&mut self) -> String {
         let mut l = Vec::new();
         self.r.read_until(b'\n', &mut l).expect("read a reply line");
-        assert!(l.ends_with(b"\r\n"), "reply line not CRLF-terminated: {l:?}");
+        assert!(
+            l.ends_with(b"\r\n"),
+            "reply line not CRLF-terminated: {l:?}"
+        );
         l.truncate(l.len() - 2);
         String::from_utf8(l).expect("reply line is text")
     }
@@ -346,13 +343,22 @@ fn replies_match_redis() {
     same_replies(
         &mut ours,
         &mut theirs,
-        &[&["HELLO", "2", "SETNAME", "n2"], &["CLIENT", "GETNAME"], &["GET", "nope"]],
+        &[
+            &["HELLO", "2", "SETNAME", "n2"],
+            &["CLIENT", "GETNAME"],
+            &["GET", "nope"],
+        ],
     );
     // RESET goes back to RESP2 and drops the name.
     same_replies(
         &mut ours,
         &mut theirs,
-        &[&["HELLO", "3"], &["RESET"], &["GET", "nope"], &["CLIENT", "GETNAME"]],
+        &[
+            &["HELLO", "3"],
+            &["RESET"],
+            &["GET", "nope"],
+            &["CLIENT", "GETNAME"],
+        ],
     );
     // INFO: Redis's layout, in a RESP3 verbatim string after HELLO 3.
     ours.cmd(&[b"HELLO", b"3"]);
@@ -360,7 +366,12 @@ fn replies_match_redis() {
         V::Verbatim(fmt, text) => {
             assert_eq!(fmt, "txt:");
             let text = String::from_utf8(text).unwrap();
-            for needle in ["# Server\r\n", "redis_version:", "# Clients\r\nconnected_clients:", "# Keyspace\r\ndb0:keys="] {
+            for needle in [
+                "# Server\r\n",
+                "redis_version:",
+                "# Clients\r\nconnected_clients:",
+                "# Keyspace\r\ndb0:keys=",
+            ] {
                 assert!(text.contains(needle), "INFO lacks {needle:?}: {text}");
             }
         }
@@ -381,8 +392,356 @@ fn wipe(c: &mut Conn) {
         panic!("KEYS answers an array")
     };
     for k in keys {
-        let V::Bulk(k) = k else { panic!("keys are bulk strings") };
+        let V::Bulk(k) = k else {
+            panic!("keys are bulk strings")
+        };
         assert_eq!(c.cmd(&[b"DEL", &k]), V::Int(1));
     }
     assert_eq!(c.cmd(&[b"DBSIZE"]), V::Int(0));
+}
+
+/// Keys that land on different shards of a 2-shard server.
+fn keys_on_both_shards(n: usize) -> Vec<String> {
+    let keys: Vec<String> = (0..n).map(|i| format!("acct-{i}")).collect();
+    let shards: std::collections::HashSet<u16> = keys
+        .iter()
+        .map(|k| shard_for_key(k.as_bytes(), 2).0)
+        .collect();
+    assert_eq!(shards.len(), 2, "the keys must span both shards");
+    keys
+}
+
+/// MSET is one transaction: a reader's MGET (one snapshot) never sees some
+/// keys of an MSET and not others, though they live on different shards.
+/// INCR from several clients at once loses no increment.
+#[test]
+fn mset_is_atomic_across_shards_and_incr_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let keys = keys_on_both_shards(8);
+    let mut setup = Conn::open(resp);
+    let mset = |c: &mut Conn, v: &str| {
+        let mut args: Vec<&[u8]> = vec![b"MSET"];
+        for k in &keys {
+            args.push(k.as_bytes());
+            args.push(v.as_bytes());
+        }
+        assert_eq!(c.cmd(&args), V::Simple("OK".into()));
+    };
+    mset(&mut setup, "0");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (keys, done) = (keys.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut c = Conn::open(resp);
+            let mut args: Vec<&[u8]> = vec![b"MGET"];
+            args.extend(keys.iter().map(|k| k.as_bytes()));
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) || reads == 0 {
+                let V::Array(vals) = c.cmd(&args) else {
+                    panic!("MGET answers an array")
+                };
+                assert!(
+                    vals.windows(2).all(|w| w[0] == w[1]),
+                    "an MGET saw part of an MSET: {vals:?}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=200 {
+        mset(&mut setup, &i.to_string());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(reader.join().expect("reader saw only whole MSETs") > 0);
+
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(resp);
+                for _ in 0..100 {
+                    assert!(matches!(c.cmd(&[b"INCR", b"counter"]), V::Int(_)));
+                    assert!(matches!(c.cmd(&[b"APPEND", b"log", b"x"]), V::Int(_)));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    assert_eq!(setup.cmd(&[b"GET", b"counter"]), V::Bulk(b"400".to_vec()));
+    assert_eq!(setup.cmd(&[b"STRLEN", b"log"]), V::Int(400));
+}
+
+/// SCAN pages through every shard: a full iteration with a small COUNT
+/// returns each key exactly once (redis-cli --scan parses the cursor as a
+/// number, so corekv's cursors are numbers too).
+#[test]
+fn scan_iterates_every_key_once_and_redis_tools_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let mut c = Conn::open(resp);
+    // Pipelined SETs, not one MSET: a scan takes no locks, so it may miss a
+    // transaction's writes on a participant shard for the moment between
+    // the OK and their apply (docs/transactions.md), and this test wants
+    // every key.
+    for i in 0..1000 {
+        c.send(&[b"SET", format!("s:{i:04}").as_bytes(), b"v"]);
+    }
+    for _ in 0..1000 {
+        assert_eq!(c.read(), V::Simple("OK".into()));
+    }
+    assert_eq!(c.cmd(&[b"SET", b"other", b"v"]), V::Simple("OK".into()));
+    let mut seen = Vec::new();
+    let mut cursor = b"0".to_vec();
+    let mut pages = 0;
+    loop {
+        let V::Array(mut reply) = c.cmd(&[b"SCAN", &cursor, b"MATCH", b"s:*", b"COUNT", b"37"])
+        else {
+            panic!("SCAN answers an array")
+        };
+        let V::Array(keys) = reply.pop().unwrap() else {
+            panic!("a key list")
+        };
+        let V::Bulk(next) = reply.pop().unwrap() else {
+            panic!("a cursor")
+        };
+        assert!(keys.len() <= 37);
+        seen.extend(keys);
+        pages += 1;
+        if next == b"0" {
+            break;
+        }
+        assert!(std::str::from_utf8(&next).unwrap().parse::<u64>().is_ok());
+        cursor = next;
+    }
+    assert!(pages > 10, "COUNT 37 over 1000 keys takes many pages");
+    let mut keys: Vec<Vec<u8>> = seen
+        .into_iter()
+        .map(|v| match v {
+            V::Bulk(b) => b,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    keys.sort();
+    let want: Vec<Vec<u8>> = (0..1000)
+        .map(|i| format!("s:{i:04}").into_bytes())
+        .collect();
+    let missing: Vec<_> = want.iter().filter(|k| !keys.contains(k)).take(5).collect();
+    assert!(missing.is_empty(), "keys the scan missed, e.g. {missing:?}");
+    assert_eq!(keys.len(), want.len(), "each matching key exactly once");
+
+    let Some(cli) = which("redis-cli") else {
+        eprintln!("SKIPPED: redis-cli is not installed (CI installs redis-tools)");
+        return;
+    };
+    let port = resp.port().to_string();
+    // redis-cli --scan: the cursor loop of the real tool.
+    let o = Command::new(&cli)
+        .args(["-p", &port, "--scan", "--pattern", "s:0*"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let mut listed: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    listed.sort();
+    let want: Vec<String> = (0..1000).map(|i| format!("s:{i:04}")).collect();
+    assert_eq!(
+        listed.len(),
+        want.len(),
+        "redis-cli --scan lists each key once"
+    );
+    assert_eq!(listed, want);
+    // Plain redis-cli commands.
+    let o = Command::new(&cli)
+        .args(["-p", &port, "get", "other"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "v\n");
+}
+
+/// redis-cli --pipe mass insert and redis-benchmark at pipeline depth 1 and
+/// 16 complete without errors, and every inserted key reads back.
+#[test]
+fn redis_cli_pipe_and_redis_benchmark() {
+    let (Some(cli), Some(bench)) = (which("redis-cli"), which("redis-benchmark")) else {
+        eprintln!(
+            "SKIPPED: redis-cli or redis-benchmark is not installed (CI installs redis-tools)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let port = resp.port().to_string();
+    let n = 100_000;
+    let mut input = Vec::new();
+    for i in 0..n {
+        let (k, v) = (format!("mass:{i}"), format!("value-{i}"));
+        input.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n${}\r\n{v}\r\n",
+                k.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let mut child = Command::new(&cli)
+        .args(["-p", &port, "--pipe"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains(&format!("errors: 0, replies: {n}")), "{out}");
+    let mut c = Conn::open(resp);
+    assert_eq!(c.cmd(&[b"DBSIZE"]), V::Int(n));
+    assert_eq!(
+        c.cmd(&[b"GET", b"mass:99999"]),
+        V::Bulk(b"value-99999".to_vec())
+    );
+    assert_eq!(c.cmd(&[b"GET", b"mass:0"]), V::Bulk(b"value-0".to_vec()));
+
+    for pipeline in ["1", "16"] {
+        let o = Command::new(&bench)
+            .args([
+                "-p", &port, "-t", "set,get", "-n", "20000", "-P", pipeline, "-q",
+            ])
+            .args(["-c", "20"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success(),
+            "redis-benchmark -P {pipeline}: {out} {err}"
+        );
+        for t in ["SET:", "GET:"] {
+            assert!(
+                out.contains(t),
+                "redis-benchmark -P {pipeline} ran {t}: {out}"
+            );
+        }
+        assert!(!err.contains("ERR") && !out.contains("ERR"), "{out} {err}");
+    }
+    // The benchmark's key reads back (it SETs "key:__rand_int__" = "xxx").
+    assert_eq!(c.cmd(&[b"STRLEN", b"key:__rand_int__"]), V::Int(3));
+}
+
+/// Read until the server closes the connection; returns what it sent.
+fn drain(mut s: TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Protocol errors get Redis's texts and a close; huge declared lengths
+/// allocate nothing; garbage never takes the server down, and a well-behaved
+/// client is served throughout.
+#[test]
+fn hostile_resp_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, resp) = start_corekv(dir.path(), &["--frame-timeout-ms", "1000"]);
+    let redis = start_redis();
+    let cases: &[&[u8]] = &[
+        b"*99999999999\r\n",
+        b"*1\r\n:5\r\n",
+        b"*1\r\n$999999999999\r\n",
+        b"*2\r\n$-7\r\n",
+        b"*x\r\n",
+    ];
+    for case in cases {
+        let mut s = TcpStream::connect(resp).unwrap();
+        s.write_all(case).unwrap();
+        let ours = drain(s);
+        assert!(
+            ours.starts_with(b"-ERR Protocol error: "),
+            "{case:?}: {ours:?}"
+        );
+        if let Some(redis) = &redis {
+            let mut s = TcpStream::connect(redis.addr).unwrap();
+            s.write_all(case).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&drain(s)),
+                "protocol error for {case:?} differs from Redis's"
+            );
+        }
+    }
+    let rss_before = server.rss_bytes();
+    // Declared, never sent: a 15 MiB bulk (under the value limit) and a
+    // 40 000-element array, on 50 connections that then stall.
+    let mut stalled = Vec::new();
+    for i in 0..50 {
+        let mut s = TcpStream::connect(resp).unwrap();
+        let head: &[u8] = if i % 2 == 0 {
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$15728640\r\nabc"
+        } else {
+            b"*20001\r\n$3\r\nDEL\r\n"
+        };
+        s.write_all(head).unwrap();
+        stalled.push(s);
+    }
+    // An inline command with no newline: refused at 64 KiB, not buffered on.
+    let mut s = TcpStream::connect(resp).unwrap();
+    let junk = vec![b'a'; 200 * 1024];
+    let _ = s.write_all(&junk);
+    let got = drain(s);
+    assert!(
+        got.starts_with(b"-ERR Protocol error: too big inline request"),
+        "{got:?}"
+    );
+    // Random binary garbage on many connections.
+    let mut seed = 12345u64;
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(resp).unwrap();
+        let junk: Vec<u8> = (0..2048)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 33) as u8
+            })
+            .collect();
+        let _ = s.write_all(&junk);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        drain(s);
+    }
+    // Served throughout.
+    let mut good = Conn::open(resp);
+    assert_eq!(good.cmd(&[b"SET", b"good", b"1"]), V::Simple("OK".into()));
+    assert_eq!(good.cmd(&[b"GET", b"good"]), V::Bulk(b"1".to_vec()));
+    let grown = server.rss_bytes().saturating_sub(rss_before);
+    assert!(
+        grown < 64 * 1024 * 1024,
+        "declared lengths must not be allocated: RSS grew {grown} bytes"
+    );
+    // The stalled commands time out (frame timeout 1 s) with a named error.
+    for s in stalled {
+        let got = drain(s);
+        assert!(
+            got.is_empty() || got.starts_with(b"-ERR FRAME_TIMEOUT"),
+            "{:?}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    assert_eq!(good.cmd(&[b"PING"]), V::Simple("PONG".into()));
+}
+
+/// `--resp-listen off` disables the listener.
+#[test]
+fn resp_listener_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--resp-listen", "off"]);
+    assert_eq!(server.resp, None);
+    server.client().put(b"k", b"v").unwrap();
 }
