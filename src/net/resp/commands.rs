@@ -426,7 +426,7 @@ impl Session {
                     .iter()
                     .filter(|(name, _)| {
                         argv[2..].iter().any(|p| {
-                            super::keyspace::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
+                            super::glob::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
                         })
                     })
                     .collect();

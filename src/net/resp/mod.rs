@@ -3,7 +3,7 @@
 //! work against corekv.
 //!
 //! It owns RESP framing (codec.rs), the command table and per-connection
-//! session (commands.rs), the string and key commands (strings.rs), the
+//! session (commands.rs), glob patterns (glob.rs), the string and key commands (strings.rs), the
 //! keyspace walks and INFO (keyspace.rs), runs of pipelined plain GETs or
 //! SETs executed as one batch (pipeline.rs), and the listener and connection
 //! loop (connection.rs). It is served by the same shards, with the same
@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod commands;
 pub mod connection;
+pub mod glob;
 pub mod keyspace;
 pub mod pipeline;
 pub mod strings;
