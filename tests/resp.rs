@@ -298,6 +298,19 @@ const SCRIPT: &[&[&str]] = &[
     &["SET", "e", "5.0e3"],
     &["INCRBYFLOAT", "e", "200"],
     &["INCRBYFLOAT", "e", "inf"],
+    &["TTL", "a"],
+    &["TTL", "nope"],
+    &["PTTL", "a"],
+    &["PTTL", "nope"],
+    &["EXPIRETIME", "a"],
+    &["PEXPIRETIME", "nope"],
+    &["PERSIST", "a"],
+    &["PERSIST", "nope"],
+    &["TOUCH", "a", "a", "nope"],
+    &["SUBSTR", "ap", "1", "3"],
+    &["AUTH", "pw"],
+    &["AUTH", "default", "pw"],
+    &["AUTH", "someone", "pw"],
     &["TYPE", "a"],
     &["TYPE", "nope"],
     &["DBSIZE"],
@@ -381,6 +394,22 @@ fn replies_match_redis() {
     match ours.cmd(&[b"SET", b"k", b"v", b"EX", b"10"]) {
         V::Err(e) => assert!(e.contains("expiry is not supported"), "{e}"),
         other => panic!("SET EX must be refused for now, got {other:?}"),
+    }
+    for (cmd, why) in [
+        (
+            &[&b"EXPIRE"[..], b"k", b"10"][..],
+            "key expiry is not supported",
+        ),
+        (&[&b"FLUSHALL"[..]][..], "no engine operation"),
+        (&[&b"MULTI"[..]][..], "MULTI/EXEC"),
+    ] {
+        match ours.cmd(cmd) {
+            V::Err(e) => assert!(
+                e.starts_with("ERR unsupported command") && e.contains(why),
+                "{e}"
+            ),
+            other => panic!("{cmd:?} is refused with its reason, got {other:?}"),
+        }
     }
     assert_eq!(ours.cmd(&[b"QUIT"]), V::Simple("OK".into()));
     drop(server);

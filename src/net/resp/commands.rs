@@ -67,6 +67,7 @@ macro_rules! cmds {
 
 cmds! {
     "append", 3, W, (1, 1, 1), "string", "Appends a string to the value of a key.";
+    "auth", -2, &["noscript", "loading", "stale", "fast"], (0, 0, 0), "connection", "Authenticates (no users yet: as Redis with no password).";
     "client", -2, &["admin", "noscript"], (0, 0, 0), "connection", "CLIENT SETNAME/GETNAME/ID/INFO.";
     "config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "CONFIG GET of the settings that map onto Redis's.";
     "command", -1, &["loading", "stale"], (0, 0, 0), "server", "Details about commands.";
@@ -76,6 +77,7 @@ cmds! {
     "del", -2, &["write"], (1, -1, 1), "generic", "Deletes keys.";
     "echo", 2, C, (0, 0, 0), "connection", "Returns the given string.";
     "exists", -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
+    "expiretime", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
     "get", 2, R, (1, 1, 1), "string", "Returns the value of a key.";
     "getdel", 2, &["write", "fast"], (1, 1, 1), "string", "Returns the value of a key and deletes it.";
     "getrange", 4, &["readonly"], (1, 1, 1), "string", "Returns a substring of a key's value.";
@@ -89,6 +91,8 @@ cmds! {
     "mget", -2, R, (1, -1, 1), "string", "Values of several keys (one consistent snapshot).";
     "mset", -3, W, (1, -1, 2), "string", "Sets several keys atomically (across shards).";
     "msetnx", -3, W, (1, -1, 2), "string", "Sets several keys atomically if none exists.";
+    "persist", 2, &["write", "fast"], (1, 1, 1), "generic", "0: no key has a timeout to remove.";
+    "pexpiretime", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
     "ping", -1, C, (0, 0, 0), "connection", "Returns PONG.";
     "quit", -1, C, (0, 0, 0), "connection", "Closes the connection.";
     "reset", 1, C, (0, 0, 0), "connection", "Resets the connection.";
@@ -98,10 +102,77 @@ cmds! {
     "setnx", 3, &["write", "denyoom", "fast"], (1, 1, 1), "string", "Sets a key if it does not exist.";
     "setrange", 4, W, (1, 1, 1), "string", "Overwrites part of a value at an offset.";
     "strlen", 2, R, (1, 1, 1), "string", "Length of a key's value.";
+    "substr", 4, &["readonly"], (1, 1, 1), "string", "GETRANGE under its old name.";
     "time", 1, C, (0, 0, 0), "server", "The server time.";
+    "touch", -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
+    "pttl", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "ttl", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
     "type", 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
     "unlink", -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
 }
+
+/// Redis commands corekv knows and refuses, with the reason (the error
+/// says it; docs/redis-compatibility.md has the full list). Commands of data
+/// types corekv does not have (lists, hashes, ...) are simply unknown.
+pub static UNSUPPORTED: &[(&str, &str)] = &[
+    ("expire", EXPIRY),
+    ("pexpire", EXPIRY),
+    ("expireat", EXPIRY),
+    ("pexpireat", EXPIRY),
+    ("setex", EXPIRY),
+    ("psetex", EXPIRY),
+    ("getex", EXPIRY),
+    (
+        "flushdb",
+        "there is no engine operation to drop every key yet",
+    ),
+    (
+        "flushall",
+        "there is no engine operation to drop every key yet",
+    ),
+    ("multi", TXN),
+    ("exec", TXN),
+    ("discard", TXN),
+    ("watch", TXN),
+    ("unwatch", TXN),
+    ("rename", NOT_YET),
+    ("renamenx", NOT_YET),
+    ("copy", NOT_YET),
+    ("randomkey", NOT_YET),
+    ("lcs", NOT_YET),
+    ("setbit", NOT_YET),
+    ("getbit", NOT_YET),
+    ("bitcount", NOT_YET),
+    ("bitpos", NOT_YET),
+    ("bitop", NOT_YET),
+    ("bitfield", NOT_YET),
+    ("bitfield_ro", NOT_YET),
+    ("object", NOT_YET),
+    ("wait", NOT_YET),
+    ("lastsave", NOT_YET),
+    ("debug", NOT_YET),
+    ("move", "corekv has one database"),
+    ("swapdb", "corekv has one database"),
+    ("dump", "corekv has no Redis serialization format"),
+    ("restore", "corekv has no Redis serialization format"),
+    ("migrate", "corekv has no Redis serialization format"),
+    (
+        "save",
+        "corekv's writes are durable in its WAL; use `corekv backup` for a copy",
+    ),
+    (
+        "bgsave",
+        "corekv's writes are durable in its WAL; use `corekv backup` for a copy",
+    ),
+    (
+        "bgrewriteaof",
+        "corekv's writes are durable in its WAL; use `corekv backup` for a copy",
+    ),
+];
+
+const EXPIRY: &str = "key expiry is not supported by corekv yet";
+const TXN: &str = "MULTI/EXEC transactions are not supported on RESP yet (MSET and MSETNX are atomic across shards)";
+const NOT_YET: &str = "not supported by corekv yet";
 
 pub fn lookup(name: &str) -> Option<&'static Cmd> {
     COMMANDS.iter().find(|c| c.name == name)
@@ -206,7 +277,12 @@ impl Session {
         };
         let name = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
         let Some(cmd) = lookup(&name) else {
-            let e = unknown_command(argv);
+            let e = match UNSUPPORTED.iter().find(|(n, _)| *n == name) {
+                Some((n, why)) => format!(
+                    "ERR unsupported command '{n}': {why} (see docs/redis-compatibility.md)"
+                ),
+                None => unknown_command(argv),
+            };
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, Status::UnknownOpcode);
         };
@@ -236,6 +312,18 @@ impl Session {
                 Ok(OK)
             }
             "client" => self.client(&mut run),
+            "auth" => {
+                // No users yet: answered as Redis answers when the default
+                // user has no password.
+                let mut r = run.reply(self.proto);
+                match argv.len() {
+                    2 => r.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                    3 if argv[1] == b"default" => r.simple("OK"),
+                    3 => r.error("WRONGPASS invalid username-password pair or user is disabled."),
+                    _ => r.error(SYNTAX),
+                }
+                Ok(OK)
+            }
             "command" => self.command(&mut run),
             "config" => self.config(&mut run),
             "time" => {

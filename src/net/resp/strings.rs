@@ -84,7 +84,20 @@ impl Session {
             "mget" => self.mget(run).await,
             "mset" | "msetnx" => self.mset(run, name == "msetnx").await,
             "del" | "unlink" => self.multi_key(run, OpKind::Delete).await,
-            "exists" => self.multi_key(run, OpKind::ValueLen).await,
+            "exists" | "touch" => self.multi_key(run, OpKind::ValueLen).await,
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" | "persist" => {
+                // No key expires: -1 ("no timeout") for a key that exists,
+                // -2 for one that does not; PERSIST removes nothing (0).
+                let (status, _) = self.one(run.ctx, OpKind::ValueLen, argv[1], b"").await;
+                let mut r = run.reply(self.proto);
+                match (status, name) {
+                    (Status::Ok | Status::NotFound, "persist") => r.int(0),
+                    (Status::Ok, _) => r.int(-1),
+                    (Status::NotFound, _) => r.int(-2),
+                    (other, _) => r.error(&status_error(other)),
+                }
+                Ok((OpClass::Get, status))
+            }
             "strlen" | "type" => {
                 let (status, len) = self.one(run.ctx, OpKind::ValueLen, argv[1], b"").await;
                 let mut r = run.reply(self.proto);
@@ -97,7 +110,7 @@ impl Session {
                 }
                 Ok((OpClass::Get, status))
             }
-            "getrange" => self.getrange(run).await,
+            "getrange" | "substr" => self.getrange(run).await,
             _ => self.rmw_command(name, run).await,
         }
     }
