@@ -323,8 +323,11 @@ impl Session {
             run.reply(self.proto).error(&e);
             return Ok((OpClass::Txn, Status::InvalidArgument));
         }
-        if (argv.len() - 1) / 2 > crate::core::limits::TXN_OPS_MAX as usize {
-            let e = "ERR MSET of more keys than a transaction may write (TXN_OPS_MAX)";
+        // A transaction carries at most TXN_OPS_MAX conditions and writes;
+        // MSETNX has one of each per key.
+        let ops = crate::core::limits::TXN_OPS_MAX as usize;
+        if (argv.len() - 1) / 2 > if nx { ops / 2 } else { ops } {
+            let e = "ERR MSET/MSETNX of more keys than one transaction may write (TXN_OPS_MAX)";
             run.reply(self.proto).error(e);
             return Ok((OpClass::Txn, Status::InvalidArgument));
         }
