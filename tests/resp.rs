@@ -766,6 +766,28 @@ fn hostile_resp_input() {
     assert_eq!(good.cmd(&[b"PING"]), V::Simple("PONG".into()));
 }
 
+/// RESP and native connections share the shard's connection limit; one
+/// past it gets Redis's maxclients error and is closed.
+#[test]
+fn resp_connections_count_against_the_shard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(
+        dir.path(),
+        &["--shards", "1", "--connections-per-shard-max", "2"],
+    );
+    let resp = server.resp.expect("the RESP listener is on");
+    let mut first = Conn::open(resp);
+    assert_eq!(first.cmd(&[b"PING"]), V::Simple("PONG".into()));
+    let mut native = server.client();
+    native.ping().expect("the native connection is the second");
+    let refused = drain(TcpStream::connect(resp).unwrap());
+    assert_eq!(
+        String::from_utf8_lossy(&refused),
+        "-ERR max number of clients reached\r\n"
+    );
+    assert_eq!(first.cmd(&[b"PING"]), V::Simple("PONG".into()));
+}
+
 /// `--resp-listen off` disables the listener.
 #[test]
 fn resp_listener_can_be_turned_off() {
