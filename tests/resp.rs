@@ -766,6 +766,53 @@ fn hostile_resp_input() {
     assert_eq!(good.cmd(&[b"PING"]), V::Simple("PONG".into()));
 }
 
+/// A pipeline of large GETs is answered in reply rounds (each shard stops
+/// at the round's room, the rest run again): every reply arrives, in order,
+/// with the right value, also for keys that do not exist and for SETs in
+/// between.
+#[test]
+fn pipelined_large_gets_are_answered_in_order_across_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(
+        dir.path(),
+        &["--durability", "async", "--reply-buffer-bytes", "65536"],
+    );
+    let value = |i: usize| vec![b'a' + i as u8; 100 * 1024 + i];
+    let mut c = Conn::open(resp);
+    for i in 0..10 {
+        assert_eq!(
+            c.cmd(&[b"SET", format!("big{i}").as_bytes(), &value(i)]),
+            V::Simple("OK".into())
+        );
+    }
+    let mut want = Vec::new();
+    for n in 0..80 {
+        if n % 17 == 16 {
+            c.send(&[b"GET", b"absent"]);
+            want.push(V::NilBulk);
+        } else if n == 40 {
+            c.send(&[b"SET", b"big3", b"small"]);
+            want.push(V::Simple("OK".into()));
+        } else {
+            let i = n % 10;
+            c.send(&[b"GET", format!("big{i}").as_bytes()]);
+            want.push(if i == 3 && n > 40 {
+                V::Bulk(b"small".to_vec())
+            } else {
+                V::Bulk(value(i))
+            });
+        }
+    }
+    for (n, w) in want.iter().enumerate() {
+        let got = c.read();
+        assert!(
+            got == *w,
+            "reply {n} of the pipeline is not the expected one"
+        );
+    }
+    assert_eq!(c.cmd(&[b"PING"]), V::Simple("PONG".into()));
+}
+
 /// RESP and native connections share the shard's connection limit; one
 /// past it gets Redis's maxclients error and is closed.
 #[test]
