@@ -69,7 +69,7 @@ for spec in "${redis_targets[@]}"; do
     targets+=(--target "$name=resp@127.0.0.1:$started_port")
 done
 kport=$(free_port)
-spawn "$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off \
+spawn "$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin-listen off --resp-listen off \
     --shards "$SHARDS" "${cpus_flag[@]}" --durability "$corekv_durability" >"$work/corekv.out" 2>"$work/corekv.err"
 wait_port "$kport"
 targets+=(--target "corekv-$corekv_durability=native@127.0.0.1:$kport")

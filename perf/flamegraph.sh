@@ -30,7 +30,7 @@ mkdir -p "$(dirname "$out")"
 # Symbols and frame pointers make the stacks readable.
 RUSTFLAGS="${RUSTFLAGS:-} -C force-frame-pointers=yes" corekv_binary profiling
 port=$(free_port)
-spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off --shards "$SHARDS" \
+spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off --resp-listen off --shards "$SHARDS" \
     --cpus "$SERVER_CPUS" --durability "$DURABILITY" >"$work/out" 2>"$work/err"
 server=$spawned
 wait_port "$port"

@@ -128,7 +128,7 @@ for shards in $SHARDS; do
         if [ "$op" = set-sync ]; then durability=sync; redis_fsync=always; fi
         port=$(free_port)
         rm -rf "$work/data"
-        spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off \
+        spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off --resp-listen off \
             --shards "$shards" --cpus "$cpus" --durability "$durability" --spin-before-park-us "$SPIN" \
             >"$work/out" 2>"$work/err"
         server=$spawned

@@ -38,7 +38,7 @@ for shards in $SHARDS; do
         for spin in $SPINS; do
             port=$(free_port)
             rm -rf "$work/data"
-            spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off \
+            spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off --resp-listen off \
                 --shards "$shards" --cpus "$cpus" --durability async --spin-before-park-us "$spin" \
                 >"$work/out" 2>"$work/err"
             server=$spawned

@@ -27,7 +27,7 @@ if [[ "$probe" == *"not supported"* || "$probe" == *"not counted"* ]]; then
 fi
 corekv_binary release
 port=$(free_port)
-spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off --shards "$SHARDS" \
+spawn "$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --admin-listen off --resp-listen off --shards "$SHARDS" \
     >"$work/out" 2>"$work/err"
 server=$spawned
 wait_port "$port"

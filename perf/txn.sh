@@ -35,7 +35,7 @@ server=""
 start() {
     rm -rf "$work/data"; port=$(free_port); admin=$(free_port)
     spawn "$bin" serve --data-dir "$work/data" --shards "$SHARDS" --durability "$DURABILITY" \
-        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" >"$work/server.log" 2>&1
+        --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" --resp-listen off >"$work/server.log" 2>&1
     server=$spawned
     wait_port "$port" || { echo "server did not start" >&2; cat "$work/server.log" >&2; exit 2; }
 }

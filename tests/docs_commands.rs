@@ -194,6 +194,8 @@ fn serve(config: &Path, addr: SocketAddr) -> Served {
     let child = Command::new(env!("CARGO_BIN_EXE_corekv"))
         .args(["serve", "--config"])
         .arg(config)
+        // Not the RESP default port: other tests' servers may hold it.
+        .env("COREKV_RESP_LISTEN", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -46,6 +46,7 @@ fn start(dir: &std::path::Path, env: &[(&str, &str)]) -> Server {
         .arg("--data-dir")
         .arg(dir)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--resp-listen", "127.0.0.1:0"])
         .env("COREKV_LOG", "info")
         .env("COREKV_SLOW_OP_MS", "0")
         .envs(env.iter().copied());

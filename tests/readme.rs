@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 const PROTOCOL: &str = "127.0.0.1:7070";
 const ADMIN: &str = "127.0.0.1:9070";
+const RESP: &str = "127.0.0.1:6380";
 
 /// The fenced ```sh blocks under the `## heading` section, in order.
 fn sh_blocks(readme: &str, heading: &str) -> Vec<String> {
@@ -171,6 +172,31 @@ fn cli(line: &str, cwd: &Path, target: &Path) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// The `$ redis-cli ...` lines of "Using Redis clients" and the output
+/// each shows (redis-cli prints "(integer) " only to a terminal, so that
+/// prefix is dropped).
+fn redis_cli_lines(readme: &str) -> Vec<(String, String)> {
+    let blocks = sh_blocks(readme, "Using Redis clients");
+    let block = blocks.first().expect("a redis-cli example");
+    let mut out: Vec<(String, String)> = Vec::new();
+    for l in block.lines() {
+        if let Some(cmd) = l.strip_prefix("$ ") {
+            out.push((cmd.to_string(), String::new()));
+        } else if let Some(last) = out.last_mut() {
+            let shown = l.strip_prefix("(integer) ").unwrap_or(l);
+            if !last.1.is_empty() {
+                last.1.push('\n');
+            }
+            last.1.push_str(shown);
+        }
+    }
+    assert!(
+        out.iter().any(|(c, _)| c.starts_with("redis-cli -p 6380")),
+        "the README shows redis-cli -p 6380: {out:?}"
+    );
+    out
+}
+
 #[test]
 fn readme_commands_work_verbatim_from_a_fresh_clone() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -205,10 +231,11 @@ fn readme_commands_work_verbatim_from_a_fresh_clone() {
     let value = put.split_whitespace().last().unwrap().to_string();
 
     assert!(
-        port_free(PROTOCOL) && port_free(ADMIN),
-        "the README's server needs {PROTOCOL} and {ADMIN}, and something else listens there \
-         (a corekv left running? `ss -ltnp`): this test cannot run"
+        port_free(PROTOCOL) && port_free(ADMIN) && port_free(RESP),
+        "the README's server needs {PROTOCOL}, {ADMIN} and {RESP}, and something else listens \
+         there (a corekv or redis-server left running? `ss -ltnp`): this test cannot run"
     );
+    let redis_lines = redis_cli_lines(&readme);
 
     let work = tempfile::tempdir().unwrap();
     let clone = work.path().join("corekv");
@@ -225,6 +252,14 @@ fn readme_commands_work_verbatim_from_a_fresh_clone() {
     wait_healthy(&mut g, "first start");
     assert_eq!(cli(put, &clone, &target), "OK");
     assert_eq!(cli(get, &clone, &target), value);
+    // The Redis section's redis-cli lines, against the same server.
+    if Command::new("redis-cli").arg("--version").output().is_ok() {
+        for (line, want) in &redis_lines {
+            assert_eq!(&cli(line, &clone, &target), want, "README: `{line}`");
+        }
+    } else {
+        eprintln!("SKIPPED: redis-cli is not installed; README's Redis lines not run");
+    }
     g.stop();
     assert!(
         clone.join("corekv-data/corekv.meta").exists(),

@@ -444,7 +444,11 @@ fn perf_scripts_bind_loopback_and_start_background_jobs_through_spawn() {
                 assert!(
                     code.contains("--listen \"127.0.0.1:")
                         && (code.contains("--admin-listen off")
-                            || code.contains("--admin-listen \"127.0.0.1:")),
+                            || code.contains("--admin-listen \"127.0.0.1:"))
+                        // Not the RESP default (6380, shared by every run
+                        // and by a local redis-server).
+                        && (code.contains("--resp-listen off")
+                            || code.contains("--resp-listen \"127.0.0.1:")),
                     "{}: corekv serve not bound to loopback: {code}",
                     path.display()
                 );

@@ -97,8 +97,9 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
     for (key, addr) in [
         ("listen", &args.listen),
         ("admin_listen", &args.admin_listen),
+        ("resp_listen", &args.resp_listen),
     ] {
-        if key == "admin_listen" && addr == "off" {
+        if key != "listen" && addr == "off" {
             continue;
         }
         if let Err(e) = resolve_listen(addr) {
@@ -106,7 +107,11 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
         }
     }
     if let Ok(listen) = resolve_listen(&args.listen) {
-        if let Err(exposed) = protected_mode(args, listen) {
+        let resp = match args.resp_listen.as_str() {
+            "off" => None,
+            addr => resolve_listen(addr).ok(),
+        };
+        if let Err(exposed) = protected_mode(args, listen, resp) {
             problems.push(format!(
                 "{exposed}: INSECURE_LISTEN (not loopback, and no users_file); set --users-file, bind to 127.0.0.1, or pass --insecure-no-auth (docs/security.md)"
             ));
@@ -142,13 +147,20 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
 /// Protected mode: `Err(address)` when a listener would be reachable from
 /// other hosts without authentication and the operator did not say that is
 /// intended (`insecure_no_auth`).
-pub fn protected_mode(args: &ServeArgs, listen: SocketAddr) -> Result<(), String> {
+pub fn protected_mode(
+    args: &ServeArgs,
+    listen: SocketAddr,
+    resp_listen: Option<SocketAddr>,
+) -> Result<(), String> {
     if args.users_file.is_some() || args.insecure_no_auth {
         return Ok(());
     }
     let loopback = |a: &SocketAddr| a.ip().to_canonical().is_loopback();
     if !loopback(&listen) {
         return Err(format!("--listen {listen}"));
+    }
+    if let Some(resp) = resp_listen.filter(|a| !loopback(a)) {
+        return Err(format!("--resp-listen {resp}"));
     }
     if args.admin_listen != "off" {
         // Unresolvable: AdminServer::start reports it with its own name.

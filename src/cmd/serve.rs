@@ -75,7 +75,17 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             }
         },
     };
-    if let Err(exposed) = super::config::protected_mode(&args, listen) {
+    // The RESP port is held like the native one (see `ListenReservation`).
+    let resp_reservation = if args.resp_listen == "off" {
+        None
+    } else {
+        match reserve_listen(&args.resp_listen) {
+            Ok(r) => Some(r),
+            Err(e) => return startup_failed(e.name(), &format!("RESP listener: {e}"), e.fix()),
+        }
+    };
+    let resp_listen = resp_reservation.as_ref().map(|r| r.addr);
+    if let Err(exposed) = super::config::protected_mode(&args, listen, resp_listen) {
         return startup_failed(
             "INSECURE_LISTEN",
             &format!("{exposed} is not a loopback address and no users_file is set: anyone who can reach it could read, write and back up everything"),
@@ -85,6 +95,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
+        resp_listen,
         value_bytes_max: args.value_bytes_max,
         connections_per_shard_max: args.connections_per_shard_max,
         frame_timeout: Duration::from_millis(args.frame_timeout_ms),
@@ -151,15 +162,16 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     while listening.load(Ordering::SeqCst) < usize::from(shards) && !engine.is_stopping() {
         std::thread::sleep(Duration::from_millis(2));
     }
-    drop(reservation);
+    drop((reservation, resp_reservation));
     if !engine.is_stopping() {
         let info = engine.info();
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "corekv serving: data_dir={} listen={} admin={} shards={} durability={} cpus={:?}",
+            "corekv serving: data_dir={} listen={} resp={} admin={} shards={} durability={} cpus={:?}",
             info.data_dir.display(),
             listen,
+            resp_listen.map_or("off".to_string(), |a| a.to_string()),
             admin
                 .as_ref()
                 .map_or("off".to_string(), |a| a.addr.to_string()),

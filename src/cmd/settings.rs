@@ -45,6 +45,8 @@ pub struct ServeArgs {
     pub listen: String,
     #[arg(long, env = "COREKV_ADMIN_LISTEN", default_value = "127.0.0.1:9070")]
     pub admin_listen: String,
+    #[arg(long, env = "COREKV_RESP_LISTEN", default_value = "127.0.0.1:6380")]
+    pub resp_listen: String,
     #[arg(long, env = "COREKV_USERS_FILE")]
     pub users_file: Option<PathBuf>,
     #[arg(long, env = "COREKV_INSECURE_NO_AUTH")]
@@ -293,6 +295,15 @@ pub static SETTINGS: &[Setting] = &[
         rule: Rule::Any,
         deprecated: &[],
         access: text!(admin_listen),
+    },
+    Setting {
+        name: "resp_listen",
+        kind: Kind::Text,
+        default: DefaultValue::Text("127.0.0.1:6380"),
+        doc: "Address every shard accepts Redis protocol (RESP2/RESP3) clients on (port 0: pick a free port); `off` disables it. See docs/redis-compatibility.md.",
+        rule: Rule::Any,
+        deprecated: &[],
+        access: text!(resp_listen),
     },
     Setting {
         name: "users_file",

@@ -75,6 +75,22 @@ pub const BATCH_REQUESTS_MAX: usize = 1024;
 /// a few large PUTs must not hold the shard like a thousand small ones).
 pub const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
+/// Most arguments one RESP command may carry (the `*<n>` of a multibulk).
+/// Its argument list is grown as arguments arrive, never allocated from the
+/// declared count; the bound rejects a hostile count at once instead of after
+/// gigabytes. An MSET of `TXN_OPS_MAX` pairs needs `2 * TXN_OPS_MAX + 1`.
+pub const RESP_ARGS_MAX: usize = 2 * TXN_OPS_MAX as usize + 1;
+
+/// Longest inline RESP command line (Redis's PROTO_INLINE_MAX_SIZE): a line
+/// with no newline past this is refused, so a client sending bytes without a
+/// newline cannot grow the receive buffer.
+pub const RESP_INLINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Most SCAN/KEYS cursors one RESP connection keeps (a Redis cursor is a
+/// number, corekv's resume point is a key: the connection maps one to the
+/// other). The oldest is forgotten first.
+pub const RESP_CURSORS_MAX: usize = 64;
+
 /// A round's reply room that needs no share of the shard's connection buffer
 /// budget: a well-behaved connection always makes progress in rounds of this
 /// size even when other connections hold the whole budget (issue 17).

@@ -12,4 +12,5 @@ pub mod conn_buf;
 pub mod connection;
 pub mod outbound;
 pub mod request_batch;
+pub mod resp;
 pub mod server;

@@ -785,7 +785,7 @@ fn too_large(out: &mut Vec<u8>, size: usize, cfg: &ConnConfig) -> Status {
 /// before any value is copied. When even `count` largest values fit, nothing
 /// is asked; otherwise each owner shard reports the lengths of its keys'
 /// values (one message per shard). On refusal `out` holds the message.
-async fn mget_fits(
+pub(crate) async fn mget_fits(
     probe: &mut RoutedBatch,
     keys: &[u8],
     count: u32,

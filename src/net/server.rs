@@ -29,6 +29,9 @@ use super::outbound::BufferBudget;
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// Where the RESP (Redis protocol) listener binds on every shard
+    /// (`None`: no RESP listener).
+    pub resp_listen: Option<SocketAddr>,
     pub value_bytes_max: usize,
     /// Connections each shard serves at once; more are answered
     /// TOO_MANY_CONNECTIONS and closed.
@@ -55,6 +58,7 @@ impl ServerConfig {
     pub fn with_defaults(listen: SocketAddr, value_bytes_max: usize) -> ServerConfig {
         ServerConfig {
             listen,
+            resp_listen: None,
             value_bytes_max,
             connections_per_shard_max: 10_000,
             frame_timeout: Duration::from_secs(30),
@@ -93,7 +97,7 @@ impl NetError {
 
     pub fn fix(&self) -> &'static str {
         match self.name() {
-            "ADDRESS_IN_USE" => "another process listens there (find it with `ss -ltnp`); stop it, or choose another port with the flag named above (--listen for the protocol, --admin-listen for the admin endpoint)",
+            "ADDRESS_IN_USE" => "another process listens there (find it with `ss -ltnp`); stop it, or choose another port with the flag named above (--listen for the protocol, --resp-listen for the Redis protocol, --admin-listen for the admin endpoint)",
             "LISTEN_ADDRESS_INVALID" => "pass --listen HOST:PORT, e.g. 127.0.0.1:7070",
             _ => "check the address belongs to this machine and that the port is allowed (ports < 1024 need privileges)",
         }
@@ -246,6 +250,10 @@ pub async fn serve_shard(
     listening: Arc<AtomicUsize>,
 ) -> Result<(), String> {
     let listener = bind_listener(cfg.listen).map_err(|e| format!("bind {}: {e}", cfg.listen))?;
+    let resp_listener = match cfg.resp_listen {
+        Some(addr) => Some(bind_listener(addr).map_err(|e| format!("bind RESP {addr}: {e}"))?),
+        None => None,
+    };
     listening.fetch_add(1, Ordering::SeqCst);
     let conn_cfg = Rc::new(ConnConfig {
         limits: Limits::new(cfg.value_bytes_max),
@@ -268,6 +276,17 @@ pub async fn serve_shard(
     });
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
+    // The RESP listener shares this shard's connection count and limit.
+    let resp = resp_listener.map(|l| {
+        glommio::spawn_local(super::resp::connection::serve_listener(
+            l,
+            ctx.clone(),
+            conn_cfg.clone(),
+            cfg.connections_per_shard_max,
+            open.clone(),
+            closed.clone(),
+        ))
+    });
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -315,6 +334,9 @@ pub async fn serve_shard(
         .detach();
     }
     drop(listener);
+    if let Some(resp) = resp {
+        resp.await;
+    }
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
 }

@@ -49,6 +49,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The admin HTTP endpoint (/health, /metrics).
     pub admin: SocketAddr,
+    /// The RESP (Redis protocol) listener, if it is on.
+    pub resp: Option<SocketAddr>,
     pub data_dir: PathBuf,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
@@ -97,6 +99,11 @@ pub fn try_start_server_in(
         .args(extra)
         .env("COREKV_LOG", "info")
         .envs(env.iter().copied());
+    // The RESP listener's default port (6380) would collide between tests
+    // running at once: a free port unless the test names one.
+    if !extra.contains(&"--resp-listen") && !env.iter().any(|(k, _)| *k == "COREKV_RESP_LISTEN") {
+        cmd.env("COREKV_RESP_LISTEN", "127.0.0.1:0");
+    }
     spawn_server(cmd, data_dir)
 }
 
@@ -139,10 +146,15 @@ pub fn spawn_server(mut cmd: Command, data_dir: &Path) -> Result<Server, String>
                 .unwrap_or_else(|| panic!("no admin= in startup line {line:?}"))
                 .parse()
                 .expect("admin address parses");
+            let resp = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("resp="))
+                .and_then(|a| a.parse().ok());
             Ok(Server {
                 child,
                 addr,
                 admin,
+                resp,
                 data_dir: data_dir.to_path_buf(),
                 stderr: Some(stderr),
             })

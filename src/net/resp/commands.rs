@@ -1,0 +1,746 @@
+//! The RESP command table and the per-connection session that dispatches
+//! each command onto engine operations through the shard router.
+//!
+//! Every command is checked against the table first (unknown command, then
+//! arity, with Redis's exact error texts), then run. Connection and server
+//! commands live here; the string and key commands are in strings.rs and
+//! keyspace.rs. It must never reach into a shard's state: everything goes
+//! through `ShardContext` (router operations, transactions, scans).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use glommio::net::TcpStream;
+
+use crate::core::status::Status;
+use crate::shard::metrics::OpClass;
+use crate::shard::{RoutedBatch, ShardContext};
+
+use super::codec::Reply;
+use crate::net::outbound::{Outbound, SendError};
+use crate::net::request_batch::ConnConfig;
+
+/// The Redis version corekv reports (HELLO, INFO's redis_version): the one
+/// whose replies tests/resp.rs compares corekv's against. Client libraries
+/// gate features on it.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
+
+/// What the connection does after a command.
+pub enum Flow {
+    Continue,
+    /// Close after writing what is buffered (QUIT, a fatal error).
+    Close,
+    /// Replies could not be delivered.
+    Failed(SendError),
+}
+
+/// One command of the table: Redis's name (lowercase), arity (positive:
+/// exact argument count including the name; negative: at least that many),
+/// flags, key positions (first, last, step), group and summary (COMMAND,
+/// COMMAND DOCS).
+pub struct Cmd {
+    pub name: &'static str,
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    pub keys: (i32, i32, i32),
+    pub group: &'static str,
+    pub summary: &'static str,
+}
+
+const W: &[&str] = &["write", "denyoom"];
+const R: &[&str] = &["readonly", "fast"];
+const C: &[&str] = &["fast", "loading", "stale"];
+
+macro_rules! cmds {
+    ($( $name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $summary:literal; )*) => {
+        /// Every command corekv answers. Redis commands not here get Redis's
+        /// "unknown command" error; docs/redis-compatibility.md says why each
+        /// is missing.
+        pub static COMMANDS: &[Cmd] = &[$(Cmd {
+            name: $name, arity: $arity, flags: $flags, keys: $keys, group: $group, summary: $summary,
+        },)*];
+    };
+}
+
+cmds! {
+    "append", 3, W, (1, 1, 1), "string", "Appends a string to the value of a key.";
+    "auth", -2, &["noscript", "loading", "stale", "fast"], (0, 0, 0), "connection", "Authenticates (no users yet: as Redis with no password).";
+    "client", -2, &["admin", "noscript"], (0, 0, 0), "connection", "CLIENT SETNAME/GETNAME/ID/INFO.";
+    "config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "CONFIG GET of the settings that map onto Redis's.";
+    "command", -1, &["loading", "stale"], (0, 0, 0), "server", "Details about commands.";
+    "dbsize", 1, &["readonly"], (0, 0, 0), "server", "Number of keys (counted by a scan: O(N)).";
+    "decr", 2, W, (1, 1, 1), "string", "Decrements the integer value of a key by one.";
+    "decrby", 3, W, (1, 1, 1), "string", "Decrements the integer value of a key by a number.";
+    "del", -2, &["write"], (1, -1, 1), "generic", "Deletes keys.";
+    "echo", 2, C, (0, 0, 0), "connection", "Returns the given string.";
+    "exists", -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
+    "expiretime", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "get", 2, R, (1, 1, 1), "string", "Returns the value of a key.";
+    "getdel", 2, &["write", "fast"], (1, 1, 1), "string", "Returns the value of a key and deletes it.";
+    "getrange", 4, &["readonly"], (1, 1, 1), "string", "Returns a substring of a key's value.";
+    "getset", 3, W, (1, 1, 1), "string", "Sets a key and returns its old value.";
+    "hello", -1, C, (0, 0, 0), "connection", "Handshake: protocol version 2 or 3.";
+    "incr", 2, W, (1, 1, 1), "string", "Increments the integer value of a key by one.";
+    "incrby", 3, W, (1, 1, 1), "string", "Increments the integer value of a key by a number.";
+    "incrbyfloat", 3, W, (1, 1, 1), "string", "Increments the float value of a key by a number.";
+    "info", -1, &["loading", "stale"], (0, 0, 0), "server", "Server, clients, stats and keyspace information.";
+    "keys", 2, &["readonly"], (0, 0, 0), "generic", "Keys matching a glob pattern.";
+    "mget", -2, R, (1, -1, 1), "string", "Values of several keys (one consistent snapshot).";
+    "mset", -3, W, (1, -1, 2), "string", "Sets several keys atomically (across shards).";
+    "msetnx", -3, W, (1, -1, 2), "string", "Sets several keys atomically if none exists.";
+    "persist", 2, &["write", "fast"], (1, 1, 1), "generic", "0: no key has a timeout to remove.";
+    "pexpiretime", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "ping", -1, C, (0, 0, 0), "connection", "Returns PONG.";
+    "quit", -1, C, (0, 0, 0), "connection", "Closes the connection.";
+    "reset", 1, C, (0, 0, 0), "connection", "Resets the connection.";
+    "scan", -2, &["readonly"], (0, 0, 0), "generic", "Iterates over the keys.";
+    "select", 2, C, (0, 0, 0), "connection", "Selects database 0 (the only one).";
+    "set", -3, W, (1, 1, 1), "string", "Sets a key (NX, XX, GET).";
+    "setnx", 3, &["write", "denyoom", "fast"], (1, 1, 1), "string", "Sets a key if it does not exist.";
+    "setrange", 4, W, (1, 1, 1), "string", "Overwrites part of a value at an offset.";
+    "strlen", 2, R, (1, 1, 1), "string", "Length of a key's value.";
+    "substr", 4, &["readonly"], (1, 1, 1), "string", "GETRANGE under its old name.";
+    "time", 1, C, (0, 0, 0), "server", "The server time.";
+    "touch", -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
+    "pttl", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "ttl", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "type", 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
+    "unlink", -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
+}
+
+/// Redis commands corekv knows and refuses, with the reason (the error
+/// says it; docs/redis-compatibility.md has the full list). Commands of data
+/// types corekv does not have (lists, hashes, ...) are simply unknown.
+pub static UNSUPPORTED: &[(&str, &str)] = &[
+    ("expire", EXPIRY),
+    ("pexpire", EXPIRY),
+    ("expireat", EXPIRY),
+    ("pexpireat", EXPIRY),
+    ("setex", EXPIRY),
+    ("psetex", EXPIRY),
+    ("getex", EXPIRY),
+    (
+        "flushdb",
+        "there is no engine operation to drop every key yet",
+    ),
+    (
+        "flushall",
+        "there is no engine operation to drop every key yet",
+    ),
+    ("multi", TXN),
+    ("exec", TXN),
+    ("discard", TXN),
+    ("watch", TXN),
+    ("unwatch", TXN),
+    ("rename", NOT_YET),
+    ("renamenx", NOT_YET),
+    ("copy", NOT_YET),
+    ("randomkey", NOT_YET),
+    ("lcs", NOT_YET),
+    ("setbit", NOT_YET),
+    ("getbit", NOT_YET),
+    ("bitcount", NOT_YET),
+    ("bitpos", NOT_YET),
+    ("bitop", NOT_YET),
+    ("bitfield", NOT_YET),
+    ("bitfield_ro", NOT_YET),
+    ("object", NOT_YET),
+    ("wait", NOT_YET),
+    ("lastsave", NOT_YET),
+    ("debug", NOT_YET),
+    ("move", "corekv has one database"),
+    ("swapdb", "corekv has one database"),
+    ("dump", "corekv has no Redis serialization format"),
+    ("restore", "corekv has no Redis serialization format"),
+    ("migrate", "corekv has no Redis serialization format"),
+    (
+        "save",
+        "corekv's writes are durable in its WAL; use `corekv backup` for a copy",
+    ),
+    (
+        "bgsave",
+        "corekv's writes are durable in its WAL; use `corekv backup` for a copy",
+    ),
+    (
+        "bgrewriteaof",
+        "corekv's writes are durable in its WAL; use `corekv backup` for a copy",
+    ),
+];
+
+const EXPIRY: &str = "key expiry is not supported by corekv yet";
+const TXN: &str = "MULTI/EXEC transactions are not supported on RESP yet (MSET and MSETNX are atomic across shards)";
+const NOT_YET: &str = "not supported by corekv yet";
+
+pub fn lookup(name: &str) -> Option<&'static Cmd> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// Process-wide counters for INFO (the shards' own metrics are per core).
+pub(super) static CONNECTED: AtomicUsize = AtomicUsize::new(0);
+pub(super) static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
+pub(super) static COMMANDS_TOTAL: AtomicU64 = AtomicU64::new(0);
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+pub(super) static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// One RESP connection's state.
+pub struct Session {
+    pub proto: u8,
+    pub(super) id: u64,
+    pub(super) name: Option<Vec<u8>>,
+    pub(super) peer: Option<SocketAddr>,
+    pub(super) local: Option<SocketAddr>,
+    /// The connection limit, for INFO (per shard times shards).
+    pub(super) maxclients: usize,
+    /// SCAN cursors handed out (number → resume key), newest last.
+    pub(super) cursors: VecDeque<(u64, Vec<u8>)>,
+    pub(super) next_cursor: u64,
+    /// A reusable batch for single-shard and multi-key routed operations.
+    pub(super) batch: RoutedBatch,
+    pub(super) probe: RoutedBatch,
+    pub(super) scratch: Vec<u8>,
+    pub(super) detail: Vec<u8>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        CONNECTED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The context one command runs with.
+pub struct Run<'a, 'b> {
+    pub ctx: &'a ShardContext,
+    pub cfg: &'a ConnConfig,
+    pub outb: &'a mut Outbound,
+    pub stream: &'a mut TcpStream,
+    pub argv: &'a [&'b [u8]],
+}
+
+impl Run<'_, '_> {
+    pub fn reply(&mut self, proto: u8) -> Reply<'_> {
+        Reply {
+            out: self.outb.buf(),
+            proto,
+        }
+    }
+}
+
+/// A command's outcome for metrics: its class and status.
+pub type Outcome = (OpClass, Status);
+
+pub const OK: Outcome = (OpClass::Other, Status::Ok);
+
+impl Session {
+    pub fn new(
+        ctx: &ShardContext,
+        peer: Option<SocketAddr>,
+        local: Option<SocketAddr>,
+        maxclients: usize,
+    ) -> Session {
+        CONNECTED.fetch_add(1, Ordering::Relaxed);
+        CONNECTIONS_TOTAL.fetch_add(1, Ordering::Relaxed);
+        Session {
+            proto: 2,
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            name: None,
+            peer,
+            local,
+            maxclients,
+            cursors: VecDeque::new(),
+            next_cursor: 1,
+            batch: ctx.new_batch(),
+            probe: ctx.new_batch(),
+            scratch: Vec::new(),
+            detail: Vec::new(),
+        }
+    }
+
+    /// Answer one command (`argv` is not empty) into `outb`.
+    pub async fn run(
+        &mut self,
+        argv: &[&[u8]],
+        ctx: &ShardContext,
+        cfg: &ConnConfig,
+        outb: &mut Outbound,
+        stream: &mut TcpStream,
+    ) -> (Flow, OpClass, Status) {
+        COMMANDS_TOTAL.fetch_add(1, Ordering::Relaxed);
+        let mut run = Run {
+            ctx,
+            cfg,
+            outb,
+            stream,
+            argv,
+        };
+        let name = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
+        let Some(cmd) = lookup(&name) else {
+            let e = match UNSUPPORTED.iter().find(|(n, _)| *n == name) {
+                Some((n, why)) => format!(
+                    "ERR unsupported command '{n}': {why} (see docs/redis-compatibility.md)"
+                ),
+                None => unknown_command(argv),
+            };
+            run.reply(self.proto).error(&e);
+            return (Flow::Continue, OpClass::Other, Status::UnknownOpcode);
+        };
+        let n = argv.len() as i32;
+        if (cmd.arity > 0 && n != cmd.arity) || (cmd.arity < 0 && n < -cmd.arity) {
+            let e = format!("ERR wrong number of arguments for '{}' command", cmd.name);
+            run.reply(self.proto).error(&e);
+            return (Flow::Continue, OpClass::Other, Status::InvalidArgument);
+        }
+        let result = match cmd.name {
+            "ping" => self.ping(&mut run),
+            "echo" => {
+                run.reply(self.proto).bulk(argv[1]);
+                Ok(OK)
+            }
+            "hello" => self.hello(&mut run),
+            "select" => self.select(&mut run),
+            "quit" => {
+                run.reply(self.proto).simple("OK");
+                return (Flow::Close, OpClass::Other, Status::Ok);
+            }
+            "reset" => {
+                self.proto = 2;
+                self.name = None;
+                self.cursors.clear();
+                run.reply(self.proto).simple("RESET");
+                Ok(OK)
+            }
+            "client" => self.client(&mut run),
+            "auth" => {
+                // No users yet: answered as Redis answers when the default
+                // user has no password.
+                let mut r = run.reply(self.proto);
+                match argv.len() {
+                    2 => r.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                    3 if argv[1] == b"default" => r.simple("OK"),
+                    3 => r.error("WRONGPASS invalid username-password pair or user is disabled."),
+                    _ => r.error(SYNTAX),
+                }
+                Ok(OK)
+            }
+            "command" => self.command(&mut run),
+            "config" => self.config(&mut run),
+            "time" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let mut r = run.reply(self.proto);
+                r.array(2);
+                r.bulk(now.as_secs().to_string().as_bytes());
+                r.bulk(now.subsec_micros().to_string().as_bytes());
+                Ok(OK)
+            }
+            "info" => self.info(&mut run).await,
+            "dbsize" => self.dbsize(&mut run).await,
+            "keys" => self.keys(&mut run).await,
+            "scan" => self.scan(&mut run).await,
+            _ => self.string_command(cmd.name, &mut run).await,
+        };
+        match result {
+            Ok((class, status)) => (Flow::Continue, class, status),
+            Err(e) => (Flow::Failed(e), OpClass::Other, Status::Ok),
+        }
+    }
+
+    fn ping(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let mut r = run.reply(self.proto);
+        match argv.len() {
+            1 => r.simple("PONG"),
+            2 => r.bulk(argv[1]),
+            _ => r.error("ERR wrong number of arguments for 'ping' command"),
+        }
+        Ok(OK)
+    }
+
+    fn hello(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let mut want = self.proto;
+        if let Some(v) = argv.get(1) {
+            match parse_i64(v) {
+                Some(v @ 2..=3) => want = v as u8,
+                Some(_) => {
+                    run.reply(self.proto)
+                        .error("NOPROTO unsupported protocol version");
+                    return Ok(OK);
+                }
+                None => {
+                    run.reply(self.proto)
+                        .error("ERR Protocol version is not an integer or out of range");
+                    return Ok(OK);
+                }
+            }
+        }
+        let mut name = None;
+        let mut i = 2;
+        while i < argv.len() {
+            let opt = argv[i].to_ascii_lowercase();
+            let more = argv.len() - i - 1;
+            if opt == b"auth" && more >= 2 {
+                // No users yet: like Redis's default user with no password,
+                // "default" with any password is accepted.
+                if !argv[i + 1].eq_ignore_ascii_case(b"default") {
+                    run.reply(self.proto)
+                        .error("WRONGPASS invalid username-password pair or user is disabled.");
+                    return Ok(OK);
+                }
+                i += 3;
+            } else if opt == b"setname" && more >= 1 {
+                if !valid_client_name(argv[i + 1]) {
+                    run.reply(self.proto).error(BAD_NAME);
+                    return Ok(OK);
+                }
+                name = Some(argv[i + 1].to_vec());
+                i += 2;
+            } else {
+                let e = format!(
+                    "ERR Syntax error in HELLO option '{}'",
+                    String::from_utf8_lossy(argv[i])
+                );
+                run.reply(self.proto).error(&e);
+                return Ok(OK);
+            }
+        }
+        self.proto = want;
+        if name.is_some() {
+            self.name = name;
+        }
+        let id = self.id as i64;
+        let mut r = run.reply(self.proto);
+        r.map(7);
+        r.bulk(b"server");
+        r.bulk(b"redis");
+        r.bulk(b"version");
+        r.bulk(REDIS_COMPAT_VERSION.as_bytes());
+        r.bulk(b"proto");
+        r.int(i64::from(want));
+        r.bulk(b"id");
+        r.int(id);
+        r.bulk(b"mode");
+        r.bulk(b"standalone");
+        r.bulk(b"role");
+        r.bulk(b"master");
+        r.bulk(b"modules");
+        r.array(0);
+        Ok(OK)
+    }
+
+    fn select(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let mut r = run.reply(self.proto);
+        match parse_i64(argv[1]) {
+            None => r.error(NOT_INTEGER),
+            Some(0) => r.simple("OK"),
+            Some(_) => r.error("ERR DB index is out of range"),
+        }
+        Ok(OK)
+    }
+
+    fn client(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let sub = String::from_utf8_lossy(argv[1]).to_ascii_lowercase();
+        let proto = self.proto;
+        let arity = |n: usize| {
+            (argv.len() != n)
+                .then(|| format!("ERR wrong number of arguments for 'client|{sub}' command"))
+        };
+        match sub.as_str() {
+            "setname" => {
+                if let Some(e) = arity(3) {
+                    run.reply(proto).error(&e);
+                } else if !valid_client_name(argv[2]) {
+                    run.reply(proto).error(BAD_NAME);
+                } else {
+                    // An empty name clears it, as in Redis.
+                    self.name = (!argv[2].is_empty()).then(|| argv[2].to_vec());
+                    run.reply(proto).simple("OK");
+                }
+            }
+            "getname" => match (arity(2), &self.name) {
+                (Some(e), _) => run.reply(proto).error(&e),
+                (None, Some(n)) => run.reply(proto).bulk(n),
+                (None, None) => run.reply(proto).nil(),
+            },
+            "id" => match arity(2) {
+                Some(e) => run.reply(proto).error(&e),
+                None => run.reply(proto).int(self.id as i64),
+            },
+            "info" => match arity(2) {
+                Some(e) => run.reply(proto).error(&e),
+                None => {
+                    let text = self.client_line();
+                    run.reply(proto).verbatim(&text);
+                }
+            },
+            _ => {
+                let e = format!(
+                    "ERR unknown subcommand '{}'. Try CLIENT HELP.",
+                    String::from_utf8_lossy(argv[1])
+                );
+                run.reply(proto).error(&e);
+            }
+        }
+        Ok(OK)
+    }
+
+    /// CONFIG GET for the Redis parameters that have a corekv meaning
+    /// (redis-benchmark and dashboards ask for them); CONFIG SET is refused:
+    /// corekv's settings are fixed at start.
+    fn config(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let sub = String::from_utf8_lossy(argv[1]).to_ascii_lowercase();
+        let fsync = match run.ctx.durability {
+            crate::core::types::Durability::Sync => "always",
+            crate::core::types::Durability::Async => "everysec",
+        };
+        let maxclients = self.maxclients.to_string();
+        let params: [(&str, &str); 5] = [
+            ("appendonly", "yes"),
+            ("appendfsync", fsync),
+            ("save", ""),
+            ("databases", "1"),
+            ("maxclients", &maxclients),
+        ];
+        let proto = self.proto;
+        match sub.as_str() {
+            "get" if argv.len() >= 3 => {
+                let found: Vec<&(&str, &str)> = params
+                    .iter()
+                    .filter(|(name, _)| {
+                        argv[2..].iter().any(|p| {
+                            super::glob::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
+                        })
+                    })
+                    .collect();
+                let mut r = run.reply(proto);
+                r.map(found.len());
+                for (name, value) in found {
+                    r.bulk(name.as_bytes());
+                    r.bulk(value.as_bytes());
+                }
+            }
+            "get" => run
+                .reply(proto)
+                .error("ERR wrong number of arguments for 'config|get' command"),
+            "set" | "resetstat" | "rewrite" => run.reply(proto).error(
+                "ERR CONFIG SET/RESETSTAT/REWRITE are not supported by corekv: settings are fixed at start (docs/settings.md)",
+            ),
+            _ => {
+                let e = format!(
+                    "ERR unknown subcommand '{}'. Try CONFIG HELP.",
+                    String::from_utf8_lossy(argv[1])
+                );
+                run.reply(proto).error(&e);
+            }
+        }
+        Ok(OK)
+    }
+
+    fn client_line(&self) -> String {
+        let addr = self.peer.map_or_else(|| "?".into(), |a| a.to_string());
+        let laddr = self.local.map_or_else(|| "?".into(), |a| a.to_string());
+        let name = self
+            .name
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        format!(
+            "id={} addr={addr} laddr={laddr} name={name} db=0 resp={}\n",
+            self.id, self.proto
+        )
+    }
+
+    fn command(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let sub = argv
+            .get(1)
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+        let proto = self.proto;
+        let mut r = run.reply(proto);
+        match sub.as_deref() {
+            None => {
+                r.array(COMMANDS.len());
+                for c in COMMANDS {
+                    command_info(&mut r, c);
+                }
+            }
+            Some("count") => r.int(COMMANDS.len() as i64),
+            Some("info") => {
+                let names = &argv[2..];
+                if names.is_empty() {
+                    r.array(COMMANDS.len());
+                    COMMANDS.iter().for_each(|c| command_info(&mut r, c));
+                } else {
+                    r.array(names.len());
+                    for n in names {
+                        match lookup(&String::from_utf8_lossy(n).to_ascii_lowercase()) {
+                            Some(c) => command_info(&mut r, c),
+                            None => r.nil_array(),
+                        }
+                    }
+                }
+            }
+            Some("docs") => {
+                let wanted: Vec<&Cmd> = if argv.len() > 2 {
+                    argv[2..]
+                        .iter()
+                        .filter_map(|n| lookup(&String::from_utf8_lossy(n).to_ascii_lowercase()))
+                        .collect()
+                } else {
+                    COMMANDS.iter().collect()
+                };
+                r.map(wanted.len());
+                for c in wanted {
+                    r.bulk(c.name.as_bytes());
+                    r.map(3);
+                    r.bulk(b"summary");
+                    r.bulk(c.summary.as_bytes());
+                    r.bulk(b"since");
+                    r.bulk(b"1.0.0");
+                    r.bulk(b"group");
+                    r.bulk(c.group.as_bytes());
+                }
+            }
+            Some(_) => {
+                let e = format!(
+                    "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+                    String::from_utf8_lossy(argv[1])
+                );
+                r.error(&e);
+            }
+        }
+        Ok(OK)
+    }
+}
+
+/// One COMMAND entry in Redis 7's ten-element form (ACL categories, tips,
+/// key specs and subcommands left empty).
+fn command_info(r: &mut Reply<'_>, c: &Cmd) {
+    r.array(10);
+    r.bulk(c.name.as_bytes());
+    r.int(i64::from(c.arity));
+    r.set(c.flags.len());
+    for f in c.flags {
+        r.simple(f);
+    }
+    r.int(i64::from(c.keys.0));
+    r.int(i64::from(c.keys.1));
+    r.int(i64::from(c.keys.2));
+    for _ in 0..3 {
+        r.set(0);
+    }
+    r.array(0);
+    r.array(0);
+}
+
+pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const SYNTAX: &str = "ERR syntax error";
+const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+
+fn valid_client_name(n: &[u8]) -> bool {
+    n.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+/// Redis's text: `unknown command 'foo', with args beginning with: 'a' 'b' `
+/// (each shown argument cut so the list stays near 128 bytes).
+pub fn unknown_command(argv: &[&[u8]]) -> String {
+    let mut args = String::new();
+    for a in &argv[1..] {
+        if args.len() >= 128 {
+            break;
+        }
+        let room = 128 - args.len();
+        let a = &a[..a.len().min(room)];
+        args.push('\'');
+        args.push_str(&String::from_utf8_lossy(a));
+        args.push_str("' ");
+    }
+    let name = &argv[0][..argv[0].len().min(128)];
+    format!(
+        "ERR unknown command '{}', with args beginning with: {args}",
+        String::from_utf8_lossy(name)
+    )
+}
+
+/// Redis's strict integer syntax (string2ll): an optional '-', no '+', no
+/// leading zeros, no spaces, within i64.
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    if b.is_empty() || b.len() > 20 {
+        return None;
+    }
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits[0] == b'0' && (digits.len() > 1 || b[0] == b'-') {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// A reply's error line for an engine status that is not the command's
+/// normal outcome: the status name is the error code (clients show it; the
+/// runbook in docs/errors.md is under that name).
+pub fn status_error(s: Status) -> String {
+    format!("{} {}", s.name(), s.describe())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_like_redis() {
+        for ok in [
+            "0",
+            "-1",
+            "9223372036854775807",
+            "-9223372036854775808",
+            "10",
+        ] {
+            assert!(parse_i64(ok.as_bytes()).is_some(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-",
+            "+1",
+            "01",
+            "-0",
+            " 1",
+            "1 ",
+            "9223372036854775808",
+            "1.5",
+        ] {
+            assert!(parse_i64(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_command_text() {
+        assert_eq!(
+            unknown_command(&[b"foo", b"a", b"b"]),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        assert_eq!(
+            unknown_command(&[b"foo"]),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn table_names_are_lowercase_and_unique() {
+        let mut names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase())));
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), COMMANDS.len());
+    }
+}

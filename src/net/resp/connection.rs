@@ -1,0 +1,352 @@
+//! The RESP listener of one shard and the loop that serves one RESP client.
+//!
+//! The listener is bound per shard on the same address (SO_REUSEPORT), like
+//! the native one, and shares that shard's connection count, connection
+//! limit, buffer budget and metrics with it: `serve_shard` (net/server.rs)
+//! starts it beside the native listener.
+//!
+//! Loop: read what arrived; parse every complete command (up to the batch
+//! caps) and answer each in order into the outbound buffer, which is written
+//! out whenever it holds a round's worth (so a client that pipelines and never
+//! reads holds one round, and is closed after the reply stall timeout); then
+//! read again. Input buffer growth is taken from the shard's `BufferBudget`
+//! as for the native protocol, a started command must complete within the
+//! frame timeout, and an idle connection is closed after the idle timeout.
+//! It must never execute an engine operation itself: commands.rs maps each
+//! command onto the shard router.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
+use crate::shard::metrics::{OpClass, ShardMetrics};
+use crate::shard::wake::WaitQueue;
+use crate::shard::ShardContext;
+
+use super::codec::{parse_command, Parsed, Reply};
+use super::commands::{Flow, Session};
+use super::pipeline::{plain, Io, Pipeline};
+use crate::net::conn_buf::RecvBuf;
+use crate::net::outbound::{Held, Outbound, SendError};
+use crate::net::request_batch::ConnConfig;
+
+/// Accept RESP clients on `listener` until the engine stops. `open` and
+/// `closed` are the shard's connection count and its wake-up, shared with
+/// the native listener (one connection limit for both protocols).
+pub async fn serve_listener(
+    listener: TcpListener,
+    ctx: ShardContext,
+    cfg: Rc<ConnConfig>,
+    connections_max: usize,
+    open: Rc<Cell<usize>>,
+    closed: Rc<WaitQueue>,
+) {
+    super::commands::STARTED.get_or_init(Instant::now);
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            ctx.shutdown.wait().await;
+            None
+        })
+        .await;
+        let Some(accepted) = accepted else { break };
+        let mut stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(shard = ctx.shard().0, "RESP accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let metrics = ctx.router.metrics();
+        if open.get() >= connections_max {
+            metrics.connection_rejected();
+            glommio::spawn_local(async move {
+                // Redis's own text for its maxclients limit.
+                let _ = stream
+                    .write_all(b"-ERR max number of clients reached\r\n")
+                    .await;
+            })
+            .detach();
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        open.set(open.get() + 1);
+        metrics.connection_opened(open.get());
+        let (ctx, cfg, open, closed) = (ctx.clone(), cfg.clone(), open.clone(), closed.clone());
+        let maxclients = connections_max * usize::from(ctx.shard_count());
+        glommio::spawn_local(async move {
+            serve_resp_connection(stream, &ctx, &cfg, maxclients).await;
+            open.set(open.get() - 1);
+            ctx.router.metrics().connection_closed(open.get());
+            closed.wake_all();
+        })
+        .detach();
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Closed,
+    Shutdown,
+    TimedOut,
+    Idle,
+    Failed(std::io::Error),
+}
+
+pub async fn serve_resp_connection(
+    mut stream: TcpStream,
+    ctx: &ShardContext,
+    cfg: &ConnConfig,
+    maxclients: usize,
+) {
+    let metrics = ctx.router.metrics();
+    let peer: Option<SocketAddr> = stream.peer_addr().ok();
+    let local: Option<SocketAddr> = stream.local_addr().ok();
+    let ceiling = cfg.limits.body_bytes_max() + 64 * 1024;
+    let bulk_max = cfg.limits.value_bytes_max.max(cfg.limits.key_bytes_max);
+    let mut rbuf = RecvBuf::new(ceiling);
+    let mut outb = Outbound::new(cfg.reply_buffer_bytes, cfg.reply_stall);
+    let held_in = Held::new(&cfg.buffers, metrics);
+    let held_out = Held::new(&cfg.buffers, metrics);
+    let mut pipeline = Pipeline::new(ctx);
+    let mut session = Session::new(ctx, peer, local, maxclients);
+    let mut args = Vec::new();
+    loop {
+        let mut consumed = 0;
+        let mut count = 0;
+        let mut close = false;
+        let mut fatal = None;
+        while count < BATCH_REQUESTS_MAX && consumed < BATCH_BYTES_MAX {
+            let data = rbuf.data();
+            match parse_command(&data[consumed..], bulk_max, ceiling, &mut args) {
+                Parsed::Incomplete => break,
+                Parsed::Bad(detail) => {
+                    metrics.protocol_error();
+                    tracing::debug!("closing a RESP connection after a protocol error: {detail}");
+                    // Answered after the commands before it.
+                    fatal = Some(detail);
+                    close = true;
+                    break;
+                }
+                Parsed::Command { len } => {
+                    let base = consumed;
+                    consumed += len;
+                    count += 1;
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let argv: Vec<&[u8]> = args
+                        .iter()
+                        .map(|r| &data[base + r.start..base + r.end])
+                        .collect();
+                    let plain = plain(&argv);
+                    if pipeline.kind().is_some() && pipeline.kind() != plain {
+                        let mut io = Io {
+                            ctx,
+                            cfg,
+                            outb: &mut outb,
+                            stream: &mut stream,
+                            held_out: &held_out,
+                            metrics,
+                            proto: session.proto,
+                        };
+                        if let Err(e) = pipeline.answer(data, &mut io).await {
+                            return send_failed(e, metrics, cfg);
+                        }
+                    }
+                    if let Some(kind) = plain {
+                        let value = args.get(2).map_or(0..0, |r| base + r.start..base + r.end);
+                        let key = base + args[1].start..base + args[1].end;
+                        pipeline.push(ctx, data, kind, key, value);
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let (flow, class, status) =
+                        session.run(&argv, ctx, cfg, &mut outb, &mut stream).await;
+                    let nanos = started.elapsed().as_nanos() as u64;
+                    metrics.record_request(class, status, nanos);
+                    if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
+                        log_slow(ctx, &argv, nanos);
+                    }
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Close => {
+                            close = true;
+                            break;
+                        }
+                        Flow::Failed(e) => return send_failed(e, metrics, cfg),
+                    }
+                    if outb.is_full() {
+                        if let Err(e) = outb.flush(&mut stream).await {
+                            return send_failed(e, metrics, cfg);
+                        }
+                    }
+                }
+            }
+        }
+        let mut io = Io {
+            ctx,
+            cfg,
+            outb: &mut outb,
+            stream: &mut stream,
+            held_out: &held_out,
+            metrics,
+            proto: session.proto,
+        };
+        if let Err(e) = pipeline.answer(rbuf.data(), &mut io).await {
+            return send_failed(e, metrics, cfg);
+        }
+        if let Some(detail) = fatal {
+            Reply {
+                out: outb.buf(),
+                proto: session.proto,
+            }
+            .error(&format!("ERR {detail}"));
+        }
+        if !outb.is_empty() {
+            if let Err(e) = outb.flush(&mut stream).await {
+                return send_failed(e, metrics, cfg);
+            }
+        }
+        rbuf.consume(consumed);
+        if held_in.bytes() > rbuf.extra() {
+            held_in.give_back(held_in.bytes() - rbuf.extra());
+        }
+        if close {
+            let _ = stream.flush().await;
+            return;
+        }
+        if count >= BATCH_REQUESTS_MAX || consumed >= BATCH_BYTES_MAX {
+            continue;
+        }
+        if ctx.shutdown.is_set() {
+            return;
+        }
+        match read_more(&mut stream, &mut rbuf, ctx, cfg, &held_in).await {
+            ReadOutcome::Data => {}
+            ReadOutcome::Closed | ReadOutcome::Shutdown => return,
+            ReadOutcome::Idle => return,
+            ReadOutcome::TimedOut => {
+                metrics.protocol_error();
+                metrics.record_request(
+                    OpClass::Other,
+                    crate::core::status::Status::FrameTimeout,
+                    0,
+                );
+                let detail = format!(
+                    "ERR FRAME_TIMEOUT command incomplete after {:?}",
+                    cfg.frame_timeout
+                );
+                Reply {
+                    out: outb.buf(),
+                    proto: session.proto,
+                }
+                .error(&detail);
+                let _ = outb.flush(&mut stream).await;
+                return;
+            }
+            ReadOutcome::Failed(e) => {
+                tracing::debug!("read from RESP client failed: {e}");
+                return;
+            }
+        }
+    }
+}
+
+#[cold]
+fn log_slow(ctx: &ShardContext, argv: &[&[u8]], nanos: u64) {
+    tracing::warn!(
+        shard = ctx.shard().0,
+        latency_ms = nanos as f64 / 1e6,
+        command = %String::from_utf8_lossy(argv[0]),
+        args = argv.len() - 1,
+        "slow RESP command"
+    );
+}
+
+#[cold]
+fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
+    match e {
+        SendError::Io(e) => tracing::debug!("write to RESP client failed: {e}"),
+        SendError::Stalled => {
+            metrics.connection_closed_by_limit();
+            tracing::warn!(
+                stall = ?cfg.reply_stall,
+                "closing a RESP connection whose client took no reply bytes for the reply stall timeout (reply_stall_timeout_ms)"
+            );
+        }
+    }
+}
+
+async fn read_more(
+    stream: &mut TcpStream,
+    rbuf: &mut RecvBuf,
+    ctx: &ShardContext,
+    cfg: &ConnConfig,
+    held_in: &Held<'_>,
+) -> ReadOutcome {
+    let partial = !rbuf.is_empty();
+    let grow = rbuf.growth(0);
+    if grow > 0 && !held_in.try_take(grow) {
+        let outcome = future::or(
+            async {
+                held_in.take(grow).await;
+                None
+            },
+            future::or(
+                async {
+                    ctx.shutdown.wait().await;
+                    Some(ReadOutcome::Shutdown)
+                },
+                async {
+                    glommio::timer::sleep(cfg.frame_timeout).await;
+                    Some(ReadOutcome::TimedOut)
+                },
+            ),
+        )
+        .await;
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+    }
+    let spare = rbuf.spare(0);
+    let mut got = 0;
+    let read = async {
+        match stream.read(spare).await {
+            Ok(0) => ReadOutcome::Closed,
+            Ok(n) => {
+                got = n;
+                ReadOutcome::Data
+            }
+            Err(e) => ReadOutcome::Failed(e),
+        }
+    };
+    let shutdown = async {
+        ctx.shutdown.wait().await;
+        ReadOutcome::Shutdown
+    };
+    let outcome = if partial {
+        let timeout = async {
+            glommio::timer::sleep(cfg.frame_timeout).await;
+            ReadOutcome::TimedOut
+        };
+        future::or(read, future::or(shutdown, timeout)).await
+    } else if let Some(idle) = cfg.idle_timeout {
+        let timeout = async {
+            glommio::timer::sleep(idle).await;
+            ReadOutcome::Idle
+        };
+        future::or(read, future::or(shutdown, timeout)).await
+    } else {
+        future::or(read, shutdown).await
+    };
+    if let ReadOutcome::Data = outcome {
+        rbuf.advance(got);
+    }
+    outcome
+}

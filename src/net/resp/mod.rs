@@ -1,0 +1,21 @@
+//! The Redis protocol (RESP2 and RESP3) beside corekv's native protocol, so
+//! Redis clients and tools (redis-cli, redis-benchmark, client libraries)
+//! work against corekv.
+//!
+//! It owns RESP framing (codec.rs), the command table and per-connection
+//! session (commands.rs), glob patterns (glob.rs), the string and key commands (strings.rs), the
+//! keyspace walks and INFO (keyspace.rs), runs of pipelined plain GETs or
+//! SETs executed as one batch (pipeline.rs), and the listener and connection
+//! loop (connection.rs). It is served by the same shards, with the same
+//! connection limit, timeouts, buffer budget and metrics as the native
+//! listener. It must never reach into a shard's state: every command becomes
+//! router operations, transactions or scans. docs/redis-compatibility.md
+//! lists what is supported and how it differs from Redis.
+
+pub mod codec;
+pub mod commands;
+pub mod connection;
+pub mod glob;
+pub mod keyspace;
+pub mod pipeline;
+pub mod strings;

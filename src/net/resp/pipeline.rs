@@ -1,0 +1,183 @@
+//! Runs of plain pipelined GETs or SETs, executed as one routed batch.
+//!
+//! A client that pipelines plain `SET k v` (redis-cli --pipe, redis-benchmark
+//! -P) must not pay one WAL sync per command: consecutive plain SETs go to
+//! the shards as one batch (one message per shard, one group commit), and
+//! consecutive plain GETs likewise (one message per shard). Any other
+//! command, or a switch between GET and SET, first answers the run, so
+//! replies keep the order of the commands.
+//!
+//! A GET run's replies are bounded like the native protocol's: each shard
+//! stops once its replies hold the round's room (the connection's reply
+//! buffer, taken from the shard's buffer budget, or the base allowance when
+//! the budget is spent); what came back is written out in order up to the
+//! first GET that did not run, and the rest run again in the next round.
+//! Only reads are re-run, never writes: a SET run has no reply values and is
+//! never cut. It must never run anything but GET and PUT.
+
+use std::ops::Range;
+use std::time::Instant;
+
+use glommio::net::TcpStream;
+
+use crate::core::limits::{KEY_BYTES_MAX, REPLY_BASE_BYTES};
+use crate::core::status::Status;
+use crate::core::types::ShardId;
+use crate::shard::metrics::{OpClass, ShardMetrics};
+use crate::shard::{OpKind, RoutedBatch, ShardContext};
+
+use super::codec::Reply;
+use super::commands::status_error;
+use crate::net::outbound::{Held, Outbound, SendError, DIRECT_WRITE_BYTES};
+use crate::net::request_batch::ConnConfig;
+
+struct Entry {
+    shard: ShardId,
+    key: Range<usize>,
+}
+
+pub struct Pipeline {
+    batch: RoutedBatch,
+    kind: Option<OpKind>,
+    entries: Vec<Entry>,
+    /// Per shard: replies of this round already written.
+    cursors: Vec<usize>,
+}
+
+/// The run kind of a plain `GET k` or `SET k v` (no options), if it is one.
+pub fn plain(argv: &[&[u8]]) -> Option<OpKind> {
+    if argv.get(1).is_none_or(|k| k.len() > KEY_BYTES_MAX) {
+        return None;
+    }
+    match argv.len() {
+        2 if argv[0].eq_ignore_ascii_case(b"get") => Some(OpKind::Get),
+        3 if argv[0].eq_ignore_ascii_case(b"set") => Some(OpKind::Put),
+        _ => None,
+    }
+}
+
+/// What `Pipeline::answer` needs from the connection.
+pub struct Io<'a> {
+    pub ctx: &'a ShardContext,
+    pub cfg: &'a ConnConfig,
+    pub outb: &'a mut Outbound,
+    pub stream: &'a mut TcpStream,
+    pub held_out: &'a Held<'a>,
+    pub metrics: &'a ShardMetrics,
+    pub proto: u8,
+}
+
+impl Pipeline {
+    pub fn new(ctx: &ShardContext) -> Pipeline {
+        Pipeline {
+            batch: ctx.new_batch(),
+            kind: None,
+            entries: Vec::new(),
+            cursors: vec![0; usize::from(ctx.shard_count())],
+        }
+    }
+
+    pub fn kind(&self) -> Option<OpKind> {
+        self.kind
+    }
+
+    /// Queue a plain GET (`value` empty) or SET; `key` and `value` are
+    /// ranges of `data`, the receive buffer.
+    pub fn push(
+        &mut self,
+        ctx: &ShardContext,
+        data: &[u8],
+        kind: OpKind,
+        key: Range<usize>,
+        value: Range<usize>,
+    ) {
+        debug_assert!(self.kind.is_none_or(|k| k == kind), "a run has one kind");
+        self.kind = Some(kind);
+        let shard = ctx.router.shard_of(&data[key.clone()]);
+        self.batch
+            .push(shard, kind, &data[key.clone()], &data[value]);
+        self.entries.push(Entry { shard, key });
+    }
+
+    /// Execute the run and write its replies in order; leaves it empty.
+    pub async fn answer(&mut self, data: &[u8], io: &mut Io<'_>) -> Result<(), SendError> {
+        let Some(kind) = self.kind else {
+            return Ok(());
+        };
+        let class = if kind == OpKind::Get {
+            OpClass::Get
+        } else {
+            OpClass::Put
+        };
+        let mut from = 0;
+        while from < self.entries.len() {
+            let mut round = 0;
+            if kind == OpKind::Get {
+                let room = io.cfg.reply_buffer_bytes.min(io.cfg.buffers.limit());
+                round = if io.held_out.try_take(room) {
+                    room.max(REPLY_BASE_BYTES)
+                } else {
+                    io.metrics.connection_paused();
+                    REPLY_BASE_BYTES
+                };
+                self.batch.set_reply_budget(round);
+            }
+            let started = Instant::now();
+            io.ctx.router.execute(&mut self.batch).await;
+            let nanos = started.elapsed().as_nanos() as u64;
+            let holding = self.batch.reply_bytes();
+            if round > 0 && holding > io.held_out.bytes() {
+                io.held_out.charge(holding - io.held_out.bytes());
+            }
+            self.cursors.iter_mut().for_each(|c| *c = 0);
+            let mut cut = self.entries.len();
+            for (i, e) in self.entries.iter().enumerate().skip(from) {
+                let c = &mut self.cursors[e.shard.index()];
+                let replies = self.batch.replies(e.shard);
+                if *c >= replies.len() {
+                    cut = i;
+                    break;
+                }
+                let (status, value) = replies.get(*c);
+                *c += 1;
+                io.metrics.record_request(class, status, nanos);
+                let mut r = Reply {
+                    out: io.outb.buf(),
+                    proto: io.proto,
+                };
+                match (status, kind) {
+                    (Status::Ok, OpKind::Put) => r.simple("OK"),
+                    (Status::Ok, _) if value.len() >= DIRECT_WRITE_BYTES => {
+                        r.bulk_header(value.len());
+                        io.outb.send_direct(io.stream, value).await?;
+                        io.outb.buf().extend_from_slice(b"\r\n");
+                    }
+                    (Status::Ok, _) => r.bulk(value),
+                    (Status::NotFound, OpKind::Get) => r.nil(),
+                    (other, _) => r.error(&status_error(other)),
+                }
+                if io.outb.is_full() {
+                    io.outb.flush(io.stream).await?;
+                }
+            }
+            // The rest of a cut GET run runs again: reads only, so running
+            // one twice (its reply was dropped) changes nothing.
+            self.batch.clear();
+            for e in &self.entries[cut..] {
+                self.batch
+                    .push(e.shard, OpKind::Get, &data[e.key.clone()], b"");
+            }
+            from = cut;
+            if from < self.entries.len() {
+                // What was composed goes out before the next round runs: the
+                // client's reading paces the rounds.
+                io.outb.flush(io.stream).await?;
+            }
+            io.held_out.give_back(io.held_out.bytes());
+        }
+        self.batch.clear_and_trim(io.cfg.reply_buffer_bytes);
+        self.entries.clear();
+        self.kind = None;
+        Ok(())
+    }
+}
