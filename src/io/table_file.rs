@@ -20,8 +20,8 @@ use crate::core::block_format::{
 use crate::core::limits::SECTOR_BYTES;
 use crate::core::table_format::{
     access_index, encode_index, place_block, ArchivedTableIndex, BlockFinder, Bloom, BloomBuilder,
-    Footer, IndexEntry, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION,
-    TABLE_MAGIC,
+    Footer, IndexEntry, OwnedBloom, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT,
+    TABLE_FORMAT_VERSION, TABLE_MAGIC,
 };
 
 use super::disk::{Disk, DiskFile, OpenMode};
@@ -295,7 +295,7 @@ pub struct TableFile<F: DiskFile> {
     pub file_bytes: u64,
     index: AlignedVec<16>,
     finder: BlockFinder,
-    bloom: Vec<u8>,
+    bloom: OwnedBloom,
 }
 
 impl<F: DiskFile> TableFile<F> {
@@ -357,8 +357,7 @@ impl<F: DiskFile> TableFile<F> {
         let raw = read_exact(&file, at, ext).await?;
         let payload = open_block(&raw, id, footer.bloom_block_no.get(), BlockKind::Bloom)
             .map_err(|e| corrupt(at, "bloom", e))?;
-        Bloom::parse(payload).map_err(|e| corrupt(at, "bloom", e))?;
-        let bloom = payload.to_vec();
+        let bloom = OwnedBloom::parse(payload).map_err(|e| corrupt(at, "bloom", e))?;
         Ok(TableFile {
             file,
             id,
@@ -386,10 +385,7 @@ impl<F: DiskFile> TableFile<F> {
     }
 
     pub fn bloom(&self) -> Bloom<'_> {
-        match Bloom::parse(&self.bloom) {
-            Ok(b) => b,
-            Err(e) => unreachable!("bloom validated at open: {e}"),
-        }
+        self.bloom.filter()
     }
 
     /// Bytes held in memory for this table (index, its fences and bloom).
