@@ -166,6 +166,8 @@ pub fn recovery(data: &[u8]) {
             let _ = t.read_blocks(0..n.min(40)).await;
             let _ = t.read_blocks(n / 2..n).await;
             let _ = t.read_blocks(n..n + 3).await;
+            // One block past the index: a typed error, not a panic.
+            let _ = t.read_block(n).await;
         }
     });
 }

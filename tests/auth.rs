@@ -158,7 +158,9 @@ fn each_role_runs_exactly_its_opcodes() {
                     count: 1,
                     keys: &mget[4..],
                 },
-                Opcode::Txn => Request::Txn { body: &txn },
+                Opcode::Txn => {
+                    Request::Txn(corekv::core::txn_format::TxnView::parse(&txn, false).unwrap())
+                }
                 Opcode::Mput => Request::Mput(MputView::parse(&mput_body).unwrap()),
                 Opcode::Auth => Request::Auth {
                     user: user.as_bytes(),

@@ -98,9 +98,9 @@ pub fn check_dir(dir: &Path) -> u8 {
                 // The same replay and checks as the server's recovery.
                 let mut txns = TxnReplay::new(cutoff, applied);
                 let scanned = replay_log(&DmaDisk, &wal, &opts, |r| {
-                    if let Record::Txn { lsn, kind, body } = r {
+                    if let Record::Txn { lsn, txn } = r {
                         if lsn > cutoff {
-                            txns.replay(kind, body, lsn, &mut |_, _| {});
+                            txns.replay(txn, lsn, &mut |_, _| {});
                         }
                     }
                 })

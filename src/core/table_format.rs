@@ -313,6 +313,45 @@ impl<'a> Bloom<'a> {
     }
 }
 
+/// A bloom filter payload that [`Bloom::parse`] accepted, owned: reading it
+/// again ([`OwnedBloom::filter`]) cannot fail.
+#[derive(Debug, Clone)]
+pub struct OwnedBloom {
+    payload: Vec<u8>,
+    bits: u64,
+    k: u32,
+}
+
+impl OwnedBloom {
+    /// Parse `payload` and keep a copy.
+    pub fn parse(payload: &[u8]) -> Result<OwnedBloom, BlockError> {
+        let Bloom { bits, k, .. } = Bloom::parse(payload)?;
+        Ok(OwnedBloom {
+            payload: payload.to_vec(),
+            bits,
+            k,
+        })
+    }
+
+    pub fn filter(&self) -> Bloom<'_> {
+        Bloom {
+            bits: self.bits,
+            k: self.k,
+            // `parse` checked that the payload has its 16-byte header.
+            array: self.payload.get(16..).unwrap_or_default(),
+        }
+    }
+
+    /// Bytes of the payload held.
+    pub fn len(&self) -> usize {
+        self.payload.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payload.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,9 +186,13 @@ impl<'a> Reader<'a> {
 const COND_MIN_BYTES: usize = 5;
 const WRITE_MIN_BYTES: usize = 5;
 
-/// A validated transaction body: conditions then writes.
-#[derive(Copy, Clone, Debug)]
+/// A validated transaction body: conditions then writes. Made by
+/// [`TxnView::parse`], or from bytes that are valid by construction
+/// ([`TxnPart::encode`], [`MputView::write_as_txn`], [`TxnShape::view`]), so
+/// its conditions and writes read back without another check.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct TxnView<'a> {
+    body: &'a [u8],
     conds: &'a [u8],
     cond_count: u32,
     writes: &'a [u8],
@@ -216,12 +220,30 @@ impl<'a> TxnView<'a> {
             return Err(TxnFormatError::TrailingBytes(r.b.len()));
         }
         Ok(TxnView {
+            body,
             conds,
             cond_count,
             writes,
             write_count,
             indexed,
         })
+    }
+
+    /// The body as received (to send it on).
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Where this body splits, to make the view again later from the same
+    /// bytes without checking them again (see [`TxnShape`]).
+    pub fn shape(&self) -> TxnShape {
+        TxnShape {
+            body_len: self.body.len(),
+            conds_len: self.conds.len(),
+            cond_count: self.cond_count,
+            write_count: self.write_count,
+            indexed: self.indexed,
+        }
     }
 
     pub fn cond_count(&self) -> u32 {
@@ -248,6 +270,94 @@ impl<'a> TxnView<'a> {
     pub fn writes(&self) -> WriteIter<'a> {
         WriteIter {
             r: Reader { b: self.writes },
+        }
+    }
+}
+
+/// Where a validated transaction body splits, without its borrow: for a
+/// holder that keeps the bytes somewhere a borrow cannot reach across (a
+/// request batch keeps ranges into its receive buffer, and runs a TXN after
+/// its routed operations). Only a [`TxnView`] makes one; [`TxnShape::view`]
+/// turns it back into the view of the same bytes without parsing them again.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TxnShape {
+    body_len: usize,
+    conds_len: usize,
+    cond_count: u32,
+    write_count: u32,
+    indexed: bool,
+}
+
+impl TxnShape {
+    /// The view of `body`, which must be the bytes this shape was taken from.
+    pub fn view(self, body: &[u8]) -> TxnView<'_> {
+        // Other bytes would be read as a transaction nobody sent: writes that
+        // corrupt data. A length check is cheap and catches a wrong range.
+        assert_eq!(
+            body.len(),
+            self.body_len,
+            "a transaction shape applied to other bytes"
+        );
+        let writes_at = 4 + self.conds_len + 4;
+        TxnView {
+            body,
+            conds: &body[4..4 + self.conds_len],
+            cond_count: self.cond_count,
+            writes: &body[writes_at..],
+            write_count: self.write_count,
+            indexed: self.indexed,
+        }
+    }
+}
+
+/// One shard's part of a transaction while a coordinator splits a validated
+/// one: conditions (with their index in the client's transaction) and writes
+/// taken from a [`TxnView`]. The shard-form body it encodes is valid by
+/// construction, so it is handed on as a view instead of being parsed again.
+#[derive(Default, Debug)]
+pub struct TxnPart {
+    conds: Vec<u8>,
+    cond_count: u32,
+    writes: Vec<u8>,
+    write_count: u32,
+}
+
+impl TxnPart {
+    /// Add condition `index` (its number in the client's transaction).
+    pub fn push_cond(&mut self, index: u32, cond: &Cond<'_>) {
+        // What a parser would refuse must not pass for valid.
+        assert!(cond.key().len() <= KEY_BYTES_MAX, "an unchecked key");
+        encode_cond(&mut self.conds, Some(index), cond);
+        self.cond_count += 1;
+    }
+
+    pub fn push_write(&mut self, write: &Write<'_>) {
+        assert!(write.key().len() <= KEY_BYTES_MAX, "an unchecked key");
+        encode_write(&mut self.writes, write);
+        self.write_count += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cond_count == 0 && self.write_count == 0
+    }
+
+    /// The shard form of this part, into `out` (cleared first).
+    pub fn encode<'a>(&self, out: &'a mut Vec<u8>) -> TxnView<'a> {
+        out.clear();
+        let at = begin_list(out);
+        out.extend_from_slice(&self.conds);
+        end_list(out, at, self.cond_count);
+        let at = begin_list(out);
+        out.extend_from_slice(&self.writes);
+        end_list(out, at, self.write_count);
+        let body: &'a [u8] = out;
+        TxnView {
+            body,
+            conds: &body[4..4 + self.conds.len()],
+            cond_count: self.cond_count,
+            writes: &body[at + 4..],
+            write_count: self.write_count,
+            indexed: true,
         }
     }
 }
@@ -406,8 +516,8 @@ impl<'a> MputView<'a> {
     }
 
     /// The TXN body with the same writes and no conditions (MPUT runs as a
-    /// transaction), into `out` (cleared first).
-    pub fn write_as_txn(&self, out: &mut Vec<u8>) {
+    /// transaction), into `out` (cleared first), viewed.
+    pub fn write_as_txn<'b>(&self, out: &'b mut Vec<u8>) -> TxnView<'b> {
         out.clear();
         let at = begin_list(out);
         end_list(out, at, 0);
@@ -416,6 +526,15 @@ impl<'a> MputView<'a> {
             encode_write(out, &Write::Put(k, v));
         }
         end_list(out, at, self.count);
+        let body: &'b [u8] = out;
+        TxnView {
+            body,
+            conds: &body[4..4],
+            cond_count: 0,
+            writes: &body[at + 4..],
+            write_count: self.count,
+            indexed: false,
+        }
     }
 }
 
@@ -427,15 +546,49 @@ pub fn encode_mput(out: &mut Vec<u8>, pairs: &[(&[u8], &[u8])]) {
     }
 }
 
-/// A decoded TXN_COMMIT record body: the decision, and the coordinator's own writes.
-#[derive(Debug, Clone, Copy)]
+/// A TXN_COMMIT record body, well formed by construction: made only by
+/// [`parse_commit_record`] (a logged body, checked once) or by
+/// [`CommitRecord::encode`] (from a validated transaction part), so its
+/// writes and participants read back without another check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitRecord<'a> {
     pub id: TxnId,
+    body: &'a [u8],
     participants: &'a [u8],
     writes: &'a [u8],
 }
 
 impl<'a> CommitRecord<'a> {
+    /// Encode the decision for `id` (naming `participants`) with `view`'s
+    /// writes into `out` (cleared first), and view what was written.
+    pub fn encode(
+        out: &'a mut Vec<u8>,
+        id: TxnId,
+        participants: &[u16],
+        view: &TxnView<'_>,
+    ) -> CommitRecord<'a> {
+        out.clear();
+        let at = begin_commit_record(out, id, participants);
+        for w in view.writes() {
+            encode_write(out, &w);
+        }
+        end_list(out, at, view.write_count());
+        let body: &'a [u8] = out;
+        // The layout `begin_commit_record` wrote: id, count, participants, the list.
+        let participants_at = at - 2 * participants.len();
+        CommitRecord {
+            id,
+            body,
+            participants: &body[participants_at..at],
+            writes: &body[at + 4..],
+        }
+    }
+
+    /// The record body, as logged.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
     pub fn participants(&self) -> impl Iterator<Item = u16> + 'a {
         self.participants
             .chunks_exact(2)
@@ -451,15 +604,26 @@ impl<'a> CommitRecord<'a> {
     }
 }
 
-/// A decoded TXN_PREPARE record body.
-#[derive(Debug, Clone, Copy)]
+/// A TXN_PREPARE record body, well formed by construction (made by
+/// [`parse_prepare_record`] or by [`ValidPrepare::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PrepareRecord<'a> {
     pub id: TxnId,
-    pub writes: &'a [u8],
-    pub write_count: u32,
+    body: &'a [u8],
+    writes: &'a [u8],
+    write_count: u32,
 }
 
 impl<'a> PrepareRecord<'a> {
+    /// The record body, as logged.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    pub fn write_count(&self) -> u32 {
+        self.write_count
+    }
+
     pub fn writes(&self) -> WriteIter<'a> {
         WriteIter {
             r: Reader { b: self.writes },
@@ -472,6 +636,55 @@ impl<'a> PrepareRecord<'a> {
 pub struct ResolveRecord {
     pub id: TxnId,
     pub commit: bool,
+}
+
+/// Bytes of a TXN_RESOLVE body.
+pub const RESOLVE_RECORD_BYTES: usize = 11;
+
+impl ResolveRecord {
+    /// Append the record body (`RESOLVE_RECORD_BYTES` bytes).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_resolve_record(out, self.id, self.commit);
+    }
+}
+
+/// A transaction record of the WAL, its body validated: what the WAL decoder
+/// hands to recovery and the state machine (so that they never split the
+/// bytes again), and what the participant hands to the WAL writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnRecord<'a> {
+    Commit(CommitRecord<'a>),
+    Prepare(PrepareRecord<'a>),
+    Resolve(ResolveRecord),
+}
+
+impl TxnRecord<'_> {
+    /// The transaction the record belongs to.
+    pub fn id(&self) -> TxnId {
+        match self {
+            TxnRecord::Commit(c) => c.id,
+            TxnRecord::Prepare(p) => p.id,
+            TxnRecord::Resolve(r) => r.id,
+        }
+    }
+
+    /// Bytes of the record body.
+    pub fn body_len(&self) -> usize {
+        match self {
+            TxnRecord::Commit(c) => c.body.len(),
+            TxnRecord::Prepare(p) => p.body.len(),
+            TxnRecord::Resolve(_) => RESOLVE_RECORD_BYTES,
+        }
+    }
+
+    /// Append the record body to `out`.
+    pub fn encode_body(&self, out: &mut Vec<u8>) {
+        match self {
+            TxnRecord::Commit(c) => out.extend_from_slice(c.body),
+            TxnRecord::Prepare(p) => out.extend_from_slice(p.body),
+            TxnRecord::Resolve(r) => r.encode(out),
+        }
+    }
 }
 
 /// A transaction id as the 10 bytes that name it in shard messages.
@@ -549,13 +762,17 @@ impl ValidPrepare {
 
     /// Check a logged TXN_PREPARE body once.
     pub fn parse(body: &[u8]) -> Result<ValidPrepare, TxnFormatError> {
-        let p = parse_prepare_record(body)?;
-        Ok(ValidPrepare {
+        parse_prepare_record(body).map(ValidPrepare::from_record)
+    }
+
+    /// Keep a prepare record the WAL decoder validated (copies its body).
+    pub fn from_record(p: PrepareRecord<'_>) -> ValidPrepare {
+        ValidPrepare {
             id: p.id,
-            writes_at: body.len() - p.writes.len(),
+            writes_at: p.body.len() - p.writes.len(),
             write_count: p.write_count,
-            body: body.to_vec(),
-        })
+            body: p.body.to_vec(),
+        }
     }
 
     /// The record body, as logged.
@@ -566,6 +783,7 @@ impl ValidPrepare {
     pub fn record(&self) -> PrepareRecord<'_> {
         PrepareRecord {
             id: self.id,
+            body: &self.body,
             writes: &self.body[self.writes_at..],
             write_count: self.write_count,
         }
@@ -590,6 +808,7 @@ pub fn parse_commit_record(body: &[u8]) -> Result<CommitRecord<'_>, TxnFormatErr
     validate_writes(r.b, count)?;
     Ok(CommitRecord {
         id,
+        body,
         participants,
         writes: r.b,
     })
@@ -602,6 +821,7 @@ pub fn parse_prepare_record(body: &[u8]) -> Result<PrepareRecord<'_>, TxnFormatE
     validate_writes(r.b, write_count)?;
     Ok(PrepareRecord {
         id,
+        body,
         writes: r.b,
         write_count,
     })
@@ -672,6 +892,52 @@ mod tests {
         let mut trailing = body.clone();
         trailing.push(0);
         assert!(TxnView::parse(&trailing, false).is_err());
+    }
+
+    /// A part's view, and a view made again from a shape, are exactly what
+    /// parsing the same bytes finds.
+    #[test]
+    fn parts_and_shapes_make_the_views_parsing_makes() {
+        let mut part = TxnPart::default();
+        assert!(part.is_empty());
+        part.push_cond(4, &Cond::Equals(b"a", b"1"));
+        part.push_cond(9, &Cond::Absent(b"b"));
+        part.push_write(&Write::Put(b"a", b"2"));
+        let mut out = vec![7u8; 3];
+        let made = part.encode(&mut out);
+        let made_shape = made.shape();
+        let made_conds = format!("{:?}", made.conds().collect::<Vec<_>>());
+        let parsed = TxnView::parse(&out, true).expect("a part encodes validly");
+        assert_eq!(made_shape, parsed.shape());
+        assert_eq!(
+            made_conds,
+            format!("{:?}", parsed.conds().collect::<Vec<_>>())
+        );
+        assert_eq!(parsed.conds().nth(1), Some((9, Cond::Absent(&b"b"[..]))));
+
+        let mut body = Vec::new();
+        encode_txn(&mut body, &[Cond::Present(b"x")], &[Write::Delete(b"y")]);
+        let shape = TxnView::parse(&body, false).unwrap().shape();
+        let again = shape.view(&body);
+        assert_eq!(again.body(), &body[..]);
+        assert_eq!(
+            again.conds().collect::<Vec<_>>(),
+            vec![(0, Cond::Present(b"x"))]
+        );
+        assert_eq!(
+            again.writes().collect::<Vec<_>>(),
+            vec![Write::Delete(b"y")]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "a transaction shape applied to other bytes")]
+    fn a_shape_refuses_other_bytes() {
+        let mut body = Vec::new();
+        encode_txn(&mut body, &[], &[Write::Delete(b"y")]);
+        let shape = TxnView::parse(&body, false).unwrap().shape();
+        body.push(0);
+        let _ = shape.view(&body);
     }
 
     #[test]
@@ -749,8 +1015,9 @@ mod tests {
         }
         // As a transaction: no conditions, the same writes in order.
         let mut txn = Vec::new();
-        view.write_as_txn(&mut txn);
+        let made = view.write_as_txn(&mut txn).shape();
         let t = TxnView::parse(&txn, false).expect("a valid TXN body");
+        assert_eq!(made, t.shape(), "the view made is the view parsed");
         assert_eq!(t.conds().count(), 0);
         assert_eq!(
             t.writes().collect::<Vec<_>>(),

@@ -31,6 +31,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::checksum::{crc32c, crc32c_append};
 use super::limits::{KEY_BYTES_MAX, SECTOR_BYTES, VALUE_BYTES_CEILING};
+use super::txn_format::{
+    parse_commit_record, parse_prepare_record, parse_resolve_record, TxnRecord,
+};
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CKVWAL\0\x01";
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"CKVB");
@@ -225,12 +228,11 @@ pub enum Record<'a> {
         lsn: u64,
         key: &'a [u8],
     },
-    /// A transaction record; `body` is validated against `kind`'s layout in
-    /// `core::txn_format` before a decoder returns it.
+    /// A transaction record, its body validated against its kind's layout in
+    /// `core::txn_format` (by the decoder, or by construction for a writer).
     Txn {
         lsn: u64,
-        kind: RecordKind,
-        body: &'a [u8],
+        txn: TxnRecord<'a>,
     },
 }
 
@@ -250,6 +252,15 @@ impl<'a> Record<'a> {
     }
 }
 
+/// The on-disk kind of a transaction record.
+fn txn_kind(txn: &TxnRecord<'_>) -> RecordKind {
+    match txn {
+        TxnRecord::Commit(_) => RecordKind::TxnCommit,
+        TxnRecord::Prepare(_) => RecordKind::TxnPrepare,
+        TxnRecord::Resolve(_) => RecordKind::TxnResolve,
+    }
+}
+
 /// Bytes a PUT record of this key and value occupies.
 pub fn put_record_bytes(key_len: usize, value_len: usize) -> usize {
     RECORD_HEADER_BYTES + 4 + key_len + value_len
@@ -261,7 +272,7 @@ impl Record<'_> {
         match self {
             Record::Put { key, value, .. } => put_record_bytes(key.len(), value.len()),
             Record::Delete { key, .. } => RECORD_HEADER_BYTES + key.len(),
-            Record::Txn { body, .. } => RECORD_HEADER_BYTES + body.len(),
+            Record::Txn { txn, .. } => RECORD_HEADER_BYTES + txn.body_len(),
         }
     }
 }
@@ -272,13 +283,7 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
     let (kind, body_bytes) = match record {
         Record::Put { key, value, .. } => (RecordKind::Put, 4 + key.len() + value.len()),
         Record::Delete { key, .. } => (RecordKind::Delete, key.len()),
-        Record::Txn { kind, body, .. } => {
-            assert!(
-                !matches!(kind, RecordKind::Put | RecordKind::Delete),
-                "a transaction record with a single-key kind"
-            );
-            (*kind, body.len())
-        }
+        Record::Txn { txn, .. } => (txn_kind(txn), txn.body_len()),
     };
     assert!(
         body_bytes <= RECORD_BODY_BYTES_MAX,
@@ -300,7 +305,7 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
             out.extend_from_slice(value);
         }
         Record::Delete { key, .. } => out.extend_from_slice(key),
-        Record::Txn { body, .. } => out.extend_from_slice(body),
+        Record::Txn { txn, .. } => txn.encode_body(out),
     }
     let crc = crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -383,20 +388,26 @@ pub fn decode_record(bytes: &[u8], expected_lsn: u64) -> Result<(Record<'_>, usi
             }
             Record::Delete { lsn, key: body }
         }
-        Some(kind @ (RecordKind::TxnCommit | RecordKind::TxnPrepare | RecordKind::TxnResolve)) => {
-            use super::txn_format::{
-                parse_commit_record, parse_prepare_record, parse_resolve_record,
-            };
-            let valid = match kind {
-                RecordKind::TxnCommit => parse_commit_record(body).is_ok(),
-                RecordKind::TxnPrepare => parse_prepare_record(body).is_ok(),
-                _ => parse_resolve_record(body).is_ok(),
-            };
-            if !valid {
-                return Err(RecordError::MalformedBody { offset });
-            }
-            Record::Txn { lsn, kind, body }
-        }
+        // Parsed here, once: recovery and the state machine take the typed
+        // record and never split these bytes again.
+        Some(RecordKind::TxnCommit) => Record::Txn {
+            lsn,
+            txn: TxnRecord::Commit(
+                parse_commit_record(body).map_err(|_| RecordError::MalformedBody { offset })?,
+            ),
+        },
+        Some(RecordKind::TxnPrepare) => Record::Txn {
+            lsn,
+            txn: TxnRecord::Prepare(
+                parse_prepare_record(body).map_err(|_| RecordError::MalformedBody { offset })?,
+            ),
+        },
+        Some(RecordKind::TxnResolve) => Record::Txn {
+            lsn,
+            txn: TxnRecord::Resolve(
+                parse_resolve_record(body).map_err(|_| RecordError::MalformedBody { offset })?,
+            ),
+        },
         None => {
             return Err(RecordError::UnknownKind {
                 offset,
@@ -562,6 +573,94 @@ mod tests {
             assert!(
                 decode_batch_payload(&bytes[..cut], 7, 3, |_| {}).is_err(),
                 "cut at {cut}"
+            );
+        }
+    }
+
+    /// Transaction records come out of the decoder typed and validated (the
+    /// same records a writer put in), and a body that does not parse as its
+    /// kind is a `MalformedBody` error, even under a valid checksum.
+    #[test]
+    fn transaction_records_decode_typed_and_malformed_bodies_are_errors() {
+        use crate::core::txn_format::{
+            begin_list, encode_write, end_list, CommitRecord, ResolveRecord, TxnId, TxnView,
+            ValidPrepare, Write,
+        };
+        let id = TxnId {
+            coordinator: 2,
+            seq: 40,
+        };
+        let mut part = Vec::new();
+        let at = begin_list(&mut part);
+        end_list(&mut part, at, 0);
+        let at = begin_list(&mut part);
+        encode_write(&mut part, &Write::Put(b"k", b"v"));
+        encode_write(&mut part, &Write::Delete(b"gone"));
+        end_list(&mut part, at, 2);
+        let view = TxnView::parse(&part, true).unwrap();
+        let mut commit_body = Vec::new();
+        let commit = CommitRecord::encode(&mut commit_body, id, &[1, 3], &view);
+        let prepare = ValidPrepare::encode(id, &view);
+        let written = [
+            TxnRecord::Commit(commit),
+            TxnRecord::Prepare(prepare.record()),
+            TxnRecord::Resolve(ResolveRecord { id, commit: true }),
+        ];
+        let mut out = Vec::new();
+        for (i, txn) in written.iter().enumerate() {
+            let r = Record::Txn {
+                lsn: 5 + i as u64,
+                txn: *txn,
+            };
+            encode_record(&mut out, &r);
+        }
+        let mut seen = Vec::new();
+        decode_batch_payload(&out, 5, 3, |r| seen.push(r)).unwrap();
+        assert_eq!(seen.len(), 3);
+        for (i, (r, txn)) in seen.iter().zip(&written).enumerate() {
+            assert_eq!(
+                *r,
+                Record::Txn {
+                    lsn: 5 + i as u64,
+                    txn: *txn
+                }
+            );
+        }
+        let Record::Txn {
+            txn: TxnRecord::Commit(c),
+            ..
+        } = seen[0]
+        else {
+            panic!("a commit record decodes as one: {:?}", seen[0]);
+        };
+        assert_eq!(c.participants().collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            c.writes().collect::<Vec<_>>(),
+            vec![Write::Put(b"k", b"v"), Write::Delete(b"gone")]
+        );
+
+        // Every transaction kind over a body that is not its layout, with a
+        // checksum that matches: the decoder says so, typed.
+        for kind in [
+            RecordKind::TxnCommit,
+            RecordKind::TxnPrepare,
+            RecordKind::TxnResolve,
+        ] {
+            let mut bad = Vec::new();
+            encode_record(
+                &mut bad,
+                &Record::Delete {
+                    lsn: 9,
+                    key: b"\x01\x00not a transaction body",
+                },
+            );
+            bad[16] = kind as u8;
+            let crc = crc32c(&bad[4..]);
+            bad[..4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode_record(&bad, 9),
+                Err(RecordError::MalformedBody { offset: 0 }),
+                "{kind:?}"
             );
         }
     }

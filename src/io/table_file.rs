@@ -20,8 +20,8 @@ use crate::core::block_format::{
 use crate::core::limits::SECTOR_BYTES;
 use crate::core::table_format::{
     access_index, encode_index, place_block, ArchivedTableIndex, BlockFinder, Bloom, BloomBuilder,
-    Footer, IndexEntry, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT, TABLE_FORMAT_VERSION,
-    TABLE_MAGIC,
+    Footer, IndexEntry, OwnedBloom, TableIndex, DATA_BLOCK_PAYLOAD_TARGET, FOOTER_EXTENT,
+    TABLE_FORMAT_VERSION, TABLE_MAGIC,
 };
 
 use super::disk::{Disk, DiskFile, OpenMode};
@@ -287,15 +287,41 @@ impl<F: DiskFile> TableWriter<F> {
     }
 }
 
+/// A table index archive that [`access_index`] accepted: made only by
+/// [`ValidIndex::check`], so reading it back skips rkyv's validation without
+/// a second look (the bytes are never modified afterwards).
+struct ValidIndex {
+    bytes: AlignedVec<16>,
+}
+
+impl ValidIndex {
+    fn check(payload: &[u8]) -> Result<ValidIndex, BlockError> {
+        let mut bytes = AlignedVec::<16>::with_capacity(payload.len());
+        bytes.extend_from_slice(payload);
+        access_index(&bytes)?;
+        Ok(ValidIndex { bytes })
+    }
+
+    fn get(&self) -> &ArchivedTableIndex {
+        // SAFETY: `check`, the only constructor, validated these exact bytes
+        // with `access_index`, and they are never modified afterwards.
+        unsafe { rkyv::access_unchecked::<ArchivedTableIndex>(&self.bytes) }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 /// An open table: its file, and its verified footer, index and bloom filter.
 pub struct TableFile<F: DiskFile> {
     file: F,
     pub id: u64,
     pub footer: Footer,
     pub file_bytes: u64,
-    index: AlignedVec<16>,
+    index: ValidIndex,
     finder: BlockFinder,
-    bloom: Vec<u8>,
+    bloom: OwnedBloom,
 }
 
 impl<F: DiskFile> TableFile<F> {
@@ -334,9 +360,8 @@ impl<F: DiskFile> TableFile<F> {
         let raw = read_exact(&file, at, ext).await?;
         let payload = open_block(&raw, id, footer.index_block_no.get(), BlockKind::Index)
             .map_err(|e| corrupt(at, "index", e))?;
-        let mut index = AlignedVec::<16>::with_capacity(payload.len());
-        index.extend_from_slice(payload);
-        let checked = access_index(&index).map_err(|e| corrupt(at, "index", e))?;
+        let index = ValidIndex::check(payload).map_err(|e| corrupt(at, "index", e))?;
+        let checked = index.get();
         if checked.blocks.len() != footer.data_blocks.get() as usize
             || checked.blocks.last().is_some_and(|b| {
                 b.offset.to_native() + u64::from(b.extent.to_native()) > footer.index_offset.get()
@@ -357,8 +382,7 @@ impl<F: DiskFile> TableFile<F> {
         let raw = read_exact(&file, at, ext).await?;
         let payload = open_block(&raw, id, footer.bloom_block_no.get(), BlockKind::Bloom)
             .map_err(|e| corrupt(at, "bloom", e))?;
-        Bloom::parse(payload).map_err(|e| corrupt(at, "bloom", e))?;
-        let bloom = payload.to_vec();
+        let bloom = OwnedBloom::parse(payload).map_err(|e| corrupt(at, "bloom", e))?;
         Ok(TableFile {
             file,
             id,
@@ -375,9 +399,7 @@ impl<F: DiskFile> TableFile<F> {
     }
 
     pub fn index(&self) -> &ArchivedTableIndex {
-        // SAFETY: `open` validated these exact bytes with `access_index`, and
-        // they are never modified afterwards.
-        unsafe { rkyv::access_unchecked::<ArchivedTableIndex>(&self.index) }
+        self.index.get()
     }
 
     /// The first data block that may hold `key` (its last key is >= key).
@@ -386,10 +408,7 @@ impl<F: DiskFile> TableFile<F> {
     }
 
     pub fn bloom(&self) -> Bloom<'_> {
-        match Bloom::parse(&self.bloom) {
-            Ok(b) => b,
-            Err(e) => unreachable!("bloom validated at open: {e}"),
-        }
+        self.bloom.filter()
     }
 
     /// Bytes held in memory for this table (index, its fences and bloom).
@@ -399,7 +418,14 @@ impl<F: DiskFile> TableFile<F> {
 
     /// Read data block `i` and return its verified payload.
     pub async fn read_block(&self, i: usize) -> Result<Vec<u8>, TableError> {
-        let entry = &self.index().blocks[i];
+        let Some(entry) = self.index().blocks.get(i) else {
+            // Callers take `i` from this index; say so rather than panic.
+            return Err(self.corrupt_block(
+                self.footer.index_offset.get(),
+                i as u32,
+                BlockError::Malformed("block number past the end of the index"),
+            ));
+        };
         let (at, ext, no) = (
             entry.offset.to_native(),
             entry.extent.to_native() as usize,

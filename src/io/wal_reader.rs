@@ -104,9 +104,7 @@ pub async fn replay_log<D: Disk>(
     }
 
     let mut expected_lsn: Option<u64> = None;
-    let mut i = 0usize;
-    while i < seqs.len() {
-        let seq = seqs[i];
+    for i in 0..seqs.len() {
         if seqs.len() > 1 {
             // A long replay must say it is alive: one line per segment.
             tracing::info!(
@@ -115,154 +113,30 @@ pub async fn replay_log<D: Disk>(
                 segments = seqs.len(),
                 records_so_far = report.records,
                 "replaying WAL segment {}",
-                segment_file_name(seq)
+                segment_file_name(seqs[i])
             );
         }
-        let seg = load(disk, dir, seq).await?;
+        let seg = load(disk, dir, seqs[i]).await?;
         report.bytes_read += seg.bytes.len() as u64;
         report.segments += 1;
-        if i > 0 && seqs[i - 1] + 1 != seq {
-            let detail = format!(
-                "segment {} is missing (found {} after it)",
-                seqs[i - 1] + 1,
-                seq
-            );
-            return corrupt(disk, dir, opts, &seqs, i, &seg, 0, detail, &mut report).await;
-        }
-        let header = match SegmentHeader::decode(&seg.bytes) {
-            Ok(h) => {
-                report.segment_starts.push((seq, h.first_lsn.get()));
-                h
-            }
-            Err(e) if i + 1 == seqs.len() && seg.bytes.iter().all(|&b| b == 0) => {
-                // Renamed into place but never written: resume in it.
-                let _ = e;
-                report.resume = Some(ResumePoint { seq, offset: 0 });
-                break;
-            }
-            Err(e) => {
-                let detail = format!("segment header: {e}");
-                return corrupt(disk, dir, opts, &seqs, i, &seg, 0, detail, &mut report).await;
-            }
-        };
-        if header.segment_seq.get() != seq || header.shard_id.get() != u32::from(opts.shard_id) {
-            let detail = format!(
-                "segment header names segment {} of shard {}, expected segment {seq} of shard {}",
-                header.segment_seq.get(),
-                header.shard_id.get(),
-                opts.shard_id
-            );
-            return corrupt(disk, dir, opts, &seqs, i, &seg, 0, detail, &mut report).await;
-        }
-        let first_lsn = header.first_lsn.get();
-        if let Some(expected) = expected_lsn {
-            if first_lsn != expected {
-                let detail = format!(
-                    "segment starts at LSN {first_lsn}, expected {expected}: records are missing"
-                );
-                return corrupt(disk, dir, opts, &seqs, i, &seg, 0, detail, &mut report).await;
+        let step = replay_segment(
+            disk,
+            opts,
+            &seqs,
+            i,
+            &seg,
+            &mut expected_lsn,
+            &mut report,
+            &mut visit,
+        )
+        .await?;
+        match step {
+            Step::Next => {}
+            Step::Stop => break,
+            Step::Corrupt { offset, detail } => {
+                return corrupt(disk, dir, opts, &seqs, i, &seg, offset, detail, &mut report).await;
             }
         }
-        let mut next_lsn = first_lsn;
-        let mut offset = SECTOR_BYTES;
-        let mut records: Vec<Record<'_>> = Vec::new();
-        let end_reason = loop {
-            if offset + BATCH_HEADER_BYTES > seg.bytes.len() {
-                break End::SegmentFull;
-            }
-            let Some(bh) = BatchHeader::decode(&seg.bytes[offset..], seq) else {
-                break End::NoBatch;
-            };
-            match validate_batch(&seg.bytes, offset, &bh, next_lsn, &mut records) {
-                Ok(extent) => {
-                    for r in records.drain(..) {
-                        visit(r);
-                    }
-                    let count = u64::from(bh.record_count.get());
-                    report.records += count;
-                    report.batches += 1;
-                    next_lsn += count;
-                    report.last_lsn = next_lsn - 1;
-                    offset += extent;
-                }
-                Err(detail) => break End::Damaged(detail),
-            }
-        };
-        expected_lsn = Some(next_lsn);
-        let more_segments = i + 1 < seqs.len();
-        match end_reason {
-            End::SegmentFull => {
-                if !more_segments {
-                    report.resume = Some(ResumePoint {
-                        seq,
-                        offset: seg.bytes.len() as u64,
-                    });
-                    break;
-                }
-            }
-            End::NoBatch | End::Damaged(_) => {
-                let damaged = matches!(end_reason, End::Damaged(_));
-                let rest_is_zero = seg.bytes[offset..].iter().all(|&b| b == 0);
-                if let Some(later) = later_valid_batch(&seg.bytes, offset, seq, next_lsn) {
-                    let detail = match end_reason {
-                        End::Damaged(d) => d,
-                        _ => "batch unreadable".to_string(),
-                    };
-                    let detail = format!("{detail}; a valid batch follows at offset {later}");
-                    return corrupt(
-                        disk,
-                        dir,
-                        opts,
-                        &seqs,
-                        i,
-                        &seg,
-                        offset as u64,
-                        detail,
-                        &mut report,
-                    )
-                    .await;
-                }
-                if more_segments && (damaged || !rest_is_zero) {
-                    let detail = match end_reason {
-                        End::Damaged(d) => d,
-                        _ => "batch unreadable".to_string(),
-                    };
-                    let detail = format!("{detail}; later segments exist");
-                    return corrupt(
-                        disk,
-                        dir,
-                        opts,
-                        &seqs,
-                        i,
-                        &seg,
-                        offset as u64,
-                        detail,
-                        &mut report,
-                    )
-                    .await;
-                }
-                if !rest_is_zero {
-                    let bytes = seg.bytes[offset..].iter().filter(|&&b| b != 0).count() as u64;
-                    report.torn = Some(TornTail {
-                        path: seg.path.clone(),
-                        offset: offset as u64,
-                        bytes,
-                    });
-                    if opts.repair {
-                        zero_tail(disk, &seg, offset as u64).await?;
-                    }
-                }
-                if !more_segments {
-                    report.resume = Some(ResumePoint {
-                        seq,
-                        offset: offset as u64,
-                    });
-                    break;
-                }
-                // The writer rolled over, leaving zeros behind: continue in the next segment.
-            }
-        }
-        i += 1;
     }
     if opts.repair {
         for path in &report.removed {
@@ -273,6 +147,163 @@ pub async fn replay_log<D: Disk>(
         }
     }
     Ok(report)
+}
+
+/// What to do after one segment.
+enum Step {
+    /// Go on with the next segment.
+    Next,
+    /// The log ends in this segment (`report.resume` says where writing goes on).
+    Stop,
+    /// Damage of acknowledged data at `offset` of this segment.
+    Corrupt { offset: u64, detail: String },
+}
+
+/// Replay segment `seqs[index]` (loaded as `seg`): check its header against
+/// what came before, visit the records of its valid batches, and decide how
+/// its end is read (full, torn tail, or corruption).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the replay's state, passed down rather than bundled for one caller"
+)]
+async fn replay_segment<D: Disk>(
+    disk: &D,
+    opts: &ScanOptions,
+    seqs: &[u64],
+    index: usize,
+    seg: &Loaded,
+    expected_lsn: &mut Option<u64>,
+    report: &mut ScanReport,
+    visit: &mut impl FnMut(Record<'_>),
+) -> Result<Step, WalError> {
+    let seq = seqs[index];
+    let corrupt_at_start = |detail: String| Ok(Step::Corrupt { offset: 0, detail });
+    if index > 0 && seqs[index - 1] + 1 != seq {
+        let missing = seqs[index - 1] + 1;
+        return corrupt_at_start(format!(
+            "segment {missing} is missing (found {seq} after it)"
+        ));
+    }
+    let last_segment = index + 1 == seqs.len();
+    let header = match SegmentHeader::decode(&seg.bytes) {
+        Ok(h) => {
+            report.segment_starts.push((seq, h.first_lsn.get()));
+            h
+        }
+        Err(_) if last_segment && seg.bytes.iter().all(|&b| b == 0) => {
+            // Renamed into place but never written: resume in it.
+            report.resume = Some(ResumePoint { seq, offset: 0 });
+            return Ok(Step::Stop);
+        }
+        Err(e) => return corrupt_at_start(format!("segment header: {e}")),
+    };
+    if header.segment_seq.get() != seq || header.shard_id.get() != u32::from(opts.shard_id) {
+        return corrupt_at_start(format!(
+            "segment header names segment {} of shard {}, expected segment {seq} of shard {}",
+            header.segment_seq.get(),
+            header.shard_id.get(),
+            opts.shard_id
+        ));
+    }
+    let first_lsn = header.first_lsn.get();
+    if let Some(expected) = *expected_lsn {
+        if first_lsn != expected {
+            return corrupt_at_start(format!(
+                "segment starts at LSN {first_lsn}, expected {expected}: records are missing"
+            ));
+        }
+    }
+    let (end_reason, offset, next_lsn) = replay_batches(seg, first_lsn, report, visit);
+    *expected_lsn = Some(next_lsn);
+    let detail = match end_reason {
+        End::SegmentFull if last_segment => {
+            report.resume = Some(ResumePoint {
+                seq,
+                offset: seg.bytes.len() as u64,
+            });
+            return Ok(Step::Stop);
+        }
+        End::SegmentFull => return Ok(Step::Next),
+        End::NoBatch => None,
+        End::Damaged(d) => Some(d),
+    };
+    let damaged = detail.is_some();
+    let rest_is_zero = seg.bytes[offset..].iter().all(|&b| b == 0);
+    let unreadable = || {
+        detail
+            .clone()
+            .unwrap_or_else(|| "batch unreadable".to_string())
+    };
+    if let Some(later) = later_valid_batch(&seg.bytes, offset, seq, next_lsn) {
+        let detail = format!("{}; a valid batch follows at offset {later}", unreadable());
+        return Ok(Step::Corrupt {
+            offset: offset as u64,
+            detail,
+        });
+    }
+    if !last_segment && (damaged || !rest_is_zero) {
+        let detail = format!("{}; later segments exist", unreadable());
+        return Ok(Step::Corrupt {
+            offset: offset as u64,
+            detail,
+        });
+    }
+    if !rest_is_zero {
+        let bytes = seg.bytes[offset..].iter().filter(|&&b| b != 0).count() as u64;
+        report.torn = Some(TornTail {
+            path: seg.path.clone(),
+            offset: offset as u64,
+            bytes,
+        });
+        if opts.repair {
+            zero_tail(disk, seg, offset as u64).await?;
+        }
+    }
+    if last_segment {
+        report.resume = Some(ResumePoint {
+            seq,
+            offset: offset as u64,
+        });
+        return Ok(Step::Stop);
+    }
+    // The writer rolled over, leaving zeros behind: continue in the next segment.
+    Ok(Step::Next)
+}
+
+/// Visit the records of the valid batches of `seg` from its first block on;
+/// returns why the walk ended, where, and the LSN the next record would have.
+fn replay_batches(
+    seg: &Loaded,
+    first_lsn: u64,
+    report: &mut ScanReport,
+    visit: &mut impl FnMut(Record<'_>),
+) -> (End, usize, u64) {
+    let mut next_lsn = first_lsn;
+    let mut offset = SECTOR_BYTES;
+    let mut records: Vec<Record<'_>> = Vec::new();
+    let end = loop {
+        if offset + BATCH_HEADER_BYTES > seg.bytes.len() {
+            break End::SegmentFull;
+        }
+        let Some(bh) = BatchHeader::decode(&seg.bytes[offset..], seg.seq) else {
+            break End::NoBatch;
+        };
+        match validate_batch(&seg.bytes, offset, &bh, next_lsn, &mut records) {
+            Ok(extent) => {
+                for r in records.drain(..) {
+                    visit(r);
+                }
+                let count = u64::from(bh.record_count.get());
+                report.records += count;
+                report.batches += 1;
+                next_lsn += count;
+                report.last_lsn = next_lsn - 1;
+                offset += extent;
+            }
+            Err(detail) => break End::Damaged(detail),
+        }
+    };
+    (end, offset, next_lsn)
 }
 
 enum End {

@@ -427,7 +427,14 @@ impl Client {
     ) -> Result<TxnResult, ClientError> {
         let mut body = Vec::new();
         encode_txn(&mut body, conds, writes);
-        txn_result(self.call(&Request::Txn { body: &body })?)
+        // Checked here as the server will check it (a key over the limit).
+        let view = crate::core::txn_format::TxnView::parse(&body, false).map_err(|e| {
+            ClientError::Status {
+                status: Status::KeyTooLarge,
+                detail: format!("TXN: {e}"),
+            }
+        })?;
+        txn_result(self.call(&Request::Txn(view))?)
     }
 
     /// Write every pair atomically (all or none), durable on return.

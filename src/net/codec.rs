@@ -244,10 +244,8 @@ pub enum Request<'a> {
         count: u32,
         keys: &'a [u8],
     },
-    /// A whole TXN body (`core::txn_format`), already validated.
-    Txn {
-        body: &'a [u8],
-    },
+    /// A whole TXN body, validated by its view.
+    Txn(crate::core::txn_format::TxnView<'a>),
     /// A whole MPUT body, validated by its view.
     Mput(crate::core::txn_format::MputView<'a>),
     /// An absolute directory path on the server host.
@@ -446,7 +444,7 @@ pub fn decode_request<'a>(
                     .map(|w| crate::core::txn_format::write_bytes(&w)),
                 limits,
             )?;
-            Ok(Request::Txn { body })
+            Ok(Request::Txn(view))
         }
         Opcode::Mput => {
             let mput = crate::core::txn_format::MputView::parse(body)
@@ -711,7 +709,7 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
             out.extend_from_slice(&count.to_le_bytes());
             out.extend_from_slice(keys);
         }
-        Request::Txn { body } => put_whole(out, Opcode::Txn, request_id, body),
+        Request::Txn(view) => put_whole(out, Opcode::Txn, request_id, view.body()),
         Request::Mput(mput) => put_whole(out, Opcode::Mput, request_id, mput.body()),
         Request::Backup { target } => put_whole(out, Opcode::Backup, request_id, target),
         Request::Auth { user, password } => {

@@ -24,6 +24,7 @@
 use std::ops::Range;
 
 use crate::core::status::Status;
+use crate::core::txn_format::TxnShape;
 use crate::core::types::ShardId;
 use crate::shard::metrics::{OpClass, ShardMetrics};
 use crate::shard::{OpKind, RoutedBatch, ShardContext};
@@ -83,11 +84,14 @@ pub enum Entry {
     },
     /// A TXN whose body is at `body` in the receive buffer, or an MPUT
     /// (`body: None`) already converted into a TXN body in `scratch`;
-    /// answered from `serial_status` / `serial_out`.
+    /// `shape` is where the validated body splits (the codec's view, made
+    /// again at run time without parsing); answered from `serial_status` /
+    /// `serial_out`.
     Txn {
         id: u64,
         opcode: u8,
         body: Option<Range<usize>>,
+        shape: TxnShape,
     },
     /// A SCAN whose body is at `body` in the receive buffer: pages from every
     /// shard, merged; answered from `serial_status` / `serial_out`.
@@ -369,24 +373,26 @@ impl RequestBatch {
                     count,
                 });
             }
-            Request::Txn { body } => {
+            Request::Txn(view) => {
                 self.serial = true;
                 self.order.push(Entry::Txn {
                     id,
                     opcode: Opcode::Txn as u8,
-                    body: Some(body_start..body_start + body.len()),
+                    body: Some(body_start..body_start + view.body().len()),
+                    shape: view.shape(),
                 });
             }
             Request::Mput(mput) => {
                 // Runs as a transaction: converted once, here, from the view
                 // the codec validated; a serial entry ends its batch, so the
                 // scratch buffer holds only this one.
-                mput.write_as_txn(&mut self.scratch);
+                let shape = mput.write_as_txn(&mut self.scratch).shape();
                 self.serial = true;
                 self.order.push(Entry::Txn {
                     id,
                     opcode: Opcode::Mput as u8,
                     body: None,
+                    shape,
                 });
             }
             Request::Scan(_) => {
@@ -488,12 +494,13 @@ impl RequestBatch {
                     }
                 };
             }
-            Some(Entry::Txn { body, .. }) => {
+            Some(Entry::Txn { body, shape, .. }) => {
                 let body = match body {
                     Some(range) => &data[range.clone()],
                     None => &self.scratch,
                 };
-                self.serial_status = ctx.router.transaction(body, &mut self.serial_out).await;
+                let view = shape.view(body);
+                self.serial_status = ctx.router.transaction(&view, &mut self.serial_out).await;
             }
             Some(Entry::Scan { body, .. }) => {
                 self.serial_status = run_scan(

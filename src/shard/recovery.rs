@@ -120,8 +120,8 @@ pub async fn recover<D: Disk>(
     let report = wal_reader::replay_log(&disk, &wal_cfg.dir, &opts, |r| {
         if r.lsn() > cutoff {
             match r {
-                Record::Txn { lsn, kind, body } => {
-                    txns.replay(kind, body, lsn, &mut |writes, lsn| {
+                Record::Txn { lsn, txn } => {
+                    txns.replay(txn, lsn, &mut |writes, lsn| {
                         apply_txn_writes(&lsm, writes, lsn)
                     });
                     // A memtable that freezes during replay must not record a

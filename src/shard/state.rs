@@ -15,9 +15,9 @@ use std::time::Duration;
 use crate::core::config::EngineConfig;
 use crate::core::limits::{WAL_BATCH_BYTES_CAP, WAL_PENDING_BYTES_MIN, WAL_PENDING_VALUES};
 use crate::core::status::Status;
-use crate::core::txn_format::WriteIter;
+use crate::core::txn_format::{TxnRecord, WriteIter};
 use crate::core::types::{Durability, ShardId};
-use crate::core::wal_format::{decode_batch_payload, Record, RecordKind};
+use crate::core::wal_format::{decode_batch_payload, Record};
 use crate::io::table_file::TableError;
 use crate::io::{Disk, DmaDisk};
 
@@ -278,9 +278,8 @@ impl<D: Disk> ShardState<D> {
         let mut pending = self.pending.borrow_mut();
         let decoded = decode_batch_payload(payload, first_lsn, count, |record| match record {
             Record::Txn {
-                kind: RecordKind::TxnResolve,
+                txn: TxnRecord::Resolve(_),
                 lsn,
-                ..
             } => self.apply_resolved(&mut pending, lsn),
             record => apply_record(&self.lsm, &mut pending, record),
         });
@@ -339,15 +338,11 @@ pub(super) fn read_failure(e: &TableError) -> Status {
 fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>) {
     let lsn = record.lsn();
     if let Record::Txn {
-        kind: RecordKind::TxnCommit,
-        body,
+        txn: TxnRecord::Commit(c),
         ..
     } = record
     {
         // Staged in `pending` by `log_commit`, like single-key writes.
-        let Ok(c) = crate::core::txn_format::parse_commit_record(body) else {
-            unreachable!("we encoded this commit record")
-        };
         apply_staged(lsm, pending, c.writes(), lsn);
         return;
     }

@@ -20,7 +20,7 @@
 
 use crate::core::limits::{KEY_BYTES_MAX, MGET_KEYS_MAX};
 use crate::core::status::Status;
-use crate::core::txn_format::{encode_txn, Cond, Write};
+use crate::core::txn_format::{encode_txn, Cond, TxnFormatError, TxnView, Write};
 use crate::shard::metrics::OpClass;
 use crate::shard::{OpKind, ShardContext};
 
@@ -170,9 +170,14 @@ impl Session {
     ) -> Status {
         self.scratch.clear();
         encode_txn(&mut self.scratch, conds, writes);
-        ctx.router
-            .transaction(&self.scratch, &mut self.detail)
-            .await
+        // The router takes a validated view; the body was built here from
+        // checked keys, so a failure is a key over the limit.
+        let view = match TxnView::parse(&self.scratch, false) {
+            Ok(view) => view,
+            Err(TxnFormatError::KeyTooLarge(_)) => return Status::KeyTooLarge,
+            Err(_) => return Status::MalformedBody,
+        };
+        ctx.router.transaction(&view, &mut self.detail).await
     }
 
     async fn set(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {

@@ -172,7 +172,8 @@ impl<B> BufferPool<B> {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<B, E>>,
     {
-        let mut load = Some(load);
+        // Wait while another task loads this block; leave the loop holding
+        // the load ourselves (or with the block).
         loop {
             if let Some(b) = self.get(key) {
                 return Ok(b);
@@ -188,29 +189,25 @@ impl<B> BufferPool<B> {
                     false
                 }
             };
-            if must_wait {
-                self.loaded
-                    .until(|| (!self.inner.borrow().loading.contains(&key)).then_some(()))
-                    .await;
-                continue;
+            if !must_wait {
+                break;
             }
-            // Each pass that gets here returns below, so the loader is still ours.
-            let Some(load) = load.take() else {
-                unreachable!("a loader runs at most once per call")
-            };
-            let result = load().await;
-            let out = match result {
-                Ok(block) => {
-                    let block = Rc::new(block);
-                    self.insert_entry(key, block.clone(), bytes, false);
-                    Ok(block)
-                }
-                Err(e) => Err(e),
-            };
-            self.inner.borrow_mut().loading.remove(&key);
-            self.loaded.wake_all();
-            return out;
+            self.loaded
+                .until(|| (!self.inner.borrow().loading.contains(&key)).then_some(()))
+                .await;
         }
+        let result = load().await;
+        let out = match result {
+            Ok(block) => {
+                let block = Rc::new(block);
+                self.insert_entry(key, block.clone(), bytes, false);
+                Ok(block)
+            }
+            Err(e) => Err(e),
+        };
+        self.inner.borrow_mut().loading.remove(&key);
+        self.loaded.wake_all();
+        out
     }
 
     /// Claim the loading of `key` for a caller that reads many blocks with one

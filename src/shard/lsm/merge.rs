@@ -382,36 +382,28 @@ impl<D: Disk> Merge<D> {
             self.step_past_key(lsm).await?;
             self.returned = false;
         }
-        let mut winner: Option<usize> = None;
-        for (i, s) in self.sources.iter().enumerate() {
-            if let Some((k, _, _)) = s.current() {
-                let better = match winner.and_then(|w| self.sources[w].current()) {
-                    None => true,
-                    Some((wk, _, _)) => k < wk,
-                };
-                if better {
-                    winner = Some(i);
+        // The smallest current key; on a tie the earlier (newer) source wins.
+        let mut winner: Option<MergedEntry<'_>> = None;
+        for s in &self.sources {
+            if let Some(entry) = s.current() {
+                if winner.is_none_or(|(wk, _, _)| entry.0 < wk) {
+                    winner = Some(entry);
                 }
             }
         }
-        let Some(w) = winner else {
+        let Some((k, v, lsn)) = winner else {
             return Ok(None);
         };
-        let (tombstone, lsn) = {
-            let Some((k, v, lsn)) = self.sources[w].current() else {
-                unreachable!("the winner has an entry")
-            };
-            if !self.end.is_empty() && k >= self.end.as_slice() {
-                return Ok(None);
-            }
-            self.key.clear();
-            self.key.extend_from_slice(k);
-            self.value.clear();
-            if let Some(v) = v {
-                self.value.extend_from_slice(v);
-            }
-            (v.is_none(), lsn)
-        };
+        if !self.end.is_empty() && k >= self.end.as_slice() {
+            return Ok(None);
+        }
+        self.key.clear();
+        self.key.extend_from_slice(k);
+        self.value.clear();
+        if let Some(v) = v {
+            self.value.extend_from_slice(v);
+        }
+        let tombstone = v.is_none();
         self.returned = true;
         let value = (!tombstone).then_some(self.value.as_slice());
         Ok(Some((&self.key, value, lsn)))

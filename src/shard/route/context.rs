@@ -204,7 +204,7 @@ impl ShardContext {
                 return Ok(Some(last));
             }
             let best = (0..n)
-                .filter_map(|s| page_entries(rest(s)).next().map(|(k, _)| (s, k)))
+                .filter_map(|s| page_entries(rest(s)).next().map(|(k, v)| (s, k, v)))
                 .min_by(|a, b| a.1.cmp(b.1));
             // A shard with nothing buffered but more in range may hold the
             // next key: its remaining keys start at its resume point.
@@ -214,7 +214,7 @@ impl ShardContext {
                     continue;
                 }
                 if let Some(from) = from {
-                    if best.is_none_or(|(_, k)| from.as_slice() <= k) {
+                    if best.is_none_or(|(_, k, _)| from.as_slice() <= k) {
                         want.push(s);
                         bound = Some(bound.map_or(from.as_slice(), |b| b.min(from.as_slice())));
                     }
@@ -229,11 +229,8 @@ impl ShardContext {
                 amount = limit - emitted;
                 continue;
             }
-            let Some((s, _)) = best else {
+            let Some((s, k, v)) = best else {
                 return Ok(None);
-            };
-            let Some((k, v)) = page_entries(rest(s)).next() else {
-                unreachable!("the best shard has an entry")
             };
             if !emit(k, v) {
                 return Ok(Some(k.to_vec()));

@@ -271,12 +271,13 @@ impl Router {
             let glommio::GlommioError::Closed(glommio::ResourceType::Channel(msg)) = e else {
                 panic!("shard channel send failed unexpectedly: {e}");
             };
-            let ShardMsg::Exec {
+            // We sent an Exec; both kinds carry the batches to answer with.
+            let (ShardMsg::Exec {
                 ops, mut replies, ..
-            } = msg
-            else {
-                unreachable!("we sent Exec")
-            };
+            }
+            | ShardMsg::Done {
+                ops, mut replies, ..
+            }) = msg;
             for _ in 0..ops.len() {
                 replies.push(crate::core::status::Status::ShuttingDown, b"", 0);
             }

@@ -32,6 +32,7 @@ use crate::shard::recovery::{recover, RecoveryError};
 use crate::shard::route::context::ShardContext;
 use crate::shard::route::router::{make_links, Router, ShardLinks};
 use crate::shard::runtime::telemetry::{Health, ShardSnapshot, Telemetry};
+use crate::shard::state::ShardState;
 use crate::shard::txn::recovery::{settle_in_doubt, TxnOutcomes, TxnReplay};
 use crate::shard::wake::Event;
 
@@ -382,135 +383,22 @@ where
     S: Fn(ShardContext) -> F,
     F: Future<Output = Result<(), String>>,
 {
-    let disk = DmaDisk;
-    if let Err(e) = disk.prime_device_probe(&meta_path).await {
-        let _ = report.send(Err(RecoveryError {
-            shard,
-            source: e.into(),
-        }));
-        return ShardExit::Crashed {
-            shard: shard.0,
-            detail: "device probe failed".into(),
+    let (recovered, in_doubt) =
+        match recover_and_report(shard, shard_count, &config, &meta_path, &report).await {
+            Ok(r) => r,
+            Err(exit) => return exit,
         };
-    }
-    let mut recovered = match recover(disk, &config, shard, shard_count).await {
-        Ok(r) => r,
-        Err(e) => {
-            let detail = e.to_string();
-            let _ = report.send(Err(e));
-            return ShardExit::Crashed {
-                shard: shard.0,
-                detail,
-            };
-        }
-    };
-    tracing::info!(
-        shard = shard.0,
-        records = recovered.report.records,
-        last_lsn = recovered.report.last_lsn,
-        memtable_entries = recovered.state.lsm.memtable().borrow().len(),
-        tables = recovered.state.lsm.version().tables().count(),
-        "shard recovered"
-    );
-    let in_doubt = std::mem::take(&mut recovered.txns.in_doubt);
-    let summary = TxnReplay {
-        decisions: std::mem::take(&mut recovered.txns.decisions),
-        max_seq: std::mem::take(&mut recovered.txns.max_seq),
-        ..TxnReplay::default()
-    };
-    let _ = report.send(Ok(summary));
-    // Blocking here is fine: nothing else runs on this executor yet.
-    let go = {
-        let mut g = control.go.lock().unwrap_or_else(|p| p.into_inner());
-        while g.is_none() {
-            g = control
-                .go_changed
-                .wait(g)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        g.unwrap_or(false)
-    };
     let state = recovered.state;
-    let mut wal = recovered.wal;
-    if !go {
+    let wal = recovered.wal;
+    if !wait_for_go(&control) {
         let _ = wal.close().await;
         return ShardExit::Clean;
     }
-
-    let flusher = {
-        let state = state.clone();
-        glommio::spawn_local(async move {
-            let clock = GlommioClock::default();
-            let mut reason = state.run_wal_flusher(&mut wal, &clock).await;
-            if let Some(why) = &reason {
-                tracing::error!(
-                    shard = state.id.0,
-                    error = "WAL_FAILED",
-                    "WAL write or fdatasync failed; the shard refuses writes from now on and serves \
-                     reads only. Acknowledged writes are safe; unacknowledged ones are lost. {why}"
-                );
-            }
-            if reason.is_none() {
-                if let Err(e) = wal.close().await {
-                    reason = Some(e.to_string());
-                }
-            }
-            reason
-        })
-    };
-
-    // Settle what a crash left prepared before this shard (or, through the
-    // router, any other) serves: every shard connects its router only after.
-    let outcomes = control
-        .txn_outcomes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    settle_in_doubt(&state, in_doubt, &outcomes).await;
-    drop(outcomes);
-    // No shard flushes before every shard has settled: a coordinator's
-    // decision found by replay is not pinned, and a flush here could retire it
-    // while a participant elsewhere still needs it to settle (if that
-    // participant then crashed, its next start would presume abort).
-    control.settled.fetch_add(1, Ordering::SeqCst);
-    while control.settled.load(Ordering::SeqCst) < usize::from(shard_count)
-        && !control.stop.load(Ordering::SeqCst)
-    {
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-    }
+    let flusher = spawn_wal_flusher(state.clone(), wal);
+    settle_then_wait_for_all(&state, in_doubt, &control, shard_count).await;
 
     let storage_stop = Rc::new(Event::default());
-    let (flushes, compactions) = {
-        let ex = glommio::executor();
-        // Flushes free memory writers wait for; compaction only bounds read cost.
-        let flush_q = ex.create_task_queue(
-            glommio::Shares::Static(500),
-            glommio::Latency::NotImportant,
-            "flush",
-        );
-        let compact_q = ex.create_task_queue(
-            glommio::Shares::Static(100),
-            glommio::Latency::NotImportant,
-            "compaction",
-        );
-        let spawn = |fut, q| glommio::spawn_local_into(fut, q);
-        let flushes = spawn(
-            Box::pin(run_flushes(state.clone(), storage_stop.clone()))
-                as std::pin::Pin<Box<dyn Future<Output = ()>>>,
-            flush_q,
-        );
-        let compactions = spawn(
-            Box::pin(run_compactions(state.clone(), storage_stop.clone())),
-            compact_q,
-        );
-        match (flushes, compactions) {
-            (Ok(f), Ok(c)) => (f, c),
-            (Err(e), _) | (_, Err(e)) => {
-                panic!("spawning storage tasks on fresh task queues failed: {e}")
-            }
-        }
-    };
-
+    let (flushes, compactions) = spawn_storage_tasks(&state, &storage_stop);
     let router = Router::connect(state.clone(), links).await;
     let shutdown = Rc::new(Event::default());
     let watcher = {
@@ -528,29 +416,7 @@ where
             shutdown.set();
         })
     };
-    let publisher = {
-        let state = state.clone();
-        let control = control.clone();
-        let cpu = config_cpu;
-        glommio::spawn_local(async move {
-            loop {
-                // Taken, not read: glommio resets its counters on each call.
-                let runtime = glommio::executor().executor_stats();
-                state.metrics.add_runtime(
-                    runtime.parks(),
-                    runtime.spin_time(),
-                    runtime.executor_runtime(),
-                );
-                control
-                    .telemetry
-                    .publish(ShardSnapshot::capture(&state, cpu));
-                if control.stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                glommio::timer::sleep(TELEMETRY_INTERVAL).await;
-            }
-        })
-    };
+    let publisher = spawn_publisher(state.clone(), control.clone(), config_cpu);
     let ctx = ShardContext {
         router,
         shutdown: shutdown.clone(),
@@ -585,6 +451,201 @@ where
         .telemetry
         .publish(ShardSnapshot::capture(&state, config_cpu));
     control.telemetry.set_health(shard.0, Health::Stopped);
+    exit_of(shard, &state, served, wal_failure)
+}
+
+type InDoubt = std::collections::BTreeMap<
+    crate::core::txn_format::TxnId,
+    (u64, crate::core::txn_format::ValidPrepare),
+>;
+
+/// Recover this shard and send the control thread what its replay found about
+/// transactions (or the error). `Err`: the shard's exit, already reported.
+async fn recover_and_report(
+    shard: ShardId,
+    shard_count: u16,
+    config: &EngineConfig,
+    meta_path: &std::path::Path,
+    report: &mpsc::Sender<Result<TxnReplay, RecoveryError>>,
+) -> Result<(crate::shard::recovery::Recovered<DmaDisk>, InDoubt), ShardExit> {
+    let disk = DmaDisk;
+    if let Err(e) = disk.prime_device_probe(meta_path).await {
+        let _ = report.send(Err(RecoveryError {
+            shard,
+            source: e.into(),
+        }));
+        return Err(ShardExit::Crashed {
+            shard: shard.0,
+            detail: "device probe failed".into(),
+        });
+    }
+    let mut recovered = match recover(disk, config, shard, shard_count).await {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.to_string();
+            let _ = report.send(Err(e));
+            return Err(ShardExit::Crashed {
+                shard: shard.0,
+                detail,
+            });
+        }
+    };
+    tracing::info!(
+        shard = shard.0,
+        records = recovered.report.records,
+        last_lsn = recovered.report.last_lsn,
+        memtable_entries = recovered.state.lsm.memtable().borrow().len(),
+        tables = recovered.state.lsm.version().tables().count(),
+        "shard recovered"
+    );
+    let in_doubt = std::mem::take(&mut recovered.txns.in_doubt);
+    let summary = TxnReplay {
+        decisions: std::mem::take(&mut recovered.txns.decisions),
+        max_seq: std::mem::take(&mut recovered.txns.max_seq),
+        ..TxnReplay::default()
+    };
+    let _ = report.send(Ok(summary));
+    Ok((recovered, in_doubt))
+}
+
+/// Wait for the control thread's word: serve (`true`) or stop (every shard
+/// recovered, or one failed). Blocking is fine: nothing else runs on this
+/// executor yet.
+fn wait_for_go(control: &Control) -> bool {
+    let mut g = control.go.lock().unwrap_or_else(|p| p.into_inner());
+    while g.is_none() {
+        g = control
+            .go_changed
+            .wait(g)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+    g.unwrap_or(false)
+}
+
+/// The WAL group-commit flusher; yields why the WAL failed, if it did
+/// (including a failed close).
+fn spawn_wal_flusher(
+    state: Rc<ShardState<DmaDisk>>,
+    mut wal: crate::io::wal_writer::WalWriter<DmaDisk>,
+) -> glommio::Task<Option<String>> {
+    glommio::spawn_local(async move {
+        let clock = GlommioClock::default();
+        let mut reason = state.run_wal_flusher(&mut wal, &clock).await;
+        if let Some(why) = &reason {
+            tracing::error!(
+                shard = state.id.0,
+                error = "WAL_FAILED",
+                "WAL write or fdatasync failed; the shard refuses writes from now on and serves \
+                 reads only. Acknowledged writes are safe; unacknowledged ones are lost. {why}"
+            );
+        }
+        if reason.is_none() {
+            if let Err(e) = wal.close().await {
+                reason = Some(e.to_string());
+            }
+        }
+        reason
+    })
+}
+
+/// Settle what a crash left prepared before this shard (or, through the
+/// router, any other) serves: every shard connects its router only after.
+/// Then wait until every shard has settled.
+async fn settle_then_wait_for_all(
+    state: &Rc<ShardState<DmaDisk>>,
+    in_doubt: InDoubt,
+    control: &Control,
+    shard_count: u16,
+) {
+    let outcomes = control
+        .txn_outcomes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    settle_in_doubt(state, in_doubt, &outcomes).await;
+    drop(outcomes);
+    // No shard flushes before every shard has settled: a coordinator's
+    // decision found by replay is not pinned, and a flush here could retire it
+    // while a participant elsewhere still needs it to settle (if that
+    // participant then crashed, its next start would presume abort).
+    control.settled.fetch_add(1, Ordering::SeqCst);
+    while control.settled.load(Ordering::SeqCst) < usize::from(shard_count)
+        && !control.stop.load(Ordering::SeqCst)
+    {
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Memtable flushes and compactions, each in its own task queue.
+fn spawn_storage_tasks(
+    state: &Rc<ShardState<DmaDisk>>,
+    storage_stop: &Rc<Event>,
+) -> (glommio::Task<()>, glommio::Task<()>) {
+    {
+        let ex = glommio::executor();
+        // Flushes free memory writers wait for; compaction only bounds read cost.
+        let flush_q = ex.create_task_queue(
+            glommio::Shares::Static(500),
+            glommio::Latency::NotImportant,
+            "flush",
+        );
+        let compact_q = ex.create_task_queue(
+            glommio::Shares::Static(100),
+            glommio::Latency::NotImportant,
+            "compaction",
+        );
+        let spawn = |fut, q| glommio::spawn_local_into(fut, q);
+        let flushes = spawn(
+            Box::pin(run_flushes(state.clone(), storage_stop.clone()))
+                as std::pin::Pin<Box<dyn Future<Output = ()>>>,
+            flush_q,
+        );
+        let compactions = spawn(
+            Box::pin(run_compactions(state.clone(), storage_stop.clone())),
+            compact_q,
+        );
+        match (flushes, compactions) {
+            (Ok(f), Ok(c)) => (f, c),
+            (Err(e), _) | (_, Err(e)) => {
+                panic!("spawning storage tasks on fresh task queues failed: {e}")
+            }
+        }
+    }
+}
+
+/// Publishes this shard's telemetry until the engine stops (once more after).
+fn spawn_publisher(
+    state: Rc<ShardState<DmaDisk>>,
+    control: Arc<Control>,
+    cpu: usize,
+) -> glommio::Task<()> {
+    glommio::spawn_local(async move {
+        loop {
+            // Taken, not read: glommio resets its counters on each call.
+            let runtime = glommio::executor().executor_stats();
+            state.metrics.add_runtime(
+                runtime.parks(),
+                runtime.spin_time(),
+                runtime.executor_runtime(),
+            );
+            control
+                .telemetry
+                .publish(ShardSnapshot::capture(&state, cpu));
+            if control.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            glommio::timer::sleep(TELEMETRY_INTERVAL).await;
+        }
+    })
+}
+
+/// How a shard that served ended.
+fn exit_of(
+    shard: ShardId,
+    state: &ShardState<DmaDisk>,
+    served: Result<(), String>,
+    wal_failure: Option<String>,
+) -> ShardExit {
     match (served, wal_failure) {
         (Err(detail), _) => ShardExit::Crashed {
             shard: shard.0,

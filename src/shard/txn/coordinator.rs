@@ -22,9 +22,7 @@
 use std::rc::Rc;
 
 use crate::core::status::Status;
-use crate::core::txn_format::{
-    begin_list, encode_cond, encode_write, end_list, id_bytes, sized_items, TxnId, TxnView,
-};
+use crate::core::txn_format::{id_bytes, sized_items, TxnId, TxnPart, TxnView};
 use crate::core::types::ShardId;
 
 use crate::shard::locks::LockSet;
@@ -32,61 +30,24 @@ use crate::shard::ops::{OpBatch, OpKind, ReplyBatch};
 use crate::shard::route::router::Router;
 use crate::shard::txn::participant::{CommitError, Refusal};
 
-/// One shard's part of a transaction while it is being split.
-#[derive(Default)]
-struct Part {
-    conds: Vec<u8>,
-    cond_count: u32,
-    writes: Vec<u8>,
-    write_count: u32,
-}
-
-impl Part {
-    fn is_empty(&self) -> bool {
-        self.cond_count == 0 && self.write_count == 0
-    }
-
-    /// The shard form of this part (`core::txn_format`).
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.clear();
-        let at = begin_list(out);
-        out.extend_from_slice(&self.conds);
-        end_list(out, at, self.cond_count);
-        let at = begin_list(out);
-        out.extend_from_slice(&self.writes);
-        end_list(out, at, self.write_count);
-    }
-}
-
 impl Router {
     /// Run a client transaction (TXN body in wire form, validated by the codec).
     /// Returns the status to answer and writes its body (the failed condition's
     /// index, or a reason) into `detail`.
-    pub async fn transaction(self: &Rc<Self>, body: &[u8], detail: &mut Vec<u8>) -> Status {
+    pub async fn transaction(self: &Rc<Self>, view: &TxnView<'_>, detail: &mut Vec<u8>) -> Status {
         detail.clear();
-        let view = match TxnView::parse(body, false) {
-            Ok(v) => v,
-            Err(e) => {
-                detail.extend_from_slice(e.to_string().as_bytes());
-                return Status::InvalidArgument;
-            }
-        };
         let mut keys: Vec<&[u8]> = view.writes().map(|w| w.key()).collect();
         keys.sort_unstable();
         if keys.windows(2).any(|w| w[0] == w[1]) {
             detail.extend_from_slice(b"a transaction may write each key at most once");
             return Status::InvalidArgument;
         }
-        let mut parts: Vec<Part> = (0..self.shard_count).map(|_| Part::default()).collect();
+        let mut parts: Vec<TxnPart> = (0..self.shard_count).map(|_| TxnPart::default()).collect();
         for (index, cond) in view.conds() {
-            let p = &mut parts[self.shard_of(cond.key()).index()];
-            encode_cond(&mut p.conds, Some(index), &cond);
-            p.cond_count += 1;
+            parts[self.shard_of(cond.key()).index()].push_cond(index, &cond);
         }
         for w in view.writes() {
-            let p = &mut parts[self.shard_of(w.key()).index()];
-            encode_write(&mut p.writes, &w);
-            p.write_count += 1;
+            parts[self.shard_of(w.key()).index()].push_write(&w);
         }
         let owners: Vec<u16> = (0..self.shard_count)
             .filter(|s| !parts[usize::from(*s)].is_empty())
@@ -125,7 +86,7 @@ impl Router {
 
     async fn two_phase(
         self: &Rc<Self>,
-        parts: &[Part],
+        parts: &[TxnPart],
         owners: &[u16],
         detail: &mut Vec<u8>,
     ) -> Status {
@@ -133,11 +94,7 @@ impl Router {
         let id = state.next_txn_id();
         let me = self.id.0;
         let mut own_body = Vec::new();
-        parts[usize::from(me)].encode(&mut own_body);
-        let own_view = match TxnView::parse(&own_body, true) {
-            Ok(v) => v,
-            Err(_) => unreachable!("we encoded this part"),
-        };
+        let own_view = parts[usize::from(me)].encode(&mut own_body);
         let mut own_locks = LockSet::default();
         let mut own_locked = false;
         let mut prepared: Vec<u16> = Vec::with_capacity(owners.len());
@@ -278,7 +235,7 @@ impl Router {
     async fn lowest_false_condition(
         &self,
         id: TxnId,
-        parts: &[Part],
+        parts: &[TxnPart],
         rest: &[u16],
         own_view: &TxnView<'_>,
         own_locks: &mut LockSet,
@@ -291,12 +248,7 @@ impl Router {
         let mut scratch = Vec::new();
         for &t in rest {
             let part = &parts[usize::from(t)];
-            let Ok(view) = ({
-                part.encode(&mut scratch);
-                TxnView::parse(&scratch, true)
-            }) else {
-                unreachable!("we encoded this part")
-            };
+            let view = part.encode(&mut scratch);
             if !view.conds().any(|(i, _)| i < lowest) {
                 continue;
             }

@@ -18,11 +18,11 @@ use std::time::Instant;
 
 use crate::core::status::Status;
 use crate::core::txn_format::{
-    begin_commit_record, encode_resolve_record, encode_write, end_list, write_bytes, TxnId,
-    TxnView, ValidPrepare, WriteIter,
+    write_bytes, CommitRecord, ResolveRecord, TxnId, TxnPart, TxnRecord, TxnView, ValidPrepare,
+    WriteIter,
 };
 use crate::core::types::Durability;
-use crate::core::wal_format::{Record, RecordKind};
+use crate::core::wal_format::Record;
 use crate::io::table_file::TableError;
 use crate::io::Disk;
 
@@ -215,8 +215,8 @@ impl<D: Disk> ShardState<D> {
 
     /// Log a transaction record and pin it; in async mode ask for a prompt sync,
     /// since the transaction waits for it.
-    pub(in crate::shard) fn log_txn(&self, kind: RecordKind, body: &[u8]) -> Result<u64, Status> {
-        let lsn = self.commit.append(|lsn| Record::Txn { lsn, kind, body })?;
+    pub(in crate::shard) fn log_txn(&self, txn: TxnRecord<'_>) -> Result<u64, Status> {
+        let lsn = self.commit.append(|lsn| Record::Txn { lsn, txn })?;
         self.pin(lsn);
         self.commit.request_sync();
         Ok(lsn)
@@ -244,16 +244,8 @@ impl<D: Disk> ShardState<D> {
     ) -> Result<u64, CommitError> {
         let mut body =
             Vec::with_capacity(32 + view.writes().map(|w| write_bytes(&w)).sum::<usize>());
-        let at = begin_commit_record(&mut body, id, participants);
-        for w in view.writes() {
-            encode_write(&mut body, &w);
-        }
-        end_list(&mut body, at, view.write_count());
-        let record = |lsn| Record::Txn {
-            lsn,
-            kind: RecordKind::TxnCommit,
-            body: &body,
-        };
+        let txn = TxnRecord::Commit(CommitRecord::encode(&mut body, id, participants, view));
+        let record = |lsn| Record::Txn { lsn, txn };
         let lsn = self.commit.append(record).map_err(CommitError::NotLogged)?;
         if keep_pin || !self.sync_mode() {
             self.pin(lsn);
@@ -378,7 +370,7 @@ impl<D: Disk> ShardState<D> {
         }
         let record = ValidPrepare::encode(id, &view);
         let gate = self.backup.enter_write().await;
-        let logged = self.log_txn(RecordKind::TxnPrepare, record.body());
+        let logged = self.log_txn(TxnRecord::Prepare(record.record()));
         drop(gate);
         let lsn = match logged {
             Ok(lsn) => lsn,
@@ -418,13 +410,12 @@ impl<D: Disk> ShardState<D> {
             self.locks.release(&p.locks);
             return out.push(Status::Ok, b"", 0);
         }
-        let mut body = Vec::with_capacity(11);
-        encode_resolve_record(&mut body, id, true);
+        let resolve = TxnRecord::Resolve(ResolveRecord { id, commit: true });
         let gate = self.backup.enter_write().await;
         if self.sync_mode() {
-            return self.resolve_staged(id, p, &body, out);
+            return self.resolve_staged(id, p, resolve, out);
         }
-        let logged = self.log_txn(RecordKind::TxnResolve, &body);
+        let logged = self.log_txn(resolve);
         drop(gate);
         let resolved = match logged {
             Ok(lsn) => self
@@ -456,12 +447,8 @@ impl<D: Disk> ShardState<D> {
     /// single-key writes (visible now, replies held until durable), then
     /// release the locks. The writes reach the memtable, and the prepare's pin
     /// is dropped, when the resolve record is durable (`apply_durable`).
-    fn resolve_staged(&self, id: TxnId, p: Prepared, body: &[u8], out: &mut ReplyBatch) {
-        let record = |lsn| Record::Txn {
-            lsn,
-            kind: RecordKind::TxnResolve,
-            body,
-        };
+    fn resolve_staged(&self, id: TxnId, p: Prepared, txn: TxnRecord<'_>, out: &mut ReplyBatch) {
+        let record = |lsn| Record::Txn { lsn, txn };
         let lsn = match self.commit.append(record) {
             Ok(lsn) => lsn,
             Err(s) => {
@@ -594,13 +581,7 @@ impl<D: Disk> ShardState<D> {
         participants: &[u16],
     ) -> Result<u64, CommitError> {
         let mut empty = Vec::with_capacity(8);
-        let at = crate::core::txn_format::begin_list(&mut empty);
-        end_list(&mut empty, at, 0);
-        let at = crate::core::txn_format::begin_list(&mut empty);
-        end_list(&mut empty, at, 0);
-        let Ok(view) = TxnView::parse(&empty, true) else {
-            unreachable!("an empty part parses");
-        };
+        let view = TxnPart::default().encode(&mut empty);
         let gate = self.backup.enter_write().await;
         let logged = self.log_commit(id, participants, &view, true);
         drop(gate);
@@ -627,9 +608,7 @@ impl<D: Disk> ShardState<D> {
             // Nothing was applied and no coordinator will ever commit this id.
             return Ok(());
         }
-        let mut body = Vec::with_capacity(11);
-        encode_resolve_record(&mut body, id, true);
-        let lsn = self.log_txn(RecordKind::TxnResolve, &body)?;
+        let lsn = self.log_txn(TxnRecord::Resolve(ResolveRecord { id, commit: true }))?;
         self.commit
             .wait_durable(lsn)
             .await

@@ -26,10 +26,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use crate::core::txn_format::{
-    parse_commit_record, parse_resolve_record, TxnId, ValidPrepare, WriteIter,
-};
-use crate::core::wal_format::RecordKind;
+use crate::core::txn_format::{TxnId, TxnRecord, ValidPrepare, WriteIter};
 
 use crate::io::Disk;
 use crate::shard::locks::{LockSet, Mode};
@@ -83,12 +80,11 @@ impl TxnReplay {
 
     /// Replay one transaction record above the cutoff; `apply` receives the
     /// writes that take effect and their LSN (called with no writes too, so
-    /// the caller can note the LSN as applied). Bodies were validated by the
-    /// WAL decoder.
+    /// the caller can note the LSN as applied). The WAL decoder validated the
+    /// record; nothing here parses bytes again.
     pub fn replay(
         &mut self,
-        kind: RecordKind,
-        body: &[u8],
+        txn: TxnRecord<'_>,
         lsn: u64,
         apply: &mut dyn FnMut(WriteIter<'_>, u64),
     ) {
@@ -96,51 +92,38 @@ impl TxnReplay {
             lsn > self.cutoff,
             "records at or below the cutoff are not replayed"
         );
-        match kind {
-            RecordKind::TxnCommit => {
-                let Ok(c) = parse_commit_record(body) else {
-                    unreachable!("the WAL decoder validates transaction records")
-                };
+        match txn {
+            TxnRecord::Commit(c) => {
                 apply(c.writes(), lsn);
                 if c.has_participants() {
                     self.decisions.push(c.id);
                     self.saw(c.id);
                 }
             }
-            RecordKind::TxnPrepare => {
-                let Ok(p) = ValidPrepare::parse(body) else {
-                    unreachable!("the WAL decoder validates transaction records")
-                };
-                let id = p.record().id;
+            TxnRecord::Prepare(p) => {
+                let id = p.id;
                 self.saw(id);
-                if let Some((old, _)) = self.in_doubt.insert(id, (lsn, p)) {
+                let prepared = ValidPrepare::from_record(p);
+                if let Some((old, _)) = self.in_doubt.insert(id, (lsn, prepared)) {
                     self.in_doubt_lsns.remove(&old);
                 }
                 self.in_doubt_lsns.insert(lsn);
             }
-            RecordKind::TxnResolve => {
-                let Ok(r) = parse_resolve_record(body) else {
-                    unreachable!("the WAL decoder validates transaction records")
-                };
-                match self.in_doubt.remove(&r.id) {
-                    Some((prepared_at, record)) => {
-                        self.in_doubt_lsns.remove(&prepared_at);
-                        if r.commit {
-                            apply(record.record().writes(), lsn);
-                        }
+            TxnRecord::Resolve(r) => match self.in_doubt.remove(&r.id) {
+                Some((prepared_at, record)) => {
+                    self.in_doubt_lsns.remove(&prepared_at);
+                    if r.commit {
+                        apply(record.record().writes(), lsn);
                     }
-                    // The prepare lies at or below the cutoff: its pin was
-                    // released only after this resolve's writes reached the
-                    // memtable, and a flush recorded a cutoff past the prepare
-                    // only after that memtable's writes (up to `applied`) were
-                    // in a table. Nothing to do.
-                    None if lsn <= self.applied => self.already_applied += 1,
-                    None => self.orphans.push((r.id, lsn)),
                 }
-            }
-            RecordKind::Put | RecordKind::Delete => {
-                unreachable!("single-key records are replayed by the caller")
-            }
+                // The prepare lies at or below the cutoff: its pin was
+                // released only after this resolve's writes reached the
+                // memtable, and a flush recorded a cutoff past the prepare
+                // only after that memtable's writes (up to `applied`) were
+                // in a table. Nothing to do.
+                None if lsn <= self.applied => self.already_applied += 1,
+                None => self.orphans.push((r.id, lsn)),
+            },
         }
     }
 }
@@ -213,7 +196,7 @@ fn unix_micros() -> u64 {
 mod tests {
     use super::*;
     use crate::core::txn_format::{
-        begin_prepare_record, encode_resolve_record, encode_write, end_list, Write,
+        begin_prepare_record, encode_write, end_list, parse_prepare_record, ResolveRecord, Write,
     };
 
     fn id(seq: u64) -> TxnId {
@@ -231,10 +214,15 @@ mod tests {
         body
     }
 
-    fn resolve(seq: u64) -> Vec<u8> {
-        let mut body = Vec::new();
-        encode_resolve_record(&mut body, id(seq), true);
-        body
+    fn prepared(body: &[u8]) -> TxnRecord<'_> {
+        TxnRecord::Prepare(parse_prepare_record(body).unwrap())
+    }
+
+    fn resolve(seq: u64) -> TxnRecord<'static> {
+        TxnRecord::Resolve(ResolveRecord {
+            id: id(seq),
+            commit: true,
+        })
     }
 
     /// What a flush can leave: prepares 10 and 12 resolved at 15 and 16; a
@@ -251,14 +239,14 @@ mod tests {
                 applied.push((w.key().to_vec(), lsn));
             }
         };
-        r.replay(RecordKind::TxnPrepare, &prepare(2, b"b"), 14, &mut apply);
+        r.replay(prepared(&prepare(2, b"b")), 14, &mut apply);
         assert_eq!(r.floor(), Some(14));
-        r.replay(RecordKind::TxnResolve, &resolve(1), 15, &mut apply);
+        r.replay(resolve(1), 15, &mut apply);
         assert_eq!(r.already_applied, 1);
         assert!(r.orphans.is_empty());
-        r.replay(RecordKind::TxnResolve, &resolve(2), 16, &mut apply);
+        r.replay(resolve(2), 16, &mut apply);
         assert_eq!(r.floor(), None, "resolved: no floor");
-        r.replay(RecordKind::TxnResolve, &resolve(3), 19, &mut apply);
+        r.replay(resolve(3), 19, &mut apply);
         assert_eq!(r.orphans, vec![(id(3), 19)]);
         assert_eq!(applied, vec![(b"b".to_vec(), 16)]);
     }
@@ -269,10 +257,10 @@ mod tests {
     fn the_replay_floor_follows_unresolved_prepares() {
         let mut r = TxnReplay::new(0, 0);
         let mut none = |_: WriteIter<'_>, _: u64| {};
-        r.replay(RecordKind::TxnPrepare, &prepare(1, b"a"), 5, &mut none);
-        r.replay(RecordKind::TxnPrepare, &prepare(2, b"b"), 7, &mut none);
+        r.replay(prepared(&prepare(1, b"a")), 5, &mut none);
+        r.replay(prepared(&prepare(2, b"b")), 7, &mut none);
         assert_eq!(r.floor(), Some(5));
-        r.replay(RecordKind::TxnResolve, &resolve(1), 9, &mut none);
+        r.replay(resolve(1), 9, &mut none);
         assert_eq!(r.floor(), Some(7));
         assert_eq!(r.in_doubt.len(), 1);
     }
