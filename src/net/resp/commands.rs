@@ -2,7 +2,12 @@
 //! each command onto engine operations through the shard router.
 //!
 //! Every command is checked against the table first (unknown command, then
-//! arity, with Redis's exact error texts), then run. Connection and server
+//! arity, then the access its row names, through `core::auth::permits`, with
+//! Redis's exact error texts: NOAUTH before AUTH, NOPERM after), then run.
+//! AUTH and HELLO AUTH establish who the connection is through
+//! `net::auth::authenticate`, the native AUTH's own path (off-core argon2,
+//! the shard's throttle, a log line per refusal); this module must never
+//! verify a password itself, nor log or echo one. Connection and server
 //! commands live here; the string and key commands are in strings.rs and
 //! keyspace.rs. It must never reach into a shard's state: everything goes
 //! through `ShardContext` (router operations, transactions, scans).
