@@ -559,6 +559,8 @@ fn refusal_texts_are_redis_servers() {
         &[b"GET", b"k"],
         &[b"SET", b"k", b"v"],
         &[b"DEL", b"k"],
+        &[b"CONFIG", b"GET", b"maxclients"],
+        &[b"INFO"],
         &[b"RESET"],
         &[b"GET", b"k"],
         &[b"HELLO", b"2", b"AUTH", b"reader", READER_PW.as_bytes()],

@@ -326,7 +326,7 @@ impl Session {
                 Status::NoAuth => NOAUTH.to_string(),
                 _ => format!(
                     "NOPERM this user has no permissions to run the '{}' command",
-                    cmd.name
+                    acl_name(cmd, argv)
                 ),
             };
             run.reply(self.proto).error(&e);
@@ -745,6 +745,25 @@ impl Session {
             }
         }
         Ok(OK)
+    }
+}
+
+/// The command's name as Redis's NOPERM text shows it: `container|sub` for
+/// a known subcommand of CONFIG or CLIENT (Redis checks ACLs per
+/// subcommand), else the name.
+fn acl_name(cmd: &Cmd, argv: &[&[u8]]) -> String {
+    const SUBCOMMANDS: &[(&str, &[&str])] = &[
+        ("config", &["get", "set", "resetstat", "rewrite"]),
+        ("client", &["setname", "getname", "id", "info"]),
+    ];
+    let sub = argv
+        .get(1)
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    match SUBCOMMANDS.iter().find(|(name, _)| *name == cmd.name) {
+        Some((_, subs)) if sub.as_deref().is_some_and(|s| subs.contains(&s)) => {
+            format!("{}|{}", cmd.name, sub.unwrap_or_default())
+        }
+        _ => cmd.name.to_string(),
     }
 }
 
