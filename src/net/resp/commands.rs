@@ -2,7 +2,12 @@
 //! each command onto engine operations through the shard router.
 //!
 //! Every command is checked against the table first (unknown command, then
-//! arity, with Redis's exact error texts), then run. Connection and server
+//! arity, then the access its row names, through `core::auth::permits`, with
+//! Redis's exact error texts: NOAUTH before AUTH, NOPERM after), then run.
+//! AUTH and HELLO AUTH establish who the connection is through
+//! `net::auth::authenticate`, the native AUTH's own path (off-core argon2,
+//! the shard's throttle, a log line per refusal); this module must never
+//! verify a password itself, nor log or echo one. Connection and server
 //! commands live here; the string and key commands are in strings.rs and
 //! keyspace.rs. It must never reach into a shard's state: everything goes
 //! through `ShardContext` (router operations, transactions, scans).
@@ -15,6 +20,7 @@ use std::time::Instant;
 
 use glommio::net::TcpStream;
 
+use crate::core::auth::{self, Access};
 use crate::core::status::Status;
 use crate::shard::metrics::OpClass;
 use crate::shard::{RoutedBatch, ShardContext};
@@ -40,9 +46,11 @@ pub enum Flow {
 /// One command of the table: Redis's name (lowercase), arity (positive:
 /// exact argument count including the name; negative: at least that many),
 /// flags, key positions (first, last, step), group and summary (COMMAND,
-/// COMMAND DOCS).
+/// COMMAND DOCS), and the access it needs (checked through
+/// `core::auth::permits` before it runs; docs/security.md has the table).
 pub struct Cmd {
     pub name: &'static str,
+    pub access: Access,
     pub arity: i32,
     pub flags: &'static [&'static str],
     pub keys: (i32, i32, i32),
@@ -54,61 +62,65 @@ const W: &[&str] = &["write", "denyoom"];
 const R: &[&str] = &["readonly", "fast"];
 const C: &[&str] = &["fast", "loading", "stale"];
 
+// The access column has no default: a new command must choose. Open is for
+// what Redis 7 answers before AUTH (AUTH, HELLO, QUIT, RESET: not even PING);
+// Read is anything that only reads keys or the connection's own state; Write
+// changes keys; Admin reveals or touches the server (CONFIG, INFO).
 macro_rules! cmds {
-    ($( $name:literal, $arity:expr, $flags:expr, $keys:expr, $group:literal, $summary:literal; )*) => {
+    ($( $name:literal, $access:ident, $arity:expr, $flags:expr, $keys:expr, $group:literal, $summary:literal; )*) => {
         /// Every command corekv answers. Redis commands not here get Redis's
         /// "unknown command" error; docs/redis-compatibility.md says why each
         /// is missing.
         pub static COMMANDS: &[Cmd] = &[$(Cmd {
-            name: $name, arity: $arity, flags: $flags, keys: $keys, group: $group, summary: $summary,
+            name: $name, access: Access::$access, arity: $arity, flags: $flags, keys: $keys, group: $group, summary: $summary,
         },)*];
     };
 }
 
 cmds! {
-    "append", 3, W, (1, 1, 1), "string", "Appends a string to the value of a key.";
-    "auth", -2, &["noscript", "loading", "stale", "fast"], (0, 0, 0), "connection", "Authenticates (no users yet: as Redis with no password).";
-    "client", -2, &["admin", "noscript"], (0, 0, 0), "connection", "CLIENT SETNAME/GETNAME/ID/INFO.";
-    "config", -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "CONFIG GET of the settings that map onto Redis's.";
-    "command", -1, &["loading", "stale"], (0, 0, 0), "server", "Details about commands.";
-    "dbsize", 1, &["readonly"], (0, 0, 0), "server", "Number of keys (counted by a scan: O(N)).";
-    "decr", 2, W, (1, 1, 1), "string", "Decrements the integer value of a key by one.";
-    "decrby", 3, W, (1, 1, 1), "string", "Decrements the integer value of a key by a number.";
-    "del", -2, &["write"], (1, -1, 1), "generic", "Deletes keys.";
-    "echo", 2, C, (0, 0, 0), "connection", "Returns the given string.";
-    "exists", -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
-    "expiretime", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
-    "get", 2, R, (1, 1, 1), "string", "Returns the value of a key.";
-    "getdel", 2, &["write", "fast"], (1, 1, 1), "string", "Returns the value of a key and deletes it.";
-    "getrange", 4, &["readonly"], (1, 1, 1), "string", "Returns a substring of a key's value.";
-    "getset", 3, W, (1, 1, 1), "string", "Sets a key and returns its old value.";
-    "hello", -1, C, (0, 0, 0), "connection", "Handshake: protocol version 2 or 3.";
-    "incr", 2, W, (1, 1, 1), "string", "Increments the integer value of a key by one.";
-    "incrby", 3, W, (1, 1, 1), "string", "Increments the integer value of a key by a number.";
-    "incrbyfloat", 3, W, (1, 1, 1), "string", "Increments the float value of a key by a number.";
-    "info", -1, &["loading", "stale"], (0, 0, 0), "server", "Server, clients, stats and keyspace information.";
-    "keys", 2, &["readonly"], (0, 0, 0), "generic", "Keys matching a glob pattern.";
-    "mget", -2, R, (1, -1, 1), "string", "Values of several keys (one consistent snapshot).";
-    "mset", -3, W, (1, -1, 2), "string", "Sets several keys atomically (across shards).";
-    "msetnx", -3, W, (1, -1, 2), "string", "Sets several keys atomically if none exists.";
-    "persist", 2, &["write", "fast"], (1, 1, 1), "generic", "0: no key has a timeout to remove.";
-    "pexpiretime", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
-    "ping", -1, C, (0, 0, 0), "connection", "Returns PONG.";
-    "quit", -1, C, (0, 0, 0), "connection", "Closes the connection.";
-    "reset", 1, C, (0, 0, 0), "connection", "Resets the connection.";
-    "scan", -2, &["readonly"], (0, 0, 0), "generic", "Iterates over the keys.";
-    "select", 2, C, (0, 0, 0), "connection", "Selects database 0 (the only one).";
-    "set", -3, W, (1, 1, 1), "string", "Sets a key (NX, XX, GET).";
-    "setnx", 3, &["write", "denyoom", "fast"], (1, 1, 1), "string", "Sets a key if it does not exist.";
-    "setrange", 4, W, (1, 1, 1), "string", "Overwrites part of a value at an offset.";
-    "strlen", 2, R, (1, 1, 1), "string", "Length of a key's value.";
-    "substr", 4, &["readonly"], (1, 1, 1), "string", "GETRANGE under its old name.";
-    "time", 1, C, (0, 0, 0), "server", "The server time.";
-    "touch", -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
-    "pttl", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
-    "ttl", 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
-    "type", 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
-    "unlink", -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
+    "append", Write, 3, W, (1, 1, 1), "string", "Appends a string to the value of a key.";
+    "auth", Open, -2, &["noscript", "loading", "stale", "fast"], (0, 0, 0), "connection", "Authenticates as a users_file user (AUTH [user] password).";
+    "client", Read, -2, &["admin", "noscript"], (0, 0, 0), "connection", "CLIENT SETNAME/GETNAME/ID/INFO.";
+    "config", Admin, -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "CONFIG GET of the settings that map onto Redis's.";
+    "command", Read, -1, &["loading", "stale"], (0, 0, 0), "server", "Details about commands.";
+    "dbsize", Read, 1, &["readonly"], (0, 0, 0), "server", "Number of keys (counted by a scan: O(N)).";
+    "decr", Write, 2, W, (1, 1, 1), "string", "Decrements the integer value of a key by one.";
+    "decrby", Write, 3, W, (1, 1, 1), "string", "Decrements the integer value of a key by a number.";
+    "del", Write, -2, &["write"], (1, -1, 1), "generic", "Deletes keys.";
+    "echo", Read, 2, C, (0, 0, 0), "connection", "Returns the given string.";
+    "exists", Read, -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
+    "expiretime", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "get", Read, 2, R, (1, 1, 1), "string", "Returns the value of a key.";
+    "getdel", Write, 2, &["write", "fast"], (1, 1, 1), "string", "Returns the value of a key and deletes it.";
+    "getrange", Read, 4, &["readonly"], (1, 1, 1), "string", "Returns a substring of a key's value.";
+    "getset", Write, 3, W, (1, 1, 1), "string", "Sets a key and returns its old value.";
+    "hello", Open, -1, C, (0, 0, 0), "connection", "Handshake: protocol version 2 or 3.";
+    "incr", Write, 2, W, (1, 1, 1), "string", "Increments the integer value of a key by one.";
+    "incrby", Write, 3, W, (1, 1, 1), "string", "Increments the integer value of a key by a number.";
+    "incrbyfloat", Write, 3, W, (1, 1, 1), "string", "Increments the float value of a key by a number.";
+    "info", Admin, -1, &["loading", "stale"], (0, 0, 0), "server", "Server, clients, stats and keyspace information.";
+    "keys", Read, 2, &["readonly"], (0, 0, 0), "generic", "Keys matching a glob pattern.";
+    "mget", Read, -2, R, (1, -1, 1), "string", "Values of several keys (one consistent snapshot).";
+    "mset", Write, -3, W, (1, -1, 2), "string", "Sets several keys atomically (across shards).";
+    "msetnx", Write, -3, W, (1, -1, 2), "string", "Sets several keys atomically if none exists.";
+    "persist", Write, 2, &["write", "fast"], (1, 1, 1), "generic", "0: no key has a timeout to remove.";
+    "pexpiretime", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "ping", Read, -1, C, (0, 0, 0), "connection", "Returns PONG.";
+    "quit", Open, -1, C, (0, 0, 0), "connection", "Closes the connection.";
+    "reset", Open, 1, C, (0, 0, 0), "connection", "Resets the connection.";
+    "scan", Read, -2, &["readonly"], (0, 0, 0), "generic", "Iterates over the keys.";
+    "select", Read, 2, C, (0, 0, 0), "connection", "Selects database 0 (the only one).";
+    "set", Write, -3, W, (1, 1, 1), "string", "Sets a key (NX, XX, GET).";
+    "setnx", Write, 3, &["write", "denyoom", "fast"], (1, 1, 1), "string", "Sets a key if it does not exist.";
+    "setrange", Write, 4, W, (1, 1, 1), "string", "Overwrites part of a value at an offset.";
+    "strlen", Read, 2, R, (1, 1, 1), "string", "Length of a key's value.";
+    "substr", Read, 4, &["readonly"], (1, 1, 1), "string", "GETRANGE under its old name.";
+    "time", Read, 1, C, (0, 0, 0), "server", "The server time.";
+    "touch", Read, -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
+    "pttl", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "ttl", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "type", Read, 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
+    "unlink", Write, -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
 }
 
 /// Redis commands corekv knows and refuses, with the reason (the error
@@ -202,6 +214,11 @@ pub struct Session {
     pub(super) probe: RoutedBatch,
     pub(super) scratch: Vec<u8>,
     pub(super) detail: Vec<u8>,
+    /// Who the connection is (core::auth decides what that allows).
+    auth: auth::Session,
+    /// Whether the server has users (then a new or RESET connection starts
+    /// unauthenticated).
+    auth_required: bool,
 }
 
 impl Drop for Session {
@@ -239,6 +256,7 @@ impl Session {
         peer: Option<SocketAddr>,
         local: Option<SocketAddr>,
         maxclients: usize,
+        auth_required: bool,
     ) -> Session {
         CONNECTED.fetch_add(1, Ordering::Relaxed);
         CONNECTIONS_TOTAL.fetch_add(1, Ordering::Relaxed);
@@ -255,7 +273,17 @@ impl Session {
             probe: ctx.new_batch(),
             scratch: Vec::new(),
             detail: Vec::new(),
+            auth: auth::Session::new(auth_required),
+            auth_required,
         }
+    }
+
+    /// Whether this connection may run a command needing `access` now; the
+    /// pipeline asks before queueing a plain GET or SET, so a run never
+    /// holds a command the session may not run (it goes through `run` and
+    /// is refused there, in order).
+    pub fn may(&self, access: Access) -> bool {
+        auth::permits(self.auth.role, access)
     }
 
     /// Answer one command (`argv` is not empty) into `outb`.
@@ -292,13 +320,25 @@ impl Session {
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, Status::InvalidArgument);
         }
+        // After the name and arity checks, as Redis orders them.
+        if let Err(status) = self.auth.check(cmd.access) {
+            let e = match status {
+                Status::NoAuth => NOAUTH.to_string(),
+                _ => format!(
+                    "NOPERM this user has no permissions to run the '{}' command",
+                    acl_name(cmd, argv)
+                ),
+            };
+            run.reply(self.proto).error(&e);
+            return (Flow::Continue, OpClass::Other, status);
+        }
         let result = match cmd.name {
             "ping" => self.ping(&mut run),
             "echo" => {
                 run.reply(self.proto).bulk(argv[1]);
                 Ok(OK)
             }
-            "hello" => self.hello(&mut run),
+            "hello" => self.hello(&mut run).await,
             "select" => self.select(&mut run),
             "quit" => {
                 run.reply(self.proto).simple("OK");
@@ -308,21 +348,45 @@ impl Session {
                 self.proto = 2;
                 self.name = None;
                 self.cursors.clear();
+                // As Redis 7: back to the default state, which with users
+                // configured is unauthenticated.
+                self.auth = auth::Session::new(self.auth_required);
                 run.reply(self.proto).simple("RESET");
                 Ok(OK)
             }
             "client" => self.client(&mut run),
             "auth" => {
-                // No users yet: answered as Redis answers when the default
-                // user has no password.
-                let mut r = run.reply(self.proto);
-                match argv.len() {
-                    2 => r.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-                    3 if argv[1] == b"default" => r.simple("OK"),
-                    3 => r.error("WRONGPASS invalid username-password pair or user is disabled."),
-                    _ => r.error(SYNTAX),
+                let (user, password) = match argv.len() {
+                    // Redis: one argument is the default user's password.
+                    2 => (&b"default"[..], argv[1]),
+                    3 => (argv[1], argv[2]),
+                    _ => {
+                        run.reply(self.proto).error(SYNTAX);
+                        return (Flow::Continue, OpClass::Other, Status::InvalidArgument);
+                    }
+                };
+                if run.cfg.auth.is_none() {
+                    // No users: answered as Redis answers when the default
+                    // user has no password.
+                    let mut r = run.reply(self.proto);
+                    match argv.len() {
+                        2 => r.error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+                        _ if user == b"default" => r.simple("OK"),
+                        _ => r.error(WRONGPASS),
+                    }
+                    Ok(OK)
+                } else {
+                    match self.authenticate(run.cfg, user, password).await {
+                        Ok(()) => {
+                            run.reply(self.proto).simple("OK");
+                            Ok(OK)
+                        }
+                        Err((e, status)) => {
+                            run.reply(self.proto).error(&e);
+                            Ok((OpClass::Other, status))
+                        }
+                    }
                 }
-                Ok(OK)
             }
             "command" => self.command(&mut run),
             "config" => self.config(&mut run),
@@ -359,7 +423,7 @@ impl Session {
         Ok(OK)
     }
 
-    fn hello(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+    async fn hello(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
         let mut want = self.proto;
         if let Some(v) = argv.get(1) {
@@ -378,18 +442,13 @@ impl Session {
             }
         }
         let mut name = None;
+        let mut credentials = None;
         let mut i = 2;
         while i < argv.len() {
             let opt = argv[i].to_ascii_lowercase();
             let more = argv.len() - i - 1;
             if opt == b"auth" && more >= 2 {
-                // No users yet: like Redis's default user with no password,
-                // "default" with any password is accepted.
-                if !argv[i + 1].eq_ignore_ascii_case(b"default") {
-                    run.reply(self.proto)
-                        .error("WRONGPASS invalid username-password pair or user is disabled.");
-                    return Ok(OK);
-                }
+                credentials = Some((argv[i + 1], argv[i + 2]));
                 i += 3;
             } else if opt == b"setname" && more >= 1 {
                 if !valid_client_name(argv[i + 1]) {
@@ -406,6 +465,27 @@ impl Session {
                 run.reply(self.proto).error(&e);
                 return Ok(OK);
             }
+        }
+        // As Redis: every option parses before AUTH is tried, and a failed
+        // AUTH changes nothing else.
+        match (credentials, &run.cfg.auth) {
+            (Some((user, password)), Some(_)) => {
+                if let Err((e, status)) = self.authenticate(run.cfg, user, password).await {
+                    run.reply(self.proto).error(&e);
+                    return Ok((OpClass::Other, status));
+                }
+            }
+            // No users: like Redis's default user with no password,
+            // "default" with any password is accepted.
+            (Some((user, _)), None) if !user.eq_ignore_ascii_case(b"default") => {
+                run.reply(self.proto).error(WRONGPASS);
+                return Ok(OK);
+            }
+            _ => {}
+        }
+        if self.auth.role.is_none() {
+            run.reply(self.proto).error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+            return Ok((OpClass::Other, Status::NoAuth));
         }
         self.proto = want;
         if name.is_some() {
@@ -429,6 +509,55 @@ impl Session {
         r.bulk(b"modules");
         r.array(0);
         Ok(OK)
+    }
+
+    /// AUTH's work, shared by AUTH and HELLO AUTH: the native protocol's
+    /// check (off-core verification, this shard's throttle, a log line per
+    /// refusal naming the user and address, never the password). On success
+    /// the session is the user's; on failure it is unchanged, and the error
+    /// text and status (counted in the metrics as the native path counts
+    /// them) are returned.
+    async fn authenticate(
+        &mut self,
+        cfg: &ConnConfig,
+        user: &[u8],
+        password: &[u8],
+    ) -> Result<(), (String, Status)> {
+        let Some(shard_auth) = &cfg.auth else {
+            return Err((WRONGPASS.to_string(), Status::AuthFailed));
+        };
+        // A name no users file can hold, or a password longer than the
+        // wire allows, still goes through a (failing) verification: the same
+        // time, throttle and log line as any wrong password, and nothing of
+        // what the client sent is logged.
+        let mut name = std::str::from_utf8(user)
+            .ok()
+            .filter(|n| auth::valid_user_name(n))
+            .map_or_else(|| "(invalid user name)".to_string(), str::to_string);
+        let mut password = password;
+        if password.len() > auth::PASSWORD_BYTES_MAX {
+            // Not a valid name, so no user matches: it fails after hashing
+            // nothing longer than the limit.
+            name.push_str(" (password too long)");
+            password = &password[..auth::PASSWORD_BYTES_MAX];
+        }
+        let password = password.to_vec();
+        let peer = self.peer.map(|p| p.ip());
+        let done = crate::net::auth::authenticate(shard_auth, peer, name, password).await;
+        match done.session {
+            Some(session) => {
+                self.auth = session;
+                Ok(())
+            }
+            None if done.status == Status::AuthThrottled => Err((
+                format!(
+                    "AUTH_THROTTLED {} (see docs/errors.md)",
+                    String::from_utf8_lossy(&done.body)
+                ),
+                done.status,
+            )),
+            None => Err((WRONGPASS.to_string(), done.status)),
+        }
     }
 
     fn select(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
@@ -619,6 +748,25 @@ impl Session {
     }
 }
 
+/// The command's name as Redis's NOPERM text shows it: `container|sub` for
+/// a known subcommand of CONFIG or CLIENT (Redis checks ACLs per
+/// subcommand), else the name.
+fn acl_name(cmd: &Cmd, argv: &[&[u8]]) -> String {
+    const SUBCOMMANDS: &[(&str, &[&str])] = &[
+        ("config", &["get", "set", "resetstat", "rewrite"]),
+        ("client", &["setname", "getname", "id", "info"]),
+    ];
+    let sub = argv
+        .get(1)
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase());
+    match SUBCOMMANDS.iter().find(|(name, _)| *name == cmd.name) {
+        Some((_, subs)) if sub.as_deref().is_some_and(|s| subs.contains(&s)) => {
+            format!("{}|{}", cmd.name, sub.unwrap_or_default())
+        }
+        _ => cmd.name.to_string(),
+    }
+}
+
 /// One COMMAND entry in Redis 7's ten-element form (ACL categories, tips,
 /// key specs and subcommands left empty).
 fn command_info(r: &mut Reply<'_>, c: &Cmd) {
@@ -632,15 +780,19 @@ fn command_info(r: &mut Reply<'_>, c: &Cmd) {
     r.int(i64::from(c.keys.0));
     r.int(i64::from(c.keys.1));
     r.int(i64::from(c.keys.2));
-    for _ in 0..3 {
-        r.set(0);
-    }
+    // ACL categories and tips (sets), key specs and subcommands (arrays):
+    // ten elements in all, as announced.
+    r.set(0);
+    r.set(0);
     r.array(0);
     r.array(0);
 }
 
 pub const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const SYNTAX: &str = "ERR syntax error";
+/// Redis 7's texts for a command before AUTH and for a failed AUTH.
+pub const NOAUTH: &str = "NOAUTH Authentication required.";
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
 const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
 
 fn valid_client_name(n: &[u8]) -> bool {
@@ -731,6 +883,13 @@ mod tests {
             unknown_command(&[b"foo"]),
             "ERR unknown command 'foo', with args beginning with: "
         );
+    }
+
+    #[test]
+    fn the_plain_run_commands_need_read_and_write() {
+        // The pipeline checks plain GET/SET runs with these (pipeline.rs).
+        assert_eq!(lookup("get").map(|c| c.access), Some(Access::Read));
+        assert_eq!(lookup("set").map(|c| c.access), Some(Access::Write));
     }
 
     #[test]

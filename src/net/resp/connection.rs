@@ -30,7 +30,7 @@ use crate::shard::ShardContext;
 
 use super::codec::{parse_command, Parsed, Reply};
 use super::commands::{Flow, Session};
-use super::pipeline::{plain, Io, Pipeline};
+use super::pipeline::{plain, plain_access, Io, Pipeline};
 use crate::net::conn_buf::RecvBuf;
 use crate::net::outbound::{Held, Outbound, SendError};
 use crate::net::request_batch::ConnConfig;
@@ -114,7 +114,7 @@ pub async fn serve_resp_connection(
     let held_in = Held::new(&cfg.buffers, metrics);
     let held_out = Held::new(&cfg.buffers, metrics);
     let mut pipeline = Pipeline::new(ctx);
-    let mut session = Session::new(ctx, peer, local, maxclients);
+    let mut session = Session::new(ctx, peer, local, maxclients, cfg.auth.is_some());
     let mut args = Vec::new();
     loop {
         let mut consumed = 0;
@@ -144,7 +144,11 @@ pub async fn serve_resp_connection(
                         .iter()
                         .map(|r| &data[base + r.start..base + r.end])
                         .collect();
-                    let plain = plain(&argv);
+                    // A plain GET or SET joins a run only if the session,
+                    // as it is now (after any AUTH earlier in this read,
+                    // which `run` decided before this command was parsed),
+                    // may run it; otherwise `run` refuses it in order.
+                    let plain = plain(&argv).filter(|kind| session.may(plain_access(*kind)));
                     if pipeline.kind().is_some() && pipeline.kind() != plain {
                         let mut io = Io {
                             ctx,

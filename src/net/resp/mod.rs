@@ -8,7 +8,8 @@
 //! SETs executed as one batch (pipeline.rs), and the listener and connection
 //! loop (connection.rs). It is served by the same shards, with the same
 //! connection limit, timeouts, buffer budget and metrics as the native
-//! listener. It must never reach into a shard's state: every command becomes
+//! listener, and the same users and roles (docs/security.md). It must never
+//! reach into a shard's state: every command becomes
 //! router operations, transactions or scans. docs/redis-compatibility.md
 //! lists what is supported and how it differs from Redis.
 

@@ -27,7 +27,8 @@ use crate::shard::metrics::{OpClass, ShardMetrics};
 use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
 use super::codec::Reply;
-use super::commands::status_error;
+use super::commands::{lookup, status_error};
+use crate::core::auth::Access;
 use crate::net::outbound::{Held, Outbound, SendError, DIRECT_WRITE_BYTES};
 use crate::net::request_batch::ConnConfig;
 
@@ -54,6 +55,14 @@ pub fn plain(argv: &[&[u8]]) -> Option<OpKind> {
         3 if argv[0].eq_ignore_ascii_case(b"set") => Some(OpKind::Put),
         _ => None,
     }
+}
+
+/// The access a plain GET or SET needs: the command table's, so the run
+/// and the single command are checked alike.
+pub fn plain_access(kind: OpKind) -> Access {
+    let name = if kind == OpKind::Get { "get" } else { "set" };
+    // Both are in the table (a unit test says so); failing closed if not.
+    lookup(name).map_or(Access::Admin, |c| c.access)
 }
 
 /// What `Pipeline::answer` needs from the connection.
