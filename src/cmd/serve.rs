@@ -82,6 +82,28 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             "set --users-file (see docs/security.md), bind to 127.0.0.1, or pass --insecure-no-auth if the network itself is trusted",
         );
     }
+    // Built once here and shared by every shard; a file that does not load
+    // stops the start (never a silent fallback to plaintext).
+    let tls = match args.tls_files() {
+        None => None,
+        Some(files) => match corekv::net::tls::server_config(&files) {
+            Ok(c) => {
+                if let Some(mode) = corekv::io::users_file::loose_permissions(&files.key) {
+                    tracing::warn!(
+                        "TLS key file {} has mode {mode:o}: other local users may read it; chmod 600 it",
+                        files.key.display()
+                    );
+                }
+                tracing::info!(
+                    cert = %files.cert.display(),
+                    client_certificates = files.client_ca.is_some(),
+                    "native listener speaks TLS 1.2/1.3 only"
+                );
+                Some(c)
+            }
+            Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
+        },
+    };
     let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
@@ -95,6 +117,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         reply_stall_timeout: Duration::from_millis(args.reply_stall_timeout_ms),
         conn_buffer_budget: args.conn_buffer_budget_bytes,
         users: users.clone(),
+        tls,
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {

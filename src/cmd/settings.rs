@@ -49,6 +49,12 @@ pub struct ServeArgs {
     pub users_file: Option<PathBuf>,
     #[arg(long, env = "COREKV_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    #[arg(long, env = "COREKV_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "COREKV_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "COREKV_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
     #[arg(long, env = "COREKV_HEALTH_REQUIRES_AUTH")]
     pub health_requires_auth: bool,
     #[arg(long, env = "COREKV_SHARDS")]
@@ -255,6 +261,22 @@ macro_rules! text {
     };
 }
 
+macro_rules! path_access {
+    ($field:ident) => {
+        Access {
+            get: |a| {
+                a.$field
+                    .as_ref()
+                    .map(|p| toml::Value::String(p.display().to_string()))
+            },
+            set: |a, v| {
+                a.$field = Some(PathBuf::from(to_string(v)?));
+                Ok(())
+            },
+        }
+    };
+}
+
 /// Every `corekv serve` setting, in the order `config show` and
 /// docs/settings.md list them. Adding a setting: a row here, a field in
 /// [`ServeArgs`], its use in `serve` (or [`ServeArgs::engine_config`]), a line
@@ -314,6 +336,33 @@ pub static SETTINGS: &[Setting] = &[
                 Ok(())
             },
         },
+    },
+    Setting {
+        name: "tls_cert_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset("no TLS: the native listener speaks plaintext"),
+        doc: "PEM certificate chain (leaf first) of the native listener; with tls_key_file, the listener speaks only TLS 1.2/1.3. Loaded once at start. See docs/security.md.",
+        rule: Rule::Relation("set together with tls_key_file; must load and match the key (TLS_CONFIG_INVALID)"),
+        deprecated: &[],
+        access: path_access!(tls_cert_file),
+    },
+    Setting {
+        name: "tls_key_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset("no TLS"),
+        doc: "PEM private key (PKCS#8, PKCS#1 or SEC1) of tls_cert_file. Its contents are never logged; keep it mode 0600.",
+        rule: Rule::Relation("set together with tls_cert_file"),
+        deprecated: &[],
+        access: path_access!(tls_key_file),
+    },
+    Setting {
+        name: "tls_client_ca_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset("clients are not asked for certificates"),
+        doc: "PEM CA certificate(s): with TLS on, every client must present a certificate signed by one of them (mutual TLS); others are refused in the handshake.",
+        rule: Rule::Relation("needs tls_cert_file and tls_key_file"),
+        deprecated: &[],
+        access: path_access!(tls_client_ca_file),
     },
     Setting {
         name: "insecure_no_auth",
@@ -872,6 +921,9 @@ fn absolutize(args: &mut ServeArgs) {
     args.data_dir = absolute(&args.data_dir);
     args.log_file = args.log_file.as_deref().map(absolute);
     args.users_file = args.users_file.as_deref().map(absolute);
+    args.tls_cert_file = args.tls_cert_file.as_deref().map(absolute);
+    args.tls_key_file = args.tls_key_file.as_deref().map(absolute);
+    args.tls_client_ca_file = args.tls_client_ca_file.as_deref().map(absolute);
     args.config = args.config.as_deref().map(absolute);
 }
 
@@ -882,6 +934,16 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 impl ServeArgs {
+    /// The native listener's TLS files, when TLS is on (both cert and key set;
+    /// `validate` refuses one without the other).
+    pub fn tls_files(&self) -> Option<corekv::net::tls::TlsFiles> {
+        Some(corekv::net::tls::TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
+    }
+
     /// The engine's share of the settings: the table's names mapped onto
     /// `EngineConfig`'s fields (whose names the shard code uses).
     pub fn engine_config(&self) -> EngineConfig {
@@ -929,6 +991,16 @@ impl ServeArgs {
                 "reply_bytes_max = {}: must hold one largest key and value ({one_entry} bytes with value_bytes_max = {})",
                 self.reply_bytes_max, self.value_bytes_max
             ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(
+                "tls_cert_file and tls_key_file: set both (TLS on) or neither (plaintext)".into(),
+            );
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            problems.push(
+                "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are asked for in the TLS handshake)".into(),
+            );
         }
         if self.conn_buffer_budget_bytes < 2 * self.reply_buffer_bytes {
             problems.push(format!(

@@ -13,3 +13,5 @@ pub mod connection;
 pub mod outbound;
 pub mod request_batch;
 pub mod server;
+pub mod stream;
+pub mod tls;

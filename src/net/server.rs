@@ -25,6 +25,7 @@ use crate::shard::ShardContext;
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
 use super::outbound::BufferBudget;
+use super::stream::NetStream;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     pub conn_buffer_budget: usize,
     /// The users connections authenticate as (`None`: authentication is off).
     pub users: Option<Arc<super::auth::UsersHandle>>,
+    /// Set: the listener speaks only TLS (built once on the main thread,
+    /// shared by every shard). `None`: plaintext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl ServerConfig {
@@ -65,6 +69,7 @@ impl ServerConfig {
             reply_stall_timeout: Duration::from_millis(REPLY_STALL_TIMEOUT_MS_DEFAULT),
             conn_buffer_budget: CONN_BUFFER_BUDGET_DEFAULT,
             users: None,
+            tls: None,
         }
     }
 }
@@ -273,6 +278,7 @@ pub async fn serve_shard(
         buffers: BufferBudget::new(cfg.conn_buffer_budget),
         auth: cfg.users.clone().map(super::auth::ShardAuth::new),
     });
+    let tls = cfg.tls.clone().map(futures_rustls::TlsAcceptor::from);
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
     loop {
@@ -294,6 +300,11 @@ pub async fn serve_shard(
         let metrics = ctx.router.metrics();
         if open.get() >= cfg.connections_per_shard_max {
             metrics.connection_rejected();
+            if tls.is_some() {
+                // A plaintext refusal means nothing to a TLS client: just
+                // close.
+                continue;
+            }
             glommio::spawn_local(async move {
                 let mut out = Vec::new();
                 encode_response(
@@ -311,10 +322,23 @@ pub async fn serve_shard(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
-        let (ctx, conn_cfg, open, closed) =
-            (ctx.clone(), conn_cfg.clone(), open.clone(), closed.clone());
+        let (ctx, conn_cfg, open, closed, tls) = (
+            ctx.clone(),
+            conn_cfg.clone(),
+            open.clone(),
+            closed.clone(),
+            tls.clone(),
+        );
         glommio::spawn_local(async move {
-            serve_connection(stream, &ctx, &conn_cfg).await;
+            let stream = match tls {
+                None => Some(NetStream::Plain(stream)),
+                Some(acceptor) => handshake(&acceptor, stream, &ctx, conn_cfg.frame_timeout)
+                    .await
+                    .map(|s| NetStream::Tls(Box::new(s))),
+            };
+            if let Some(stream) = stream {
+                serve_connection(stream, &ctx, &conn_cfg).await;
+            }
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();
@@ -324,6 +348,46 @@ pub async fn serve_shard(
     drop(listener);
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
+}
+
+/// The TLS handshake of one accepted connection, within `timeout` (the frame
+/// timeout): a client that sends nothing, or sends plaintext, or offers only
+/// TLS 1.1, is closed — never waited on. Failures are counted as protocol
+/// errors and logged at debug (a port scanner must not flood the log).
+async fn handshake(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    ctx: &ShardContext,
+    timeout: Duration,
+) -> Option<super::stream::TlsStream> {
+    let peer = stream.peer_addr().ok();
+    let outcome = future::or(
+        async { Some(acceptor.accept(stream).await) },
+        future::or(
+            async {
+                glommio::timer::sleep(timeout).await;
+                None
+            },
+            async {
+                ctx.shutdown.wait().await;
+                None
+            },
+        ),
+    )
+    .await;
+    match outcome {
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
+            ctx.router.metrics().protocol_error();
+            tracing::debug!(?peer, "TLS handshake failed: {e}");
+            None
+        }
+        None => {
+            ctx.router.metrics().protocol_error();
+            tracing::debug!(?peer, "TLS handshake not done within {timeout:?}");
+            None
+        }
+    }
 }
 
 #[cfg(test)]
