@@ -543,3 +543,72 @@ fn unusable_tls_files_stop_the_start_with_a_named_error_and_never_print_the_key(
     assert!(log.contains("TLS 1.2/1.3"), "startup says TLS is on: {log}");
     assert!(!leaked(&log), "the log holds the key: {log}");
 }
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    make_leaf(
+        &p.dir,
+        "server2",
+        "other-ca",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    // The server reads its files from paths the test then overwrites.
+    let live_cert = p.path("live.crt");
+    let live_key = p.path("live.key");
+    std::fs::copy(p.path("server.crt"), &live_cert).unwrap();
+    std::fs::copy(p.path("server.key"), &live_key).unwrap();
+    let log_file = dir.path().join("server.log");
+    let mut flags = tls_flags(&p);
+    flags[3] = live_cert.display().to_string();
+    flags[5] = live_key.display().to_string();
+    flags.push("--log-file".into());
+    flags.push(log_file.display().to_string());
+    let server = start(dir.path(), &flags);
+    let wait_for_log = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the log: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut old = tls_client(&server, &options(&p, "ca", false)).unwrap();
+    old.put(b"r", b"1").unwrap();
+    let hup = || {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(server.pid(), libc::SIGHUP) };
+    };
+
+    // A broken certificate file: the reload is refused, the old one stays.
+    std::fs::write(&live_cert, b"not a certificate").unwrap();
+    hup();
+    let log = wait_for_log("kept the previous TLS certificate");
+    assert!(log.contains("TLS_CONFIG_INVALID"), "{log}");
+    connect_and_ping(&server, &options(&p, "ca", false)).expect("old certificate kept");
+    // Then the certificate from the other CA (cert and key are replaced one
+    // after the other: a reload between the two is refused and retried).
+    std::fs::copy(p.path("server2.crt"), &live_cert).unwrap();
+    std::fs::copy(p.path("server2.key"), &live_key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        hup();
+        if connect_and_ping(&server, &options(&p, "other-ca", false)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new certificate never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        connect_and_ping(&server, &options(&p, "ca", false)).is_err(),
+        "the old certificate is still served to new connections"
+    );
+    // The connection made before the reload is still up.
+    assert_eq!(old.get(b"r").unwrap().as_deref(), Some(&b"1"[..]));
+    wait_for_log("reloaded the TLS certificate");
+    server.kill();
+}

@@ -49,9 +49,9 @@ pub struct ServerConfig {
     pub conn_buffer_budget: usize,
     /// The users connections authenticate as (`None`: authentication is off).
     pub users: Option<Arc<super::auth::UsersHandle>>,
-    /// Set: the listener speaks only TLS (built once on the main thread,
-    /// shared by every shard). `None`: plaintext.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Set: the listener speaks only TLS (loaded on the main thread, shared
+    /// by every shard, replaced on SIGHUP). `None`: plaintext.
+    pub tls: Option<Arc<super::tls::TlsHandle>>,
 }
 
 impl ServerConfig {
@@ -278,7 +278,7 @@ pub async fn serve_shard(
         buffers: BufferBudget::new(cfg.conn_buffer_budget),
         auth: cfg.users.clone().map(super::auth::ShardAuth::new),
     });
-    let tls = cfg.tls.clone().map(futures_rustls::TlsAcceptor::from);
+    let tls = cfg.tls.clone();
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
     loop {
@@ -322,15 +322,15 @@ pub async fn serve_shard(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
-        let (ctx, conn_cfg, open, closed, tls) = (
-            ctx.clone(),
-            conn_cfg.clone(),
-            open.clone(),
-            closed.clone(),
-            tls.clone(),
-        );
+        // The configuration current at accept: a reload applies to the
+        // connections accepted after it.
+        let acceptor = tls
+            .as_ref()
+            .map(|t| futures_rustls::TlsAcceptor::from(t.current()));
+        let (ctx, conn_cfg, open, closed) =
+            (ctx.clone(), conn_cfg.clone(), open.clone(), closed.clone());
         glommio::spawn_local(async move {
-            let stream = match tls {
+            let stream = match acceptor {
                 None => Some(NetStream::Plain(stream)),
                 Some(acceptor) => handshake(&acceptor, stream, &ctx, conn_cfg.frame_timeout)
                     .await

@@ -9,7 +9,7 @@
 //! thread and shared read-only (`Arc`) by every shard.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -134,6 +134,51 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         )
     })?;
     Ok(Arc::new(config))
+}
+
+/// The native listener's current TLS configuration, replaced whole on
+/// reload (SIGHUP). Shards take the current one at each accept, so a reload
+/// applies to new connections and leaves established sessions alone.
+#[derive(Debug)]
+pub struct TlsHandle {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl TlsHandle {
+    /// Load the files (see [`server_config`]).
+    pub fn load(files: TlsFiles) -> Result<TlsHandle, TlsError> {
+        let config = server_config(&files)?;
+        Ok(TlsHandle {
+            files,
+            current: RwLock::new(config),
+        })
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// The configuration new connections use.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        // A poisoned lock still holds a whole configuration (the writer only
+        // swaps an Arc).
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Read the files again; on success new connections use them, on
+    /// failure the previous configuration stays (the caller logs why).
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files)?;
+        match self.current.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+        Ok(())
+    }
 }
 
 /// A client's configuration: trust the CAs in `ca_file`; present
