@@ -361,32 +361,35 @@ async fn handshake(
     timeout: Duration,
 ) -> Option<super::stream::TlsStream> {
     let peer = stream.peer_addr().ok();
+    // Ok: the handshake ended; Err(true): it timed out; Err(false): shutdown.
     let outcome = future::or(
-        async { Some(acceptor.accept(stream).await) },
+        async { Ok(acceptor.accept(stream).await) },
         future::or(
             async {
                 glommio::timer::sleep(timeout).await;
-                None
+                Err(true)
             },
             async {
                 ctx.shutdown.wait().await;
-                None
+                Err(false)
             },
         ),
     )
     .await;
     match outcome {
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
             ctx.router.metrics().protocol_error();
             tracing::debug!(?peer, "TLS handshake failed: {e}");
             None
         }
-        None => {
+        Err(true) => {
             ctx.router.metrics().protocol_error();
             tracing::debug!(?peer, "TLS handshake not done within {timeout:?}");
             None
         }
+        // Shutting down: not the client's fault.
+        Err(false) => None,
     }
 }
 
