@@ -11,7 +11,7 @@ use clap::{Args, Subcommand};
 
 use corekv::core::status::Status;
 use corekv::core::txn_format::{Cond, Write as KvWrite};
-use corekv::net::client::{Client, ClientError, ScanFilter, TxnResult};
+use corekv::net::client::{Client, ClientError, ScanFilter, TlsOptions, TxnResult};
 
 #[derive(Args, Debug)]
 pub struct CliArgs {
@@ -24,8 +24,50 @@ pub struct CliArgs {
     pub timeout_ms: u64,
     #[command(flatten)]
     pub credentials: super::user::Credentials,
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
     #[command(subcommand)]
     pub command: CliCommand,
+}
+
+/// How a client command connects over TLS (the server's `tls_*` settings).
+#[derive(Args, Debug, Clone, Default)]
+pub struct TlsClientArgs {
+    /// Speak TLS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, env = "COREKV_TLS_CA_FILE")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry (default: the host part
+    /// of --addr).
+    #[arg(long, env = "COREKV_TLS_SERVER_NAME", requires = "tls_ca_file")]
+    pub tls_server_name: Option<String>,
+    /// Client certificate (PEM) for a server with tls_client_ca_file.
+    #[arg(long, env = "COREKV_CLI_TLS_CERT_FILE", requires_all = ["tls_ca_file", "tls_key_file"])]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "COREKV_CLI_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+}
+
+impl TlsClientArgs {
+    /// The client's TLS options for `addr`, or `None` for plaintext.
+    pub fn options(&self, addr: &str) -> Option<TlsOptions> {
+        let ca_file = self.tls_ca_file.clone()?;
+        let server_name = self
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| host_of(addr).to_string());
+        Some(TlsOptions {
+            ca_file,
+            server_name,
+            client_cert: self.tls_cert_file.clone().zip(self.tls_key_file.clone()),
+        })
+    }
+}
+
+/// `host` of `host:port` or `[v6]:port`.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 #[derive(Subcommand, Debug)]
@@ -93,10 +135,11 @@ fn execute(
     args: &CliArgs,
     credentials: Option<(String, Vec<u8>)>,
 ) -> Result<ExitCode, ClientError> {
-    let mut client = Client::connect_timeout(
-        args.addr.as_str(),
-        std::time::Duration::from_millis(args.timeout_ms.max(1)),
-    )?;
+    let timeout = std::time::Duration::from_millis(args.timeout_ms.max(1));
+    let mut client = match args.tls.options(&args.addr) {
+        None => Client::connect_timeout(args.addr.as_str(), timeout)?,
+        Some(tls) => Client::connect_tls_timeout(args.addr.as_str(), &tls, timeout)?,
+    };
     if let Some((user, password)) = &credentials {
         client.auth(user, password)?;
     }

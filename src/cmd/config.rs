@@ -130,6 +130,11 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
             }
         }
     }
+    if let Some(files) = args.tls_files() {
+        if let Err(e) = corekv::net::tls::server_config(&files) {
+            problems.push(format!("{}: {e}", e.name()));
+        }
+    }
     check_data_dir(args, &mut problems, &mut warnings);
     if let Some(f) = &args.log_file {
         if let Err(e) = probe_log_file(f) {

@@ -92,6 +92,29 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             "set --users-file (see docs/security.md), bind to 127.0.0.1, or pass --insecure-no-auth if the network itself is trusted",
         );
     }
+    // Built once here and shared by every shard; a file that does not load
+    // stops the start (never a silent fallback to plaintext).
+    let tls = match args.tls_files() {
+        None => None,
+        Some(files) => match corekv::net::tls::TlsHandle::load(files) {
+            Ok(handle) => {
+                let files = handle.files();
+                if let Some(mode) = corekv::io::users_file::loose_permissions(&files.key) {
+                    tracing::warn!(
+                        "TLS key file {} has mode {mode:o}: other local users may read it; chmod 600 it",
+                        files.key.display()
+                    );
+                }
+                tracing::info!(
+                    cert = %files.cert.display(),
+                    client_certificates = files.client_ca.is_some(),
+                    "native listener speaks TLS 1.2/1.3 only"
+                );
+                Some(Arc::new(handle))
+            }
+            Err(e) => return startup_failed(e.name(), &e.to_string(), e.fix()),
+        },
+    };
     let config = args.engine_config();
     let server = Arc::new(ServerConfig {
         listen,
@@ -106,6 +129,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         reply_stall_timeout: Duration::from_millis(args.reply_stall_timeout_ms),
         conn_buffer_budget: args.conn_buffer_budget_bytes,
         users: users.clone(),
+        tls: tls.clone(),
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {
@@ -154,9 +178,14 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             }
         }
     }
-    let reloader = match (&args.users_file, &users) {
-        (Some(path), Some(handle)) => reload_on_sighup(path.clone(), handle.clone()),
+    let users_reload = match (&args.users_file, &users) {
+        (Some(path), Some(handle)) => Some((path.clone(), handle.clone())),
         _ => None,
+    };
+    let reloader = if users_reload.is_some() || tls.is_some() {
+        reload_on_sighup(users_reload, tls)
+    } else {
+        None
     };
     let shards = engine.info().shard_count;
     while listening.load(Ordering::SeqCst) < usize::from(shards) && !engine.is_stopping() {
@@ -223,18 +252,21 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     code
 }
 
-/// Reload the users file on SIGHUP, swapping the table every shard and the
-/// admin endpoint read; connections stay up and keep the role they
-/// authenticated with. A file that does not load leaves the old users in
-/// place (logged with its name and line, never its text).
+/// Reload the users file and the TLS certificates on SIGHUP.
+///
+/// Users: the table every shard and the admin endpoint read is swapped;
+/// connections stay up and keep the role they authenticated with. TLS: new
+/// connections use the new certificate; established sessions keep theirs.
+/// A file that does not load leaves the old users or certificate in place
+/// (logged with its name and path, never its text).
 fn reload_on_sighup(
-    path: std::path::PathBuf,
-    users: Arc<UsersHandle>,
+    users: Option<(std::path::PathBuf, Arc<UsersHandle>)>,
+    tls: Option<Arc<corekv::net::tls::TlsHandle>>,
 ) -> Option<(signal_hook::iterator::Handle, std::thread::JoinHandle<()>)> {
     let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
-            tracing::error!("cannot install the SIGHUP handler (users reload): {e}");
+            tracing::error!("cannot install the SIGHUP handler (users and TLS reload): {e}");
             return None;
         }
     };
@@ -243,18 +275,19 @@ fn reload_on_sighup(
         .name("corekv-sighup".into())
         .spawn(move || {
             for _ in signals.forever() {
-                match corekv::io::users_file::load(&path) {
-                    Ok(u) => {
-                        let n = u.users.len();
-                        users.replace(u);
-                        tracing::info!(
-                            users = n,
-                            "SIGHUP: reloaded the users file {}",
-                            path.display()
-                        );
-                    }
-                    Err(e) => {
-                        tracing::error!(error = e.name(), "SIGHUP: kept the previous users: {e}")
+                if let Some((path, handle)) = &users {
+                    reload_users(path, handle);
+                }
+                if let Some(tls) = &tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!(
+                            cert = %tls.files().cert.display(),
+                            "SIGHUP: reloaded the TLS certificate and key (new connections use them)"
+                        ),
+                        Err(e) => tracing::error!(
+                            error = e.name(),
+                            "SIGHUP: kept the previous TLS certificate: {e}"
+                        ),
                     }
                 }
             }
@@ -262,9 +295,24 @@ fn reload_on_sighup(
     match thread {
         Ok(t) => Some((handle, t)),
         Err(e) => {
-            tracing::error!("cannot start the SIGHUP thread (users reload): {e}");
+            tracing::error!("cannot start the SIGHUP thread (users and TLS reload): {e}");
             None
         }
+    }
+}
+
+fn reload_users(path: &std::path::Path, users: &UsersHandle) {
+    match corekv::io::users_file::load(path) {
+        Ok(u) => {
+            let n = u.users.len();
+            users.replace(u);
+            tracing::info!(
+                users = n,
+                "SIGHUP: reloaded the users file {}",
+                path.display()
+            );
+        }
+        Err(e) => tracing::error!(error = e.name(), "SIGHUP: kept the previous users: {e}"),
     }
 }
 

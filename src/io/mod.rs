@@ -20,6 +20,7 @@ pub mod manifest;
 pub mod sim_disk;
 pub mod std_disk;
 pub mod table_file;
+pub mod tls_files;
 pub mod users_file;
 pub mod wal_reader;
 pub mod wal_writer;

@@ -47,6 +47,10 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("{}: {}", status.name(), status_text(*status, detail))]
     Status { status: Status, detail: String },
+    /// TLS could not be set up: a client file, the server name, or the
+    /// handshake (the server's certificate was not trusted, or ours refused).
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("protocol violation by the server: {0}")]
     Protocol(String),
     #[error(
@@ -73,6 +77,8 @@ fn likely_peer(bytes: &[u8]) -> &'static str {
          not its protocol port (default 7070)"
     } else if matches!(bytes.first(), Some(b'-' | b'+' | b'$' | b'*' | b':')) {
         "; the peer answered in RESP: this is probably a Redis server, not corekv"
+    } else if bytes.len() >= 2 && (bytes[0] == 0x15 || bytes[0] == 0x16) && bytes[1] == 0x03 {
+        "; the peer speaks TLS (connect with --tls-ca-file)"
     } else if bytes.starts_with(b"SSH-") {
         "; the peer is an SSH server"
     } else {
@@ -97,6 +103,7 @@ impl ClientError {
             ClientError::Io(_) => "CONNECTION_LOST",
             ClientError::Status { status, .. } => status.name(),
             ClientError::Protocol(_) => "PROTOCOL_VIOLATION",
+            ClientError::Tls(_) => "TLS_FAILED",
             ClientError::Timeout { .. } => "REPLY_TIMEOUT",
         }
     }
@@ -134,8 +141,76 @@ impl Response {
     }
 }
 
+/// The client's byte stream: plain TCP, or TLS over it.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl ClientStream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            ClientStream::Plain(s) => s,
+            ClientStream::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf),
+            ClientStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf),
+            ClientStream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush(),
+            ClientStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// How a client speaks TLS: whom it trusts, the name it expects on the
+/// server's certificate, and its own certificate for mutual TLS.
+#[derive(Clone, Debug)]
+pub struct TlsOptions {
+    pub ca_file: std::path::PathBuf,
+    /// Checked against the server's certificate (DNS name or IP address).
+    pub server_name: String,
+    /// (certificate chain file, key file), sent when the server asks.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// The first address of `addr` that accepts a connection within `timeout`.
+fn connect_any(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
+    let connect_err = |source| ClientError::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut last = None;
+    for a in addr.to_socket_addrs().map_err(connect_err)? {
+        match TcpStream::connect_timeout(&a, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(connect_err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to no address")
+    })))
+}
+
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     /// Start of unparsed bytes in `rbuf`.
@@ -152,8 +227,56 @@ impl Client {
         Client::over(stream)
     }
 
+    /// Connect over TLS (see [`TlsOptions`]); the handshake completes (or
+    /// fails: wrong CA, wrong name, certificate refused) before this returns.
+    pub fn connect_tls(addr: &str, tls: &TlsOptions) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(addr).map_err(|source| ClientError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+        Client::over_tls(stream, tls)
+    }
+
+    /// [`Client::connect_timeout`] over TLS.
+    pub fn connect_tls_timeout(
+        addr: &str,
+        tls: &TlsOptions,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let stream = connect_any(addr, timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Client::over_tls(stream, tls)
+    }
+
+    fn over_tls(stream: TcpStream, tls: &TlsOptions) -> Result<Client, ClientError> {
+        let cert = tls
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let config = super::tls::client_config(&tls.ca_file, cert)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let name = super::tls::server_name(&tls.server_name).map_err(ClientError::Tls)?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let mut tls_stream = rustls::StreamOwned::new(conn, stream);
+        // Complete the handshake now, so that a refused certificate is an
+        // error of the connect, not of the first request.
+        while tls_stream.conn.is_handshaking() {
+            tls_stream
+                .conn
+                .complete_io(&mut tls_stream.sock)
+                .map_err(|e| ClientError::Tls(format!("TLS handshake failed: {e}")))?;
+        }
+        Client::over_stream(ClientStream::Tls(Box::new(tls_stream)))
+    }
+
     fn over(stream: TcpStream) -> Result<Client, ClientError> {
-        stream.set_nodelay(true)?;
+        Client::over_stream(ClientStream::Plain(stream))
+    }
+
+    fn over_stream(stream: ClientStream) -> Result<Client, ClientError> {
+        stream.tcp().set_nodelay(true)?;
         Ok(Client {
             stream,
             wbuf: Vec::with_capacity(64 * 1024),
@@ -168,29 +291,14 @@ impl Client {
     /// same `timeout` (`corekv cli`: a peer that never answers is an error,
     /// not a hang).
     pub fn connect_timeout(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let connect_err = |source| ClientError::Connect {
-            addr: addr.to_string(),
-            source,
-        };
-        let mut last = None;
-        for a in addr.to_socket_addrs().map_err(connect_err)? {
-            match TcpStream::connect_timeout(&a, timeout) {
-                Ok(stream) => {
-                    let c = Client::over(stream)?;
-                    c.set_timeout(Some(timeout))?;
-                    return Ok(c);
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(connect_err(last.unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to no address")
-        })))
+        let c = Client::over(connect_any(addr, timeout)?)?;
+        c.set_timeout(Some(timeout))?;
+        Ok(c)
     }
 
     pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
-        self.stream.set_read_timeout(timeout)?;
-        self.stream.set_write_timeout(timeout)?;
+        self.stream.tcp().set_read_timeout(timeout)?;
+        self.stream.tcp().set_write_timeout(timeout)?;
         Ok(())
     }
 
@@ -278,6 +386,7 @@ impl Client {
                 self.rbuf.truncate(have);
                 let after_ms = self
                     .stream
+                    .tcp()
                     .read_timeout()
                     .ok()
                     .flatten()

@@ -21,7 +21,6 @@
 use std::time::Instant;
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 
 use crate::core::limits::REPLY_BASE_BYTES;
 use crate::core::status::Status;
@@ -33,6 +32,7 @@ use super::conn_buf::RecvBuf;
 use super::outbound::{Held, Outbound, SendError};
 pub use super::request_batch::ConnConfig;
 use super::request_batch::{Entry, Filled, RequestBatch};
+use super::stream::NetStream;
 
 /// Why the read loop ended.
 enum ReadOutcome {
@@ -45,7 +45,7 @@ enum ReadOutcome {
     Failed(std::io::Error),
 }
 
-pub async fn serve_connection(mut stream: TcpStream, ctx: &ShardContext, cfg: &ConnConfig) {
+pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &ConnConfig) {
     let metrics = ctx.router.metrics();
     let body_max = cfg.limits.body_bytes_max();
     let mut rbuf = RecvBuf::new(HEADER_BYTES + body_max);
@@ -189,7 +189,7 @@ fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
 }
 
 async fn read_more(
-    stream: &mut TcpStream,
+    stream: &mut NetStream,
     rbuf: &mut RecvBuf,
     needed: usize,
     ctx: &ShardContext,

@@ -14,3 +14,5 @@ pub mod outbound;
 pub mod request_batch;
 pub mod resp;
 pub mod server;
+pub mod stream;
+pub mod tls;

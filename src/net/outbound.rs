@@ -19,8 +19,8 @@ use std::cell::Cell;
 use std::time::Duration;
 
 use futures_lite::{future, AsyncWriteExt};
-use glommio::net::TcpStream;
 
+use super::stream::NetStream;
 use crate::shard::metrics::ShardMetrics;
 use crate::shard::wake::WaitQueue;
 
@@ -67,7 +67,7 @@ impl Outbound {
     }
 
     /// Write everything buffered. Returns once the kernel took it all.
-    pub async fn flush(&mut self, stream: &mut TcpStream) -> Result<(), SendError> {
+    pub async fn flush(&mut self, stream: &mut NetStream) -> Result<(), SendError> {
         let result = write_all_timed(stream, &self.buf, self.stall).await;
         self.buf.clear();
         if self.buf.capacity() > 2 * self.flush_at {
@@ -81,7 +81,7 @@ impl Outbound {
     /// Write what is buffered, then `value` from where it lies.
     pub async fn send_direct(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut NetStream,
         value: &[u8],
     ) -> Result<(), SendError> {
         self.flush(stream).await?;
@@ -91,7 +91,7 @@ impl Outbound {
 
 /// `write_all` that gives up when no byte is taken for `stall`.
 async fn write_all_timed(
-    stream: &mut TcpStream,
+    stream: &mut NetStream,
     mut bytes: &[u8],
     stall: Duration,
 ) -> Result<(), SendError> {
@@ -117,7 +117,27 @@ async fn write_all_timed(
             Some(Err(e)) => return Err(SendError::Io(e)),
         }
     }
+    if stream.buffers_writes() {
+        flush_timed(stream, stall).await?;
+    }
     Ok(())
+}
+
+/// Push out what a TLS session sealed but the socket has not taken yet,
+/// under the same stall rule as the writes (a TLS write may return once its
+/// bytes are queued in rustls, before the kernel has them).
+#[cold]
+async fn flush_timed(stream: &mut NetStream, stall: Duration) -> Result<(), SendError> {
+    let flushed = future::or(async { Some(stream.flush().await) }, async {
+        glommio::timer::sleep(stall).await;
+        None
+    })
+    .await;
+    match flushed {
+        None => Err(SendError::Stalled),
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(SendError::Io(e)),
+    }
 }
 
 /// A shard's budget for connection buffers.

@@ -29,8 +29,6 @@ use crate::core::types::ShardId;
 use crate::shard::metrics::{OpClass, ShardMetrics};
 use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
-use glommio::net::TcpStream;
-
 use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 
 use super::codec::{
@@ -38,6 +36,7 @@ use super::codec::{
     scan_fields, HelloInfo, Limits, Opcode, Parsed, Request, Side, HEADER_BYTES,
 };
 use super::outbound::{BufferBudget, Outbound, SendError, DIRECT_WRITE_BYTES};
+use super::stream::NetStream;
 
 pub struct ConnConfig {
     pub limits: Limits,
@@ -533,7 +532,7 @@ impl RequestBatch {
         data: &[u8],
         cfg: &ConnConfig,
         outb: &mut Outbound,
-        stream: &mut TcpStream,
+        stream: &mut NetStream,
         metrics: &ShardMetrics,
         nanos: u64,
     ) -> Result<bool, SendError> {
@@ -761,7 +760,7 @@ fn span(data: &[u8], part: &[u8]) -> Range<u32> {
 /// One response; a large body is written from where it lies.
 async fn send(
     outb: &mut Outbound,
-    stream: &mut TcpStream,
+    stream: &mut NetStream,
     opcode: u8,
     id: u64,
     status: Status,

@@ -25,6 +25,7 @@ use crate::shard::ShardContext;
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
 use super::outbound::BufferBudget;
+use super::stream::NetStream;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -51,6 +52,9 @@ pub struct ServerConfig {
     pub conn_buffer_budget: usize,
     /// The users connections authenticate as (`None`: authentication is off).
     pub users: Option<Arc<super::auth::UsersHandle>>,
+    /// Set: the listener speaks only TLS (loaded on the main thread, shared
+    /// by every shard, replaced on SIGHUP). `None`: plaintext.
+    pub tls: Option<Arc<super::tls::TlsHandle>>,
 }
 
 impl ServerConfig {
@@ -69,6 +73,7 @@ impl ServerConfig {
             reply_stall_timeout: Duration::from_millis(REPLY_STALL_TIMEOUT_MS_DEFAULT),
             conn_buffer_budget: CONN_BUFFER_BUDGET_DEFAULT,
             users: None,
+            tls: None,
         }
     }
 }
@@ -274,6 +279,7 @@ pub async fn serve_shard(
         buffers: BufferBudget::new(cfg.conn_buffer_budget),
         auth: cfg.users.clone().map(super::auth::ShardAuth::new),
     });
+    let tls = cfg.tls.clone();
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
     // The RESP listener shares this shard's connection count and limit.
@@ -306,6 +312,11 @@ pub async fn serve_shard(
         let metrics = ctx.router.metrics();
         if open.get() >= cfg.connections_per_shard_max {
             metrics.connection_rejected();
+            if tls.is_some() {
+                // A plaintext refusal means nothing to a TLS client: just
+                // close.
+                continue;
+            }
             glommio::spawn_local(async move {
                 let mut out = Vec::new();
                 encode_response(
@@ -323,10 +334,23 @@ pub async fn serve_shard(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
+        // The configuration current at accept: a reload applies to the
+        // connections accepted after it.
+        let acceptor = tls
+            .as_ref()
+            .map(|t| futures_rustls::TlsAcceptor::from(t.current()));
         let (ctx, conn_cfg, open, closed) =
             (ctx.clone(), conn_cfg.clone(), open.clone(), closed.clone());
         glommio::spawn_local(async move {
-            serve_connection(stream, &ctx, &conn_cfg).await;
+            let stream = match acceptor {
+                None => Some(NetStream::Plain(stream)),
+                Some(acceptor) => handshake(&acceptor, stream, &ctx, conn_cfg.frame_timeout)
+                    .await
+                    .map(|s| NetStream::Tls(Box::new(s))),
+            };
+            if let Some(stream) = stream {
+                serve_connection(stream, &ctx, &conn_cfg).await;
+            }
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();
@@ -339,6 +363,49 @@ pub async fn serve_shard(
     }
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
+}
+
+/// The TLS handshake of one accepted connection, within `timeout` (the frame
+/// timeout): a client that sends nothing, or sends plaintext, or offers only
+/// TLS 1.1, is closed — never waited on. Failures are counted as protocol
+/// errors and logged at debug (a port scanner must not flood the log).
+async fn handshake(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    ctx: &ShardContext,
+    timeout: Duration,
+) -> Option<super::stream::TlsStream> {
+    let peer = stream.peer_addr().ok();
+    // Ok: the handshake ended; Err(true): it timed out; Err(false): shutdown.
+    let outcome = future::or(
+        async { Ok(acceptor.accept(stream).await) },
+        future::or(
+            async {
+                glommio::timer::sleep(timeout).await;
+                Err(true)
+            },
+            async {
+                ctx.shutdown.wait().await;
+                Err(false)
+            },
+        ),
+    )
+    .await;
+    match outcome {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            ctx.router.metrics().protocol_error();
+            tracing::debug!(?peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(true) => {
+            ctx.router.metrics().protocol_error();
+            tracing::debug!(?peer, "TLS handshake not done within {timeout:?}");
+            None
+        }
+        // Shutting down: not the client's fault.
+        Err(false) => None,
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     pub users_file: Option<PathBuf>,
     #[arg(long, env = "COREKV_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
+    #[arg(long, env = "COREKV_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "COREKV_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    #[arg(long, env = "COREKV_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
     #[arg(long, env = "COREKV_HEALTH_REQUIRES_AUTH")]
     pub health_requires_auth: bool,
     #[arg(long, env = "COREKV_SHARDS")]

@@ -235,6 +235,9 @@ fn absolutize(args: &mut ServeArgs) {
     args.data_dir = absolute(&args.data_dir);
     args.log_file = args.log_file.as_deref().map(absolute);
     args.users_file = args.users_file.as_deref().map(absolute);
+    args.tls_cert_file = args.tls_cert_file.as_deref().map(absolute);
+    args.tls_key_file = args.tls_key_file.as_deref().map(absolute);
+    args.tls_client_ca_file = args.tls_client_ca_file.as_deref().map(absolute);
     args.config = args.config.as_deref().map(absolute);
 }
 
@@ -245,6 +248,16 @@ pub fn absolute(path: &std::path::Path) -> PathBuf {
 }
 
 impl ServeArgs {
+    /// The native listener's TLS files, when TLS is on (both cert and key set;
+    /// `validate` refuses one without the other).
+    pub fn tls_files(&self) -> Option<corekv::net::tls::TlsFiles> {
+        Some(corekv::net::tls::TlsFiles {
+            cert: self.tls_cert_file.clone()?,
+            key: self.tls_key_file.clone()?,
+            client_ca: self.tls_client_ca_file.clone(),
+        })
+    }
+
     /// The engine's share of the settings: the table's names mapped onto
     /// `EngineConfig`'s fields (whose names the shard code uses).
     pub fn engine_config(&self) -> EngineConfig {
@@ -292,6 +305,16 @@ impl ServeArgs {
                 "reply_bytes_max = {}: must hold one largest key and value ({one_entry} bytes with value_bytes_max = {})",
                 self.reply_bytes_max, self.value_bytes_max
             ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems.push(
+                "tls_cert_file and tls_key_file: set both (TLS on) or neither (plaintext)".into(),
+            );
+        }
+        if self.tls_client_ca_file.is_some() && self.tls_cert_file.is_none() {
+            problems.push(
+                "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are asked for in the TLS handshake)".into(),
+            );
         }
         if self.conn_buffer_budget_bytes < 2 * self.reply_buffer_bytes {
             problems.push(format!(

@@ -63,6 +63,22 @@ macro_rules! text {
     };
 }
 
+macro_rules! path_access {
+    ($field:ident) => {
+        Access {
+            get: |a| {
+                a.$field
+                    .as_ref()
+                    .map(|p| toml::Value::String(p.display().to_string()))
+            },
+            set: |a, v| {
+                a.$field = Some(PathBuf::from(to_string(v)?));
+                Ok(())
+            },
+        }
+    };
+}
+
 /// Every `corekv serve` setting, in the order `config show` and
 /// docs/settings.md list them. Adding a setting: a row here, a field in
 /// [`ServeArgs`], its use in `serve` (or [`ServeArgs::engine_config`]), a line
@@ -131,6 +147,33 @@ pub static SETTINGS: &[Setting] = &[
                 Ok(())
             },
         },
+    },
+    Setting {
+        name: "tls_cert_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset("no TLS: the native listener speaks plaintext"),
+        doc: "PEM certificate chain (leaf first) of the native listener; with tls_key_file, the listener speaks only TLS 1.2/1.3. Reloaded on SIGHUP (new connections). See docs/security.md.",
+        rule: Rule::Relation("set together with tls_key_file; must load and match the key (TLS_CONFIG_INVALID)"),
+        deprecated: &[],
+        access: path_access!(tls_cert_file),
+    },
+    Setting {
+        name: "tls_key_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset("no TLS"),
+        doc: "PEM private key (PKCS#8, PKCS#1 or SEC1) of tls_cert_file. Its contents are never logged; keep it mode 0600.",
+        rule: Rule::Relation("set together with tls_cert_file"),
+        deprecated: &[],
+        access: path_access!(tls_key_file),
+    },
+    Setting {
+        name: "tls_client_ca_file",
+        kind: Kind::Path,
+        default: DefaultValue::Unset("clients are not asked for certificates"),
+        doc: "PEM CA certificate(s): with TLS on, every client must present a certificate signed by one of them (mutual TLS); others are refused in the handshake.",
+        rule: Rule::Relation("needs tls_cert_file and tls_key_file"),
+        deprecated: &[],
+        access: path_access!(tls_client_ca_file),
     },
     Setting {
         name: "insecure_no_auth",

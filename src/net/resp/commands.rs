@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use glommio::net::TcpStream;
+use crate::net::stream::NetStream;
 
 use crate::core::auth::{self, Access};
 use crate::core::status::Status;
@@ -232,7 +232,7 @@ pub struct Run<'a, 'b> {
     pub ctx: &'a ShardContext,
     pub cfg: &'a ConnConfig,
     pub outb: &'a mut Outbound,
-    pub stream: &'a mut TcpStream,
+    pub stream: &'a mut NetStream,
     pub argv: &'a [&'b [u8]],
 }
 
@@ -293,7 +293,7 @@ impl Session {
         ctx: &ShardContext,
         cfg: &ConnConfig,
         outb: &mut Outbound,
-        stream: &mut TcpStream,
+        stream: &mut NetStream,
     ) -> (Flow, OpClass, Status) {
         COMMANDS_TOTAL.fetch_add(1, Ordering::Relaxed);
         let mut run = Run {

@@ -18,7 +18,7 @@
 use std::ops::Range;
 use std::time::Instant;
 
-use glommio::net::TcpStream;
+use crate::net::stream::NetStream;
 
 use crate::core::limits::{KEY_BYTES_MAX, REPLY_BASE_BYTES};
 use crate::core::status::Status;
@@ -70,7 +70,7 @@ pub struct Io<'a> {
     pub ctx: &'a ShardContext,
     pub cfg: &'a ConnConfig,
     pub outb: &'a mut Outbound,
-    pub stream: &'a mut TcpStream,
+    pub stream: &'a mut NetStream,
     pub held_out: &'a Held<'a>,
     pub metrics: &'a ShardMetrics,
     pub proto: u8,

@@ -1,0 +1,614 @@
+//! TLS on the native listener (issue 21) against real server processes, with
+//! throwaway certificates made by the `openssl` tool: the Rust client and
+//! `corekv cli` over TLS, protocol versions checked with `openssl s_client`,
+//! plaintext and silent clients closed (never a hang), a wrong CA refused,
+//! mutual TLS, AUTH over TLS, startup errors, and the key never printed.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use corekv::core::status::Status;
+use corekv::net::client::{Client, ClientError, TlsOptions};
+
+/// Certificates for one test: a CA, a server certificate it signed (for
+/// localhost and 127.0.0.1), a client certificate it signed, and an
+/// unrelated CA.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let o = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl (install it: apt-get install openssl)");
+    assert!(
+        o.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn make_ca(dir: &Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+fn make_leaf(dir: &Path, name: &str, ca: &str, ext: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+fn pki(dir: &Path) -> Pki {
+    let dir = dir.join("pki");
+    std::fs::create_dir_all(&dir).unwrap();
+    make_ca(&dir, "ca");
+    make_ca(&dir, "other-ca");
+    make_leaf(
+        &dir,
+        "server",
+        "ca",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    make_leaf(
+        &dir,
+        "client",
+        "ca",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    Pki { dir }
+}
+
+fn tls_flags(p: &Pki) -> Vec<String> {
+    vec![
+        "--shards".into(),
+        "1".into(),
+        "--tls-cert-file".into(),
+        p.path("server.crt").display().to_string(),
+        "--tls-key-file".into(),
+        p.path("server.key").display().to_string(),
+        // Short, so the tests of silent clients are quick.
+        "--frame-timeout-ms".into(),
+        "1000".into(),
+    ]
+}
+
+fn start(dir: &Path, flags: &[String]) -> common::Server {
+    let args: Vec<&str> = flags.iter().map(String::as_str).collect();
+    common::start_server(&dir.join("data"), &args)
+}
+
+fn options(p: &Pki, ca: &str, client_cert: bool) -> TlsOptions {
+    TlsOptions {
+        ca_file: p.path(&format!("{ca}.crt")),
+        server_name: "localhost".into(),
+        client_cert: client_cert.then(|| (p.path("client.crt"), p.path("client.key"))),
+    }
+}
+
+fn tls_client(server: &common::Server, opts: &TlsOptions) -> Result<Client, ClientError> {
+    let c = Client::connect_tls(&server.addr.to_string(), opts)?;
+    c.set_timeout(Some(Duration::from_secs(30)))?;
+    Ok(c)
+}
+
+/// Connect and use the connection: under TLS 1.3 a client learns that the
+/// server refused its certificate only when it next reads.
+fn connect_and_ping(server: &common::Server, opts: &TlsOptions) -> Result<(), ClientError> {
+    let mut c = tls_client(server, opts)?;
+    c.ping()
+}
+
+/// `openssl s_client` with `extra` flags; closes its stdin at once.
+fn s_client(server: &common::Server, p: &Pki, extra: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(["s_client", "-connect", &server.addr.to_string()])
+        .arg("-CAfile")
+        .arg(p.path("ca.crt"))
+        .args(["-servername", "localhost", "-verify_return_error"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl s_client")
+}
+
+/// The server closes a connection that never completes a handshake:
+/// reading returns end-of-file or a reset well before the client's own
+/// generous timeout, never a timeout (which would mean a hang).
+fn assert_closed_by_server(mut s: TcpStream, what: &str) {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            // A TLS alert may come before the close.
+            Ok(_) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "{what}: connection still open after {:?}",
+                    started.elapsed()
+                )
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn the_rust_client_and_the_cli_speak_tls_and_openssl_sees_only_tls12_and_13() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let server = start(dir.path(), &tls_flags(&p));
+
+    let mut c = tls_client(&server, &options(&p, "ca", false)).expect("TLS connect");
+    c.put(b"k", b"over tls").unwrap();
+    assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"over tls"[..]));
+    // Pipelined and larger than one TLS record (16 KiB).
+    let big = vec![7u8; 200_000];
+    c.put(b"big", &big).unwrap();
+    assert_eq!(c.get(b"big").unwrap(), Some(big));
+
+    // corekv cli, server name from --addr (127.0.0.1 is in the certificate).
+    let cli = Command::new(common::corekv_bin())
+        .args(["cli", "--addr", &server.addr.to_string(), "--tls-ca-file"])
+        .arg(p.path("ca.crt"))
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "cli over TLS: {cli:?}");
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "over tls");
+    // Without --tls-ca-file the CLI speaks plaintext and says what it met.
+    let plain = Command::new(common::corekv_bin())
+        .args(["cli", "--addr", &server.addr.to_string(), "--timeout-ms"])
+        .arg("20000")
+        .args(["get", "k"])
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success(),
+        "plaintext cli on a TLS port: {plain:?}"
+    );
+
+    let v12 = s_client(&server, &p, &["-tls1_2"]);
+    let out12 = String::from_utf8_lossy(&v12.stdout);
+    assert!(
+        out12.contains("Protocol  : TLSv1.2") || out12.contains("TLSv1.2, Cipher is"),
+        "TLS 1.2 handshake: {out12}\n{}",
+        String::from_utf8_lossy(&v12.stderr)
+    );
+    let v13 = s_client(&server, &p, &["-tls1_3"]);
+    assert!(
+        String::from_utf8_lossy(&v13.stdout).contains("TLSv1.3"),
+        "TLS 1.3 handshake: {v13:?}"
+    );
+    // SECLEVEL=0 so that openssl itself is willing to offer TLS 1.1: the
+    // refusal must come from the server.
+    let v11 = s_client(&server, &p, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"]);
+    let out11 = format!(
+        "{}{}",
+        String::from_utf8_lossy(&v11.stdout),
+        String::from_utf8_lossy(&v11.stderr)
+    );
+    assert!(!v11.status.success(), "TLS 1.1 accepted: {out11}");
+    // s_client prints "Protocol : TLSv1.1" for what it offered even when
+    // refused; a negotiated session would name a cipher.
+    assert!(
+        out11.contains("Cipher is (NONE)") && !out11.contains("TLSv1.1, Cipher is"),
+        "TLS 1.1 negotiated: {out11}"
+    );
+    assert!(
+        out11.contains("alert"),
+        "TLS 1.1 refused by the server with an alert: {out11}"
+    );
+
+    // The server is still fine.
+    assert_eq!(c.get(b"k").unwrap().as_deref(), Some(&b"over tls"[..]));
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn plaintext_and_silent_clients_are_closed_not_left_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let server = start(dir.path(), &tls_flags(&p));
+
+    // A corekv client speaking plaintext: refused at once, with a hint.
+    let mut plain = Client::connect(server.addr).unwrap();
+    plain.set_timeout(Some(Duration::from_secs(30))).unwrap();
+    match plain.ping() {
+        Err(ClientError::Timeout { .. }) => panic!("plaintext ping hung until the timeout"),
+        Err(_) => {}
+        Ok(()) => panic!("plaintext ping answered on a TLS port"),
+    }
+
+    // Sends nothing: closed by the handshake timeout (frame_timeout).
+    let silent = TcpStream::connect(server.addr).unwrap();
+    assert_closed_by_server(silent, "silent client");
+
+    // Sends two bytes of a plaintext header (less than a TLS record
+    // header, so rustls waits for more): closed by the timeout as well.
+    let mut partial = TcpStream::connect(server.addr).unwrap();
+    partial.write_all(b"CK").unwrap();
+    assert_closed_by_server(partial, "client that sent 2 plaintext bytes");
+
+    // An HTTP request to the TLS port.
+    let mut http = TcpStream::connect(server.addr).unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_closed_by_server(http, "HTTP client");
+
+    // Real clients still get in.
+    connect_and_ping(&server, &options(&p, "ca", false)).expect("TLS client after the junk");
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_client_trusting_another_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let server = start(dir.path(), &tls_flags(&p));
+    match tls_client(&server, &options(&p, "other-ca", false)) {
+        Err(ClientError::Tls(msg)) => assert!(
+            msg.contains("certificate") || msg.contains("issuer"),
+            "reason names the certificate: {msg}"
+        ),
+        Err(e) => panic!("expected a TLS error, got {e}"),
+        Ok(_) => panic!("a client trusting another CA connected"),
+    }
+    // A name the certificate does not carry.
+    let mut wrong_name = options(&p, "ca", false);
+    wrong_name.server_name = "db.example.com".into();
+    assert!(matches!(
+        tls_client(&server, &wrong_name),
+        Err(ClientError::Tls(_))
+    ));
+    connect_and_ping(&server, &options(&p, "ca", false)).expect("right CA");
+}
+
+#[test]
+fn mutual_tls_admits_only_clients_with_a_certificate_from_the_client_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--tls-client-ca-file".into());
+    flags.push(p.path("ca.crt").display().to_string());
+    let server = start(dir.path(), &flags);
+
+    let without = connect_and_ping(&server, &options(&p, "ca", false));
+    assert!(without.is_err(), "a client without a certificate got in");
+    assert!(
+        !matches!(without, Err(ClientError::Timeout { .. })),
+        "refusal must not be a hang: {without:?}"
+    );
+
+    let mut c = tls_client(&server, &options(&p, "ca", true)).expect("client certificate");
+    c.put(b"m", b"mtls").unwrap();
+    assert_eq!(c.get(b"m").unwrap().as_deref(), Some(&b"mtls"[..]));
+
+    // The CLI with its client certificate.
+    let cli = Command::new(common::corekv_bin())
+        .args(["cli", "--addr", &server.addr.to_string(), "--tls-ca-file"])
+        .arg(p.path("ca.crt"))
+        .arg("--tls-cert-file")
+        .arg(p.path("client.crt"))
+        .arg("--tls-key-file")
+        .arg(p.path("client.key"))
+        .args(["get", "m"])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "cli with a client certificate: {cli:?}"
+    );
+    assert_eq!(String::from_utf8_lossy(&cli.stdout).trim(), "mtls");
+}
+
+#[test]
+fn auth_works_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let users = dir.path().join("users.toml");
+    let mut child = Command::new(common::corekv_bin())
+        .args([
+            "user",
+            "add",
+            "admin",
+            "--role",
+            "admin",
+            "--password-stdin",
+        ])
+        .arg("--users-file")
+        .arg(&users)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"tls-adm1n-Pw\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let mut flags = tls_flags(&p);
+    flags.push("--users-file".into());
+    flags.push(users.display().to_string());
+    let server = start(dir.path(), &flags);
+
+    let mut anon = tls_client(&server, &options(&p, "ca", false)).unwrap();
+    match anon.put(b"a", b"b") {
+        Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::NoAuth),
+        other => panic!("unauthenticated PUT over TLS: {other:?}"),
+    }
+    let mut c = tls_client(&server, &options(&p, "ca", false)).unwrap();
+    c.auth("admin", b"tls-adm1n-Pw").expect("AUTH over TLS");
+    c.put(b"a", b"b").unwrap();
+    assert_eq!(c.get(b"a").unwrap().as_deref(), Some(&b"b"[..]));
+}
+
+#[test]
+fn unusable_tls_files_stop_the_start_with_a_named_error_and_never_print_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let key_text = std::fs::read_to_string(p.path("server.key")).unwrap();
+    // The base64 body of the key: what must never be printed.
+    let key_body: Vec<&str> = key_text
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 16)
+        .collect();
+    assert!(!key_body.is_empty());
+    let leaked = |out: &str| key_body.iter().find(|l| out.contains(**l)).is_some();
+
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "missing cert",
+            vec![
+                "--tls-cert-file".into(),
+                dir.path().join("nope.crt").display().to_string(),
+                "--tls-key-file".into(),
+                p.path("server.key").display().to_string(),
+            ],
+        ),
+        (
+            // The client's key with the server's certificate.
+            "key of another certificate",
+            vec![
+                "--tls-cert-file".into(),
+                p.path("server.crt").display().to_string(),
+                "--tls-key-file".into(),
+                p.path("client.key").display().to_string(),
+            ],
+        ),
+        (
+            // The key given as the certificate: its text must not be echoed.
+            "key as the certificate",
+            vec![
+                "--tls-cert-file".into(),
+                p.path("server.key").display().to_string(),
+                "--tls-key-file".into(),
+                p.path("server.key").display().to_string(),
+            ],
+        ),
+        (
+            "certificate as the key",
+            vec![
+                "--tls-cert-file".into(),
+                p.path("server.crt").display().to_string(),
+                "--tls-key-file".into(),
+                p.path("server.crt").display().to_string(),
+            ],
+        ),
+    ];
+    for (what, flags) in cases {
+        let err = match common::try_start_server(
+            &dir.path().join("data"),
+            &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        ) {
+            Ok(s) => panic!("{what}: started: {}", s.kill()),
+            Err(stderr) => stderr,
+        };
+        assert!(
+            err.contains("TLS_CONFIG_INVALID"),
+            "{what}: named error: {err}"
+        );
+        assert!(!leaked(&err), "{what}: the key's text was printed: {err}");
+    }
+
+    // Cert without key: a configuration error, before any file is read.
+    let half = common::try_start_server(
+        &dir.path().join("data"),
+        &["--tls-cert-file", p.path("server.crt").to_str().unwrap()],
+    );
+    match half {
+        Ok(s) => panic!("cert without key started: {}", s.kill()),
+        Err(e) => assert!(e.contains("tls_key_file"), "{e}"),
+    }
+
+    // config show names the paths, never the contents; config check loads.
+    let flags = tls_flags(&p);
+    for sub in ["show", "check"] {
+        let o = Command::new(common::corekv_bin())
+            .args(["config", sub, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(&flags)
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!leaked(&all), "config {sub} printed the key: {all}");
+        if sub == "show" {
+            assert!(
+                all.contains("server.key"),
+                "config show names the path: {all}"
+            );
+        }
+        assert!(!all.contains("TLS_CONFIG_INVALID"), "config {sub}: {all}");
+    }
+
+    // A running server's log, including failed handshakes, at debug.
+    let server = common::try_start_server_env(
+        &dir.path().join("data"),
+        &flags.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("COREKV_LOG", "debug")],
+    )
+    .expect("start");
+    let _ = connect_and_ping(&server, &options(&p, "other-ca", false));
+    let mut junk = TcpStream::connect(server.addr).unwrap();
+    junk.write_all(b"hello\r\n").unwrap();
+    assert_closed_by_server(junk, "junk");
+    let log = server.kill();
+    assert!(log.contains("TLS 1.2/1.3"), "startup says TLS is on: {log}");
+    assert!(!leaked(&log), "the log holds the key: {log}");
+}
+
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    make_leaf(
+        &p.dir,
+        "server2",
+        "other-ca",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    // The server reads its files from paths the test then overwrites.
+    let live_cert = p.path("live.crt");
+    let live_key = p.path("live.key");
+    std::fs::copy(p.path("server.crt"), &live_cert).unwrap();
+    std::fs::copy(p.path("server.key"), &live_key).unwrap();
+    let log_file = dir.path().join("server.log");
+    let mut flags = tls_flags(&p);
+    flags[3] = live_cert.display().to_string();
+    flags[5] = live_key.display().to_string();
+    flags.push("--log-file".into());
+    flags.push(log_file.display().to_string());
+    let server = start(dir.path(), &flags);
+    let wait_for_log = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the log: {log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut old = tls_client(&server, &options(&p, "ca", false)).unwrap();
+    old.put(b"r", b"1").unwrap();
+    let hup = || {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(server.pid(), libc::SIGHUP) };
+    };
+
+    // A broken certificate file: the reload is refused, the old one stays.
+    std::fs::write(&live_cert, b"not a certificate").unwrap();
+    hup();
+    let log = wait_for_log("kept the previous TLS certificate");
+    assert!(log.contains("TLS_CONFIG_INVALID"), "{log}");
+    connect_and_ping(&server, &options(&p, "ca", false)).expect("old certificate kept");
+    // Then the certificate from the other CA (cert and key are replaced one
+    // after the other: a reload between the two is refused and retried).
+    std::fs::copy(p.path("server2.crt"), &live_cert).unwrap();
+    std::fs::copy(p.path("server2.key"), &live_key).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        hup();
+        if connect_and_ping(&server, &options(&p, "other-ca", false)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new certificate never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        connect_and_ping(&server, &options(&p, "ca", false)).is_err(),
+        "the old certificate is still served to new connections"
+    );
+    // The connection made before the reload is still up.
+    assert_eq!(old.get(b"r").unwrap().as_deref(), Some(&b"1"[..]));
+    wait_for_log("reloaded the TLS certificate");
+    server.kill();
+}
