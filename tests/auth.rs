@@ -5,10 +5,12 @@
 
 mod common;
 
+use common::user_add;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corekv::core::auth::{permits, Role};
@@ -22,29 +24,6 @@ use corekv::net::codec::{Opcode, Request};
 const ADMIN_PW: &str = "adm1n-canary-Pw";
 const WRITER_PW: &str = "wr1ter-canary-Pw";
 const READER_PW: &str = "re4der-canary-Pw";
-
-/// `corekv user add` through the real CLI, password on stdin.
-fn user_add(file: &Path, name: &str, role: &str, password: &str) {
-    let mut child = Command::new(common::corekv_bin())
-        .args(["user", "add", name, "--role", role, "--password-stdin"])
-        .arg("--users-file")
-        .arg(file)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "user add: {o:?}");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(!out.contains(password), "user add printed the password");
-}
 
 /// A users file with an admin, a writer and a reader.
 fn three_users(dir: &Path) -> PathBuf {

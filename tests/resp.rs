@@ -9,159 +9,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::resp::{start_redis as start_redis_with, which, Conn, V};
+
+fn start_redis() -> Option<common::resp::Redis> {
+    start_redis_with(&[])
+}
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use corekv::core::hash::shard_for_key;
-
-/// A RESP value as a client sees it.
-#[derive(Debug, Clone, PartialEq)]
-enum V {
-    Simple(String),
-    Err(String),
-    Int(i64),
-    Bulk(Vec<u8>),
-    /// `$-1` (RESP2 nil bulk).
-    NilBulk,
-    /// `*-1` (RESP2 nil array).
-    NilArray,
-    /// `_` (RESP3 null).
-    Null,
-    Array(Vec<V>),
-    Map(Vec<(V, V)>),
-    Set(Vec<V>),
-    Verbatim(String, Vec<u8>),
-    Other(u8, String),
-}
-
-struct Conn {
-    r: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Conn {
-        let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        Conn {
-            r: BufReader::new(s),
-        }
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
-        self.r.get_mut().write_all(&out).expect("send");
-    }
-
-    fn cmd(&mut self, args: &[&[u8]]) -> V {
-        self.send(args);
-        self.read()
-    }
-
-    fn line(&mut self) -> String {
-        let mut l = Vec::new();
-        self.r.read_until(b'\n', &mut l).expect("read a reply line");
-        assert!(
-            l.ends_with(b"\r\n"),
-            "reply line not CRLF-terminated: {l:?}"
-        );
-        l.truncate(l.len() - 2);
-        String::from_utf8(l).expect("reply line is text")
-    }
-
-    fn read(&mut self) -> V {
-        let l = self.line();
-        let (t, rest) = (l.as_bytes()[0], &l[1..]);
-        let n = || rest.parse::<i64>().expect("a length");
-        match t {
-            b'+' => V::Simple(rest.into()),
-            b'-' => V::Err(rest.into()),
-            b':' => V::Int(n()),
-            b'_' => V::Null,
-            b'$' | b'=' if n() < 0 => V::NilBulk,
-            b'$' | b'=' => {
-                let mut b = vec![0; n() as usize + 2];
-                self.r.read_exact(&mut b).expect("bulk bytes");
-                b.truncate(b.len() - 2);
-                if t == b'=' {
-                    let text = b.split_off(4);
-                    V::Verbatim(String::from_utf8_lossy(&b).into(), text)
-                } else {
-                    V::Bulk(b)
-                }
-            }
-            b'*' if n() < 0 => V::NilArray,
-            b'*' => V::Array((0..n()).map(|_| self.read()).collect()),
-            b'~' => V::Set((0..n()).map(|_| self.read()).collect()),
-            b'%' => V::Map((0..n()).map(|_| (self.read(), self.read())).collect()),
-            other => V::Other(other, rest.into()),
-        }
-    }
-}
-
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-/// A redis-server on a free port, killed on drop.
-struct Redis {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_redis() -> Option<Redis> {
-    let Some(bin) = which("redis-server") else {
-        eprintln!("SKIPPED: redis-server is not installed (CI installs redis-server)");
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let child = Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        // corekv has one database: SELECT 1 gets the same error from both.
-        .args(["--databases", "1"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let redis = Redis {
-        child,
-        addr,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(s) = TcpStream::connect(addr) {
-            drop(s);
-            let mut c = Conn::open(addr);
-            if c.cmd(&[b"PING"]) == V::Simple("PONG".into()) {
-                return Some(redis);
-            }
-        }
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn start_corekv(dir: &std::path::Path, extra: &[&str]) -> (common::Server, SocketAddr) {
     let mut args = vec!["--shards", "2"];

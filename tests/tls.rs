@@ -387,29 +387,7 @@ fn auth_works_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki(dir.path());
     let users = dir.path().join("users.toml");
-    let mut child = Command::new(common::corekv_bin())
-        .args([
-            "user",
-            "add",
-            "admin",
-            "--role",
-            "admin",
-            "--password-stdin",
-        ])
-        .arg("--users-file")
-        .arg(&users)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"tls-adm1n-Pw\n")
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    common::user_add(&users, "admin", "admin", "tls-adm1n-Pw");
     let mut flags = tls_flags(&p);
     flags.push("--users-file".into());
     flags.push(users.display().to_string());

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use corekv::net::client::Client;
+
+pub mod resp;
 
 /// Every sample of metric `name` (or `name_total`) on the server's admin
 /// endpoint: one per shard for per-shard metrics.
@@ -303,4 +305,27 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port in {LOW}..{}", LOW + SPAN)
+}
+
+/// `corekv user add` through the real CLI, password on stdin.
+pub fn user_add(file: &Path, name: &str, role: &str, password: &str) {
+    let mut child = Command::new(corekv_bin())
+        .args(["user", "add", name, "--role", role, "--password-stdin"])
+        .arg("--users-file")
+        .arg(file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "user add: {o:?}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!out.contains(password), "user add printed the password");
 }

@@ -1,0 +1,171 @@
+//! A RESP test client and a real redis-server for the tests that compare
+//! corekv's Redis protocol with Redis's own (tests/resp.rs, resp_auth.rs).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A RESP value as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum V {
+    Simple(String),
+    Err(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    /// `$-1` (RESP2 nil bulk).
+    NilBulk,
+    /// `*-1` (RESP2 nil array).
+    NilArray,
+    /// `_` (RESP3 null).
+    Null,
+    Array(Vec<V>),
+    Map(Vec<(V, V)>),
+    Set(Vec<V>),
+    Verbatim(String, Vec<u8>),
+    Other(u8, String),
+}
+
+pub struct Conn {
+    pub r: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        Conn {
+            r: BufReader::new(s),
+        }
+    }
+
+    pub fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.r.get_mut().write_all(&out).expect("send");
+    }
+
+    /// Several commands in one write, so the server reads them together.
+    pub fn send_all(&mut self, cmds: &[&[&[u8]]]) {
+        let mut out = Vec::new();
+        for args in cmds {
+            out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in *args {
+                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        self.r.get_mut().write_all(&out).expect("send");
+    }
+
+    pub fn cmd(&mut self, args: &[&[u8]]) -> V {
+        self.send(args);
+        self.read()
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut l = Vec::new();
+        self.r.read_until(b'\n', &mut l).expect("read a reply line");
+        assert!(
+            l.ends_with(b"\r\n"),
+            "reply line not CRLF-terminated: {l:?}"
+        );
+        l.truncate(l.len() - 2);
+        String::from_utf8(l).expect("reply line is text")
+    }
+
+    pub fn read(&mut self) -> V {
+        let l = self.line();
+        let (t, rest) = (l.as_bytes()[0], &l[1..]);
+        let n = || rest.parse::<i64>().expect("a length");
+        match t {
+            b'+' => V::Simple(rest.into()),
+            b'-' => V::Err(rest.into()),
+            b':' => V::Int(n()),
+            b'_' => V::Null,
+            b'$' | b'=' if n() < 0 => V::NilBulk,
+            b'$' | b'=' => {
+                let mut b = vec![0; n() as usize + 2];
+                self.r.read_exact(&mut b).expect("bulk bytes");
+                b.truncate(b.len() - 2);
+                if t == b'=' {
+                    let text = b.split_off(4);
+                    V::Verbatim(String::from_utf8_lossy(&b).into(), text)
+                } else {
+                    V::Bulk(b)
+                }
+            }
+            b'*' if n() < 0 => V::NilArray,
+            b'*' => V::Array((0..n()).map(|_| self.read()).collect()),
+            b'~' => V::Set((0..n()).map(|_| self.read()).collect()),
+            b'%' => V::Map((0..n()).map(|_| (self.read(), self.read())).collect()),
+            other => V::Other(other, rest.into()),
+        }
+    }
+}
+
+pub fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// A redis-server on a free port, killed on drop.
+pub struct Redis {
+    pub child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A redis-server (`extra`: more flags) on a free port, once it answers.
+pub fn start_redis(extra: &[&str]) -> Option<Redis> {
+    let Some(bin) = which("redis-server") else {
+        eprintln!("SKIPPED: redis-server is not installed (CI installs redis-server)");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = super::free_port();
+    let child = Command::new(bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        // corekv has one database: SELECT 1 gets the same error from both.
+        .args(["--databases", "1"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let redis = Redis {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = TcpStream::connect(addr) {
+            drop(s);
+            let mut c = Conn::open(addr);
+            // With users configured PING answers NOAUTH: up all the same.
+            if matches!(c.cmd(&[b"PING"]), V::Simple(_) | V::Err(_)) {
+                return Some(redis);
+            }
+        }
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
