@@ -520,6 +520,9 @@ mod tests {
             .serve;
         args.log_file = Some("/tmp/x.log".into());
         args.users_file = Some("/tmp/users.toml".into());
+        args.tls_cert_file = Some("/tmp/cert.pem".into());
+        args.tls_key_file = Some("/tmp/key.pem".into());
+        args.tls_client_ca_file = Some("/tmp/ca.pem".into());
         for s in SETTINGS {
             let v = (s.access.get)(&args).unwrap_or_else(|| panic!("{}", s.name));
             (s.access.set)(&mut args, &v).unwrap_or_else(|e| panic!("{}: {e}", s.name));
