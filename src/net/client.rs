@@ -415,9 +415,7 @@ impl Client {
             // connection over its limit with TOO_MANY_CONNECTIONS, then
             // closes): that answer beats "Broken pipe".
             if let Ok(r) = self.recv() {
-                if !r.status.is_ok() {
-                    return r.into_result().map(|_| unreachable!("not OK"));
-                }
+                r.into_result()?;
             }
             return Err(e);
         }

@@ -150,9 +150,6 @@ pub struct RequestBatch {
     order: Vec<Entry>,
     scratch: Vec<u8>,
     cursors: Vec<usize>,
-    /// A TXN, MPUT or MGET ends its batch and runs after the batch's routed
-    /// operations, so a connection's requests take effect in the order sent.
-    serial: bool,
     serial_status: Status,
     serial_out: Vec<u8>,
     /// Who the connection is: every request is checked against it in `fill`.
@@ -172,7 +169,6 @@ impl RequestBatch {
             order: Vec::with_capacity(64),
             scratch: Vec::new(),
             cursors: vec![0; usize::from(ctx.shard_count())],
-            serial: false,
             serial_status: Status::Ok,
             serial_out: Vec::new(),
             // Fail closed: a connection that skipped `start_session` can do nothing.
@@ -199,7 +195,6 @@ impl RequestBatch {
         self.cursors.iter_mut().for_each(|c| *c = 0);
         self.next = 0;
         self.order.clear();
-        self.serial = false;
         if self.serial_out.capacity() > keep {
             self.serial_out = Vec::new();
         }
@@ -213,6 +208,16 @@ impl RequestBatch {
             Entry::Routed { opcode, .. } => *opcode == Opcode::Get as u8,
             _ => false,
         })
+    }
+
+    /// Whether the batch ends with a serial entry (TXN, MPUT, MGET, SCAN):
+    /// derived from the entries rather than kept beside them, so the two
+    /// cannot disagree.
+    fn ends_serial(&self) -> bool {
+        matches!(
+            self.order.last(),
+            Some(Entry::Mget { .. } | Entry::Txn { .. } | Entry::Scan { .. })
+        )
     }
 
     /// Bytes of replies held by the last round.
@@ -231,7 +236,10 @@ impl RequestBatch {
         let body_max = cfg.limits.body_bytes_max();
         let mut consumed = 0;
         *needed = HEADER_BYTES;
-        while self.order.len() < BATCH_REQUESTS_MAX && consumed < BATCH_BYTES_MAX && !self.serial {
+        while self.order.len() < BATCH_REQUESTS_MAX
+            && consumed < BATCH_BYTES_MAX
+            && !self.ends_serial()
+        {
             match parse_frame(&data[consumed..], Side::Server, body_max) {
                 Parsed::Incomplete { needed: n } => {
                     *needed = n;
@@ -365,7 +373,6 @@ impl RequestBatch {
             }),
             Request::Mget { count, keys } => {
                 let at = body_start + 4;
-                self.serial = true;
                 self.order.push(Entry::Mget {
                     id,
                     keys: at..at + keys.len(),
@@ -373,7 +380,6 @@ impl RequestBatch {
                 });
             }
             Request::Txn(view) => {
-                self.serial = true;
                 self.order.push(Entry::Txn {
                     id,
                     opcode: Opcode::Txn as u8,
@@ -386,7 +392,6 @@ impl RequestBatch {
                 // the codec validated; a serial entry ends its batch, so the
                 // scratch buffer holds only this one.
                 let shape = mput.write_as_txn(&mut self.scratch).shape();
-                self.serial = true;
                 self.order.push(Entry::Txn {
                     id,
                     opcode: Opcode::Mput as u8,
@@ -398,7 +403,6 @@ impl RequestBatch {
                 // A scan may need a second round of shard requests, which a
                 // batch's single routed round cannot give it: it runs after
                 // the batch's routed operations, like MGET.
-                self.serial = true;
                 self.order.push(Entry::Scan {
                     id,
                     body: frame_body,
@@ -461,9 +465,9 @@ impl RequestBatch {
                 });
             }
         }
-        if !self.serial {
-            return;
-        }
+        // A TXN, MPUT, MGET or SCAN ends its batch (`fill` stops after one)
+        // and runs after the batch's routed operations, so a connection's
+        // requests take effect in the order sent.
         match self.order.last() {
             Some(Entry::Mget { keys, count, .. }) => {
                 let keys = &data[keys.clone()];
@@ -510,7 +514,8 @@ impl RequestBatch {
                 )
                 .await;
             }
-            _ => unreachable!("a serial batch ends with its serial entry"),
+            // No serial entry: the routed round was the whole batch.
+            _ => {}
         }
     }
 
@@ -550,88 +555,81 @@ impl RequestBatch {
         let mut cut: Option<usize> = None;
         let from = *next;
         for (i, entry) in order.iter_mut().enumerate().skip(from) {
-            if let Entry::Routed {
-                id, opcode, shard, ..
-            } = entry
-            {
-                let class = match Opcode::from_u8(*opcode) {
-                    Some(Opcode::Get) => OpClass::Get,
-                    Some(Opcode::Put) => OpClass::Put,
-                    Some(Opcode::Delete) => OpClass::Delete,
-                    _ => OpClass::Other,
-                };
-                let c = &mut cursors[shard.index()];
-                let replies = routed.replies(*shard);
-                if *c >= replies.len() {
-                    // Not run yet: everything from here waits for a round.
-                    cut = Some(i);
-                    break;
+            match entry {
+                Entry::Routed {
+                    id, opcode, shard, ..
+                } => {
+                    let class = match Opcode::from_u8(*opcode) {
+                        Some(Opcode::Get) => OpClass::Get,
+                        Some(Opcode::Put) => OpClass::Put,
+                        Some(Opcode::Delete) => OpClass::Delete,
+                        _ => OpClass::Other,
+                    };
+                    let c = &mut cursors[shard.index()];
+                    let replies = routed.replies(*shard);
+                    if *c >= replies.len() {
+                        // Not run yet: everything from here waits for a round.
+                        cut = Some(i);
+                        break;
+                    }
+                    let (status, value) = replies.get(*c);
+                    *c += 1;
+                    metrics.record_request(class, status, nanos);
+                    send(outb, stream, *opcode, *id, status, value).await?;
                 }
-                let (status, value) = replies.get(*c);
-                *c += 1;
-                metrics.record_request(class, status, nanos);
-                send(outb, stream, *opcode, *id, status, value).await?;
-            } else {
-                match entry {
-                    Entry::Mget { id, count, .. } => {
-                        let status = *serial_status;
-                        debug_assert!(
-                            !status.is_ok() || serial_out.starts_with(&count.to_le_bytes())
-                        );
-                        metrics.record_request(OpClass::Get, status, nanos);
-                        send(outb, stream, Opcode::Mget as u8, *id, status, serial_out).await?;
-                    }
-                    Entry::Txn { id, opcode, .. } => {
-                        let status = *serial_status;
-                        metrics.record_request(OpClass::Txn, status, nanos);
-                        send(outb, stream, *opcode, *id, status, serial_out).await?;
-                    }
-                    Entry::Scan { id, .. } => {
-                        let status = *serial_status;
-                        let body: &[u8] = if status.is_ok() { serial_out } else { b"" };
-                        metrics.record_request(OpClass::Other, status, nanos);
-                        send(outb, stream, Opcode::Scan as u8, *id, status, body).await?;
-                    }
-                    Entry::Hello { id } => encode_response_with(
-                        outb.buf(),
-                        Opcode::Hello as u8,
-                        *id,
-                        Status::Ok,
-                        |o| cfg.hello.encode(o),
-                    ),
-                    Entry::Backup { id, outcome, .. } => {
-                        let (status, body) = match outcome {
-                            Some((status, body)) => (*status, body.as_slice()),
-                            None => (Status::Internal, &b"backup did not run"[..]),
-                        };
-                        metrics.record_request(OpClass::Other, status, nanos);
-                        encode_response(outb.buf(), Opcode::Backup as u8, *id, status, body);
-                    }
-                    Entry::Auth { id, outcome, .. } => {
-                        let (status, body) = match outcome {
-                            Some((status, body)) => (*status, body.as_slice()),
-                            None => (Status::Internal, &b"AUTH did not run"[..]),
-                        };
-                        metrics.record_request(OpClass::Other, status, nanos);
-                        encode_response(outb.buf(), Opcode::Auth as u8, *id, status, body);
-                    }
-                    Entry::Ping { id, payload } => encode_response(
-                        outb.buf(),
-                        Opcode::Ping as u8,
-                        *id,
-                        Status::Ok,
-                        &data[payload.clone()],
-                    ),
-                    Entry::Error {
-                        id,
-                        opcode,
-                        status,
-                        detail,
-                    } => {
-                        metrics.record_request(OpClass::Other, *status, nanos);
-                        encode_response(outb.buf(), *opcode, *id, *status, detail.as_bytes())
-                    }
-                    Entry::Routed { .. } => unreachable!("handled above"),
+                Entry::Mget { id, count, .. } => {
+                    let status = *serial_status;
+                    debug_assert!(!status.is_ok() || serial_out.starts_with(&count.to_le_bytes()));
+                    metrics.record_request(OpClass::Get, status, nanos);
+                    send(outb, stream, Opcode::Mget as u8, *id, status, serial_out).await?;
+                }
+                Entry::Txn { id, opcode, .. } => {
+                    let status = *serial_status;
+                    metrics.record_request(OpClass::Txn, status, nanos);
+                    send(outb, stream, *opcode, *id, status, serial_out).await?;
+                }
+                Entry::Scan { id, .. } => {
+                    let status = *serial_status;
+                    let body: &[u8] = if status.is_ok() { serial_out } else { b"" };
+                    metrics.record_request(OpClass::Other, status, nanos);
+                    send(outb, stream, Opcode::Scan as u8, *id, status, body).await?;
+                }
+                Entry::Hello { id } => {
+                    encode_response_with(outb.buf(), Opcode::Hello as u8, *id, Status::Ok, |o| {
+                        cfg.hello.encode(o)
+                    })
+                }
+                Entry::Backup { id, outcome, .. } => {
+                    let (status, body) = match outcome {
+                        Some((status, body)) => (*status, body.as_slice()),
+                        None => (Status::Internal, &b"backup did not run"[..]),
+                    };
+                    metrics.record_request(OpClass::Other, status, nanos);
+                    encode_response(outb.buf(), Opcode::Backup as u8, *id, status, body);
+                }
+                Entry::Auth { id, outcome, .. } => {
+                    let (status, body) = match outcome {
+                        Some((status, body)) => (*status, body.as_slice()),
+                        None => (Status::Internal, &b"AUTH did not run"[..]),
+                    };
+                    metrics.record_request(OpClass::Other, status, nanos);
+                    encode_response(outb.buf(), Opcode::Auth as u8, *id, status, body);
+                }
+                Entry::Ping { id, payload } => encode_response(
+                    outb.buf(),
+                    Opcode::Ping as u8,
+                    *id,
+                    Status::Ok,
+                    &data[payload.clone()],
+                ),
+                Entry::Error {
+                    id,
+                    opcode,
+                    status,
+                    detail,
+                } => {
+                    metrics.record_request(OpClass::Other, *status, nanos);
+                    encode_response(outb.buf(), *opcode, *id, *status, detail.as_bytes())
                 }
             }
             *next = i + 1;
