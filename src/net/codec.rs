@@ -288,20 +288,6 @@ pub fn decode_request<'a>(
             format!("opcode {} is not defined", header.opcode),
         ));
     };
-    let check_key = |key: &[u8]| {
-        if key.len() > limits.key_bytes_max {
-            Err(WireError::soft(
-                Status::KeyTooLarge,
-                format!(
-                    "key of {} bytes; the limit is {}",
-                    key.len(),
-                    limits.key_bytes_max
-                ),
-            ))
-        } else {
-            Ok(())
-        }
-    };
     match opcode {
         Opcode::Hello => {
             if !body.is_empty() {
@@ -321,118 +307,11 @@ pub fn decode_request<'a>(
             }
             Ok(Request::Ping { payload: body })
         }
-        Opcode::Get => check_key(body).map(|()| Request::Get { key: body }),
-        Opcode::Delete => check_key(body).map(|()| Request::Delete { key: body }),
-        Opcode::Put => {
-            let Some((len_bytes, rest)) = body.split_first_chunk::<4>() else {
-                return Err(WireError::fatal(
-                    Status::MalformedBody,
-                    "PUT body shorter than its key length".into(),
-                ));
-            };
-            let key_len = u64::from(u32::from_le_bytes(*len_bytes));
-            if key_len > rest.len() as u64 {
-                return Err(WireError::fatal(
-                    Status::MalformedBody,
-                    format!(
-                        "PUT key length {key_len} points past the body ({} bytes)",
-                        rest.len()
-                    ),
-                ));
-            }
-            let (key, value) = rest.split_at(key_len as usize);
-            check_key(key)?;
-            if value.len() > limits.value_bytes_max {
-                return Err(WireError::soft(
-                    Status::ValueTooLarge,
-                    format!(
-                        "value of {} bytes; the limit is {}",
-                        value.len(),
-                        limits.value_bytes_max
-                    ),
-                ));
-            }
-            Ok(Request::Put { key, value })
-        }
-        Opcode::Scan => {
-            let malformed = || {
-                WireError::fatal(
-                    Status::MalformedBody,
-                    "SCAN body does not match its layout".into(),
-                )
-            };
-            let scan = scan_fields(body).ok_or_else(malformed)?;
-            let ScanRequest {
-                start,
-                end,
-                limit,
-                filter_kind,
-                filter_arg,
-            } = scan;
-            // A page's `next` is its last key plus a 0 byte, one byte longer
-            // than any key can be: a start may be that long.
-            if start.len() > limits.key_bytes_max + 1 {
-                return Err(WireError::soft(
-                    Status::KeyTooLarge,
-                    format!(
-                        "SCAN start key of {} bytes; the limit is {} (the key limit plus \
-                         one, for a page's `next`)",
-                        start.len(),
-                        limits.key_bytes_max + 1
-                    ),
-                ));
-            }
-            check_key(end)?;
-            if limit == 0 || limit > SCAN_LIMIT_MAX {
-                return Err(WireError::soft(
-                    Status::InvalidArgument,
-                    format!(
-                        "SCAN limit {limit}: must be between 1 and {}",
-                        SCAN_LIMIT_MAX
-                    ),
-                ));
-            }
-            if let Err(e) = crate::core::filter::Filter::compile(filter_kind, filter_arg) {
-                return Err(WireError::soft(Status::InvalidArgument, e.to_string()));
-            }
-            Ok(Request::Scan(scan))
-        }
-        Opcode::Mget => {
-            let malformed = || {
-                WireError::fatal(
-                    Status::MalformedBody,
-                    "MGET body does not match its layout".into(),
-                )
-            };
-            let (count, mut rest) = body.split_first_chunk::<4>().ok_or_else(malformed)?;
-            let count = u32::from_le_bytes(*count);
-            let keys = rest;
-            let mut too_large = None;
-            // Walk every key before trusting the count: lengths must tile the body.
-            for _ in 0..count.min(MGET_KEYS_MAX + 1) {
-                let (k, r) = take_sized(rest).ok_or_else(malformed)?;
-                if k.len() > limits.key_bytes_max {
-                    too_large = Some(k.len());
-                }
-                rest = r;
-            }
-            if count > MGET_KEYS_MAX {
-                return Err(WireError::soft(
-                    Status::InvalidArgument,
-                    format!("MGET of {count} keys; the limit is {MGET_KEYS_MAX}"),
-                ));
-            }
-            if !rest.is_empty() {
-                return Err(malformed());
-            }
-            if let Some(len) = too_large {
-                return Err(WireError::soft(
-                    Status::KeyTooLarge,
-                    format!("key of {len} bytes; the limit is {}", limits.key_bytes_max),
-                ));
-            }
-            Ok(Request::Mget { count, keys })
-        }
+        Opcode::Get => check_key(limits, body).map(|()| Request::Get { key: body }),
+        Opcode::Delete => check_key(limits, body).map(|()| Request::Delete { key: body }),
+        Opcode::Put => decode_put(body, limits),
+        Opcode::Scan => decode_scan(body, limits),
+        Opcode::Mget => decode_mget(body, limits),
         Opcode::Txn => {
             let view = crate::core::txn_format::TxnView::parse(body, false)
                 .map_err(|e| txn_body_error("TXN", e))?;
@@ -468,28 +347,160 @@ pub fn decode_request<'a>(
             }
             Ok(Request::Backup { target: body })
         }
-        Opcode::Auth => {
-            let (user, password) = take_sized(body).ok_or_else(|| {
-                WireError::fatal(
-                    Status::MalformedBody,
-                    "AUTH user length points past the body".into(),
-                )
-            })?;
-            // The detail never echoes what was sent: it may be a password.
-            if user.is_empty()
-                || user.len() > USER_NAME_BYTES_MAX
-                || password.len() > PASSWORD_BYTES_MAX
-            {
-                return Err(WireError::soft(
-                    Status::InvalidArgument,
-                    format!(
-                        "AUTH takes a user name of 1 to {USER_NAME_BYTES_MAX} bytes and a password of at most {PASSWORD_BYTES_MAX}"
-                    ),
-                ));
-            }
-            Ok(Request::Auth { user, password })
-        }
+        Opcode::Auth => decode_auth(body),
     }
+}
+
+/// A key over the configured limit is refused softly (the connection stays).
+fn check_key(limits: &Limits, key: &[u8]) -> Result<(), WireError> {
+    if key.len() > limits.key_bytes_max {
+        Err(WireError::soft(
+            Status::KeyTooLarge,
+            format!(
+                "key of {} bytes; the limit is {}",
+                key.len(),
+                limits.key_bytes_max
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The PUT arm of [`decode_request`].
+fn decode_put<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, WireError> {
+    let Some((len_bytes, rest)) = body.split_first_chunk::<4>() else {
+        return Err(WireError::fatal(
+            Status::MalformedBody,
+            "PUT body shorter than its key length".into(),
+        ));
+    };
+    let key_len = u64::from(u32::from_le_bytes(*len_bytes));
+    if key_len > rest.len() as u64 {
+        return Err(WireError::fatal(
+            Status::MalformedBody,
+            format!(
+                "PUT key length {key_len} points past the body ({} bytes)",
+                rest.len()
+            ),
+        ));
+    }
+    let (key, value) = rest.split_at(key_len as usize);
+    check_key(limits, key)?;
+    if value.len() > limits.value_bytes_max {
+        return Err(WireError::soft(
+            Status::ValueTooLarge,
+            format!(
+                "value of {} bytes; the limit is {}",
+                value.len(),
+                limits.value_bytes_max
+            ),
+        ));
+    }
+    Ok(Request::Put { key, value })
+}
+
+/// The SCAN arm of [`decode_request`].
+fn decode_scan<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, WireError> {
+    let malformed = || {
+        WireError::fatal(
+            Status::MalformedBody,
+            "SCAN body does not match its layout".into(),
+        )
+    };
+    let scan = scan_fields(body).ok_or_else(malformed)?;
+    let ScanRequest {
+        start,
+        end,
+        limit,
+        filter_kind,
+        filter_arg,
+    } = scan;
+    // A page's `next` is its last key plus a 0 byte, one byte longer
+    // than any key can be: a start may be that long.
+    if start.len() > limits.key_bytes_max + 1 {
+        return Err(WireError::soft(
+            Status::KeyTooLarge,
+            format!(
+                "SCAN start key of {} bytes; the limit is {} (the key limit plus \
+                 one, for a page's `next`)",
+                start.len(),
+                limits.key_bytes_max + 1
+            ),
+        ));
+    }
+    check_key(limits, end)?;
+    if limit == 0 || limit > SCAN_LIMIT_MAX {
+        return Err(WireError::soft(
+            Status::InvalidArgument,
+            format!(
+                "SCAN limit {limit}: must be between 1 and {}",
+                SCAN_LIMIT_MAX
+            ),
+        ));
+    }
+    if let Err(e) = crate::core::filter::Filter::compile(filter_kind, filter_arg) {
+        return Err(WireError::soft(Status::InvalidArgument, e.to_string()));
+    }
+    Ok(Request::Scan(scan))
+}
+
+/// The MGET arm of [`decode_request`].
+fn decode_mget<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, WireError> {
+    let malformed = || {
+        WireError::fatal(
+            Status::MalformedBody,
+            "MGET body does not match its layout".into(),
+        )
+    };
+    let (count, mut rest) = body.split_first_chunk::<4>().ok_or_else(malformed)?;
+    let count = u32::from_le_bytes(*count);
+    let keys = rest;
+    let mut too_large = None;
+    // Walk every key before trusting the count: lengths must tile the body.
+    for _ in 0..count.min(MGET_KEYS_MAX + 1) {
+        let (k, r) = take_sized(rest).ok_or_else(malformed)?;
+        if k.len() > limits.key_bytes_max {
+            too_large = Some(k.len());
+        }
+        rest = r;
+    }
+    if count > MGET_KEYS_MAX {
+        return Err(WireError::soft(
+            Status::InvalidArgument,
+            format!("MGET of {count} keys; the limit is {MGET_KEYS_MAX}"),
+        ));
+    }
+    if !rest.is_empty() {
+        return Err(malformed());
+    }
+    if let Some(len) = too_large {
+        return Err(WireError::soft(
+            Status::KeyTooLarge,
+            format!("key of {len} bytes; the limit is {}", limits.key_bytes_max),
+        ));
+    }
+    Ok(Request::Mget { count, keys })
+}
+
+/// The AUTH arm of [`decode_request`].
+fn decode_auth(body: &[u8]) -> Result<Request<'_>, WireError> {
+    let (user, password) = take_sized(body).ok_or_else(|| {
+        WireError::fatal(
+            Status::MalformedBody,
+            "AUTH user length points past the body".into(),
+        )
+    })?;
+    // The detail never echoes what was sent: it may be a password.
+    if user.is_empty() || user.len() > USER_NAME_BYTES_MAX || password.len() > PASSWORD_BYTES_MAX {
+        return Err(WireError::soft(
+            Status::InvalidArgument,
+            format!(
+                "AUTH takes a user name of 1 to {USER_NAME_BYTES_MAX} bytes and a password of at most {PASSWORD_BYTES_MAX}"
+            ),
+        ));
+    }
+    Ok(Request::Auth { user, password })
 }
 
 /// Split a SCAN body into its fields (`None`: it does not match the layout).
