@@ -218,3 +218,96 @@ fn park_policy_shows_in_the_runtime_metrics() {
         "spin seconds: latency-first {latency_first_spin}, efficient {efficient_spin}"
     );
 }
+
+/// Patch 4: every shard's main ring is set up with IORING_SETUP_COOP_TASKRUN
+/// and IORING_SETUP_TASKRUN_FLAG (this kernel has them: CI's kernels are
+/// newer than 5.19), so a completion does not interrupt a running shard; and
+/// a busy server with one request in flight per connection still answers
+/// every request (a completion left waiting as task work would hang one).
+#[test]
+fn main_rings_are_set_up_cooperative() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = tempfile::NamedTempFile::new().expect("temp file");
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-e", "trace=io_uring_setup", "-o"])
+        .arg(trace.path())
+        .arg(common::corekv_bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--shards", "2", "--durability", "async"])
+        .env("COREKV_RESP_LISTEN", "127.0.0.1:0");
+    let server = match common::spawn_server(cmd, dir.path()) {
+        Ok(s) => s,
+        Err(e) if e.contains("strace:") || e.is_empty() => {
+            eprintln!("SKIPPED: strace could not run the server: {e}");
+            return;
+        }
+        Err(e) => panic!("server under strace did not start: {e}"),
+    };
+    // The server is strace's child; signal it, not strace (which would
+    // detach and leave it running).
+    let children = std::fs::read_to_string(format!(
+        "/proc/{0}/task/{0}/children",
+        server.pid()
+    ))
+    .expect("strace's children");
+    let corekv: i32 = children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("strace runs the server");
+
+    // Concurrent unpipelined clients on both shards, with cross-shard MGETs.
+    let addr = server.addr;
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut c = corekv::net::client::Client::connect(addr).unwrap();
+                c.set_timeout(Some(Duration::from_secs(30))).unwrap();
+                for i in 0..2_000u32 {
+                    let key = format!("w{w}-{i}");
+                    c.put(key.as_bytes(), b"v").unwrap();
+                    assert_eq!(c.get(key.as_bytes()).unwrap().as_deref(), Some(&b"v"[..]));
+                    if i % 50 == 0 {
+                        let keys = [key.as_bytes(), b"other-shard-probe"];
+                        c.mget(&keys).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("a client saw an error or a hang");
+    }
+
+    // SAFETY: signalling the server process this test started (via strace).
+    unsafe { libc::kill(corekv, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::path::Path::new(&format!("/proc/{corekv}/cmdline")).exists()
+        && std::fs::read_to_string(format!("/proc/{corekv}/cmdline")).is_ok_and(|c| !c.is_empty())
+    {
+        assert!(Instant::now() < deadline, "the server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // strace exits with its tracee (it has already, or does on this signal).
+    let _ = server.stop();
+    let text = std::fs::read_to_string(trace.path()).expect("strace's output");
+    let cooperative = text
+        .lines()
+        .filter(|l| l.contains("io_uring_setup("))
+        .filter(|l| {
+            l.contains("IORING_SETUP_COOP_TASKRUN")
+                || l
+                    .split("flags=")
+                    .nth(1)
+                    .and_then(|f| f.split([',', '}', '|']).next())
+                    .and_then(|f| u32::from_str_radix(f.trim_start_matches("0x"), 16).ok())
+                    .is_some_and(|f| f & 0x100 != 0)
+        })
+        .count();
+    assert!(
+        cooperative >= 2,
+        "{cooperative} rings set up with IORING_SETUP_COOP_TASKRUN for 2 shards:\n{text}"
+    );
+}

@@ -37,7 +37,11 @@ static inline bool sq_ring_needs_enter(struct io_uring *ring, unsigned *flags)
 
 static inline bool cq_ring_needs_flush(struct io_uring *ring)
 {
-	return IO_URING_READ_ONCE(*ring->sq.kflags) & IORING_SQ_CQ_OVERFLOW;
+	/* corekv patch 4: with IORING_SETUP_TASKRUN_FLAG the kernel sets
+	 * IORING_SQ_TASKRUN when completions wait as task work; a peek must
+	 * then enter the kernel to run it (as liburing 2.2 does). */
+	return IO_URING_READ_ONCE(*ring->sq.kflags) &
+		(IORING_SQ_CQ_OVERFLOW | IORING_SQ_TASKRUN);
 }
 
 static int __io_uring_peek_cqe(struct io_uring *ring,

@@ -92,6 +92,14 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        // corekv patch 4 (Linux 5.19): a completion for a task running in
+        // userspace waits as task work for its next entry into the kernel
+        // instead of interrupting it (an IPI; a VM exit on a virtual machine).
+        const COOP_TASKRUN = 1 << 8;
+        // corekv patch 4: with COOP_TASKRUN, the kernel flags pending task
+        // work in the SQ ring (IORING_SQ_TASKRUN) so that a peek knows to
+        // enter the kernel.
+        const TASKRUN_FLAG = 1 << 9;
     }
 }
 

@@ -903,8 +903,32 @@ impl SleepableRing {
         source_map: Rc<RefCell<SourceMap>>,
     ) -> io::Result<Self> {
         assert!(*IO_URING_RECENT_ENOUGH);
+        // corekv patch 4: the main ring (sockets, files, eventfd wake-ups)
+        // asks the kernel not to interrupt this thread for each completion
+        // while it runs: with one request per connection, every incoming
+        // request otherwise costs the sender an IPI to this core (measured
+        // in docs/performance.md). The completions are collected at the next
+        // entry into the kernel, which the executor makes on every loop
+        // (`peek` enters when the kernel flags pending work, see liburing's
+        // cq_ring_needs_flush), and a sleeping thread is still woken. The
+        // latency ring keeps the default: the executor reads its CQ tail
+        // without entering the kernel to decide preemption. Kernels before
+        // 5.19 refuse the flags with EINVAL: the ring is then made as before.
+        let ring = if name == "main" {
+            match iou::IoUring::new_with_flags(
+                size as _,
+                iou::SetupFlags::COOP_TASKRUN | iou::SetupFlags::TASKRUN_FLAG,
+                iou::SetupFeatures::empty(),
+            ) {
+                Ok(ring) => ring,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => iou::IoUring::new(size as _)?,
+                Err(e) => return Err(e),
+            }
+        } else {
+            iou::IoUring::new(size as _)?
+        };
         Ok(SleepableRing {
-            ring: iou::IoUring::new(size as _)?,
+            ring,
             size,
             submission_queue: UringQueueState::with_capacity(size * 4),
             name,
