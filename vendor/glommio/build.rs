@@ -26,6 +26,14 @@ fn main() {
 
     let src = liburing.join("src");
 
+    // corekv patch 4: the cc crate prints rerun-if-env-changed lines, which
+    // turn off Cargo's default of re-running a build script when any file of
+    // the package changes: without these lines an edit to the bundled
+    // liburing (patch 4 changes queue.c) is not compiled into the build.
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=rusturing.c");
+    println!("cargo:rerun-if-changed={}", src.display());
+
     // liburing
     Build::new()
         .file(src.join("setup.c"))
