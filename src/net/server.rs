@@ -15,13 +15,14 @@ use futures_lite::{future, AsyncWriteExt};
 use glommio::net::TcpListener;
 
 use crate::core::limits::{
-    CONN_BUFFER_BUDGET_DEFAULT, KEY_BYTES_MAX, REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT,
-    REPLY_STALL_TIMEOUT_MS_DEFAULT,
+    CONNECTIONS_PER_SOURCE_MAX_DEFAULT, CONN_BUFFER_BUDGET_DEFAULT, KEY_BYTES_MAX,
+    REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT, REPLY_STALL_TIMEOUT_MS_DEFAULT,
 };
 use crate::core::status::Status;
 use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
+use super::admission::{Refusal, Refusals, SourceLimits, SourceSlot};
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
 use super::outbound::BufferBudget;
@@ -37,6 +38,12 @@ pub struct ServerConfig {
     /// Connections each shard serves at once; more are answered
     /// TOO_MANY_CONNECTIONS and closed.
     pub connections_per_shard_max: usize,
+    /// Connections per source address across every shard and both client
+    /// listeners (process-wide; its `max` 0: no limit). More are answered
+    /// TOO_MANY_CONNECTIONS (RESP: `-ERR max number of clients reached`).
+    pub connections_per_source: Arc<SourceLimits>,
+    /// Refusals by reason, shared with the admin endpoint's /metrics.
+    pub refusals: Arc<Refusals>,
     pub frame_timeout: Duration,
     /// Connections with no frame for this long are closed (zero: never).
     pub idle_timeout: Duration,
@@ -65,6 +72,8 @@ impl ServerConfig {
             resp_listen: None,
             value_bytes_max,
             connections_per_shard_max: 10_000,
+            connections_per_source: SourceLimits::new(CONNECTIONS_PER_SOURCE_MAX_DEFAULT),
+            refusals: Refusals::new(),
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::ZERO,
             slow_op: Duration::ZERO,
@@ -277,7 +286,10 @@ pub async fn serve_shard(
         reply_bytes_max: cfg.reply_bytes_max,
         reply_stall: cfg.reply_stall_timeout,
         buffers: BufferBudget::new(cfg.conn_buffer_budget),
-        auth: cfg.users.clone().map(super::auth::ShardAuth::new),
+        auth: cfg
+            .users
+            .clone()
+            .map(|users| super::auth::ShardAuth::new(users, cfg.refusals.clone())),
     });
     let tls = cfg.tls.clone();
     let open = Rc::new(Cell::new(0usize));
@@ -288,7 +300,7 @@ pub async fn serve_shard(
             l,
             ctx.clone(),
             conn_cfg.clone(),
-            cfg.connections_per_shard_max,
+            cfg.clone(),
             open.clone(),
             closed.clone(),
         ))
@@ -310,27 +322,31 @@ pub async fn serve_shard(
             }
         };
         let metrics = ctx.router.metrics();
-        if open.get() >= cfg.connections_per_shard_max {
-            metrics.connection_rejected();
-            if tls.is_some() {
-                // A plaintext refusal means nothing to a TLS client: just
-                // close.
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        let slot = match admit(&ctx, &cfg, open.get(), peer, "native") {
+            Ok(slot) => slot,
+            Err(refused) => {
+                metrics.connection_rejected();
+                if tls.is_some() {
+                    // A plaintext refusal means nothing to a TLS client: just
+                    // close.
+                    continue;
+                }
+                let body: &'static [u8] = match refused {
+                    Refusal::ConnectionsPerSource => {
+                        b"connection limit reached for this source address (connections_per_source_max)"
+                    }
+                    _ => b"connection limit reached",
+                };
+                glommio::spawn_local(async move {
+                    let mut out = Vec::new();
+                    encode_response(&mut out, 0, 0, Status::TooManyConnections, body);
+                    let _ = stream.write_all(&out).await;
+                })
+                .detach();
                 continue;
             }
-            glommio::spawn_local(async move {
-                let mut out = Vec::new();
-                encode_response(
-                    &mut out,
-                    0,
-                    0,
-                    Status::TooManyConnections,
-                    b"connection limit reached",
-                );
-                let _ = stream.write_all(&out).await;
-            })
-            .detach();
-            continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
@@ -351,6 +367,8 @@ pub async fn serve_shard(
             if let Some(stream) = stream {
                 serve_connection(stream, &ctx, &conn_cfg).await;
             }
+            // The source's place goes back with the shard's.
+            drop(slot);
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();
@@ -363,6 +381,50 @@ pub async fn serve_shard(
     }
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
+}
+
+/// Decide whether a connection accepted on this shard (which has `open`
+/// connections, native and RESP together) from `peer` may stay: the shard's
+/// limit first (no shared state), then the process-wide per-source limit.
+/// A refusal is counted by reason and logged, at most once a second per
+/// reason (address and limit only). `listener` names the listener for the
+/// log. The slot must live as long as the connection.
+pub(crate) fn admit(
+    ctx: &ShardContext,
+    cfg: &ServerConfig,
+    open: usize,
+    peer: Option<std::net::IpAddr>,
+    listener: &str,
+) -> Result<SourceSlot, Refusal> {
+    let refused = if open >= cfg.connections_per_shard_max {
+        Refusal::ConnectionsPerShard
+    } else {
+        match cfg.connections_per_source.acquire(peer) {
+            Ok(slot) => return Ok(slot),
+            Err(()) => Refusal::ConnectionsPerSource,
+        }
+    };
+    if let Some(unlogged) = cfg.refusals.count_and_log(refused) {
+        let addr = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+        match refused {
+            Refusal::ConnectionsPerSource => tracing::warn!(
+                %addr,
+                listener,
+                limit = cfg.connections_per_source.max(),
+                also_refused_since_last_line = unlogged,
+                "connection refused: this source address holds connections_per_source_max connections"
+            ),
+            _ => tracing::warn!(
+                %addr,
+                listener,
+                shard = ctx.shard().0,
+                limit = cfg.connections_per_shard_max,
+                also_refused_since_last_line = unlogged,
+                "connection refused: the shard holds connections_per_shard_max connections"
+            ),
+        }
+    }
+    Err(refused)
 }
 
 /// The TLS handshake of one accepted connection, within `timeout` (the frame
