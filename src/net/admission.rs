@@ -40,6 +40,12 @@ pub struct SourceLimits {
     stripes: [Mutex<HashMap<IpAddr, u32>>; STRIPES],
 }
 
+/// A source address already holds `max` connections.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SourceFull {
+    pub max: u32,
+}
+
 /// One connection's place in the per-source count; dropping it (when the
 /// connection ends, however it ends) gives the place back.
 #[derive(Debug)]
@@ -74,7 +80,7 @@ impl SourceLimits {
     /// Take a place for a connection from `peer`, or `Err` when that source
     /// already holds `max`. An unknown peer (the socket could not say) is
     /// admitted uncounted: refusing it would refuse everyone on that error.
-    pub fn acquire(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<SourceSlot, ()> {
+    pub fn acquire(self: &Arc<Self>, peer: Option<IpAddr>) -> Result<SourceSlot, SourceFull> {
         let (Some(ip), true) = (peer, self.max > 0) else {
             return Ok(SourceSlot { held: None });
         };
@@ -86,7 +92,7 @@ impl SourceLimits {
         // `max > 0`, so a refused source has an entry with a count: nothing
         // empty is left behind.
         if *n >= self.max {
-            return Err(());
+            return Err(SourceFull { max: self.max });
         }
         *n += 1;
         Ok(SourceSlot {

@@ -401,7 +401,7 @@ pub(crate) fn admit(
     } else {
         match cfg.connections_per_source.acquire(peer) {
             Ok(slot) => return Ok(slot),
-            Err(()) => Refusal::ConnectionsPerSource,
+            Err(super::admission::SourceFull { .. }) => Refusal::ConnectionsPerSource,
         }
     };
     if let Some(unlogged) = cfg.refusals.count_and_log(refused) {
