@@ -18,6 +18,9 @@
 //!   the log lines of connection refusals (a flood of connections must not
 //!   become a flood of log lines).
 //!
+//! [`Gate`] puts them together with a shard's own connection limit: the one
+//! check both listeners of a shard make at accept.
+//!
 //! It must never be touched per request, never block on anything but its own
 //! short critical sections, and never log more than one line per reason per
 //! [`REFUSAL_LOG_INTERVAL`].
@@ -248,6 +251,63 @@ impl Refusals {
         }
         self.unlogged[i].fetch_add(1, Ordering::Relaxed);
         None
+    }
+}
+
+/// The limits a shard's listeners check at accept: its own connection limit
+/// and the process-wide per-source one, and where refusals are counted.
+/// One per shard, shared by its native and RESP listeners.
+#[derive(Clone, Debug)]
+pub struct Gate {
+    pub connections_per_shard_max: usize,
+    pub sources: Arc<SourceLimits>,
+    pub refusals: Arc<Refusals>,
+}
+
+impl Gate {
+    /// Decide whether a connection accepted on shard `shard` (which has
+    /// `open` connections, native and RESP together) from `peer` may stay:
+    /// the shard's limit first (no shared state), then the per-source one.
+    /// A refusal is counted by reason and logged at most once per
+    /// [`REFUSAL_LOG_INTERVAL`] per reason (address and limit only);
+    /// `listener` names the listener in that line. The slot must live as
+    /// long as the connection.
+    pub fn admit(
+        &self,
+        shard: u16,
+        open: usize,
+        peer: Option<IpAddr>,
+        listener: &str,
+    ) -> Result<SourceSlot, Refusal> {
+        let refused = if open >= self.connections_per_shard_max {
+            Refusal::ConnectionsPerShard
+        } else {
+            match self.sources.acquire(peer) {
+                Ok(slot) => return Ok(slot),
+                Err(SourceFull { .. }) => Refusal::ConnectionsPerSource,
+            }
+        };
+        if let Some(unlogged) = self.refusals.count_and_log(refused) {
+            let addr = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+            match refused {
+                Refusal::ConnectionsPerSource => tracing::warn!(
+                    %addr,
+                    listener,
+                    limit = self.sources.max(),
+                    also_refused_since_last_line = unlogged,
+                    "connection refused: this source address holds connections_per_source_max connections"
+                ),
+                _ => tracing::warn!(
+                    %addr,
+                    listener,
+                    shard,
+                    limit = self.connections_per_shard_max,
+                    also_refused_since_last_line = unlogged,
+                    "connection refused: the shard holds connections_per_shard_max connections"
+                ),
+            }
+        }
+        Err(refused)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The network server: one listener per shard on the same address (SO_REUSEPORT,
 //! so the kernel spreads connections over cores), one task per connection.
 //!
-//! It owns the listening sockets and the per-shard connection limit. It must
+//! It owns the listening sockets and the per-shard connection limit, and
+//! checks both through `admission::Gate` at accept. It must
 //! never execute an operation itself: everything goes through the shard router.
 
 use std::cell::Cell;
@@ -22,7 +23,7 @@ use crate::core::status::Status;
 use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
-use super::admission::{Refusal, Refusals, SourceLimits, SourceSlot};
+use super::admission::{Gate, Refusal, Refusals, SourceLimits};
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
 use super::outbound::BufferBudget;
@@ -292,6 +293,11 @@ pub async fn serve_shard(
             .map(|users| super::auth::ShardAuth::new(users, cfg.refusals.clone())),
     });
     let tls = cfg.tls.clone();
+    let gate = Gate {
+        connections_per_shard_max: cfg.connections_per_shard_max,
+        sources: cfg.connections_per_source.clone(),
+        refusals: cfg.refusals.clone(),
+    };
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
     // The RESP listener shares this shard's connection count and limit.
@@ -300,7 +306,7 @@ pub async fn serve_shard(
             l,
             ctx.clone(),
             conn_cfg.clone(),
-            cfg.clone(),
+            gate.clone(),
             open.clone(),
             closed.clone(),
         ))
@@ -323,7 +329,7 @@ pub async fn serve_shard(
         };
         let metrics = ctx.router.metrics();
         let peer = stream.peer_addr().ok().map(|a| a.ip());
-        let slot = match admit(&ctx, &cfg, open.get(), peer, "native") {
+        let slot = match gate.admit(ctx.shard().0, open.get(), peer, "native") {
             Ok(slot) => slot,
             Err(refused) => {
                 metrics.connection_rejected();
@@ -381,50 +387,6 @@ pub async fn serve_shard(
     }
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
-}
-
-/// Decide whether a connection accepted on this shard (which has `open`
-/// connections, native and RESP together) from `peer` may stay: the shard's
-/// limit first (no shared state), then the process-wide per-source limit.
-/// A refusal is counted by reason and logged, at most once a second per
-/// reason (address and limit only). `listener` names the listener for the
-/// log. The slot must live as long as the connection.
-pub(crate) fn admit(
-    ctx: &ShardContext,
-    cfg: &ServerConfig,
-    open: usize,
-    peer: Option<std::net::IpAddr>,
-    listener: &str,
-) -> Result<SourceSlot, Refusal> {
-    let refused = if open >= cfg.connections_per_shard_max {
-        Refusal::ConnectionsPerShard
-    } else {
-        match cfg.connections_per_source.acquire(peer) {
-            Ok(slot) => return Ok(slot),
-            Err(super::admission::SourceFull { .. }) => Refusal::ConnectionsPerSource,
-        }
-    };
-    if let Some(unlogged) = cfg.refusals.count_and_log(refused) {
-        let addr = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
-        match refused {
-            Refusal::ConnectionsPerSource => tracing::warn!(
-                %addr,
-                listener,
-                limit = cfg.connections_per_source.max(),
-                also_refused_since_last_line = unlogged,
-                "connection refused: this source address holds connections_per_source_max connections"
-            ),
-            _ => tracing::warn!(
-                %addr,
-                listener,
-                shard = ctx.shard().0,
-                limit = cfg.connections_per_shard_max,
-                also_refused_since_last_line = unlogged,
-                "connection refused: the shard holds connections_per_shard_max connections"
-            ),
-        }
-    }
-    Err(refused)
 }
 
 /// The TLS handshake of one accepted connection, within `timeout` (the frame

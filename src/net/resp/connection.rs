@@ -18,14 +18,12 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 
-use crate::net::admission::Refusal;
-use crate::net::server::{admit, ServerConfig};
+use crate::net::admission::{Gate, Refusal};
 use crate::net::stream::NetStream;
 
 use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
@@ -43,17 +41,17 @@ use crate::net::request_batch::ConnConfig;
 /// Accept RESP clients on `listener` until the engine stops. `open` and
 /// `closed` are the shard's connection count and its wake-up, shared with
 /// the native listener (one connection limit for both protocols).
-/// `server` holds the limits: the shard's (shared with the native listener)
+/// `gate` holds the limits: the shard's (shared with the native listener)
 /// and the process-wide per-source one.
 pub async fn serve_listener(
     listener: TcpListener,
     ctx: ShardContext,
     cfg: Rc<ConnConfig>,
-    server: Arc<ServerConfig>,
+    gate: Gate,
     open: Rc<Cell<usize>>,
     closed: Rc<WaitQueue>,
 ) {
-    let connections_max = server.connections_per_shard_max;
+    let connections_max = gate.connections_per_shard_max;
     super::commands::STARTED.get_or_init(Instant::now);
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -72,7 +70,7 @@ pub async fn serve_listener(
         };
         let metrics = ctx.router.metrics();
         let peer = stream.peer_addr().ok().map(|a| a.ip());
-        let slot = match admit(&ctx, &server, open.get(), peer, "resp") {
+        let slot = match gate.admit(ctx.shard().0, open.get(), peer, "resp") {
             Ok(slot) => slot,
             Err(refused) => {
                 metrics.connection_rejected();
