@@ -116,11 +116,17 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         },
     };
     let config = args.engine_config();
+    // Process-wide: shared by every shard's listeners and the admin endpoint.
+    let refusals = corekv::net::admission::Refusals::new();
     let server = Arc::new(ServerConfig {
         listen,
         resp_listen,
         value_bytes_max: args.value_bytes_max,
         connections_per_shard_max: args.connections_per_shard_max,
+        connections_per_source: corekv::net::admission::SourceLimits::new(
+            args.connections_per_source_max,
+        ),
+        refusals: refusals.clone(),
         frame_timeout: Duration::from_millis(args.frame_timeout_ms),
         idle_timeout: Duration::from_millis(args.idle_timeout_ms),
         slow_op: Duration::from_millis(args.slow_op_ms),
@@ -147,6 +153,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             telemetry.clone(),
             admin_stop.clone(),
             auth,
+            refusals,
         ) {
             Ok(a) => Some(a),
             Err(e) => return startup_failed(e.name(), &format!("admin endpoint: {e}"), e.fix()),
@@ -164,15 +171,18 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             tracing::error!("cannot install the handler for signal {sig}: {e}");
         }
     }
-    if args.users_file.is_some() {
+    {
         use std::os::unix::fs::PermissionsExt;
-        // Authentication guards the network; the files are guarded by
-        // their modes (docs/security.md): say when they are not.
+        // The files are guarded by their modes (docs/security.md): a new
+        // data directory is created 0700; one that exists keeps the mode the
+        // operator gave it (they may have reasons: a backup agent in the
+        // group), but the log says what it exposes and how to close it.
         if let Ok(meta) = std::fs::metadata(&args.data_dir) {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 tracing::warn!(
-                    "data directory {} has mode {mode:o}: other local users may read its data; chmod 700 it (docs/security.md)",
+                    "data directory {} has mode {mode:o}: other local users may read its data; fix: chmod 700 {} (docs/security.md)",
+                    args.data_dir.display(),
                     args.data_dir.display()
                 );
             }

@@ -108,6 +108,15 @@ pub const REPLY_BYTES_MAX_DEFAULT: usize = 64 * 1024 * 1024;
 /// (`reply_stall_timeout_ms`): matches the frame timeout.
 pub const REPLY_STALL_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
+/// Default connections one source address may hold across the whole server
+/// (`connections_per_source_max`; 0 turns the limit off). Generous for one
+/// application host (pools are tens to hundreds of connections), small next
+/// to what the server accepts in all (`connections_per_shard_max`, 10,000,
+/// times the shards): one runaway or hostile host cannot take every place.
+/// Deployments where many clients share one address (a proxy, NAT) raise it
+/// or set 0.
+pub const CONNECTIONS_PER_SOURCE_MAX_DEFAULT: u32 = 1_000;
+
 /// Default per-shard budget for connection buffers
 /// (`conn_buffer_budget_bytes`): 128 default reply buffers.
 pub const CONN_BUFFER_BUDGET_DEFAULT: usize = 256 * 1024 * 1024;

@@ -111,11 +111,21 @@ pub fn prepare_backup_target(target: &Path, data_dir: &Path) -> Result<(), Backu
                     "exists and is not empty (a backup never overwrites anything)".into(),
                 ));
             }
+            // The operator made it: keep their mode, but say what it exposes.
+            let mode = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "backup directory {} has mode {mode:o}: other local users may read the backup; fix: chmod 700 {}",
+                    target.display(),
+                    target.display()
+                );
+            }
             Ok(())
         }
         Ok(_) => Err(invalid("exists and is not a directory".into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            fs::create_dir(target).map_err(io(IoOp::CreateDir, target))?;
+            // 0700 like the data directory: a backup holds all its data.
+            super::disk::create_private_dir(target).map_err(io(IoOp::CreateDir, target))?;
             Ok(())
         }
         Err(e) => Err(IoError::new(IoOp::Stat, target, None, e).into()),
@@ -626,14 +636,16 @@ pub fn restore_backup(
     fs::create_dir_all(&parent).map_err(io(IoOp::CreateDir, &parent))?;
     let stamp = unix_secs();
     let staging = parent.join(format!(".{name}.restoring-{stamp}-{}", std::process::id()));
-    fs::create_dir(&staging).map_err(io(IoOp::CreateDir, &staging))?;
+    // The staging directory becomes the data directory: 0700, as `serve`
+    // would create it.
+    super::disk::create_private_dir(&staging).map_err(io(IoOp::CreateDir, &staging))?;
     let mut total = 0u64;
     let mut dirs = std::collections::BTreeSet::new();
     for shard in 0..body.shard_count {
         // Empty shards still get their directories, like a fresh data dir.
         for sub in ["tables", "wal"] {
             let d = shard_dir(&staging, shard).join(sub);
-            fs::create_dir_all(&d).map_err(io(IoOp::CreateDir, &d))?;
+            super::disk::create_private_dir_all(&d).map_err(io(IoOp::CreateDir, &d))?;
             dirs.insert(d);
         }
         dirs.insert(shard_dir(&staging, shard));
@@ -642,7 +654,7 @@ pub fn restore_backup(
         let src = from.join(&f.path);
         let dst = staging.join(&f.path);
         if let Some(d) = dst.parent() {
-            fs::create_dir_all(d).map_err(io(IoOp::CreateDir, d))?;
+            super::disk::create_private_dir_all(d).map_err(io(IoOp::CreateDir, d))?;
             dirs.insert(d.to_path_buf());
         }
         let (bytes, crc) = futures_lite::future::block_on(async {

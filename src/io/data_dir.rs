@@ -161,7 +161,8 @@ impl DataDir {
         default_shards: u16,
     ) -> Result<DataDir, DataDirError> {
         check_creatable(path)?;
-        let created_dir = match fs::create_dir(path) {
+        // 0700: the directory holds every key and value in the clear.
+        let created_dir = match super::disk::create_private_dir(path) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => false,
             Err(source) => {
@@ -400,6 +401,7 @@ fn lock(path: &Path) -> Result<File, DataDirError> {
         .truncate(false)
         .read(true)
         .write(true)
+        .mode(super::disk::PRIVATE_FILE_MODE)
         .open(&lock_path)
         .map_err(|source| DataDirError::Unusable {
             path: lock_path.clone(),
@@ -426,6 +428,7 @@ pub fn check_direct_io(path: &Path) -> Result<(), DataDirError> {
         .truncate(true)
         .write(true)
         .custom_flags(libc::O_DIRECT)
+        .mode(super::disk::PRIVATE_FILE_MODE)
         .open(&probe);
     let _ = fs::remove_file(&probe);
     match result {
@@ -503,7 +506,13 @@ fn write_meta(dir: &Path, shard_count: u16) -> Result<(), DataDirError> {
         .unwrap_or(0);
     let tmp = dir.join(format!("{META_FILE}.tmp"));
     let dst = dir.join(META_FILE);
-    let mut f = File::create(&tmp).map_err(|e| IoError::new(IoOp::Open, &tmp, None, e))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(super::disk::PRIVATE_FILE_MODE)
+        .open(&tmp)
+        .map_err(|e| IoError::new(IoOp::Open, &tmp, None, e))?;
     f.write_all(&encode_meta(shard_count, now_ms))
         .map_err(|e| IoError::new(IoOp::Write, &tmp, None, e))?;
     f.sync_all()

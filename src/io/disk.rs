@@ -13,13 +13,19 @@
 //!   Ok; a file's existence and name are durable only after `sync_dir` of its
 //!   directory;
 //! - an error is reported once; retrying is the caller's decision (and the WAL's
-//!   decision is: never).
+//!   decision is: never);
+//! - files it creates get mode [`PRIVATE_FILE_MODE`] (0600) and directories
+//!   [`PRIVATE_DIR_MODE`] (0700), before the umask: they hold every key and
+//!   value in the clear, so other local users must not read them
+//!   (docs/security.md). Use [`create_private_dir`] and
+//!   [`create_private_dir_all`] for directories made outside the seam.
 //!
 //! Futures are deliberately not `Send`: each disk belongs to one shard's thread.
 
 #![allow(async_fn_in_trait)]
 
 use std::ops::Deref;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use super::error::IoError;
@@ -34,6 +40,29 @@ pub enum OpenMode {
     ReadWrite,
     /// Open an existing file for reading only.
     ReadOnly,
+}
+
+/// Mode of every file the engine creates (data, WAL, metadata, lock,
+/// backups): the owner only. The umask can only narrow it.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of every directory the engine creates (the data directory, its shard
+/// directories, backups): the owner only.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// `mkdir DIR` with [`PRIVATE_DIR_MODE`]; fails if it exists.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
+}
+
+/// `mkdir -p DIR`: every directory it creates gets [`PRIVATE_DIR_MODE`];
+/// existing ones keep theirs.
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)
 }
 
 /// An aligned, writable buffer owned by the caller until handed to `write_at`.

@@ -68,7 +68,11 @@ impl Disk for DmaDisk {
         );
         let mut opts = OpenOptions::new();
         match mode {
-            OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
+            OpenMode::CreateNew => opts
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(super::disk::PRIVATE_FILE_MODE),
             OpenMode::ReadWrite => opts.read(true).write(true),
             OpenMode::ReadOnly => opts.read(true),
         };
@@ -118,7 +122,8 @@ impl Disk for DmaDisk {
     }
 
     async fn create_dir_all(&self, dir: &Path) -> IoResult<()> {
-        std::fs::create_dir_all(dir).map_err(|e| IoError::new(IoOp::CreateDir, dir, None, e))
+        super::disk::create_private_dir_all(dir)
+            .map_err(|e| IoError::new(IoOp::CreateDir, dir, None, e))
     }
 
     async fn list_dir(&self, dir: &Path) -> IoResult<Vec<String>> {

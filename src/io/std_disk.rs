@@ -13,7 +13,7 @@
 //! It must never be used on a shard executor: every call blocks the thread.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::disk::{Disk, DiskFile, IoBuf, IoResult, OpenMode};
@@ -57,7 +57,11 @@ impl Disk for StdDisk {
     async fn open(&self, path: &Path, mode: OpenMode) -> IoResult<StdFile> {
         let mut opts = OpenOptions::new();
         match mode {
-            OpenMode::CreateNew => opts.read(true).write(true).create_new(true),
+            OpenMode::CreateNew => opts
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(super::disk::PRIVATE_FILE_MODE),
             OpenMode::ReadWrite => opts.read(true).write(true),
             OpenMode::ReadOnly => opts.read(true),
         };
@@ -83,7 +87,7 @@ impl Disk for StdDisk {
     }
 
     async fn create_dir_all(&self, dir: &Path) -> IoResult<()> {
-        std::fs::create_dir_all(dir).map_err(err(IoOp::CreateDir, dir))
+        super::disk::create_private_dir_all(dir).map_err(err(IoOp::CreateDir, dir))
     }
 
     async fn list_dir(&self, dir: &Path) -> IoResult<Vec<String>> {

@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 use crate::shard::metrics::OpClass;
 use crate::shard::runtime::telemetry::{Health, Telemetry, TelemetryView};
 
+use super::admission::{Refusal, Refusals};
 use super::auth::{AdminAuth, AdminRefusal};
 use super::server::NetError;
 
@@ -36,6 +37,7 @@ impl AdminServer {
         telemetry: Arc<Telemetry>,
         stop: Arc<AtomicBool>,
         auth: AdminAuth,
+        refusals: Arc<Refusals>,
     ) -> Result<AdminServer, NetError> {
         // Like the protocol port: wait out the sockets of a process killed a
         // moment ago (see `server::BIND_RETRY_WINDOW`).
@@ -60,7 +62,7 @@ impl AdminServer {
             })?;
         let thread = std::thread::Builder::new()
             .name("corekv-admin".into())
-            .spawn(move || serve(server, telemetry, stop, auth))
+            .spawn(move || serve(server, telemetry, stop, auth, refusals))
             .map_err(|source| NetError::Listen {
                 addr: addr.to_string(),
                 source,
@@ -81,6 +83,7 @@ fn serve(
     telemetry: Arc<Telemetry>,
     stop: Arc<AtomicBool>,
     mut auth: AdminAuth,
+    refusals: Arc<Refusals>,
 ) {
     while !stop.load(Ordering::SeqCst) {
         let request = match server.recv_timeout(Duration::from_millis(100)) {
@@ -99,6 +102,13 @@ fn serve(
             .map(|h| h.value.as_str().to_string());
         let peer = request.remote_addr().map(|a| a.ip());
         if let Err(refusal) = auth.admit(&path, authorization.as_deref(), peer) {
+            // `admit` logged it (one line per request: this thread serves
+            // one request at a time, so that is its own rate limit).
+            refusals.count(match refusal {
+                AdminRefusal::Unauthorized => Refusal::AdminUnauthorized,
+                AdminRefusal::Forbidden => Refusal::AdminForbidden,
+                AdminRefusal::Throttled => Refusal::AdminThrottled,
+            });
             refuse(request, refusal);
             continue;
         }
@@ -110,7 +120,7 @@ fn serve(
             (tiny_http::Method::Get, "/metrics") => (
                 200,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics(&telemetry.view()),
+                metrics(&telemetry.view(), &refusals),
             ),
             _ => (
                 404,
@@ -201,10 +211,14 @@ pub fn health(view: &TelemetryView) -> (u16, String) {
     (code, format!("{body:#}\n"))
 }
 
-/// The Prometheus exposition of every shard's snapshot plus process memory.
-pub fn metrics(view: &TelemetryView) -> String {
+/// The Prometheus exposition of every shard's snapshot plus process memory
+/// and the process-wide refusal counters.
+pub fn metrics(view: &TelemetryView, refusals: &Refusals) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(view.clone())));
+    registry.register_collector(Box::new(SnapshotCollector(
+        view.clone(),
+        refusals.snapshot(),
+    )));
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!("metrics encoding failed: {e}");
@@ -212,9 +226,10 @@ pub fn metrics(view: &TelemetryView) -> String {
     out
 }
 
-/// Exposes a telemetry view through prometheus-client's encoder.
+/// Exposes a telemetry view and the refusal counts (reason, count) through
+/// prometheus-client's encoder.
 #[derive(Debug)]
-struct SnapshotCollector(TelemetryView);
+struct SnapshotCollector(TelemetryView, Vec<(&'static str, u64)>);
 
 /// A value already computed: counters and gauges read from a snapshot.
 struct Fixed {
@@ -302,7 +317,7 @@ const PER_SHARD: &[(&str, &str, MetricType, Pick)] = &[
     ),
     (
         "corekv_connections_rejected",
-        "Connections refused with TOO_MANY_CONNECTIONS.",
+        "Connections refused with TOO_MANY_CONNECTIONS, by this shard (either limit: corekv_refusals_total says which).",
         MetricType::Counter,
         |s| s.connections_rejected as f64,
     ),
@@ -597,6 +612,15 @@ impl prometheus_client::collector::Collector for SnapshotCollector {
         for &(name, help, kind, pick) in PER_SHARD {
             family(name, help, kind, per_shard(&pick))?;
         }
+        family(
+            "corekv_refusals",
+            "Connections and authentications refused, by reason (process-wide): connections_per_source, connections_per_shard, auth_failed, auth_throttled (native and RESP AUTH), admin_unauthorized (401), admin_forbidden (403), admin_throttled (429).",
+            MetricType::Counter,
+            self.1
+                .iter()
+                .map(|(reason, n)| (vec![("reason".to_string(), reason.to_string())], *n as f64))
+                .collect(),
+        )?;
         family(
             "corekv_uptime_seconds",
             "Seconds since the process started.",

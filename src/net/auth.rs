@@ -19,6 +19,8 @@ use std::time::Instant;
 use crate::core::auth::{verify_password, Role, Session, Throttle, Users, DUMMY_HASH};
 use crate::core::status::Status;
 
+use super::admission::{Refusal, Refusals};
+
 /// The users the server knows, shared by every shard and the admin thread,
 /// and the threads that verify their passwords. Reads take a clone of the
 /// `Arc` (no lock held while verifying); a reload swaps in a whole new table,
@@ -119,13 +121,16 @@ impl Verifier {
 pub struct ShardAuth {
     pub users: Arc<UsersHandle>,
     throttle: RefCell<Throttle>,
+    /// The process-wide refusal counters (touched only when an AUTH fails).
+    refusals: Arc<Refusals>,
 }
 
 impl ShardAuth {
-    pub fn new(users: Arc<UsersHandle>) -> ShardAuth {
+    pub fn new(users: Arc<UsersHandle>, refusals: Arc<Refusals>) -> ShardAuth {
         ShardAuth {
             users,
             throttle: RefCell::new(Throttle::default()),
+            refusals,
         }
     }
 }
@@ -151,6 +156,7 @@ pub async fn authenticate(
     // Connections whose peer address is unknown share one throttle entry.
     let addr = peer.unwrap_or(IpAddr::from([0u8, 0, 0, 0]));
     if let Err(wait) = auth.throttle.borrow().check(addr, Instant::now()) {
+        auth.refusals.count(Refusal::AuthThrottled);
         tracing::warn!(user, %addr, "AUTH refused: too many failures from this address (throttled)");
         return AuthOutcome {
             status: Status::AuthThrottled,
@@ -189,6 +195,7 @@ pub async fn authenticate(
         }
         _ => {
             auth.throttle.borrow_mut().failed(addr, Instant::now());
+            auth.refusals.count(Refusal::AuthFailed);
             tracing::warn!(user, %addr, "AUTH refused: unknown user or wrong password");
             AuthOutcome {
                 status: Status::AuthFailed,

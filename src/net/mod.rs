@@ -5,6 +5,7 @@
 //! nothing here knows how data is stored or logged.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod client;
 pub mod codec;

@@ -1,7 +1,8 @@
 //! The network server: one listener per shard on the same address (SO_REUSEPORT,
 //! so the kernel spreads connections over cores), one task per connection.
 //!
-//! It owns the listening sockets and the per-shard connection limit. It must
+//! It owns the listening sockets and the per-shard connection limit, and
+//! checks both through `admission::Gate` at accept. It must
 //! never execute an operation itself: everything goes through the shard router.
 
 use std::cell::Cell;
@@ -15,13 +16,14 @@ use futures_lite::{future, AsyncWriteExt};
 use glommio::net::TcpListener;
 
 use crate::core::limits::{
-    CONN_BUFFER_BUDGET_DEFAULT, KEY_BYTES_MAX, REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT,
-    REPLY_STALL_TIMEOUT_MS_DEFAULT,
+    CONNECTIONS_PER_SOURCE_MAX_DEFAULT, CONN_BUFFER_BUDGET_DEFAULT, KEY_BYTES_MAX,
+    REPLY_BUFFER_BYTES_DEFAULT, REPLY_BYTES_MAX_DEFAULT, REPLY_STALL_TIMEOUT_MS_DEFAULT,
 };
 use crate::core::status::Status;
 use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
+use super::admission::{Gate, Refusal, Refusals, SourceLimits};
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
 use super::outbound::BufferBudget;
@@ -37,6 +39,12 @@ pub struct ServerConfig {
     /// Connections each shard serves at once; more are answered
     /// TOO_MANY_CONNECTIONS and closed.
     pub connections_per_shard_max: usize,
+    /// Connections per source address across every shard and both client
+    /// listeners (process-wide; its `max` 0: no limit). More are answered
+    /// TOO_MANY_CONNECTIONS (RESP: `-ERR max number of clients reached`).
+    pub connections_per_source: Arc<SourceLimits>,
+    /// Refusals by reason, shared with the admin endpoint's /metrics.
+    pub refusals: Arc<Refusals>,
     pub frame_timeout: Duration,
     /// Connections with no frame for this long are closed (zero: never).
     pub idle_timeout: Duration,
@@ -65,6 +73,8 @@ impl ServerConfig {
             resp_listen: None,
             value_bytes_max,
             connections_per_shard_max: 10_000,
+            connections_per_source: SourceLimits::new(CONNECTIONS_PER_SOURCE_MAX_DEFAULT),
+            refusals: Refusals::new(),
             frame_timeout: Duration::from_secs(30),
             idle_timeout: Duration::ZERO,
             slow_op: Duration::ZERO,
@@ -277,9 +287,17 @@ pub async fn serve_shard(
         reply_bytes_max: cfg.reply_bytes_max,
         reply_stall: cfg.reply_stall_timeout,
         buffers: BufferBudget::new(cfg.conn_buffer_budget),
-        auth: cfg.users.clone().map(super::auth::ShardAuth::new),
+        auth: cfg
+            .users
+            .clone()
+            .map(|users| super::auth::ShardAuth::new(users, cfg.refusals.clone())),
     });
     let tls = cfg.tls.clone();
+    let gate = Gate {
+        connections_per_shard_max: cfg.connections_per_shard_max,
+        sources: cfg.connections_per_source.clone(),
+        refusals: cfg.refusals.clone(),
+    };
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(WaitQueue::default());
     // The RESP listener shares this shard's connection count and limit.
@@ -288,7 +306,7 @@ pub async fn serve_shard(
             l,
             ctx.clone(),
             conn_cfg.clone(),
-            cfg.connections_per_shard_max,
+            gate.clone(),
             open.clone(),
             closed.clone(),
         ))
@@ -310,27 +328,31 @@ pub async fn serve_shard(
             }
         };
         let metrics = ctx.router.metrics();
-        if open.get() >= cfg.connections_per_shard_max {
-            metrics.connection_rejected();
-            if tls.is_some() {
-                // A plaintext refusal means nothing to a TLS client: just
-                // close.
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        let slot = match gate.admit(ctx.shard().0, open.get(), peer, "native") {
+            Ok(slot) => slot,
+            Err(refused) => {
+                metrics.connection_rejected();
+                if tls.is_some() {
+                    // A plaintext refusal means nothing to a TLS client: just
+                    // close.
+                    continue;
+                }
+                let body: &'static [u8] = match refused {
+                    Refusal::ConnectionsPerSource => {
+                        b"connection limit reached for this source address (connections_per_source_max)"
+                    }
+                    _ => b"connection limit reached",
+                };
+                glommio::spawn_local(async move {
+                    let mut out = Vec::new();
+                    encode_response(&mut out, 0, 0, Status::TooManyConnections, body);
+                    let _ = stream.write_all(&out).await;
+                })
+                .detach();
                 continue;
             }
-            glommio::spawn_local(async move {
-                let mut out = Vec::new();
-                encode_response(
-                    &mut out,
-                    0,
-                    0,
-                    Status::TooManyConnections,
-                    b"connection limit reached",
-                );
-                let _ = stream.write_all(&out).await;
-            })
-            .detach();
-            continue;
-        }
+        };
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
@@ -351,6 +373,8 @@ pub async fn serve_shard(
             if let Some(stream) = stream {
                 serve_connection(stream, &ctx, &conn_cfg).await;
             }
+            // The source's place goes back with the shard's.
+            drop(slot);
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();

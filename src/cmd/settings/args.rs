@@ -62,6 +62,12 @@ pub struct ServeArgs {
         default_value_t = 10_000
     )]
     pub connections_per_shard_max: usize,
+    #[arg(
+        long,
+        env = "COREKV_CONNECTIONS_PER_SOURCE_MAX",
+        default_value_t = corekv::core::limits::CONNECTIONS_PER_SOURCE_MAX_DEFAULT
+    )]
+    pub connections_per_source_max: u32,
     #[arg(long, env = "COREKV_FRAME_TIMEOUT_MS", default_value_t = 30_000)]
     pub frame_timeout_ms: u64,
     #[arg(long, env = "COREKV_IDLE_TIMEOUT_MS", default_value_t = 0)]

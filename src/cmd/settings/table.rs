@@ -320,6 +320,17 @@ pub static SETTINGS: &[Setting] = &[
         access: integer!(connections_per_shard_max),
     },
     Setting {
+        name: "connections_per_source_max",
+        kind: Kind::Integer,
+        default: DefaultValue::Integer(
+            corekv::core::limits::CONNECTIONS_PER_SOURCE_MAX_DEFAULT as u64,
+        ),
+        doc: "Connections one source address may hold at once, over every shard and both client listeners (0: no limit); more get TOO_MANY_CONNECTIONS.",
+        rule: Rule::Between(0, u32::MAX as u64),
+        deprecated: &[],
+        access: integer!(connections_per_source_max),
+    },
+    Setting {
         name: "frame_timeout_ms",
         kind: Kind::Integer,
         default: DefaultValue::Integer(30_000),

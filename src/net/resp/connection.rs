@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 
+use crate::net::admission::{Gate, Refusal};
 use crate::net::stream::NetStream;
 
 use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
@@ -40,14 +41,17 @@ use crate::net::request_batch::ConnConfig;
 /// Accept RESP clients on `listener` until the engine stops. `open` and
 /// `closed` are the shard's connection count and its wake-up, shared with
 /// the native listener (one connection limit for both protocols).
+/// `gate` holds the limits: the shard's (shared with the native listener)
+/// and the process-wide per-source one.
 pub async fn serve_listener(
     listener: TcpListener,
     ctx: ShardContext,
     cfg: Rc<ConnConfig>,
-    connections_max: usize,
+    gate: Gate,
     open: Rc<Cell<usize>>,
     closed: Rc<WaitQueue>,
 ) {
+    let connections_max = gate.connections_per_shard_max;
     super::commands::STARTED.get_or_init(Instant::now);
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
@@ -65,17 +69,27 @@ pub async fn serve_listener(
             }
         };
         let metrics = ctx.router.metrics();
-        if open.get() >= connections_max {
-            metrics.connection_rejected();
-            glommio::spawn_local(async move {
-                // Redis's own text for its maxclients limit.
-                let _ = stream
-                    .write_all(b"-ERR max number of clients reached\r\n")
-                    .await;
-            })
-            .detach();
-            continue;
-        }
+        let peer = stream.peer_addr().ok().map(|a| a.ip());
+        let slot = match gate.admit(ctx.shard().0, open.get(), peer, "resp") {
+            Ok(slot) => slot,
+            Err(refused) => {
+                metrics.connection_rejected();
+                // Redis's own text for its maxclients limit (clients match
+                // on it), with corekv's reason after it for the per-source
+                // limit, which Redis does not have.
+                let reply: &'static [u8] = match refused {
+                    Refusal::ConnectionsPerSource => {
+                        b"-ERR max number of clients reached from this address (connections_per_source_max)\r\n"
+                    }
+                    _ => b"-ERR max number of clients reached\r\n",
+                };
+                glommio::spawn_local(async move {
+                    let _ = stream.write_all(reply).await;
+                })
+                .detach();
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
@@ -85,6 +99,7 @@ pub async fn serve_listener(
             // Plaintext: TLS on the RESP listener is not there yet
             // (docs/security.md).
             serve_resp_connection(NetStream::Plain(stream), &ctx, &cfg, maxclients).await;
+            drop(slot);
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();
