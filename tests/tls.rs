@@ -1,4 +1,4 @@
-//! TLS on the native listener (issue 21) against real server processes, with
+//! TLS on the native and RESP listeners (issue 21) against real server processes, with
 //! throwaway certificates made by the `openssl` tool: the Rust client and
 //! `corekv cli` over TLS, protocol versions checked with `openssl s_client`,
 //! plaintext and silent clients closed (never a hang), a wrong CA refused,
@@ -585,8 +585,104 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
         connect_and_ping(&server, &options(&p, "ca", false)).is_err(),
         "the old certificate is still served to new connections"
     );
+    // The RESP listener serves the reloaded certificate too.
+    let other = p.path("other-ca.crt").display().to_string();
+    let o = redis_cli(
+        &server,
+        &["--tls", "--cacert", &other, "--sni", "localhost", "PING"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
     // The connection made before the reload is still up.
     assert_eq!(old.get(b"r").unwrap().as_deref(), Some(&b"1"[..]));
     wait_for_log("reloaded the TLS certificate");
     server.kill();
+}
+
+/// `redis-cli` with `args` (TLS flags included by the caller) against the
+/// server's RESP listener; stdin closed.
+fn redis_cli(server: &common::Server, args: &[&str]) -> Output {
+    let resp = server.resp.expect("the RESP listener is on");
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &resp.port().to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli (install it: apt-get install redis-tools)")
+}
+
+#[test]
+fn the_resp_listener_speaks_only_tls_to_redis_cli_with_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--tls-client-ca-file".into());
+    flags.push(p.path("ca.crt").display().to_string());
+    let server = start(dir.path(), &flags);
+    let ca = p.path("ca.crt").display().to_string();
+    let cert = p.path("client.crt").display().to_string();
+    let key = p.path("client.key").display().to_string();
+    let tls_args = [
+        "--tls",
+        "--cacert",
+        &ca,
+        "--sni",
+        "localhost",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+
+    let mut ping = tls_args.to_vec();
+    ping.push("PING");
+    let o = redis_cli(&server, &ping);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
+    let mut set = tls_args.to_vec();
+    set.extend(["SET", "rk", "over tls"]);
+    let o = redis_cli(&server, &set);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "OK", "{o:?}");
+    // Same keyspace as the native listener, over its own TLS.
+    let mut c = tls_client(&server, &options(&p, "ca", true)).unwrap();
+    assert_eq!(c.get(b"rk").unwrap().as_deref(), Some(&b"over tls"[..]));
+
+    // mTLS applies here too: no client certificate, no PONG.
+    let o = redis_cli(
+        &server,
+        &["--tls", "--cacert", &ca, "--sni", "localhost", "PING"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("PONG"),
+        "PONG without a client certificate: {o:?}"
+    );
+    // A client trusting another CA is refused.
+    let other = p.path("other-ca.crt").display().to_string();
+    let o = redis_cli(
+        &server,
+        &[
+            "--tls", "--cacert", &other, "--cert", &cert, "--key", &key, "PING",
+        ],
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("PONG"),
+        "PONG to a client trusting another CA: {o:?}"
+    );
+
+    // Plaintext RESP to the TLS port: closed, not answered, not left hanging.
+    let o = redis_cli(&server, &["PING"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("PONG"),
+        "plaintext PONG on a TLS port: {o:?}"
+    );
+    let resp = server.resp.unwrap();
+    let mut plain = TcpStream::connect(resp).unwrap();
+    plain.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    assert_closed_by_server(plain, "plaintext RESP client");
+    let silent = TcpStream::connect(resp).unwrap();
+    assert_closed_by_server(silent, "silent RESP client");
+
+    // Still serving.
+    let o = redis_cli(&server, &ping);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
 }

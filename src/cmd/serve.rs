@@ -108,7 +108,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
                 tracing::info!(
                     cert = %files.cert.display(),
                     client_certificates = files.client_ca.is_some(),
-                    "native listener speaks TLS 1.2/1.3 only"
+                    "the native and RESP listeners speak TLS 1.2/1.3 only"
                 );
                 Some(Arc::new(handle))
             }

@@ -291,6 +291,7 @@ pub async fn serve_shard(
             cfg.connections_per_shard_max,
             open.clone(),
             closed.clone(),
+            cfg.tls.clone(),
         ))
     });
     loop {
@@ -369,7 +370,8 @@ pub async fn serve_shard(
 /// timeout): a client that sends nothing, or sends plaintext, or offers only
 /// TLS 1.1, is closed — never waited on. Failures are counted as protocol
 /// errors and logged at debug (a port scanner must not flood the log).
-async fn handshake(
+/// Shared by the native and the RESP listener.
+pub(crate) async fn handshake(
     acceptor: &futures_rustls::TlsAcceptor,
     stream: glommio::net::TcpStream,
     ctx: &ShardContext,

@@ -18,12 +18,14 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpListener;
 
 use crate::net::stream::NetStream;
+use crate::net::tls::TlsHandle;
 
 use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 use crate::shard::metrics::{OpClass, ShardMetrics};
@@ -39,7 +41,10 @@ use crate::net::request_batch::ConnConfig;
 
 /// Accept RESP clients on `listener` until the engine stops. `open` and
 /// `closed` are the shard's connection count and its wake-up, shared with
-/// the native listener (one connection limit for both protocols).
+/// the native listener (one connection limit for both protocols). `tls` is
+/// the native listener's TLS configuration: set, this listener too speaks
+/// only TLS (same certificate, client CAs, reload and handshake deadline;
+/// docs/security.md says why there is no per-listener switch).
 pub async fn serve_listener(
     listener: TcpListener,
     ctx: ShardContext,
@@ -47,6 +52,7 @@ pub async fn serve_listener(
     connections_max: usize,
     open: Rc<Cell<usize>>,
     closed: Rc<WaitQueue>,
+    tls: Option<Arc<TlsHandle>>,
 ) {
     super::commands::STARTED.get_or_init(Instant::now);
     loop {
@@ -67,6 +73,11 @@ pub async fn serve_listener(
         let metrics = ctx.router.metrics();
         if open.get() >= connections_max {
             metrics.connection_rejected();
+            if tls.is_some() {
+                // A plaintext error line means nothing to a TLS client: just
+                // close (as the native listener does).
+                continue;
+            }
             glommio::spawn_local(async move {
                 // Redis's own text for its maxclients limit.
                 let _ = stream
@@ -79,12 +90,25 @@ pub async fn serve_listener(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
+        // The configuration current at accept: a reload (SIGHUP) applies to
+        // the connections accepted after it.
+        let acceptor = tls
+            .as_ref()
+            .map(|t| futures_rustls::TlsAcceptor::from(t.current()));
         let (ctx, cfg, open, closed) = (ctx.clone(), cfg.clone(), open.clone(), closed.clone());
         let maxclients = connections_max * usize::from(ctx.shard_count());
         glommio::spawn_local(async move {
-            // Plaintext: TLS on the RESP listener is not there yet
-            // (docs/security.md).
-            serve_resp_connection(NetStream::Plain(stream), &ctx, &cfg, maxclients).await;
+            let stream = match acceptor {
+                None => Some(NetStream::Plain(stream)),
+                Some(acceptor) => {
+                    crate::net::server::handshake(&acceptor, stream, &ctx, cfg.frame_timeout)
+                        .await
+                        .map(|s| NetStream::Tls(Box::new(s)))
+                }
+            };
+            if let Some(stream) = stream {
+                serve_resp_connection(stream, &ctx, &cfg, maxclients).await;
+            }
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
             closed.wake_all();
