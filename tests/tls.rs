@@ -1,4 +1,4 @@
-//! TLS on the native and RESP listeners (issue 21) against real server processes, with
+//! TLS on the native, RESP and admin listeners (issue 21) against real server processes, with
 //! throwaway certificates made by the `openssl` tool: the Rust client and
 //! `corekv cli` over TLS, protocol versions checked with `openssl s_client`,
 //! plaintext and silent clients closed (never a hang), a wrong CA refused,
@@ -683,6 +683,132 @@ fn the_resp_listener_speaks_only_tls_to_redis_cli_with_the_same_certificate() {
     // Still serving.
     let o = redis_cli(&server, &ping);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// `curl` against the admin endpoint over HTTPS: (HTTP code, body).
+fn curl(server: &common::Server, p: &Pki, path: &str, extra: &[&str]) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(p.path("ca.crt"))
+        .args(["-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{}{path}", server.admin.port()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    assert!(
+        o.status.success(),
+        "curl {path}: {o:?} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn the_admin_endpoint_speaks_only_https_and_diagnose_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let users = dir.path().join("users.toml");
+    common::user_add(&users, "admin", "admin", "https-adm1n-Pw");
+    let mut flags = tls_flags(&p);
+    flags.push("--users-file".into());
+    flags.push(users.display().to_string());
+    let server = start(dir.path(), &flags);
+
+    // /health stays open without credentials (health_requires_auth is off).
+    let (code, body) = curl(&server, &p, "/health", &[]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"serving\""), "{body}");
+    // /metrics needs an admin, over HTTPS as over HTTP.
+    let (code, _) = curl(&server, &p, "/metrics", &[]);
+    assert_eq!(code, "401");
+    let (code, body) = curl(&server, &p, "/metrics", &["-u", "admin:https-adm1n-Pw"]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("corekv_"), "{body}");
+    let (code, _) = curl(&server, &p, "/nope", &["-u", "admin:https-adm1n-Pw"]);
+    assert_eq!(code, "404");
+
+    // Plaintext HTTP to the HTTPS port: closed, never answered or left open.
+    let mut http = TcpStream::connect(server.admin).unwrap();
+    http.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = http.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("serving"),
+        "plaintext HTTP answered on the HTTPS port"
+    );
+    let http = TcpStream::connect(server.admin).unwrap();
+    assert_closed_by_server(http, "silent HTTPS client");
+    assert!(
+        common::try_metric_samples(server.admin, "corekv_connections_open")
+            .unwrap_or_default()
+            .is_empty(),
+        "the plaintext metrics helper got an answer"
+    );
+
+    // diagnose, given the server's settings and the CA, fetches both files
+    // over HTTPS and HELLO over TLS.
+    let settings: Vec<String> = [
+        "--data-dir".to_string(),
+        server.data_dir.display().to_string(),
+        "--listen".into(),
+        server.addr.to_string(),
+        "--admin-listen".into(),
+        server.admin.to_string(),
+    ]
+    .into_iter()
+    .chain(flags.iter().cloned())
+    .collect();
+    let bundle = dir.path().join("bundle.tar.gz");
+    let diag = |tls: bool| {
+        let mut cmd = Command::new(common::corekv_bin());
+        cmd.arg("diagnose")
+            .args(&settings)
+            .args(["--user", "admin"])
+            .env("COREKV_PASSWORD", "https-adm1n-Pw")
+            .arg("--out")
+            .arg(&bundle);
+        if tls {
+            cmd.arg("--tls-ca-file").arg(p.path("ca.crt"));
+        }
+        cmd.output().unwrap()
+    };
+    let o = diag(true);
+    assert!(o.status.success(), "diagnose over TLS: {o:?}");
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&bundle).unwrap());
+    let mut archive = tar::Archive::new(gz);
+    let mut files = std::collections::HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut body = String::new();
+        entry.read_to_string(&mut body).unwrap();
+        files.insert(name, body);
+    }
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n.ends_with(name))
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("no {name} in the bundle: {:?}", files.keys()))
+    };
+    assert!(file("health.json").contains("\"serving\""), "{files:?}");
+    assert!(file("metrics.txt").contains("corekv_"), "{files:?}");
+    assert!(file("server.txt").contains("shard_count: 1"), "{files:?}");
+    // Without the CA: incomplete, and it says why.
+    let o = diag(false);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--tls-ca-file"),
+        "{o:?}"
+    );
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
 }
