@@ -812,3 +812,92 @@ fn the_admin_endpoint_speaks_only_https_and_diagnose_reaches_it() {
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn corekv_bench_measures_a_tls_server_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--tls-client-ca-file".into());
+    flags.push(p.path("ca.crt").display().to_string());
+    let server = start(dir.path(), &flags);
+    let addr = server.addr.to_string();
+    let bench = |extra: &[&str], cert: bool| {
+        let mut cmd = Command::new(common::corekv_bin());
+        cmd.args(["bench", "--tls-ca-file"])
+            .arg(p.path("ca.crt"))
+            .args(["--keys", "200", "--warmup", "0", "--duration", "1"])
+            .args(["--connections", "2", "--pipeline", "4", "--quiet"])
+            .args(["--reply-timeout", "30"])
+            .args(extra)
+            .stdin(Stdio::null());
+        if cert {
+            cmd.arg("--tls-cert-file")
+                .arg(p.path("client.crt"))
+                .arg("--tls-key-file")
+                .arg(p.path("client.key"));
+        }
+        cmd.output().unwrap()
+    };
+    // Load (PUTs) and a read-heavy run, pipelined, over TLS with mTLS.
+    let json = dir.path().join("run.json");
+    let o = bench(
+        &[
+            "--addr",
+            &addr,
+            "--workload",
+            "B",
+            "--load",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert!(o.status.success(), "bench over TLS: {o:?}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Every op's errors are 0 and some ops were counted.
+    fn sums(v: &serde_json::Value, key: &str) -> u64 {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| {
+                    if k == key {
+                        v.as_u64().unwrap_or(0)
+                    } else {
+                        sums(v, key)
+                    }
+                })
+                .sum(),
+            serde_json::Value::Array(a) => a.iter().map(|v| sums(v, key)).sum(),
+            _ => 0,
+        }
+    }
+    assert_eq!(sums(&doc, "errors"), 0, "{doc}");
+    assert!(sums(&doc, "count") > 0, "{doc}");
+    // The keys the load wrote are there.
+    let mut c = tls_client(&server, &options(&p, "ca", true)).unwrap();
+    let mut found = 0;
+    let mut key = Vec::new();
+    for i in 0..200u64 {
+        corekv::bench::keygen::key_for(i, &mut key);
+        if c.get(&key).unwrap().is_some() {
+            found += 1;
+        }
+    }
+    assert_eq!(found, 200, "the TLS load wrote every record");
+    // A TLS target in --target form.
+    let target = format!("tls=native+tls@{addr}");
+    let o = bench(&["--target", &target, "--workload", "ping"], true);
+    assert!(o.status.success(), "bench --target native+tls: {o:?}");
+    // Without the client certificate the server refuses: a named failure,
+    // not a hang.
+    let o = bench(&["--addr", &addr, "--workload", "ping"], false);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("BENCH_FAILED"),
+        "{o:?}"
+    );
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}

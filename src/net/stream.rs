@@ -1,6 +1,8 @@
 //! A connection's byte stream as the server sees it: a plain TCP stream, or
 //! TLS over one. Every listener's connection code reads and writes this type,
-//! so plaintext and TLS share one request path.
+//! so plaintext and TLS share one request path. The load generator
+//! (`corekv bench`) uses the same type with a client-side TLS session
+//! ([`ClientNetStream`]).
 //!
 //! It owns only the choice between the two; it must never buffer or
 //! allocate per read or write (the plaintext arm is a direct call into
@@ -14,12 +16,30 @@ use glommio::net::TcpStream;
 
 /// A server-side TLS session over a glommio TCP stream.
 pub type TlsStream = futures_rustls::server::TlsStream<TcpStream>;
+/// A client-side TLS session over a glommio TCP stream.
+pub type ClientTlsStream = futures_rustls::client::TlsStream<TcpStream>;
 
-pub enum NetStream {
+/// Plain TCP or TLS session `S` over TCP.
+pub enum MaybeTls<S> {
     Plain(TcpStream),
     /// Boxed: a TLS session is large, and the plaintext arm should not pay
     /// for its size.
-    Tls(Box<TlsStream>),
+    Tls(Box<S>),
+}
+
+/// A server's connection.
+pub type NetStream = MaybeTls<TlsStream>;
+/// A client's connection (the load generator's).
+pub type ClientNetStream = MaybeTls<ClientTlsStream>;
+
+impl<S> MaybeTls<S> {
+    /// Whether written bytes may wait in a user-space buffer until flushed
+    /// (TLS records are sealed and queued by rustls; a plain socket write
+    /// goes straight to the kernel).
+    #[inline]
+    pub fn buffers_writes(&self) -> bool {
+        matches!(self, MaybeTls::Tls(_))
+    }
 }
 
 impl NetStream {
@@ -36,17 +56,9 @@ impl NetStream {
             NetStream::Tls(s) => s.get_ref().0.local_addr().map_err(std::io::Error::from),
         }
     }
-
-    /// Whether written bytes may wait in a user-space buffer until flushed
-    /// (TLS records are sealed and queued by rustls; a plain socket write
-    /// goes straight to the kernel).
-    #[inline]
-    pub fn buffers_writes(&self) -> bool {
-        matches!(self, NetStream::Tls(_))
-    }
 }
 
-impl AsyncRead for NetStream {
+impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {
     #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
@@ -54,13 +66,13 @@ impl AsyncRead for NetStream {
         buf: &mut [u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            NetStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            NetStream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for NetStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
@@ -68,22 +80,22 @@ impl AsyncWrite for NetStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
-            NetStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            NetStream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            NetStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            NetStream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
-            NetStream::Plain(s) => Pin::new(s).poll_close(cx),
-            NetStream::Tls(s) => Pin::new(&mut **s).poll_close(cx),
+            MaybeTls::Plain(s) => Pin::new(s).poll_close(cx),
+            MaybeTls::Tls(s) => Pin::new(&mut **s).poll_close(cx),
         }
     }
 }
