@@ -2,7 +2,9 @@
 //! throwaway certificates made by the `openssl` tool: the Rust client and
 //! `corekv cli` over TLS, protocol versions checked with `openssl s_client`,
 //! plaintext and silent clients closed (never a hang), a wrong CA refused,
-//! mutual TLS, AUTH over TLS, startup errors, and the key never printed.
+//! mutual TLS, AUTH over TLS, startup errors, the key never printed, HTTPS
+//! on the admin endpoint (curl, diagnose), `corekv bench` over TLS and
+//! close_notify on an orderly close.
 
 mod common;
 
@@ -898,6 +900,40 @@ fn corekv_bench_measures_a_tls_server_with_a_client_certificate() {
         String::from_utf8_lossy(&o.stderr).contains("BENCH_FAILED"),
         "{o:?}"
     );
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// A raw rustls session to `addr`, handshake done; then wait for the server
+/// to end it. `Ok(())`: it ended with close_notify (a read returns 0);
+/// `Err`: anything else (a truncation is `UnexpectedEof`).
+fn wait_for_close_notify(addr: std::net::SocketAddr, p: &Pki) -> std::io::Result<()> {
+    let config = corekv::net::tls::client_config(&p.path("ca.crt"), None).unwrap();
+    let name = corekv::net::tls::server_name("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    let mut buf = [0u8; 256];
+    match tls.read(&mut buf)? {
+        0 => Ok(()),
+        n => panic!("unexpected {n} bytes from an idle connection"),
+    }
+}
+
+#[test]
+fn an_idle_timeout_ends_tls_sessions_with_close_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--idle-timeout-ms".into());
+    flags.push("300".into());
+    let server = start(dir.path(), &flags);
+    wait_for_close_notify(server.addr, &p).expect("native listener: close_notify");
+    wait_for_close_notify(server.resp.unwrap(), &p).expect("RESP listener: close_notify");
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
 }

@@ -349,8 +349,9 @@ pub async fn serve_shard(
                     .await
                     .map(|s| NetStream::Tls(Box::new(s))),
             };
-            if let Some(stream) = stream {
-                serve_connection(stream, &ctx, &conn_cfg).await;
+            if let Some(mut stream) = stream {
+                serve_connection(&mut stream, &ctx, &conn_cfg).await;
+                super::stream::close(stream).await;
             }
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());

@@ -42,6 +42,27 @@ impl<S> MaybeTls<S> {
     }
 }
 
+/// How long an orderly close may wait to hand its close_notify to the
+/// kernel (a client that stopped reading must not hold the task).
+const CLOSE_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// End a served connection. TLS: send close_notify first, so the client can
+/// tell an orderly end (idle timeout, shutdown, its own QUIT) from a
+/// truncation; bounded by [`CLOSE_NOTIFY_WAIT`], failures ignored (the peer
+/// may be gone). Plaintext: just drop, as before.
+pub async fn close(stream: NetStream) {
+    if let MaybeTls::Tls(mut s) = stream {
+        use futures_lite::AsyncWriteExt;
+        let _ = futures_lite::future::or(
+            async {
+                let _ = s.close().await;
+            },
+            glommio::timer::sleep(CLOSE_NOTIFY_WAIT),
+        )
+        .await;
+    }
+}
+
 impl NetStream {
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         match self {

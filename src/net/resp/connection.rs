@@ -106,8 +106,9 @@ pub async fn serve_listener(
                         .map(|s| NetStream::Tls(Box::new(s)))
                 }
             };
-            if let Some(stream) = stream {
-                serve_resp_connection(stream, &ctx, &cfg, maxclients).await;
+            if let Some(mut stream) = stream {
+                serve_resp_connection(&mut stream, &ctx, &cfg, maxclients).await;
+                crate::net::stream::close(stream).await;
             }
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
@@ -127,7 +128,7 @@ enum ReadOutcome {
 }
 
 pub async fn serve_resp_connection(
-    mut stream: NetStream,
+    stream: &mut NetStream,
     ctx: &ShardContext,
     cfg: &ConnConfig,
     maxclients: usize,
@@ -182,7 +183,7 @@ pub async fn serve_resp_connection(
                             ctx,
                             cfg,
                             outb: &mut outb,
-                            stream: &mut stream,
+                            stream,
                             held_out: &held_out,
                             metrics,
                             proto: session.proto,
@@ -199,7 +200,7 @@ pub async fn serve_resp_connection(
                     }
                     let started = Instant::now();
                     let (flow, class, status) =
-                        session.run(&argv, ctx, cfg, &mut outb, &mut stream).await;
+                        session.run(&argv, ctx, cfg, &mut outb, stream).await;
                     let nanos = started.elapsed().as_nanos() as u64;
                     metrics.record_request(class, status, nanos);
                     if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
@@ -214,7 +215,7 @@ pub async fn serve_resp_connection(
                         Flow::Failed(e) => return send_failed(e, metrics, cfg),
                     }
                     if outb.is_full() {
-                        if let Err(e) = outb.flush(&mut stream).await {
+                        if let Err(e) = outb.flush(stream).await {
                             return send_failed(e, metrics, cfg);
                         }
                     }
@@ -225,7 +226,7 @@ pub async fn serve_resp_connection(
             ctx,
             cfg,
             outb: &mut outb,
-            stream: &mut stream,
+            stream,
             held_out: &held_out,
             metrics,
             proto: session.proto,
@@ -241,7 +242,7 @@ pub async fn serve_resp_connection(
             .error(&format!("ERR {detail}"));
         }
         if !outb.is_empty() {
-            if let Err(e) = outb.flush(&mut stream).await {
+            if let Err(e) = outb.flush(stream).await {
                 return send_failed(e, metrics, cfg);
             }
         }
@@ -259,7 +260,7 @@ pub async fn serve_resp_connection(
         if ctx.shutdown.is_set() {
             return;
         }
-        match read_more(&mut stream, &mut rbuf, ctx, cfg, &held_in).await {
+        match read_more(stream, &mut rbuf, ctx, cfg, &held_in).await {
             ReadOutcome::Data => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::Idle => return,
@@ -279,7 +280,7 @@ pub async fn serve_resp_connection(
                     proto: session.proto,
                 }
                 .error(&detail);
-                let _ = outb.flush(&mut stream).await;
+                let _ = outb.flush(stream).await;
                 return;
             }
             ReadOutcome::Failed(e) => {
