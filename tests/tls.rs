@@ -4,7 +4,7 @@
 //! plaintext and silent clients closed (never a hang), a wrong CA refused,
 //! mutual TLS, AUTH over TLS, startup errors, the key never printed, HTTPS
 //! on the admin endpoint (curl, diagnose), `corekv bench` over TLS and
-//! close_notify on an orderly close.
+//! close_notify on an orderly close, client certificates as users.
 
 mod common;
 
@@ -934,6 +934,80 @@ fn an_idle_timeout_ends_tls_sessions_with_close_notify() {
     let server = start(dir.path(), &flags);
     wait_for_close_notify(server.addr, &p).expect("native listener: close_notify");
     wait_for_close_notify(server.resp.unwrap(), &p).expect("RESP listener: close_notify");
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_client_certificate_naming_a_user_logs_the_connection_in_as_that_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    make_leaf(
+        &p.dir,
+        "reader",
+        "ca",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    let users = dir.path().join("users.toml");
+    common::user_add(&users, "reader", "read", "reader-Pw-1234");
+    let mut flags = tls_flags(&p);
+    flags.extend([
+        "--tls-client-ca-file".into(),
+        p.path("ca.crt").display().to_string(),
+        "--users-file".into(),
+        users.display().to_string(),
+    ]);
+    let server = start(dir.path(), &flags);
+    let as_reader = TlsOptions {
+        ca_file: p.path("ca.crt"),
+        server_name: "localhost".into(),
+        client_cert: Some((p.path("reader.crt"), p.path("reader.key"))),
+    };
+
+    // CN=reader: reads without AUTH, writes refused for the role.
+    let mut c = tls_client(&server, &as_reader).unwrap();
+    assert_eq!(c.get(b"k").unwrap(), None);
+    match c.put(b"k", b"v") {
+        Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::PermissionDenied),
+        other => panic!("PUT as reader: {other:?}"),
+    }
+    // CN=client names no user: AUTH is still required.
+    let mut c = tls_client(&server, &options(&p, "ca", true)).unwrap();
+    match c.get(b"k") {
+        Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::NoAuth),
+        other => panic!("GET with a certificate naming no user: {other:?}"),
+    }
+
+    // The RESP listener maps the certificate the same way.
+    let ca = p.path("ca.crt").display().to_string();
+    let cert = p.path("reader.crt").display().to_string();
+    let key = p.path("reader.key").display().to_string();
+    let tls_args = [
+        "--tls",
+        "--cacert",
+        &ca,
+        "--sni",
+        "localhost",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    let mut get = tls_args.to_vec();
+    get.extend(["GET", "k"]);
+    let o = redis_cli(&server, &get);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !out.contains("NOAUTH") && !out.contains("NOPERM"),
+        "GET as reader: {o:?}"
+    );
+    let mut set = tls_args.to_vec();
+    set.extend(["SET", "k", "v"]);
+    let o = redis_cli(&server, &set);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("NOPERM"),
+        "SET as reader: {o:?}"
+    );
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
 }

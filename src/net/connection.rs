@@ -53,7 +53,11 @@ pub async fn serve_connection(stream: &mut NetStream, ctx: &ShardContext, cfg: &
     // Replies of up to this much per round need no share of the budget (like
     // the base receive buffer): small requests always make progress.
     let mut batch = RequestBatch::new(ctx);
-    batch.start_session(cfg, stream.peer_addr().ok().map(|a| a.ip()));
+    batch.start_session(
+        cfg,
+        stream.peer_addr().ok().map(|a| a.ip()),
+        stream.peer_certificate_name().as_deref(),
+    );
     let mut needed = HEADER_BYTES;
     // This connection's share of the shard's buffer budget, given back on
     // every exit path (drop).

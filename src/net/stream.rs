@@ -64,6 +64,18 @@ pub async fn close(stream: NetStream) {
 }
 
 impl NetStream {
+    /// The subject CN of the client's certificate, when the client presented
+    /// one (only with `tls_client_ca_file`, so it is verified by then).
+    pub fn peer_certificate_name(&self) -> Option<String> {
+        match self {
+            MaybeTls::Plain(_) => None,
+            MaybeTls::Tls(s) => {
+                let cert = s.get_ref().1.peer_certificates()?.first()?;
+                crate::core::cert_name::subject_common_name(cert.as_ref())
+            }
+        }
+    }
+
     pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         match self {
             NetStream::Plain(s) => s.peer_addr().map_err(std::io::Error::from),

@@ -144,6 +144,12 @@ pub async fn serve_resp_connection(
     let held_out = Held::new(&cfg.buffers, metrics);
     let mut pipeline = Pipeline::new(ctx);
     let mut session = Session::new(ctx, peer, local, maxclients, cfg.auth.is_some());
+    // A verified client certificate naming a user logs the connection in.
+    if let (Some(auth), Some(name)) = (&cfg.auth, stream.peer_certificate_name()) {
+        if let Some(s) = auth.session_for_certificate(&name, peer.map(|a| a.ip())) {
+            session.auth = s;
+        }
+    }
     let mut args = Vec::new();
     loop {
         let mut consumed = 0;
