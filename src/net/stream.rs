@@ -4,14 +4,16 @@
 //! (`corekv bench`) uses the same type with a client-side TLS session
 //! ([`ClientNetStream`]).
 //!
-//! It owns only the choice between the two; it must never buffer or
+//! It owns the choice between the two, the server's TLS handshake (bounded
+//! by the frame timeout) and the orderly close (close_notify); it must never buffer or
 //! allocate per read or write (the plaintext arm is a direct call into
 //! glommio's stream; the TLS arm is boxed once per connection, at accept).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{future, AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
 /// A server-side TLS session over a glommio TCP stream.
@@ -44,7 +46,7 @@ impl<S> MaybeTls<S> {
 
 /// How long an orderly close may wait to hand its close_notify to the
 /// kernel (a client that stopped reading must not hold the task).
-const CLOSE_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const CLOSE_NOTIFY_WAIT: Duration = Duration::from_secs(1);
 
 /// End a served connection. TLS: send close_notify first, so the client can
 /// tell an orderly end (idle timeout, shutdown, its own QUIT) from a
@@ -53,7 +55,7 @@ const CLOSE_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1)
 pub async fn close(stream: NetStream) {
     if let MaybeTls::Tls(mut s) = stream {
         use futures_lite::AsyncWriteExt;
-        let _ = futures_lite::future::or(
+        let _ = future::or(
             async {
                 let _ = s.close().await;
             },
@@ -130,5 +132,49 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for MaybeTls<S> {
             MaybeTls::Plain(s) => Pin::new(s).poll_close(cx),
             MaybeTls::Tls(s) => Pin::new(&mut **s).poll_close(cx),
         }
+    }
+}
+
+/// The TLS handshake of one accepted connection, within `timeout` (the frame
+/// timeout): a client that sends nothing, or sends plaintext, or offers only
+/// TLS 1.1, is closed — never waited on. Failures are counted as protocol
+/// errors and logged at debug (a port scanner must not flood the log).
+/// Shared by the native and the RESP listener.
+pub async fn handshake(
+    acceptor: &futures_rustls::TlsAcceptor,
+    stream: glommio::net::TcpStream,
+    ctx: &crate::shard::ShardContext,
+    timeout: Duration,
+) -> Option<TlsStream> {
+    let peer = stream.peer_addr().ok();
+    // Ok: the handshake ended; Err(true): it timed out; Err(false): shutdown.
+    let outcome = future::or(
+        async { Ok(acceptor.accept(stream).await) },
+        future::or(
+            async {
+                glommio::timer::sleep(timeout).await;
+                Err(true)
+            },
+            async {
+                ctx.shutdown.wait().await;
+                Err(false)
+            },
+        ),
+    )
+    .await;
+    match outcome {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => {
+            ctx.router.metrics().protocol_error();
+            tracing::debug!(?peer, "TLS handshake failed: {e}");
+            None
+        }
+        Err(true) => {
+            ctx.router.metrics().protocol_error();
+            tracing::debug!(?peer, "TLS handshake not done within {timeout:?}");
+            None
+        }
+        // Shutting down: not the client's fault.
+        Err(false) => None,
     }
 }

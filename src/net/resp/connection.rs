@@ -101,7 +101,7 @@ pub async fn serve_listener(
             let stream = match acceptor {
                 None => Some(NetStream::Plain(stream)),
                 Some(acceptor) => {
-                    crate::net::server::handshake(&acceptor, stream, &ctx, cfg.frame_timeout)
+                    crate::net::stream::handshake(&acceptor, stream, &ctx, cfg.frame_timeout)
                         .await
                         .map(|s| NetStream::Tls(Box::new(s)))
                 }
