@@ -89,6 +89,7 @@ fn config(addr: SocketAddr, rate: Option<f64>) -> BenchConfig {
         shard_aware: false,
         reply_timeout: driver::REPLY_TIMEOUT,
         auth: None,
+        tls: None,
     }
 }
 

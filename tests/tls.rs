@@ -1,8 +1,10 @@
-//! TLS on the native listener (issue 21) against real server processes, with
+//! TLS on the native, RESP and admin listeners (issue 21) against real server processes, with
 //! throwaway certificates made by the `openssl` tool: the Rust client and
 //! `corekv cli` over TLS, protocol versions checked with `openssl s_client`,
 //! plaintext and silent clients closed (never a hang), a wrong CA refused,
-//! mutual TLS, AUTH over TLS, startup errors, and the key never printed.
+//! mutual TLS, AUTH over TLS, startup errors, the key never printed, HTTPS
+//! on the admin endpoint (curl, diagnose), `corekv bench` over TLS and
+//! close_notify on an orderly close, client certificates as users.
 
 mod common;
 
@@ -585,8 +587,427 @@ fn sighup_reloads_the_certificate_for_new_connections_and_keeps_old_ones() {
         connect_and_ping(&server, &options(&p, "ca", false)).is_err(),
         "the old certificate is still served to new connections"
     );
+    // The RESP listener serves the reloaded certificate too.
+    let other = p.path("other-ca.crt").display().to_string();
+    let o = redis_cli(
+        &server,
+        &["--tls", "--cacert", &other, "--sni", "localhost", "PING"],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
     // The connection made before the reload is still up.
     assert_eq!(old.get(b"r").unwrap().as_deref(), Some(&b"1"[..]));
     wait_for_log("reloaded the TLS certificate");
     server.kill();
+}
+
+/// `redis-cli` with `args` (TLS flags included by the caller) against the
+/// server's RESP listener; stdin closed.
+fn redis_cli(server: &common::Server, args: &[&str]) -> Output {
+    let resp = server.resp.expect("the RESP listener is on");
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &resp.port().to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run redis-cli (install it: apt-get install redis-tools)")
+}
+
+#[test]
+fn the_resp_listener_speaks_only_tls_to_redis_cli_with_the_same_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--tls-client-ca-file".into());
+    flags.push(p.path("ca.crt").display().to_string());
+    let server = start(dir.path(), &flags);
+    let ca = p.path("ca.crt").display().to_string();
+    let cert = p.path("client.crt").display().to_string();
+    let key = p.path("client.key").display().to_string();
+    let tls_args = [
+        "--tls",
+        "--cacert",
+        &ca,
+        "--sni",
+        "localhost",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+
+    let mut ping = tls_args.to_vec();
+    ping.push("PING");
+    let o = redis_cli(&server, &ping);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
+    let mut set = tls_args.to_vec();
+    set.extend(["SET", "rk", "over tls"]);
+    let o = redis_cli(&server, &set);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "OK", "{o:?}");
+    // Same keyspace as the native listener, over its own TLS.
+    let mut c = tls_client(&server, &options(&p, "ca", true)).unwrap();
+    assert_eq!(c.get(b"rk").unwrap().as_deref(), Some(&b"over tls"[..]));
+
+    // mTLS applies here too: no client certificate, no PONG.
+    let o = redis_cli(
+        &server,
+        &["--tls", "--cacert", &ca, "--sni", "localhost", "PING"],
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("PONG"),
+        "PONG without a client certificate: {o:?}"
+    );
+    // A client trusting another CA is refused.
+    let other = p.path("other-ca.crt").display().to_string();
+    let o = redis_cli(
+        &server,
+        &[
+            "--tls", "--cacert", &other, "--cert", &cert, "--key", &key, "PING",
+        ],
+    );
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("PONG"),
+        "PONG to a client trusting another CA: {o:?}"
+    );
+
+    // Plaintext RESP to the TLS port: closed, not answered, not left hanging.
+    let o = redis_cli(&server, &["PING"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("PONG"),
+        "plaintext PONG on a TLS port: {o:?}"
+    );
+    let resp = server.resp.unwrap();
+    let mut plain = TcpStream::connect(resp).unwrap();
+    plain.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    assert_closed_by_server(plain, "plaintext RESP client");
+    let silent = TcpStream::connect(resp).unwrap();
+    assert_closed_by_server(silent, "silent RESP client");
+
+    // Still serving.
+    let o = redis_cli(&server, &ping);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "PONG", "{o:?}");
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// `curl` against the admin endpoint over HTTPS: (HTTP code, body).
+fn curl(server: &common::Server, p: &Pki, path: &str, extra: &[&str]) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(p.path("ca.crt"))
+        .args(["-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{}{path}", server.admin.port()))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    assert!(
+        o.status.success(),
+        "curl {path}: {o:?} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (code.to_string(), body.to_string())
+}
+
+#[test]
+fn the_admin_endpoint_speaks_only_https_and_diagnose_reaches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let users = dir.path().join("users.toml");
+    common::user_add(&users, "admin", "admin", "https-adm1n-Pw");
+    let mut flags = tls_flags(&p);
+    flags.push("--users-file".into());
+    flags.push(users.display().to_string());
+    let server = start(dir.path(), &flags);
+
+    // /health stays open without credentials (health_requires_auth is off).
+    let (code, body) = curl(&server, &p, "/health", &[]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"serving\""), "{body}");
+    // /metrics needs an admin, over HTTPS as over HTTP.
+    let (code, _) = curl(&server, &p, "/metrics", &[]);
+    assert_eq!(code, "401");
+    let (code, body) = curl(&server, &p, "/metrics", &["-u", "admin:https-adm1n-Pw"]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("corekv_"), "{body}");
+    let (code, _) = curl(&server, &p, "/nope", &["-u", "admin:https-adm1n-Pw"]);
+    assert_eq!(code, "404");
+
+    // Plaintext HTTP to the HTTPS port: closed, never answered or left open.
+    let mut http = TcpStream::connect(server.admin).unwrap();
+    http.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        .unwrap();
+    http.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = http.read_to_end(&mut got);
+    assert!(
+        !String::from_utf8_lossy(&got).contains("serving"),
+        "plaintext HTTP answered on the HTTPS port"
+    );
+    let http = TcpStream::connect(server.admin).unwrap();
+    assert_closed_by_server(http, "silent HTTPS client");
+    assert!(
+        common::try_metric_samples(server.admin, "corekv_connections_open")
+            .unwrap_or_default()
+            .is_empty(),
+        "the plaintext metrics helper got an answer"
+    );
+
+    // diagnose, given the server's settings and the CA, fetches both files
+    // over HTTPS and HELLO over TLS.
+    let settings: Vec<String> = [
+        "--data-dir".to_string(),
+        server.data_dir.display().to_string(),
+        "--listen".into(),
+        server.addr.to_string(),
+        "--admin-listen".into(),
+        server.admin.to_string(),
+    ]
+    .into_iter()
+    .chain(flags.iter().cloned())
+    .collect();
+    let bundle = dir.path().join("bundle.tar.gz");
+    let diag = |tls: bool| {
+        let mut cmd = Command::new(common::corekv_bin());
+        cmd.arg("diagnose")
+            .args(&settings)
+            .args(["--user", "admin"])
+            .env("COREKV_PASSWORD", "https-adm1n-Pw")
+            .arg("--out")
+            .arg(&bundle);
+        if tls {
+            cmd.arg("--tls-ca-file").arg(p.path("ca.crt"));
+        }
+        cmd.output().unwrap()
+    };
+    let o = diag(true);
+    assert!(o.status.success(), "diagnose over TLS: {o:?}");
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(&bundle).unwrap());
+    let mut archive = tar::Archive::new(gz);
+    let mut files = std::collections::HashMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        let mut body = String::new();
+        entry.read_to_string(&mut body).unwrap();
+        files.insert(name, body);
+    }
+    let file = |name: &str| {
+        files
+            .iter()
+            .find(|(n, _)| n.ends_with(name))
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("no {name} in the bundle: {:?}", files.keys()))
+    };
+    assert!(file("health.json").contains("\"serving\""), "{files:?}");
+    assert!(file("metrics.txt").contains("corekv_"), "{files:?}");
+    assert!(file("server.txt").contains("shard_count: 1"), "{files:?}");
+    // Without the CA: incomplete, and it says why.
+    let o = diag(false);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--tls-ca-file"),
+        "{o:?}"
+    );
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn corekv_bench_measures_a_tls_server_with_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--tls-client-ca-file".into());
+    flags.push(p.path("ca.crt").display().to_string());
+    let server = start(dir.path(), &flags);
+    let addr = server.addr.to_string();
+    let bench = |extra: &[&str], cert: bool| {
+        let mut cmd = Command::new(common::corekv_bin());
+        cmd.args(["bench", "--tls-ca-file"])
+            .arg(p.path("ca.crt"))
+            .args(["--keys", "200", "--warmup", "0", "--duration", "1"])
+            .args(["--connections", "2", "--pipeline", "4", "--quiet"])
+            .args(["--reply-timeout", "30"])
+            .args(extra)
+            .stdin(Stdio::null());
+        if cert {
+            cmd.arg("--tls-cert-file")
+                .arg(p.path("client.crt"))
+                .arg("--tls-key-file")
+                .arg(p.path("client.key"));
+        }
+        cmd.output().unwrap()
+    };
+    // Load (PUTs) and a read-heavy run, pipelined, over TLS with mTLS.
+    let json = dir.path().join("run.json");
+    let o = bench(
+        &[
+            "--addr",
+            &addr,
+            "--workload",
+            "B",
+            "--load",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        true,
+    );
+    assert!(o.status.success(), "bench over TLS: {o:?}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // Every op's errors are 0 and some ops were counted.
+    fn sums(v: &serde_json::Value, key: &str) -> u64 {
+        match v {
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| {
+                    if k == key {
+                        v.as_u64().unwrap_or(0)
+                    } else {
+                        sums(v, key)
+                    }
+                })
+                .sum(),
+            serde_json::Value::Array(a) => a.iter().map(|v| sums(v, key)).sum(),
+            _ => 0,
+        }
+    }
+    assert_eq!(sums(&doc, "errors"), 0, "{doc}");
+    assert!(sums(&doc, "count") > 0, "{doc}");
+    // The keys the load wrote are there.
+    let mut c = tls_client(&server, &options(&p, "ca", true)).unwrap();
+    let mut found = 0;
+    let mut key = Vec::new();
+    for i in 0..200u64 {
+        corekv::bench::keygen::key_for(i, &mut key);
+        if c.get(&key).unwrap().is_some() {
+            found += 1;
+        }
+    }
+    assert_eq!(found, 200, "the TLS load wrote every record");
+    // A TLS target in --target form.
+    let target = format!("tls=native+tls@{addr}");
+    let o = bench(&["--target", &target, "--workload", "ping"], true);
+    assert!(o.status.success(), "bench --target native+tls: {o:?}");
+    // Without the client certificate the server refuses: a named failure,
+    // not a hang.
+    let o = bench(&["--addr", &addr, "--workload", "ping"], false);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("BENCH_FAILED"),
+        "{o:?}"
+    );
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+/// A raw rustls session to `addr`, handshake done; then wait for the server
+/// to end it. `Ok(())`: it ended with close_notify (a read returns 0);
+/// `Err`: anything else (a truncation is `UnexpectedEof`).
+fn wait_for_close_notify(addr: std::net::SocketAddr, p: &Pki) -> std::io::Result<()> {
+    let config = corekv::net::tls::client_config(&p.path("ca.crt"), None).unwrap();
+    let name = corekv::net::tls::server_name("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    let mut buf = [0u8; 256];
+    match tls.read(&mut buf)? {
+        0 => Ok(()),
+        n => panic!("unexpected {n} bytes from an idle connection"),
+    }
+}
+
+#[test]
+fn an_idle_timeout_ends_tls_sessions_with_close_notify() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    let mut flags = tls_flags(&p);
+    flags.push("--idle-timeout-ms".into());
+    flags.push("300".into());
+    let server = start(dir.path(), &flags);
+    wait_for_close_notify(server.addr, &p).expect("native listener: close_notify");
+    wait_for_close_notify(server.resp.unwrap(), &p).expect("RESP listener: close_notify");
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_client_certificate_naming_a_user_logs_the_connection_in_as_that_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    make_leaf(
+        &p.dir,
+        "reader",
+        "ca",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+    );
+    let users = dir.path().join("users.toml");
+    common::user_add(&users, "reader", "read", "reader-Pw-1234");
+    let mut flags = tls_flags(&p);
+    flags.extend([
+        "--tls-client-ca-file".into(),
+        p.path("ca.crt").display().to_string(),
+        "--users-file".into(),
+        users.display().to_string(),
+    ]);
+    let server = start(dir.path(), &flags);
+    let as_reader = TlsOptions {
+        ca_file: p.path("ca.crt"),
+        server_name: "localhost".into(),
+        client_cert: Some((p.path("reader.crt"), p.path("reader.key"))),
+    };
+
+    // CN=reader: reads without AUTH, writes refused for the role.
+    let mut c = tls_client(&server, &as_reader).unwrap();
+    assert_eq!(c.get(b"k").unwrap(), None);
+    match c.put(b"k", b"v") {
+        Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::PermissionDenied),
+        other => panic!("PUT as reader: {other:?}"),
+    }
+    // CN=client names no user: AUTH is still required.
+    let mut c = tls_client(&server, &options(&p, "ca", true)).unwrap();
+    match c.get(b"k") {
+        Err(ClientError::Status { status, .. }) => assert_eq!(status, Status::NoAuth),
+        other => panic!("GET with a certificate naming no user: {other:?}"),
+    }
+
+    // The RESP listener maps the certificate the same way.
+    let ca = p.path("ca.crt").display().to_string();
+    let cert = p.path("reader.crt").display().to_string();
+    let key = p.path("reader.key").display().to_string();
+    let tls_args = [
+        "--tls",
+        "--cacert",
+        &ca,
+        "--sni",
+        "localhost",
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+    ];
+    let mut get = tls_args.to_vec();
+    get.extend(["GET", "k"]);
+    let o = redis_cli(&server, &get);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        !out.contains("NOAUTH") && !out.contains("NOPERM"),
+        "GET as reader: {o:?}"
+    );
+    let mut set = tls_args.to_vec();
+    set.extend(["SET", "k", "v"]);
+    let o = redis_cli(&server, &set);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("NOPERM"),
+        "SET as reader: {o:?}"
+    );
+    let (code, _) = server.stop();
+    assert_eq!(code, Some(0));
 }

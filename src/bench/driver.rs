@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+
+use crate::net::stream::ClientNetStream;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 
@@ -62,6 +64,17 @@ pub struct BenchConfig {
     /// Native protocol: AUTH as this user (and password) on every connection
     /// before anything else (a server with a users file refuses the rest).
     pub auth: Option<(String, Vec<u8>)>,
+    /// Set: every connection speaks TLS (built once by `corekv bench` from
+    /// `TlsOptions::rustls`, the Rust client's own configuration).
+    pub tls: Option<BenchTls>,
+}
+
+/// The client side of TLS for a run: whom to trust (and the client
+/// certificate), and the name the server's certificate must carry.
+#[derive(Clone, Debug)]
+pub struct BenchTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// The default of `BenchConfig::reply_timeout`: generous, since a loaded
@@ -86,12 +99,31 @@ pub struct ConnStats {
 /// connection, and with `want` reconnect until it is that shard (the kernel
 /// spreads connections over the shards' listeners at random). Gives up after
 /// `SHARD_CONNECT_ATTEMPTS`.
-async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<(TcpStream, Option<u16>), String> {
+async fn connect(
+    cfg: &BenchConfig,
+    want: Option<u16>,
+) -> Result<(ClientNetStream, Option<u16>), String> {
     for _ in 0..SHARD_CONNECT_ATTEMPTS {
-        let mut stream = TcpStream::connect(cfg.addr)
+        let tcp = TcpStream::connect(cfg.addr)
             .await
             .map_err(|e| format!("connect {}: {e}", cfg.addr))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream = match &cfg.tls {
+            None => ClientNetStream::Plain(tcp),
+            Some(tls) => {
+                let connector = futures_rustls::TlsConnector::from(tls.config.clone());
+                let handshake =
+                    async { Some(connector.connect(tls.server_name.clone(), tcp).await) };
+                let s = future::or(handshake, async {
+                    glommio::timer::sleep(cfg.reply_timeout).await;
+                    None
+                })
+                .await
+                .ok_or_else(|| format!("no TLS handshake within {:?}", cfg.reply_timeout))?
+                .map_err(|e| format!("TLS_FAILED: handshake with {}: {e}", cfg.addr))?;
+                ClientNetStream::Tls(Box::new(s))
+            }
+        };
         if cfg.protocol != Protocol::Native {
             return Ok((stream, None));
         }
@@ -107,8 +139,7 @@ async fn connect(cfg: &BenchConfig, want: Option<u16>) -> Result<(TcpStream, Opt
             );
         }
         encode_request(&mut frame, 0, &Request::Hello);
-        stream
-            .write_all(&frame)
+        send(&mut stream, &frame)
             .await
             .map_err(|e| format!("send HELLO: {e}"))?;
         let mut buf = Vec::new();
@@ -570,7 +601,7 @@ async fn connection(
         }
         if !wbuf.is_empty() {
             // A server that stopped reading must not hang the run either.
-            let sent = future::or(async { Some(stream.write_all(&wbuf).await) }, async {
+            let sent = future::or(async { Some(send(&mut stream, &wbuf).await) }, async {
                 glommio::timer::sleep(cfg.reply_timeout).await;
                 None
             })
@@ -746,7 +777,21 @@ async fn connection(
 
 /// After a failed send: the first error reply the server left in the socket
 /// before it closed, if any arrives within a moment.
-async fn last_words(stream: &mut TcpStream, proto: Protocol, buf: &mut [u8]) -> Option<String> {
+/// Write `bytes` out to the socket: under TLS, rustls may hold sealed
+/// records until flushed, and the server must see the request now.
+async fn send(stream: &mut ClientNetStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    if stream.buffers_writes() {
+        stream.flush().await?;
+    }
+    Ok(())
+}
+
+async fn last_words(
+    stream: &mut ClientNetStream,
+    proto: Protocol,
+    buf: &mut [u8],
+) -> Option<String> {
     let mut have = 0;
     while have < buf.len() {
         let read = async { stream.read(&mut buf[have..]).await.ok() };

@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use corekv::bench::driver::{self, BenchConfig};
+use corekv::bench::driver::{self, BenchConfig, BenchTls};
 use corekv::bench::proto::Protocol;
 use corekv::bench::report;
 use corekv::bench::workload::{workload, Distribution, OpType, ValueSize};
+use corekv::net::client::TlsOptions;
 use corekv::net::codec::HelloInfo;
 
 #[derive(Args, Debug)]
@@ -117,6 +118,14 @@ pub struct BenchArgs {
     /// Native targets: every connection authenticates first.
     #[command(flatten)]
     pub credentials: super::user::Credentials,
+    /// Speak TLS (a server with tls_cert_file), with `corekv cli`'s flags:
+    /// --tls-ca-file, --tls-server-name, and --tls-cert-file/--tls-key-file
+    /// for a server with tls_client_ca_file. Applies to --addr; with
+    /// --target, only to targets whose protocol ends in `+tls`
+    /// (corekv-tls=native+tls@HOST:PORT), so one run can compare plaintext
+    /// and TLS servers.
+    #[command(flatten)]
+    pub tls: super::cli::TlsClientArgs,
 }
 
 pub fn run(args: BenchArgs) -> ExitCode {
@@ -136,6 +145,32 @@ struct Target {
     label: String,
     protocol: Protocol,
     addr: std::net::SocketAddr,
+    /// TLS: the options (for HELLO through the Rust client) and the
+    /// configuration the driver's connections use, built from them.
+    tls: Option<(TlsOptions, BenchTls)>,
+}
+
+/// TLS for a target at `addr` (as given, for the server name) when `on`.
+fn target_tls(
+    args: &BenchArgs,
+    addr: &str,
+    on: bool,
+) -> Result<Option<(TlsOptions, BenchTls)>, String> {
+    if !on {
+        return Ok(None);
+    }
+    let options = args
+        .tls
+        .options(addr)
+        .ok_or_else(|| format!("{addr}: a +tls target needs --tls-ca-file"))?;
+    let (config, server_name) = options.rustls().map_err(|e| format!("{}: {e}", e.name()))?;
+    Ok(Some((
+        options,
+        BenchTls {
+            config,
+            server_name,
+        },
+    )))
 }
 
 fn resolve(addr: &str) -> Result<std::net::SocketAddr, String> {
@@ -152,6 +187,7 @@ fn targets(args: &BenchArgs) -> Result<Vec<Target>, String> {
             label: args.label.clone(),
             protocol: args.protocol,
             addr: resolve(&args.addr)?,
+            tls: target_tls(args, &args.addr, args.tls.tls_ca_file.is_some())?,
         }]);
     }
     args.targets
@@ -163,10 +199,15 @@ fn targets(args: &BenchArgs) -> Result<Vec<Target>, String> {
             let (proto, addr) = rest
                 .split_once('@')
                 .ok_or_else(|| format!("--target {t}: expected LABEL=PROTOCOL@ADDR"))?;
+            let (proto, tls) = match proto.strip_suffix("+tls") {
+                Some(p) => (p, true),
+                None => (proto, false),
+            };
             Ok(Target {
                 label: label.into(),
                 protocol: proto.parse()?,
                 addr: resolve(addr)?,
+                tls: target_tls(args, addr, tls)?,
             })
         })
         .collect()
@@ -188,6 +229,10 @@ fn bank(args: &BenchArgs) -> ExitCode {
     let cpu_before = report::cpu_seconds();
     let wall = std::time::Instant::now();
     let addr = resolve(&args.addr);
+    if args.tls.tls_ca_file.is_some() {
+        eprintln!("BENCH_FAILED: --workload bank does not speak TLS yet; run it against a plaintext listener");
+        return ExitCode::from(2);
+    }
     let result: Outcome = (|| {
         let addr = addr.clone()?;
         let auth = args.credentials.resolve()?;
@@ -289,7 +334,13 @@ fn hello_of(t: &Target, args: &BenchArgs) -> Result<Option<HelloInfo>, String> {
         return Ok(None);
     }
     let auth = args.credentials.resolve()?;
-    let h = corekv::net::client::Client::connect(t.addr)
+    let connected = match &t.tls {
+        None => corekv::net::client::Client::connect(t.addr),
+        Some((options, _)) => {
+            corekv::net::client::Client::connect_tls(&t.addr.to_string(), options)
+        }
+    };
+    let h = connected
         .and_then(|mut c| {
             c.set_timeout(Some(Duration::from_secs_f64(args.reply_timeout)))?;
             if let Some((user, password)) = &auth {
@@ -337,6 +388,7 @@ fn execute(args: &BenchArgs) -> Result<(), String> {
         shards: hello.as_ref().map_or(1, |h| h.shard_count),
         reply_timeout: Duration::from_secs_f64(args.reply_timeout),
         auth: auth.clone(),
+        tls: t.tls.as_ref().map(|(_, b)| b.clone()),
     };
     let hellos = targets
         .iter()

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::{ArgMatches, Args};
 
-use corekv::net::client::Client;
+use corekv::net::client::{Client, TlsOptions};
 
 use super::hostfacts::gather;
 use super::settings::{resolve, ServeArgs, SETTINGS};
@@ -44,6 +44,18 @@ pub struct DiagnoseArgs {
     /// it is closed). The password never enters the archive.
     #[command(flatten)]
     pub credentials: super::user::Credentials,
+    /// The server speaks TLS (its tls_cert_file is set): reach the admin
+    /// endpoint (HTTPS) and the native listener trusting the CA
+    /// certificate(s) in this PEM file, as `corekv cli --tls-ca-file`.
+    /// (`--tls-cert-file` here is the server's own setting, so diagnose
+    /// cannot present a client certificate to a server with
+    /// tls_client_ca_file.)
+    #[arg(long, env = "COREKV_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// The name the server's certificate must carry (default: the host part
+    /// of the address).
+    #[arg(long, env = "COREKV_TLS_SERVER_NAME", requires = "tls_ca_file")]
+    pub tls_server_name: Option<String>,
 }
 
 /// Keys whose values must never leave the machine.
@@ -118,9 +130,10 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let tls = tls_options(&args, &admin);
         let (h, m) = (
-            http_get(&admin, "/health", basic.as_ref()),
-            http_get(&admin, "/metrics", basic.as_ref()),
+            http_get(&admin, "/health", basic.as_ref(), tls.as_ref()),
+            http_get(&admin, "/metrics", basic.as_ref(), tls.as_ref()),
         );
         if h.starts_with("could not fetch") {
             missing.push(format!(
@@ -133,7 +146,7 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
     if let Some(m) = health.1 {
         files.push(("metrics.txt".into(), m));
     }
-    let server = hello(&addr);
+    let server = hello(&addr, tls_options(&args, &addr).as_ref());
     if server.starts_with("could not reach") {
         missing.push(format!("server.txt (no corekv answered at {addr})"));
     }
@@ -161,9 +174,14 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(()) => {
+            let tls_hint = if serve.tls_cert_file.is_some() && args.tls_ca_file.is_none() {
+                " The server speaks TLS (tls_cert_file): pass --tls-ca-file with the CA that signed its certificate."
+            } else {
+                ""
+            };
             eprintln!(
                 "DIAGNOSE_INCOMPLETE: wrote {}, but it lacks: {}. Is the server running with these \
-                 settings? Pass the same --config / --listen / --admin-listen as serve.",
+                 settings? Pass the same --config / --listen / --admin-listen as serve.{tls_hint}",
                 args.out.display(),
                 missing.join("; ")
             );
@@ -176,7 +194,22 @@ pub fn run(args: DiagnoseArgs, matches: &ArgMatches) -> ExitCode {
     }
 }
 
-fn http_get(addr: &str, path: &str, basic: Option<&(String, Vec<u8>)>) -> String {
+/// The TLS options for reaching `addr`, as `corekv cli` builds them.
+fn tls_options(args: &DiagnoseArgs, addr: &str) -> Option<TlsOptions> {
+    super::cli::TlsClientArgs {
+        tls_ca_file: args.tls_ca_file.clone(),
+        tls_server_name: args.tls_server_name.clone(),
+        ..Default::default()
+    }
+    .options(addr)
+}
+
+fn http_get(
+    addr: &str,
+    path: &str,
+    basic: Option<&(String, Vec<u8>)>,
+    tls: Option<&TlsOptions>,
+) -> String {
     let authorization = basic.map_or(String::new(), |(user, password)| {
         let mut pair = format!("{user}:").into_bytes();
         pair.extend_from_slice(password);
@@ -185,25 +218,49 @@ fn http_get(addr: &str, path: &str, basic: Option<&(String, Vec<u8>)>) -> String
             corekv::net::auth::base64_encode(&pair)
         )
     });
+    let request = format!("GET {path} HTTP/1.0\r\nHost: corekv\r\n{authorization}\r\n");
     let attempt = || -> std::io::Result<String> {
-        let mut s = TcpStream::connect(addr)?;
+        let s = TcpStream::connect(addr)?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        write!(
-            s,
-            "GET {path} HTTP/1.0\r\nHost: corekv\r\n{authorization}\r\n"
-        )?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
         let mut raw = String::new();
-        s.read_to_string(&mut raw)?;
+        match tls {
+            None => {
+                let mut s = s;
+                s.write_all(request.as_bytes())?;
+                s.read_to_string(&mut raw)?;
+            }
+            Some(tls) => {
+                // The same client configuration as the Rust client's.
+                let config = corekv::net::tls::client_config(&tls.ca_file, None)
+                    .map_err(std::io::Error::other)?;
+                let name = corekv::net::tls::server_name(&tls.server_name)
+                    .map_err(std::io::Error::other)?;
+                let conn =
+                    rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                let mut s = rustls::StreamOwned::new(conn, s);
+                s.write_all(request.as_bytes())?;
+                s.flush()?;
+                s.read_to_string(&mut raw)?;
+            }
+        }
         Ok(raw)
     };
     match attempt() {
         Ok(raw) => raw,
-        Err(e) => format!("could not fetch http://{addr}{path}: {e}\n"),
+        Err(e) => {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            format!("could not fetch {scheme}://{addr}{path}: {e}\n")
+        }
     }
 }
 
-fn hello(addr: &str) -> String {
-    let result = Client::connect(addr).and_then(|mut c| {
+fn hello(addr: &str, tls: Option<&TlsOptions>) -> String {
+    let connected = match tls {
+        None => Client::connect(addr),
+        Some(tls) => Client::connect_tls_timeout(addr, tls, Duration::from_secs(5)),
+    };
+    let result = connected.and_then(|mut c| {
         c.set_timeout(Some(Duration::from_secs(5)))?;
         c.hello()
     });

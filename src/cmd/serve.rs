@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::ArgMatches;
 
-use corekv::net::admin::AdminServer;
+use corekv::net::admin::{AdminServer, AdminTls};
 use corekv::net::auth::{AdminAuth, UsersHandle};
 use corekv::net::server::{reserve_listen, serve_shard, ServerConfig};
 use corekv::shard::runtime::telemetry::Telemetry;
@@ -108,7 +108,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
                 tracing::info!(
                     cert = %files.cert.display(),
                     client_certificates = files.client_ca.is_some(),
-                    "native listener speaks TLS 1.2/1.3 only"
+                    "the native, RESP and admin listeners speak TLS 1.2/1.3 only"
                 );
                 Some(Arc::new(handle))
             }
@@ -148,12 +148,18 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         None
     } else {
         let auth = AdminAuth::new(users.clone(), args.health_requires_auth);
+        // HTTPS with the other listeners' certificate (docs/security.md).
+        let admin_tls = tls.clone().map(|handle| AdminTls {
+            handle,
+            deadline: Duration::from_millis(args.frame_timeout_ms),
+        });
         match AdminServer::start(
             &args.admin_listen,
             telemetry.clone(),
             admin_stop.clone(),
             auth,
             refusals,
+            admin_tls,
         ) {
             Ok(a) => Some(a),
             Err(e) => return startup_failed(e.name(), &format!("admin endpoint: {e}"), e.fix()),

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod backup_format;
 pub mod block_format;
+pub mod cert_name;
 pub mod checksum;
 pub mod config;
 pub mod filter;

@@ -2,16 +2,26 @@
 //! text format), on its own OS thread, unpinned from the shards' cores.
 //! With users configured, every path but /health (unless
 //! `health_requires_auth`) needs HTTP basic auth as an admin user
-//! (`net::auth::AdminAuth`).
+//! (`net::auth::AdminAuth`). With the server's TLS configured
+//! (`tls_cert_file`), it speaks only HTTPS, with the same certificate,
+//! client CAs and reload as the other listeners.
 //!
 //! It reads only the telemetry snapshots the shards publish (see
 //! `shard::runtime::telemetry`), so a slow or hostile scraper can never stall a shard. It
 //! must never touch live shard state or take part in request handling.
+//!
+//! Plaintext HTTP is served by tiny_http. HTTPS is not: tiny_http's TLS
+//! support is built on an older rustls with no client-certificate check and
+//! no reload, so the HTTPS side terminates TLS with the server's own rustls
+//! configuration and reads the one GET request a connection carries with a
+//! bounded reader (`https`). Both sides route through [`answer`], so a path,
+//! its authentication and its body are decided in one place.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener as StdListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -23,6 +33,7 @@ use crate::shard::runtime::telemetry::{Health, Telemetry, TelemetryView};
 use super::admission::{Refusal, Refusals};
 use super::auth::{AdminAuth, AdminRefusal};
 use super::server::NetError;
+use super::tls::TlsHandle;
 
 /// A running admin endpoint; stops when the flag is set.
 pub struct AdminServer {
@@ -30,39 +41,72 @@ pub struct AdminServer {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// HTTPS: the endpoint's TLS configuration and how long a connection may
+/// take to complete its handshake and send its request (the server's
+/// `frame_timeout`).
+pub struct AdminTls {
+    pub handle: Arc<TlsHandle>,
+    pub deadline: Duration,
+}
+
 impl AdminServer {
-    /// Bind `addr` and serve from a new thread until `stop` is set.
+    /// Bind `addr` and serve from a new thread until `stop` is set; HTTPS
+    /// only when `tls` is set.
     pub fn start(
         addr: &str,
         telemetry: Arc<Telemetry>,
         stop: Arc<AtomicBool>,
         auth: AdminAuth,
         refusals: Arc<Refusals>,
+        tls: Option<AdminTls>,
     ) -> Result<AdminServer, NetError> {
-        // Like the protocol port: wait out the sockets of a process killed a
-        // moment ago (see `server::BIND_RETRY_WINDOW`).
-        let server = super::server::bind_retrying(addr, || {
-            tiny_http::Server::http(addr).map_err(|e| {
-                std::io::Error::new(
-                    if e.to_string().contains("in use") {
-                        std::io::ErrorKind::AddrInUse
-                    } else {
-                        std::io::ErrorKind::Other
-                    },
-                    format!("admin endpoint (--admin-listen): {e}"),
+        let auth = Arc::new(Mutex::new(auth));
+        let (bound, run): (SocketAddr, Box<dyn FnOnce() + Send>) = match tls {
+            None => {
+                // Like the protocol port: wait out the sockets of a process
+                // killed a moment ago (see `server::BIND_RETRY_WINDOW`).
+                let server = super::server::bind_retrying(addr, || {
+                    tiny_http::Server::http(addr).map_err(|e| {
+                        std::io::Error::new(
+                            if e.to_string().contains("in use") {
+                                std::io::ErrorKind::AddrInUse
+                            } else {
+                                std::io::ErrorKind::Other
+                            },
+                            format!("admin endpoint (--admin-listen): {e}"),
+                        )
+                    })
+                })?;
+                let bound = server
+                    .server_addr()
+                    .to_ip()
+                    .ok_or_else(|| NetError::BadAddress {
+                        addr: addr.into(),
+                        detail: "not an IP address".into(),
+                    })?;
+                (
+                    bound,
+                    Box::new(move || serve(server, telemetry, stop, auth, refusals)),
                 )
-            })
-        })?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| NetError::BadAddress {
-                addr: addr.into(),
-                detail: "not an IP address".into(),
-            })?;
+            }
+            Some(tls) => {
+                let listen_err = |source| NetError::Listen {
+                    addr: addr.into(),
+                    source,
+                };
+                let listener = super::server::bind_retrying(addr, || StdListener::bind(addr))?;
+                // Non-blocking, so the loop notices `stop` between accepts.
+                listener.set_nonblocking(true).map_err(listen_err)?;
+                let bound = listener.local_addr().map_err(listen_err)?;
+                (
+                    bound,
+                    Box::new(move || https::serve(listener, tls, telemetry, stop, auth, refusals)),
+                )
+            }
+        };
         let thread = std::thread::Builder::new()
             .name("corekv-admin".into())
-            .spawn(move || serve(server, telemetry, stop, auth, refusals))
+            .spawn(run)
             .map_err(|source| NetError::Listen {
                 addr: addr.to_string(),
                 source,
@@ -78,11 +122,88 @@ impl AdminServer {
     }
 }
 
+/// What the endpoint answers one request with.
+struct Answer {
+    code: u16,
+    content_type: &'static str,
+    body: String,
+    /// 401: add the basic-auth challenge.
+    challenge: bool,
+}
+
+/// The one routing decision for both HTTP and HTTPS: authenticate, then
+/// /health, /metrics or 404.
+fn answer(
+    is_get: bool,
+    path: &str,
+    authorization: Option<&str>,
+    peer: Option<IpAddr>,
+    telemetry: &Telemetry,
+    auth: &Mutex<AdminAuth>,
+    refusals: &Refusals,
+) -> Answer {
+    // A poisoned lock still holds a usable gate (its throttle table).
+    let admitted = match auth.lock() {
+        Ok(mut a) => a.admit(path, authorization, peer),
+        Err(poisoned) => poisoned.into_inner().admit(path, authorization, peer),
+    };
+    if let Err(refusal) = admitted {
+        // `admit` logged it (one line per request: each admin thread serves
+        // one request at a time, so that is its own rate limit).
+        refusals.count(match refusal {
+            AdminRefusal::Unauthorized => Refusal::AdminUnauthorized,
+            AdminRefusal::Forbidden => Refusal::AdminForbidden,
+            AdminRefusal::Throttled => Refusal::AdminThrottled,
+        });
+        let (code, body) = match refusal {
+            AdminRefusal::Unauthorized => (
+                401,
+                "authentication required: HTTP basic auth as a user with the admin role\n",
+            ),
+            AdminRefusal::Forbidden => (403, "this user's role is not admin\n"),
+            AdminRefusal::Throttled => (
+                429,
+                "too many failed authentications from this address; retry later\n",
+            ),
+        };
+        return Answer {
+            code,
+            content_type: "text/plain",
+            body: body.into(),
+            challenge: code == 401,
+        };
+    }
+    let (code, content_type, body) = match (is_get, path) {
+        (true, "/health") => {
+            let (code, body) = health(&telemetry.view());
+            (code, "application/json", body)
+        }
+        (true, "/metrics") => (
+            200,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics(&telemetry.view(), refusals),
+        ),
+        _ => (
+            404,
+            "text/plain",
+            "not found: try /health or /metrics\n".to_string(),
+        ),
+    };
+    Answer {
+        code,
+        content_type,
+        body,
+        challenge: false,
+    }
+}
+
+const CHALLENGE: &str = "Basic realm=\"corekv\", charset=\"UTF-8\"";
+
 fn serve(
     server: tiny_http::Server,
     telemetry: Arc<Telemetry>,
     stop: Arc<AtomicBool>,
-    mut auth: AdminAuth,
+    auth: Arc<Mutex<AdminAuth>>,
     refusals: Arc<Refusals>,
 ) {
     while !stop.load(Ordering::SeqCst) {
@@ -101,70 +222,236 @@ fn serve(
             .find(|h| h.field.equiv("Authorization"))
             .map(|h| h.value.as_str().to_string());
         let peer = request.remote_addr().map(|a| a.ip());
-        if let Err(refusal) = auth.admit(&path, authorization.as_deref(), peer) {
-            // `admit` logged it (one line per request: this thread serves
-            // one request at a time, so that is its own rate limit).
-            refusals.count(match refusal {
-                AdminRefusal::Unauthorized => Refusal::AdminUnauthorized,
-                AdminRefusal::Forbidden => Refusal::AdminForbidden,
-                AdminRefusal::Throttled => Refusal::AdminThrottled,
-            });
-            refuse(request, refusal);
-            continue;
-        }
-        let (code, content_type, body) = match (request.method(), path.as_str()) {
-            (tiny_http::Method::Get, "/health") => {
-                let (code, body) = health(&telemetry.view());
-                (code, "application/json", body)
-            }
-            (tiny_http::Method::Get, "/metrics") => (
-                200,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                metrics(&telemetry.view(), &refusals),
-            ),
-            _ => (
-                404,
-                "text/plain",
-                "not found: try /health or /metrics\n".to_string(),
-            ),
-        };
-        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+        let a = answer(
+            *request.method() == tiny_http::Method::Get,
+            &path,
+            authorization.as_deref(),
+            peer,
+            &telemetry,
+            &auth,
+            &refusals,
+        );
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], a.content_type.as_bytes())
             .expect("static header is valid");
-        let response = tiny_http::Response::from_string(body)
-            .with_status_code(code)
+        let mut response = tiny_http::Response::from_string(a.body)
+            .with_status_code(a.code)
             .with_header(header);
+        if a.challenge {
+            response = response.with_header(
+                tiny_http::Header::from_bytes(&b"WWW-Authenticate"[..], CHALLENGE.as_bytes())
+                    .expect("static header is valid"),
+            );
+        }
         if let Err(e) = request.respond(response) {
             tracing::debug!("admin endpoint: response failed: {e}");
         }
     }
 }
 
-/// Answer a request the gate refused: 401 with a basic-auth challenge, 403,
-/// or 429.
-fn refuse(request: tiny_http::Request, refusal: AdminRefusal) {
-    let (code, body) = match refusal {
-        AdminRefusal::Unauthorized => (
-            401,
-            "authentication required: HTTP basic auth as a user with the admin role\n",
-        ),
-        AdminRefusal::Forbidden => (403, "this user's role is not admin\n"),
-        AdminRefusal::Throttled => (
-            429,
-            "too many failed authentications from this address; retry later\n",
-        ),
-    };
-    let mut response = tiny_http::Response::from_string(body).with_status_code(code);
-    if code == 401 {
-        response = response.with_header(
-            tiny_http::Header::from_bytes(
-                &b"WWW-Authenticate"[..],
-                &b"Basic realm=\"corekv\", charset=\"UTF-8\""[..],
-            )
-            .expect("static header is valid"),
-        );
+/// The HTTPS side: one thread per connection (at most
+/// [`https::CONNECTIONS_MAX`] at once), one request per connection.
+mod https {
+    use super::*;
+
+    /// HTTPS connections served at once; more are closed at accept. A
+    /// scraper and a load balancer need one or two; the cap keeps silent
+    /// clients from costing a thread each without bound.
+    pub const CONNECTIONS_MAX: usize = 16;
+    /// The longest request head (request line and headers) read.
+    const HEAD_BYTES_MAX: usize = 16 * 1024;
+
+    pub fn serve(
+        listener: StdListener,
+        tls: AdminTls,
+        telemetry: Arc<Telemetry>,
+        stop: Arc<AtomicBool>,
+        auth: Arc<Mutex<AdminAuth>>,
+        refusals: Arc<Refusals>,
+    ) {
+        let busy = Arc::new(AtomicUsize::new(0));
+        while !stop.load(Ordering::SeqCst) {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    wait_readable(&listener, 100);
+                    continue;
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("admin endpoint: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            if busy.load(Ordering::SeqCst) >= CONNECTIONS_MAX {
+                tracing::debug!(
+                    "admin endpoint: {CONNECTIONS_MAX} HTTPS connections busy; closing one more"
+                );
+                continue;
+            }
+            busy.fetch_add(1, Ordering::SeqCst);
+            // The configuration current at accept (a reload applies to the
+            // connections accepted after it).
+            let config = tls.handle.current();
+            let deadline = Instant::now() + tls.deadline;
+            let (telemetry, auth, refusals, busy2) = (
+                telemetry.clone(),
+                auth.clone(),
+                refusals.clone(),
+                busy.clone(),
+            );
+            let spawned = std::thread::Builder::new()
+                .name("corekv-admin-tls".into())
+                .spawn(move || {
+                    if let Err(e) =
+                        connection(stream, config, deadline, &telemetry, &auth, &refusals)
+                    {
+                        tracing::debug!("admin endpoint (HTTPS): connection closed: {e}");
+                    }
+                    busy2.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                busy.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!("admin endpoint: cannot start a connection thread: {e}");
+            }
+        }
     }
-    if let Err(e) = request.respond(response) {
-        tracing::debug!("admin endpoint: response failed: {e}");
+
+    /// Up to `ms` for a connection to wait at `listener` (poll(2)), so the
+    /// loop neither spins nor misses `stop` for long.
+    fn wait_readable(listener: &StdListener, ms: i32) {
+        use std::os::unix::io::AsRawFd;
+        let mut fds = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut fds, 1, ms) };
+    }
+
+    /// The time left before `deadline` as a socket timeout (never zero,
+    /// which would mean "no timeout").
+    fn left(deadline: Instant) -> std::io::Result<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "handshake and request not done within frame_timeout",
+            ));
+        }
+        Ok(left)
+    }
+
+    /// Handshake, read one request head, answer it, close with close_notify.
+    /// The handshake and the request together must arrive before `deadline`:
+    /// a silent client or a plaintext one is closed, never waited on.
+    fn connection(
+        tcp: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        deadline: Instant,
+        telemetry: &Telemetry,
+        auth: &Mutex<AdminAuth>,
+        refusals: &Refusals,
+    ) -> std::io::Result<()> {
+        tcp.set_nonblocking(false)?;
+        let peer = tcp.peer_addr().ok().map(|a| a.ip());
+        let conn = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.sock.set_read_timeout(Some(left(deadline)?))?;
+            tls.sock.set_write_timeout(Some(left(deadline)?))?;
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 2048];
+        let end = loop {
+            if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            if head.len() > HEAD_BYTES_MAX {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "request head too long",
+                ));
+            }
+            tls.sock.set_read_timeout(Some(left(deadline)?))?;
+            let n = tls.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        };
+        let a = match parse_head(&head[..end]) {
+            Some((is_get, path, authorization)) => answer(
+                is_get,
+                &path,
+                authorization.as_deref(),
+                peer,
+                telemetry,
+                auth,
+                refusals,
+            ),
+            None => Answer {
+                code: 400,
+                content_type: "text/plain",
+                body: "bad request\n".into(),
+                challenge: false,
+            },
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            a.code,
+            reason(a.code),
+            a.content_type,
+            a.body.len()
+        );
+        if a.challenge {
+            out.push_str(&format!("WWW-Authenticate: {CHALLENGE}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.push_str(&a.body);
+        tls.sock
+            .set_write_timeout(Some(left(deadline)?.max(Duration::from_secs(5))))?;
+        tls.write_all(out.as_bytes())?;
+        // An orderly end: the client can tell it from a truncation.
+        tls.conn.send_close_notify();
+        tls.flush()?;
+        let _ = tls.sock.shutdown(std::net::Shutdown::Write);
+        Ok(())
+    }
+
+    /// (is GET, path without the query, Authorization value) of a request
+    /// head; `None` when the request line is malformed.
+    pub(super) fn parse_head(head: &[u8]) -> Option<(bool, String, Option<String>)> {
+        let text = std::str::from_utf8(head).ok()?;
+        let mut lines = text.split("\r\n");
+        let mut request = lines.next()?.split(' ');
+        let (method, target, version) = (request.next()?, request.next()?, request.next()?);
+        if !version.starts_with("HTTP/1.") || request.next().is_some() {
+            return None;
+        }
+        let path = target.split('?').next().unwrap_or("").to_string();
+        let authorization = lines.find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("authorization")
+                .then(|| value.trim().to_string())
+        });
+        Some((method == "GET", path, authorization))
+    }
+
+    fn reason(code: u16) -> &'static str {
+        match code {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            429 => "Too Many Requests",
+            503 => "Service Unavailable",
+            _ => "",
+        }
     }
 }
 
@@ -670,4 +957,25 @@ pub fn process_rss_bytes() -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::https::parse_head;
+
+    #[test]
+    fn a_request_head_yields_method_path_and_authorization() {
+        let head = b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nauthorization: Basic eDp5";
+        assert_eq!(
+            parse_head(head),
+            Some((true, "/metrics".into(), Some("Basic eDp5".into())))
+        );
+        assert_eq!(
+            parse_head(b"POST /health HTTP/1.0"),
+            Some((false, "/health".into(), None))
+        );
+        // Not HTTP: refused, never routed.
+        assert_eq!(parse_head(b"\x16\x03\x01 hello"), None);
+        assert_eq!(parse_head(b"GET /health"), None);
+    }
 }

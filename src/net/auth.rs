@@ -133,6 +133,27 @@ impl ShardAuth {
             refusals,
         }
     }
+
+    /// A connection whose verified client certificate names (subject CN) a
+    /// user in the users file is that user from the start, without AUTH;
+    /// `None` when no user has that name (the connection must AUTH).
+    pub fn session_for_certificate(
+        &self,
+        name: &str,
+        peer: Option<IpAddr>,
+    ) -> Option<crate::core::auth::Session> {
+        let role = self.users.get().users.get(name)?.role;
+        tracing::debug!(
+            user = name,
+            ?peer,
+            role = role.name(),
+            "authenticated by client certificate"
+        );
+        Some(crate::core::auth::Session {
+            user: Some(name.to_string()),
+            role: Some(role),
+        })
+    }
 }
 
 /// The outcome of one AUTH: the status and body to answer, and the new

@@ -191,6 +191,30 @@ pub struct TlsOptions {
     pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
+impl TlsOptions {
+    /// The rustls client configuration and the server name these options
+    /// make: what [`Client::connect_tls`] uses, and what `corekv bench`
+    /// hands to its asynchronous connections (one place reads the files).
+    pub fn rustls(
+        &self,
+    ) -> Result<
+        (
+            std::sync::Arc<rustls::ClientConfig>,
+            rustls::pki_types::ServerName<'static>,
+        ),
+        ClientError,
+    > {
+        let cert = self
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        let config = super::tls::client_config(&self.ca_file, cert)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let name = super::tls::server_name(&self.server_name).map_err(ClientError::Tls)?;
+        Ok((config, name))
+    }
+}
+
 /// The first address of `addr` that accepts a connection within `timeout`.
 fn connect_any(addr: &str, timeout: Duration) -> Result<TcpStream, ClientError> {
     let connect_err = |source| ClientError::Connect {
@@ -250,13 +274,7 @@ impl Client {
     }
 
     fn over_tls(stream: TcpStream, tls: &TlsOptions) -> Result<Client, ClientError> {
-        let cert = tls
-            .client_cert
-            .as_ref()
-            .map(|(c, k)| (c.as_path(), k.as_path()));
-        let config = super::tls::client_config(&tls.ca_file, cert)
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
-        let name = super::tls::server_name(&tls.server_name).map_err(ClientError::Tls)?;
+        let (config, name) = tls.rustls()?;
         let conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         let mut tls_stream = rustls::StreamOwned::new(conn, stream);

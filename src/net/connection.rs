@@ -45,7 +45,7 @@ enum ReadOutcome {
     Failed(std::io::Error),
 }
 
-pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &ConnConfig) {
+pub async fn serve_connection(stream: &mut NetStream, ctx: &ShardContext, cfg: &ConnConfig) {
     let metrics = ctx.router.metrics();
     let body_max = cfg.limits.body_bytes_max();
     let mut rbuf = RecvBuf::new(HEADER_BYTES + body_max);
@@ -53,7 +53,11 @@ pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &C
     // Replies of up to this much per round need no share of the budget (like
     // the base receive buffer): small requests always make progress.
     let mut batch = RequestBatch::new(ctx);
-    batch.start_session(cfg, stream.peer_addr().ok().map(|a| a.ip()));
+    batch.start_session(
+        cfg,
+        stream.peer_addr().ok().map(|a| a.ip()),
+        stream.peer_certificate_name().as_deref(),
+    );
     let mut needed = HEADER_BYTES;
     // This connection's share of the shard's buffer budget, given back on
     // every exit path (drop).
@@ -95,12 +99,12 @@ pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &C
                     held_out.charge(holding - held_out.bytes());
                 }
                 let sent = batch
-                    .compose(rbuf.data(), cfg, &mut outb, &mut stream, metrics, nanos)
+                    .compose(rbuf.data(), cfg, &mut outb, stream, metrics, nanos)
                     .await;
                 let sent = match sent {
                     // Everything owed before the deferred ops goes out before
                     // they run: the client's reading paces the rounds.
-                    Ok(false) => outb.flush(&mut stream).await.map(|()| false),
+                    Ok(false) => outb.flush(stream).await.map(|()| false),
                     other => other,
                 };
                 match sent {
@@ -127,7 +131,7 @@ pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &C
             encode_response(outb.buf(), opcode, id, status, detail.as_bytes());
         }
         if !outb.is_empty() {
-            if let Err(e) = outb.flush(&mut stream).await {
+            if let Err(e) = outb.flush(stream).await {
                 return send_failed(e, metrics, cfg);
             }
         }
@@ -148,7 +152,7 @@ pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &C
         if ctx.shutdown.is_set() {
             return;
         }
-        match read_more(&mut stream, &mut rbuf, needed, ctx, cfg, &held_in).await {
+        match read_more(stream, &mut rbuf, needed, ctx, cfg, &held_in).await {
             ReadOutcome::Data(_) => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::Idle => {
@@ -161,7 +165,7 @@ pub async fn serve_connection(mut stream: NetStream, ctx: &ShardContext, cfg: &C
                 let detail = format!("frame incomplete after {:?}", cfg.frame_timeout);
                 encode_response(outb.buf(), 0, 0, Status::FrameTimeout, detail.as_bytes());
                 // Best effort: the client may not be reading either.
-                let _ = outb.flush(&mut stream).await;
+                let _ = outb.flush(stream).await;
                 return;
             }
             ReadOutcome::Failed(e) => {

@@ -178,8 +178,20 @@ impl RequestBatch {
     }
 
     /// Set up the connection's session: unauthenticated when `cfg` has users.
-    pub fn start_session(&mut self, cfg: &ConnConfig, peer: Option<std::net::IpAddr>) {
+    /// `certificate`: the subject CN of the client's verified certificate,
+    /// which logs the connection in as that user when there is one.
+    pub fn start_session(
+        &mut self,
+        cfg: &ConnConfig,
+        peer: Option<std::net::IpAddr>,
+        certificate: Option<&str>,
+    ) {
         self.session = crate::core::auth::Session::new(cfg.auth.is_some());
+        if let (Some(auth), Some(name)) = (&cfg.auth, certificate) {
+            if let Some(session) = auth.session_for_certificate(name, peer) {
+                self.session = session;
+            }
+        }
         self.peer = peer;
     }
 

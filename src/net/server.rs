@@ -309,6 +309,7 @@ pub async fn serve_shard(
             gate.clone(),
             open.clone(),
             closed.clone(),
+            cfg.tls.clone(),
         ))
     });
     loop {
@@ -366,12 +367,15 @@ pub async fn serve_shard(
         glommio::spawn_local(async move {
             let stream = match acceptor {
                 None => Some(NetStream::Plain(stream)),
-                Some(acceptor) => handshake(&acceptor, stream, &ctx, conn_cfg.frame_timeout)
-                    .await
-                    .map(|s| NetStream::Tls(Box::new(s))),
+                Some(acceptor) => {
+                    super::stream::handshake(&acceptor, stream, &ctx, conn_cfg.frame_timeout)
+                        .await
+                        .map(|s| NetStream::Tls(Box::new(s)))
+                }
             };
-            if let Some(stream) = stream {
-                serve_connection(stream, &ctx, &conn_cfg).await;
+            if let Some(mut stream) = stream {
+                serve_connection(&mut stream, &ctx, &conn_cfg).await;
+                super::stream::close(stream).await;
             }
             // The source's place goes back with the shard's.
             drop(slot);
@@ -387,49 +391,6 @@ pub async fn serve_shard(
     }
     closed.until(|| (open.get() == 0).then_some(())).await;
     Ok(())
-}
-
-/// The TLS handshake of one accepted connection, within `timeout` (the frame
-/// timeout): a client that sends nothing, or sends plaintext, or offers only
-/// TLS 1.1, is closed — never waited on. Failures are counted as protocol
-/// errors and logged at debug (a port scanner must not flood the log).
-async fn handshake(
-    acceptor: &futures_rustls::TlsAcceptor,
-    stream: glommio::net::TcpStream,
-    ctx: &ShardContext,
-    timeout: Duration,
-) -> Option<super::stream::TlsStream> {
-    let peer = stream.peer_addr().ok();
-    // Ok: the handshake ended; Err(true): it timed out; Err(false): shutdown.
-    let outcome = future::or(
-        async { Ok(acceptor.accept(stream).await) },
-        future::or(
-            async {
-                glommio::timer::sleep(timeout).await;
-                Err(true)
-            },
-            async {
-                ctx.shutdown.wait().await;
-                Err(false)
-            },
-        ),
-    )
-    .await;
-    match outcome {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            ctx.router.metrics().protocol_error();
-            tracing::debug!(?peer, "TLS handshake failed: {e}");
-            None
-        }
-        Err(true) => {
-            ctx.router.metrics().protocol_error();
-            tracing::debug!(?peer, "TLS handshake not done within {timeout:?}");
-            None
-        }
-        // Shutting down: not the client's fault.
-        Err(false) => None,
-    }
 }
 
 #[cfg(test)]

@@ -151,8 +151,8 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         name: "tls_cert_file",
         kind: Kind::Path,
-        default: DefaultValue::Unset("no TLS: the native listener speaks plaintext"),
-        doc: "PEM certificate chain (leaf first) of the native listener; with tls_key_file, the listener speaks only TLS 1.2/1.3. Reloaded on SIGHUP (new connections). See docs/security.md.",
+        default: DefaultValue::Unset("no TLS: every listener speaks plaintext"),
+        doc: "PEM certificate chain (leaf first); with tls_key_file, every listener (native protocol, RESP, admin HTTPS) speaks only TLS 1.2/1.3, with this one certificate. Reloaded on SIGHUP (new connections). See docs/security.md.",
         rule: Rule::Relation("set together with tls_key_file; must load and match the key (TLS_CONFIG_INVALID)"),
         deprecated: &[],
         access: path_access!(tls_cert_file),

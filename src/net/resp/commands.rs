@@ -215,7 +215,7 @@ pub struct Session {
     pub(super) scratch: Vec<u8>,
     pub(super) detail: Vec<u8>,
     /// Who the connection is (core::auth decides what that allows).
-    auth: auth::Session,
+    pub(super) auth: auth::Session,
     /// Whether the server has users (then a new or RESET connection starts
     /// unauthenticated).
     auth_required: bool,

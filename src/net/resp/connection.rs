@@ -18,6 +18,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ use glommio::net::TcpListener;
 
 use crate::net::admission::{Gate, Refusal};
 use crate::net::stream::NetStream;
+use crate::net::tls::TlsHandle;
 
 use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 use crate::shard::metrics::{OpClass, ShardMetrics};
@@ -43,6 +45,9 @@ use crate::net::request_batch::ConnConfig;
 /// the native listener (one connection limit for both protocols).
 /// `gate` holds the limits: the shard's (shared with the native listener)
 /// and the process-wide per-source one.
+/// `tls` is the native listener's TLS configuration: set, this listener too
+/// speaks only TLS (same certificate, client CAs, reload and handshake deadline;
+/// docs/security.md says why there is no per-listener switch).
 pub async fn serve_listener(
     listener: TcpListener,
     ctx: ShardContext,
@@ -50,6 +55,7 @@ pub async fn serve_listener(
     gate: Gate,
     open: Rc<Cell<usize>>,
     closed: Rc<WaitQueue>,
+    tls: Option<Arc<TlsHandle>>,
 ) {
     let connections_max = gate.connections_per_shard_max;
     super::commands::STARTED.get_or_init(Instant::now);
@@ -74,6 +80,11 @@ pub async fn serve_listener(
             Ok(slot) => slot,
             Err(refused) => {
                 metrics.connection_rejected();
+                if tls.is_some() {
+                    // A plaintext error line means nothing to a TLS client:
+                    // just close (as the native listener does).
+                    continue;
+                }
                 // Redis's own text for its maxclients limit (clients match
                 // on it), with corekv's reason after it for the per-source
                 // limit, which Redis does not have.
@@ -93,12 +104,26 @@ pub async fn serve_listener(
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
         metrics.connection_opened(open.get());
+        // The configuration current at accept: a reload (SIGHUP) applies to
+        // the connections accepted after it.
+        let acceptor = tls
+            .as_ref()
+            .map(|t| futures_rustls::TlsAcceptor::from(t.current()));
         let (ctx, cfg, open, closed) = (ctx.clone(), cfg.clone(), open.clone(), closed.clone());
         let maxclients = connections_max * usize::from(ctx.shard_count());
         glommio::spawn_local(async move {
-            // Plaintext: TLS on the RESP listener is not there yet
-            // (docs/security.md).
-            serve_resp_connection(NetStream::Plain(stream), &ctx, &cfg, maxclients).await;
+            let stream = match acceptor {
+                None => Some(NetStream::Plain(stream)),
+                Some(acceptor) => {
+                    crate::net::stream::handshake(&acceptor, stream, &ctx, cfg.frame_timeout)
+                        .await
+                        .map(|s| NetStream::Tls(Box::new(s)))
+                }
+            };
+            if let Some(mut stream) = stream {
+                serve_resp_connection(&mut stream, &ctx, &cfg, maxclients).await;
+                crate::net::stream::close(stream).await;
+            }
             drop(slot);
             open.set(open.get() - 1);
             ctx.router.metrics().connection_closed(open.get());
@@ -118,7 +143,7 @@ enum ReadOutcome {
 }
 
 pub async fn serve_resp_connection(
-    mut stream: NetStream,
+    stream: &mut NetStream,
     ctx: &ShardContext,
     cfg: &ConnConfig,
     maxclients: usize,
@@ -134,6 +159,12 @@ pub async fn serve_resp_connection(
     let held_out = Held::new(&cfg.buffers, metrics);
     let mut pipeline = Pipeline::new(ctx);
     let mut session = Session::new(ctx, peer, local, maxclients, cfg.auth.is_some());
+    // A verified client certificate naming a user logs the connection in.
+    if let (Some(auth), Some(name)) = (&cfg.auth, stream.peer_certificate_name()) {
+        if let Some(s) = auth.session_for_certificate(&name, peer.map(|a| a.ip())) {
+            session.auth = s;
+        }
+    }
     let mut args = Vec::new();
     loop {
         let mut consumed = 0;
@@ -173,7 +204,7 @@ pub async fn serve_resp_connection(
                             ctx,
                             cfg,
                             outb: &mut outb,
-                            stream: &mut stream,
+                            stream,
                             held_out: &held_out,
                             metrics,
                             proto: session.proto,
@@ -190,7 +221,7 @@ pub async fn serve_resp_connection(
                     }
                     let started = Instant::now();
                     let (flow, class, status) =
-                        session.run(&argv, ctx, cfg, &mut outb, &mut stream).await;
+                        session.run(&argv, ctx, cfg, &mut outb, stream).await;
                     let nanos = started.elapsed().as_nanos() as u64;
                     metrics.record_request(class, status, nanos);
                     if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
@@ -205,7 +236,7 @@ pub async fn serve_resp_connection(
                         Flow::Failed(e) => return send_failed(e, metrics, cfg),
                     }
                     if outb.is_full() {
-                        if let Err(e) = outb.flush(&mut stream).await {
+                        if let Err(e) = outb.flush(stream).await {
                             return send_failed(e, metrics, cfg);
                         }
                     }
@@ -216,7 +247,7 @@ pub async fn serve_resp_connection(
             ctx,
             cfg,
             outb: &mut outb,
-            stream: &mut stream,
+            stream,
             held_out: &held_out,
             metrics,
             proto: session.proto,
@@ -232,7 +263,7 @@ pub async fn serve_resp_connection(
             .error(&format!("ERR {detail}"));
         }
         if !outb.is_empty() {
-            if let Err(e) = outb.flush(&mut stream).await {
+            if let Err(e) = outb.flush(stream).await {
                 return send_failed(e, metrics, cfg);
             }
         }
@@ -250,7 +281,7 @@ pub async fn serve_resp_connection(
         if ctx.shutdown.is_set() {
             return;
         }
-        match read_more(&mut stream, &mut rbuf, ctx, cfg, &held_in).await {
+        match read_more(stream, &mut rbuf, ctx, cfg, &held_in).await {
             ReadOutcome::Data => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::Idle => return,
@@ -270,7 +301,7 @@ pub async fn serve_resp_connection(
                     proto: session.proto,
                 }
                 .error(&detail);
-                let _ = outb.flush(&mut stream).await;
+                let _ = outb.flush(stream).await;
                 return;
             }
             ReadOutcome::Failed(e) => {
