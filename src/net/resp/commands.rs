@@ -61,6 +61,7 @@ pub struct Cmd {
 const W: &[&str] = &["write", "denyoom"];
 const R: &[&str] = &["readonly", "fast"];
 const C: &[&str] = &["fast", "loading", "stale"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 // The access column has no default: a new command must choose. Open is for
 // what Redis 7 answers before AUTH (AUTH, HELLO, QUIT, RESET: not even PING);
@@ -121,6 +122,18 @@ cmds! {
     "ttl", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
     "type", Read, 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
     "unlink", Write, -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
+    "multi", Read, 1, TX, (0, 0, 0), "transactions", "Starts a transaction (queued commands run atomically across shards at EXEC).";
+    "exec", Read, 1, &["noscript", "loading", "stale", "skip_slowlog"], (0, 0, 0), "transactions", "Runs the queued commands as one atomic corekv transaction.";
+    "discard", Read, 1, TX, (0, 0, 0), "transactions", "Discards the queued commands.";
+    "watch", Read, -2, TX, (1, -1, 1), "transactions", "EXEC answers nil if one of these keys' values changed.";
+    "unwatch", Read, 1, TX, (0, 0, 0), "transactions", "Forgets the watched keys.";
+    "setbit", Write, 4, W, (1, 1, 1), "bitmap", "Sets or clears a bit (atomic read-modify-write).";
+    "getbit", Read, 3, R, (1, 1, 1), "bitmap", "Returns a bit.";
+    "bitcount", Read, -2, &["readonly"], (1, 1, 1), "bitmap", "Counts set bits (BYTE or BIT range).";
+    "bitpos", Read, -3, &["readonly"], (1, 1, 1), "bitmap", "Position of the first set or clear bit.";
+    "bitop", Write, -4, W, (2, -1, 1), "bitmap", "AND, OR, XOR or NOT of strings into a key (atomic across shards).";
+    "lcs", Read, -3, &["readonly"], (1, 2, 1), "string", "Longest common subsequence of two values (LEN, IDX, MINMATCHLEN, WITHMATCHLEN).";
+    "object", Read, -2, &["readonly"], (2, 2, 1), "generic", "OBJECT ENCODING: int, embstr or raw, from the value.";
 }
 
 /// Redis commands corekv knows and refuses, with the reason (the error
@@ -142,24 +155,12 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
         "flushall",
         "there is no engine operation to drop every key yet",
     ),
-    ("multi", TXN),
-    ("exec", TXN),
-    ("discard", TXN),
-    ("watch", TXN),
-    ("unwatch", TXN),
     ("rename", NOT_YET),
     ("renamenx", NOT_YET),
     ("copy", NOT_YET),
     ("randomkey", NOT_YET),
-    ("lcs", NOT_YET),
-    ("setbit", NOT_YET),
-    ("getbit", NOT_YET),
-    ("bitcount", NOT_YET),
-    ("bitpos", NOT_YET),
-    ("bitop", NOT_YET),
     ("bitfield", NOT_YET),
     ("bitfield_ro", NOT_YET),
-    ("object", NOT_YET),
     ("wait", NOT_YET),
     ("lastsave", NOT_YET),
     ("debug", NOT_YET),
@@ -183,7 +184,6 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
 ];
 
 const EXPIRY: &str = "key expiry is not supported by corekv yet";
-const TXN: &str = "MULTI/EXEC transactions are not supported on RESP yet (MSET and MSETNX are atomic across shards)";
 const NOT_YET: &str = "not supported by corekv yet";
 
 pub fn lookup(name: &str) -> Option<&'static Cmd> {
@@ -219,6 +219,10 @@ pub struct Session {
     /// Whether the server has users (then a new or RESET connection starts
     /// unauthenticated).
     auth_required: bool,
+    /// After MULTI: the queued commands (multi.rs).
+    pub(super) multi: Option<super::multi::Queue>,
+    /// WATCHed keys and what WATCH saw of them.
+    pub(super) watched: Vec<super::multi::Watched>,
 }
 
 impl Drop for Session {
@@ -275,6 +279,8 @@ impl Session {
             detail: Vec::new(),
             auth: auth::Session::new(auth_required),
             auth_required,
+            multi: None,
+            watched: Vec::new(),
         }
     }
 
@@ -311,12 +317,15 @@ impl Session {
                 ),
                 None => unknown_command(argv),
             };
+            // Rejected while MULTI queues: EXEC will abort, as in Redis.
+            self.flag_multi();
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, Status::UnknownOpcode);
         };
         let n = argv.len() as i32;
         if (cmd.arity > 0 && n != cmd.arity) || (cmd.arity < 0 && n < -cmd.arity) {
             let e = format!("ERR wrong number of arguments for '{}' command", cmd.name);
+            self.flag_multi();
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, Status::InvalidArgument);
         }
@@ -329,8 +338,19 @@ impl Session {
                     acl_name(cmd, argv)
                 ),
             };
+            self.flag_multi();
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, status);
+        }
+        // After MULTI every command but these is queued (Redis's list).
+        if self.in_multi()
+            && !matches!(
+                cmd.name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
+            let (class, status) = self.queue(cmd.name, &mut run);
+            return (Flow::Continue, class, status);
         }
         let result = match cmd.name {
             "ping" => self.ping(&mut run),
@@ -348,6 +368,7 @@ impl Session {
                 self.proto = 2;
                 self.name = None;
                 self.cursors.clear();
+                self.multi_reset();
                 // As Redis 7: back to the default state, which with users
                 // configured is unauthenticated.
                 self.auth = auth::Session::new(self.auth_required);
@@ -404,6 +425,10 @@ impl Session {
             "dbsize" => self.dbsize(&mut run).await,
             "keys" => self.keys(&mut run).await,
             "scan" => self.scan(&mut run).await,
+            "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+                self.transaction_command(cmd.name, &mut run).await
+            }
+            n if super::multi::EVALUATED.contains(&n) => self.evaluated(&mut run).await,
             _ => self.string_command(cmd.name, &mut run).await,
         };
         match result {

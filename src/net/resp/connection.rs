@@ -152,7 +152,9 @@ pub async fn serve_resp_connection(
                     // as it is now (after any AUTH earlier in this read,
                     // which `run` decided before this command was parsed),
                     // may run it; otherwise `run` refuses it in order.
-                    let plain = plain(&argv).filter(|kind| session.may(plain_access(*kind)));
+                    // After MULTI nothing joins a run: every command is queued by `run`.
+                    let plain = plain(&argv)
+                        .filter(|kind| !session.in_multi() && session.may(plain_access(*kind)));
                     if pipeline.kind().is_some() && pipeline.kind() != plain {
                         let mut io = Io {
                             ctx,

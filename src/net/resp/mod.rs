@@ -3,7 +3,9 @@
 //! work against corekv.
 //!
 //! It owns RESP framing (codec.rs), the command table and per-connection
-//! session (commands.rs), glob patterns (glob.rs), the string and key commands (strings.rs), the
+//! session (commands.rs), glob patterns (glob.rs), the string and key commands (strings.rs),
+//! MULTI/EXEC/WATCH and the commands evaluated over a transaction's snapshot
+//! (multi.rs, bits.rs), the
 //! keyspace walks and INFO (keyspace.rs), runs of pipelined plain GETs or
 //! SETs executed as one batch (pipeline.rs), and the listener and connection
 //! loop (connection.rs). It is served by the same shards, with the same
@@ -13,10 +15,12 @@
 //! router operations, transactions or scans. docs/redis-compatibility.md
 //! lists what is supported and how it differs from Redis.
 
+pub mod bits;
 pub mod codec;
 pub mod commands;
 pub mod connection;
 pub mod glob;
 pub mod keyspace;
+pub mod multi;
 pub mod pipeline;
 pub mod strings;

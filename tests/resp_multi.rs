@@ -1,0 +1,509 @@
+//! MULTI/EXEC/DISCARD/WATCH/UNWATCH and the bit commands, LCS and OBJECT
+//! ENCODING on the RESP listener, against a real redis-server in the same
+//! run (identical replies, errors included, RESP2 and RESP3); EXEC is
+//! all-or-nothing across shards (a concurrent reader never sees half of
+//! one, concurrent read-modify-write EXECs lose nothing); WATCH makes EXEC
+//! answer nil when another client changed a watched key, and only then.
+//!
+//! Tests that need redis-server print "SKIPPED: ..." and return when it is
+//! missing (CI installs it).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::resp::{start_redis, Conn, V};
+use corekv::core::hash::shard_for_key;
+
+fn start_corekv(dir: &std::path::Path, extra: &[&str]) -> (common::Server, SocketAddr) {
+    let mut args = vec!["--shards", "2"];
+    args.extend_from_slice(extra);
+    let server = common::start_server(dir, &args);
+    let resp = server.resp.expect("the RESP listener is on");
+    (server, resp)
+}
+
+fn cmd(c: &mut Conn, args: &[&str]) -> V {
+    let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    c.cmd(&a)
+}
+
+/// Send every command to both servers and compare the replies.
+fn same_replies(corekv: &mut Conn, redis: &mut Conn, script: &[&[&str]]) {
+    for c in script {
+        let ours = cmd(corekv, c);
+        let theirs = cmd(redis, c);
+        assert_eq!(ours, theirs, "replies differ for {c:?}");
+    }
+}
+
+/// Delete every key (KEYS, then DEL each).
+fn wipe(c: &mut Conn) {
+    let V::Array(keys) = cmd(c, &["KEYS", "*"]) else {
+        panic!("KEYS answers an array")
+    };
+    for k in keys {
+        let V::Bulk(k) = k else {
+            panic!("keys are bulk strings")
+        };
+        assert_eq!(c.cmd(&[b"DEL", &k]), V::Int(1));
+    }
+}
+
+/// Two keys on different shards of a 2-shard server, with a prefix.
+fn keys_on_both_shards(prefix: &str) -> (String, String) {
+    let keys: Vec<String> = (0..64).map(|i| format!("{prefix}{i}")).collect();
+    let a = keys[0].clone();
+    let sa = shard_for_key(a.as_bytes(), 2);
+    let b = keys
+        .iter()
+        .find(|k| shard_for_key(k.as_bytes(), 2) != sa)
+        .expect("some key lands on the other shard")
+        .clone();
+    (a, b)
+}
+
+const MULTI_SCRIPT: &[&[&str]] = &[
+    &["EXEC"],
+    &["DISCARD"],
+    &["MULTI"],
+    &["MULTI"],
+    &["WATCH", "x"],
+    &["SET", "a", "1"],
+    &["INCR", "a"],
+    &["GET", "a"],
+    &["SET", "s", "text"],
+    &["INCR", "s"],
+    &["APPEND", "s", "!"],
+    &["MSET", "m1", "1", "m2", "2"],
+    &["MGET", "m1", "m2", "nope"],
+    &["DEL", "m1", "m1", "nope"],
+    &["EXISTS", "m1", "m2", "m2"],
+    &["SETNX", "m2", "x"],
+    &["GETSET", "m2", "y"],
+    &["GETDEL", "m2"],
+    &["STRLEN", "s"],
+    &["GETRANGE", "s", "0", "1"],
+    &["SETRANGE", "s", "1", "EE"],
+    &["SET", "s", "v", "BOGUS"],
+    &["SET", "n", "1", "NX", "GET"],
+    &["INCRBY", "n", "x"],
+    &["DECRBY", "n", "5"],
+    &["MSETNX", "n", "1", "o", "2"],
+    &["TYPE", "n"],
+    &["TYPE", "zz"],
+    &["TTL", "n"],
+    &["PING"],
+    &["ECHO", "e"],
+    &["UNWATCH"],
+    &["EXEC"],
+    &["EXEC"],
+    // Errors while queuing doom the EXEC; the queue is then gone.
+    &["MULTI"],
+    &["SET", "a", "2"],
+    &["GET"],
+    &["EXEC"],
+    &["GET", "a"],
+    &["MULTI"],
+    &["SET", "a", "3"],
+    &["NOSUCHCOMMAND", "x"],
+    &["EXEC"],
+    &["GET", "a"],
+    // DISCARD drops the queue.
+    &["MULTI"],
+    &["SET", "a", "4"],
+    &["DISCARD"],
+    &["GET", "a"],
+    &["MULTI"],
+    &["EXEC"],
+    // WATCH with no change: EXEC runs.
+    &["WATCH", "a", "w2"],
+    &["GET", "a"],
+    &["MULTI"],
+    &["SET", "w2", "1"],
+    &["EXEC"],
+    &["UNWATCH"],
+    &["WATCH"],
+    // The bit commands, LCS and OBJECT ENCODING, inside and outside MULTI.
+    &["SETBIT", "bits", "7", "1"],
+    &["SETBIT", "bits", "7", "0"],
+    &["SETBIT", "bits", "100", "1"],
+    &["SETBIT", "bits", "-1", "1"],
+    &["SETBIT", "bits", "1", "2"],
+    &["SETBIT", "bits", "x", "1"],
+    &["GETBIT", "bits", "100"],
+    &["GETBIT", "bits", "99"],
+    &["GETBIT", "bits", "100000"],
+    &["GETBIT", "nobits", "3"],
+    &["GETBIT", "bits", "-3"],
+    &["GET", "bits"],
+    &["SET", "foo", "foobar"],
+    &["BITCOUNT", "foo"],
+    &["BITCOUNT", "foo", "0", "0"],
+    &["BITCOUNT", "foo", "1", "1"],
+    &["BITCOUNT", "foo", "1", "1", "BYTE"],
+    &["BITCOUNT", "foo", "5", "30", "BIT"],
+    &["BITCOUNT", "foo", "-2", "-1"],
+    &["BITCOUNT", "foo", "-1", "-2"],
+    &["BITCOUNT", "foo", "2", "1"],
+    &["BITCOUNT", "foo", "0", "100"],
+    &["BITCOUNT", "foo", "0"],
+    &["BITCOUNT", "foo", "0", "1", "BOTH"],
+    &["BITCOUNT", "foo", "a", "1"],
+    &["BITCOUNT", "missing", "a", "1"],
+    &["BITCOUNT", "missing"],
+    &["SET", "bp", "\u{00ff}\u{00f0}"],
+    &["SET", "zeros", "\x00\x00\x00"],
+    &["SET", "ones", "\x7f\x7f"],
+    &["BITPOS", "zeros", "1"],
+    &["BITPOS", "zeros", "0"],
+    &["BITPOS", "ones", "0"],
+    &["BITPOS", "ones", "1"],
+    &["BITPOS", "ones", "1", "1"],
+    &["BITPOS", "ones", "0", "1"],
+    &["BITPOS", "ones", "0", "1", "-1"],
+    &["BITPOS", "ones", "1", "2"],
+    &["BITPOS", "ones", "0", "3", "10", "BIT"],
+    &["BITPOS", "ones", "1", "9", "15", "BIT"],
+    &["BITPOS", "ones", "0", "9", "15", "BIT"],
+    &["BITPOS", "ones", "0", "9", "-1", "BIT"],
+    &["BITPOS", "ones", "0", "9", "8", "BIT"],
+    &["BITPOS", "ones", "0", "0", "-1", "BYTE"],
+    &["BITPOS", "ones", "0", "0", "-1", "NOPE"],
+    &["BITPOS", "ones", "2"],
+    &["BITPOS", "ones", "x"],
+    &["BITPOS", "missing", "0"],
+    &["BITPOS", "missing", "1"],
+    &["SET", "empty", ""],
+    &["BITPOS", "empty", "0"],
+    &["BITCOUNT", "empty"],
+    &["SET", "k1", "foobar"],
+    &["SET", "k2", "abcdef"],
+    &["BITOP", "AND", "dest", "k1", "k2"],
+    &["GET", "dest"],
+    &["BITOP", "or", "dest", "k1", "k2", "ones"],
+    &["GET", "dest"],
+    &["BITOP", "XOR", "dest", "k1", "ones"],
+    &["GET", "dest"],
+    &["BITOP", "NOT", "dest", "ones"],
+    &["GET", "dest"],
+    &["BITOP", "NOT", "dest", "ones", "k1"],
+    &["BITOP", "NAND", "dest", "k1"],
+    &["BITOP", "AND", "dest", "missing1", "missing2"],
+    &["EXISTS", "dest"],
+    &["MULTI"],
+    &["SETBIT", "mb", "3", "1"],
+    &["GETBIT", "mb", "3"],
+    &["BITCOUNT", "mb"],
+    &["BITOP", "OR", "mb2", "mb", "k1"],
+    &["GET", "mb2"],
+    &["EXEC"],
+    &["SET", "l1", "ohmytext"],
+    &["SET", "l2", "mynewtext"],
+    &["LCS", "l1", "l2"],
+    &["LCS", "l1", "l2", "LEN"],
+    &["LCS", "l1", "l2", "IDX"],
+    &["LCS", "l1", "l2", "IDX", "MINMATCHLEN", "4"],
+    &["LCS", "l1", "l2", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+    &["LCS", "l1", "l2", "IDX", "LEN"],
+    &["LCS", "l1", "l2", "BOGUS"],
+    &["LCS", "l1", "missing"],
+    &["LCS", "l1", "missing", "IDX"],
+    &["SET", "i", "12345"],
+    &["SET", "e", "short"],
+    &[
+        "SET",
+        "r",
+        "a value that is longer than forty-four bytes, so raw",
+    ],
+    &["OBJECT", "ENCODING", "i"],
+    &["OBJECT", "ENCODING", "e"],
+    &["OBJECT", "ENCODING", "r"],
+    &["OBJECT", "ENCODING", "missing"],
+    &["OBJECT", "BOGUS", "i"],
+];
+
+#[test]
+fn multi_and_bit_commands_match_redis() {
+    let Some(redis) = start_redis(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let mut ours = Conn::open(resp);
+    let mut theirs = Conn::open(redis.addr);
+    same_replies(&mut ours, &mut theirs, MULTI_SCRIPT);
+    // The same in RESP3, after wiping both.
+    for c in [&mut ours, &mut theirs] {
+        wipe(c);
+        assert!(matches!(cmd(c, &["HELLO", "3"]), V::Map(_)));
+    }
+    same_replies(&mut ours, &mut theirs, MULTI_SCRIPT);
+}
+
+/// A reader never sees half of an EXEC whose writes span both shards (each
+/// EXEC sets both keys to the same value; the reader's MULTI GET GET EXEC
+/// and its MGET are snapshots); two clients moving units between the keys
+/// with read-modify-write EXECs lose nothing.
+#[test]
+fn exec_is_atomic_across_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let (a, b) = keys_on_both_shards("acct-");
+    let mut setup = Conn::open(resp);
+    assert_eq!(
+        cmd(&mut setup, &["MSET", &a, "0", &b, "0"]),
+        V::Simple("OK".into())
+    );
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (a, b, done) = (a.clone(), b.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut c = Conn::open(resp);
+            let mut reads = 0;
+            while !done.load(Ordering::SeqCst) || reads == 0 {
+                assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
+                assert_eq!(cmd(&mut c, &["GET", &a]), V::Simple("QUEUED".into()));
+                assert_eq!(cmd(&mut c, &["GET", &b]), V::Simple("QUEUED".into()));
+                let V::Array(vals) = cmd(&mut c, &["EXEC"]) else {
+                    panic!("EXEC answers an array")
+                };
+                assert_eq!(vals[0], vals[1], "an EXEC saw half of another EXEC");
+                let V::Array(vals) = cmd(&mut c, &["MGET", &a, &b]) else {
+                    panic!("MGET answers an array")
+                };
+                assert_eq!(vals[0], vals[1], "an MGET saw half of an EXEC");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=150 {
+        let v = i.to_string();
+        assert_eq!(cmd(&mut setup, &["MULTI"]), V::Simple("OK".into()));
+        assert_eq!(
+            cmd(&mut setup, &["SET", &a, &v]),
+            V::Simple("QUEUED".into())
+        );
+        assert_eq!(
+            cmd(&mut setup, &["SET", &b, &v]),
+            V::Simple("QUEUED".into())
+        );
+        assert_eq!(
+            cmd(&mut setup, &["EXEC"]),
+            V::Array(vec![V::Simple("OK".into()), V::Simple("OK".into())])
+        );
+    }
+    done.store(true, Ordering::SeqCst);
+    assert!(reader.join().expect("the reader saw only whole EXECs") > 0);
+
+    // Transfers: each EXEC reads both balances (INCRBY/DECRBY), so two
+    // concurrent clients conflict and retry; the total never changes and
+    // no transfer is lost.
+    assert_eq!(
+        cmd(&mut setup, &["MSET", &a, "1000", &b, "1000"]),
+        V::Simple("OK".into())
+    );
+    let movers: Vec<_> = [(a.clone(), b.clone()), (b.clone(), a.clone())]
+        .into_iter()
+        .map(|(from, to)| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(resp);
+                for _ in 0..100 {
+                    assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
+                    cmd(&mut c, &["DECRBY", &from, "3"]);
+                    cmd(&mut c, &["INCRBY", &to, "3"]);
+                    let V::Array(r) = cmd(&mut c, &["EXEC"]) else {
+                        panic!("EXEC answers an array")
+                    };
+                    assert!(matches!(r[..], [V::Int(_), V::Int(_)]), "{r:?}");
+                }
+            })
+        })
+        .collect();
+    let mut sums = 0;
+    while movers.iter().any(|m| !m.is_finished()) {
+        let V::Array(vals) = cmd(&mut setup, &["MGET", &a, &b]) else {
+            panic!("MGET answers an array")
+        };
+        let n = |v: &V| match v {
+            V::Bulk(b) => String::from_utf8_lossy(b).parse::<i64>().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            n(&vals[0]) + n(&vals[1]),
+            2000,
+            "money appeared or vanished"
+        );
+        sums += 1;
+    }
+    for m in movers {
+        m.join().expect("mover");
+    }
+    assert!(sums > 0);
+    // 100 moves each way of 3: back where they started.
+    assert_eq!(cmd(&mut setup, &["GET", &a]), V::Bulk(b"1000".to_vec()));
+    assert_eq!(cmd(&mut setup, &["GET", &b]), V::Bulk(b"1000".to_vec()));
+}
+
+/// WATCH: another client's change to a watched key makes EXEC answer nil
+/// and write nothing (on corekv exactly as on Redis); without a change EXEC
+/// runs; EXEC, DISCARD and UNWATCH end the watch.
+#[test]
+fn watch_aborts_exec_when_another_client_changed_the_key() {
+    let Some(redis) = start_redis(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (wk, other) = keys_on_both_shards("w-");
+    for addr in [resp, redis.addr] {
+        let mut c1 = Conn::open(addr);
+        let mut c2 = Conn::open(addr);
+        let run = |c: &mut Conn, script: &[&[&str]]| -> Vec<V> {
+            script.iter().map(|s| cmd(c, s)).collect()
+        };
+        let ok = || V::Simple("OK".into());
+        let queued = || V::Simple("QUEUED".into());
+        cmd(&mut c1, &["SET", &wk, "1"]);
+        // Changed by another client after WATCH: nil, nothing written.
+        assert_eq!(cmd(&mut c1, &["WATCH", &wk]), ok());
+        assert_eq!(cmd(&mut c2, &["SET", &wk, "2"]), ok());
+        let got = run(
+            &mut c1,
+            &[
+                &["MULTI"],
+                &["SET", &wk, "3"],
+                &["SET", &other, "x"],
+                &["EXEC"],
+            ],
+        );
+        assert_eq!(got, vec![ok(), queued(), queued(), V::NilArray], "{addr}");
+        assert_eq!(cmd(&mut c1, &["GET", &wk]), V::Bulk(b"2".to_vec()));
+        assert_eq!(cmd(&mut c1, &["GET", &other]), V::NilBulk);
+        // Deleted by another client: nil too.
+        assert_eq!(cmd(&mut c1, &["WATCH", &wk]), ok());
+        assert_eq!(cmd(&mut c2, &["DEL", &wk]), V::Int(1));
+        let got = run(&mut c1, &[&["MULTI"], &["GET", &wk], &["EXEC"]]);
+        assert_eq!(got, vec![ok(), queued(), V::NilArray]);
+        // Created by another client after WATCH of a missing key: nil.
+        assert_eq!(cmd(&mut c1, &["WATCH", &wk]), ok());
+        assert_eq!(cmd(&mut c2, &["SET", &wk, "new"]), ok());
+        let got = run(&mut c1, &[&["MULTI"], &["SET", &other, "x"], &["EXEC"]]);
+        assert_eq!(got, vec![ok(), queued(), V::NilArray]);
+        // No change: EXEC runs.
+        assert_eq!(cmd(&mut c1, &["WATCH", &wk, &other]), ok());
+        assert_eq!(cmd(&mut c2, &["GET", &wk]), V::Bulk(b"new".to_vec()));
+        let got = run(
+            &mut c1,
+            &[
+                &["MULTI"],
+                &["SET", &wk, "mine"],
+                &["SET", &other, "y"],
+                &["EXEC"],
+            ],
+        );
+        assert_eq!(
+            got,
+            vec![ok(), queued(), queued(), V::Array(vec![ok(), ok()])]
+        );
+        assert_eq!(cmd(&mut c2, &["GET", &other]), V::Bulk(b"y".to_vec()));
+        // EXEC ended the watch: a later change does not matter.
+        assert_eq!(cmd(&mut c2, &["SET", &wk, "later"]), ok());
+        let got = run(&mut c1, &[&["MULTI"], &["GET", &wk], &["EXEC"]]);
+        assert_eq!(
+            got,
+            vec![ok(), queued(), V::Array(vec![V::Bulk(b"later".to_vec())])]
+        );
+        // UNWATCH ends it too.
+        assert_eq!(cmd(&mut c1, &["WATCH", &wk]), ok());
+        assert_eq!(cmd(&mut c1, &["UNWATCH"]), ok());
+        assert_eq!(cmd(&mut c2, &["SET", &wk, "again"]), ok());
+        let got = run(&mut c1, &[&["MULTI"], &["GET", &wk], &["EXEC"]]);
+        assert_eq!(
+            got,
+            vec![ok(), queued(), V::Array(vec![V::Bulk(b"again".to_vec())])]
+        );
+    }
+}
+
+/// Right after EXEC's reply, EXISTS, STRLEN and TYPE on either shard see
+/// the whole transaction: they wait for its locks as GET does (before, they
+/// could see a participant shard's keys as they were before the EXEC).
+#[test]
+fn key_probes_see_the_whole_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (a, b) = keys_on_both_shards("probe-");
+    let mut setup = Conn::open(resp);
+    for _ in 0..300 {
+        assert_eq!(
+            cmd(&mut setup, &["MSET", &a, "x", &b, "x"]),
+            V::Simple("OK".into())
+        );
+        assert_eq!(cmd(&mut setup, &["MULTI"]), V::Simple("OK".into()));
+        cmd(&mut setup, &["DEL", &a]);
+        cmd(&mut setup, &["DEL", &b]);
+        assert_eq!(
+            cmd(&mut setup, &["EXEC"]),
+            V::Array(vec![V::Int(1), V::Int(1)])
+        );
+        assert_eq!(
+            cmd(&mut setup, &["EXISTS", &a, &b]),
+            V::Int(0),
+            "EXISTS saw half an EXEC"
+        );
+        assert_eq!(cmd(&mut setup, &["STRLEN", &a]), V::Int(0));
+        assert_eq!(cmd(&mut setup, &["STRLEN", &b]), V::Int(0));
+    }
+}
+
+/// The queue is bounded (RESP_MULTI_COMMANDS_MAX commands): the command
+/// past the bound is refused with a clear error and EXEC aborts, as for
+/// any command refused while queuing; a command corekv cannot run inside
+/// MULTI is refused the same way.
+#[test]
+fn multi_queue_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let mut c = Conn::open(resp);
+    let max = corekv::core::limits::RESP_MULTI_COMMANDS_MAX;
+    assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
+    for _ in 0..max + 1 {
+        c.send(&[b"INCR", b"bounded"]);
+    }
+    for _ in 0..max {
+        assert_eq!(c.read(), V::Simple("QUEUED".into()));
+    }
+    match c.read() {
+        V::Err(e) => assert!(e.starts_with("ERR MULTI queue is full"), "{e}"),
+        other => panic!("the command past the bound is refused, got {other:?}"),
+    }
+    assert_eq!(
+        cmd(&mut c, &["EXEC"]),
+        V::Err("EXECABORT Transaction discarded because of previous errors.".into())
+    );
+    assert_eq!(cmd(&mut c, &["GET", "bounded"]), V::NilBulk);
+    // Within the bound, the whole queue runs at once.
+    assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
+    for _ in 0..max {
+        c.send(&[b"INCR", b"bounded"]);
+    }
+    for _ in 0..max {
+        assert_eq!(c.read(), V::Simple("QUEUED".into()));
+    }
+    let V::Array(replies) = cmd(&mut c, &["EXEC"]) else {
+        panic!("EXEC answers an array")
+    };
+    assert_eq!(replies.len(), max);
+    assert_eq!(replies[max - 1], V::Int(max as i64));
+    // A command corekv does not run inside MULTI.
+    assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
+    match cmd(&mut c, &["KEYS", "*"]) {
+        V::Err(e) => assert!(e.contains("inside MULTI is not supported by corekv"), "{e}"),
+        other => panic!("KEYS inside MULTI is refused, got {other:?}"),
+    }
+    assert!(matches!(cmd(&mut c, &["EXEC"]), V::Err(e) if e.starts_with("EXECABORT")));
+}
