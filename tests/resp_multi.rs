@@ -1,9 +1,11 @@
-//! MULTI/EXEC/DISCARD/WATCH/UNWATCH and the bit commands, LCS and OBJECT
-//! ENCODING on the RESP listener, against a real redis-server in the same
+//! MULTI/EXEC/DISCARD/WATCH/UNWATCH, the bit commands, LCS, OBJECT
+//! ENCODING, FLUSHDB/FLUSHALL, WAIT, DEBUG SLEEP, LASTSAVE and CLIENT
+//! LIST/KILL on the RESP listener, against a real redis-server in the same
 //! run (identical replies, errors included, RESP2 and RESP3); EXEC is
 //! all-or-nothing across shards (a concurrent reader never sees half of
 //! one, concurrent read-modify-write EXECs lose nothing); WATCH makes EXEC
-//! answer nil when another client changed a watched key, and only then.
+//! answer nil when another client changed a watched key, and only then;
+//! CLIENT KILL closes connections served by any shard.
 //!
 //! Tests that need redis-server print "SKIPPED: ..." and return when it is
 //! missing (CI installs it).
@@ -36,19 +38,6 @@ fn same_replies(corekv: &mut Conn, redis: &mut Conn, script: &[&[&str]]) {
         let ours = cmd(corekv, c);
         let theirs = cmd(redis, c);
         assert_eq!(ours, theirs, "replies differ for {c:?}");
-    }
-}
-
-/// Delete every key (KEYS, then DEL each).
-fn wipe(c: &mut Conn) {
-    let V::Array(keys) = cmd(c, &["KEYS", "*"]) else {
-        panic!("KEYS answers an array")
-    };
-    for k in keys {
-        let V::Bulk(k) = k else {
-            panic!("keys are bulk strings")
-        };
-        assert_eq!(c.cmd(&[b"DEL", &k]), V::Int(1));
     }
 }
 
@@ -237,7 +226,7 @@ fn multi_and_bit_commands_match_redis() {
     same_replies(&mut ours, &mut theirs, MULTI_SCRIPT);
     // The same in RESP3, after wiping both.
     for c in [&mut ours, &mut theirs] {
-        wipe(c);
+        assert_eq!(cmd(c, &["FLUSHALL"]), V::Simple("OK".into()));
         assert!(matches!(cmd(c, &["HELLO", "3"]), V::Map(_)));
     }
     same_replies(&mut ours, &mut theirs, MULTI_SCRIPT);
@@ -506,4 +495,165 @@ fn multi_queue_is_bounded() {
         other => panic!("KEYS inside MULTI is refused, got {other:?}"),
     }
     assert!(matches!(cmd(&mut c, &["EXEC"]), V::Err(e) if e.starts_with("EXECABORT")));
+}
+
+const SERVER_SCRIPT: &[&[&str]] = &[
+    // Plain SETs, not MSET: DBSIZE is a scan, which takes no locks and may
+    // miss a transaction's keys for a moment after its reply.
+    &["SET", "f1", "1"],
+    &["SET", "f2", "2"],
+    &["SET", "f3", "3"],
+    &["FLUSHDB", "BOGUS"],
+    &["FLUSHALL", "ASYNC", "x"],
+    &["DBSIZE"],
+    &["FLUSHDB", "sync"],
+    &["DBSIZE"],
+    &["SET", "f1", "1"],
+    &["FLUSHALL", "ASYNC"],
+    &["GET", "f1"],
+    &["FLUSHALL"],
+    &["WAIT", "0", "0"],
+    &["WAIT", "1", "-1"],
+    &["WAIT", "x", "0"],
+    &["WAIT", "0", "x"],
+    &["DEBUG", "SLEEP", "0"],
+    &["DEBUG", "SLEEP", "0.01"],
+    &["DEBUG", "SLEEP", "x"],
+    &["DEBUG", "BOGUS"],
+    &["DEBUG", "SLEEP", "0", "1"],
+    &["CLIENT", "KILL", "1.2.3.4:5"],
+    &["CLIENT", "KILL", "ID", "0"],
+    &["CLIENT", "KILL", "ID", "x"],
+    &["CLIENT", "KILL", "ID", "999999"],
+    &["CLIENT", "KILL", "ADDR", "1.2.3.4:5", "SKIPME", "no"],
+    &["CLIENT", "KILL", "ID"],
+    &["CLIENT", "KILL", "BOGUS", "x"],
+    &["CLIENT", "KILL", "SKIPME", "maybe"],
+    &["CLIENT", "LIST", "TYPE", "bogus"],
+    &["CLIENT", "LIST", "ID", "x"],
+];
+
+/// FLUSHDB/FLUSHALL (options and errors as Redis; every key gone, on every
+/// shard, also past one delete page), WAIT, DEBUG SLEEP, LASTSAVE, and
+/// CLIENT KILL's errors, against redis-server.
+#[test]
+fn flush_and_server_commands_match_redis() {
+    let Some(redis) = start_redis(&["--enable-debug-command", "yes"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let mut ours = Conn::open(resp);
+    let mut theirs = Conn::open(redis.addr);
+    same_replies(&mut ours, &mut theirs, SERVER_SCRIPT);
+    assert!(matches!(cmd(&mut ours, &["LASTSAVE"]), V::Int(t) if t > 1_600_000_000));
+    // corekv does not queue FLUSHALL (it is not one transaction).
+    assert_eq!(cmd(&mut ours, &["MULTI"]), V::Simple("OK".into()));
+    assert!(
+        matches!(cmd(&mut ours, &["FLUSHALL"]), V::Err(e) if e.contains("inside MULTI is not supported"))
+    );
+    assert!(matches!(cmd(&mut ours, &["EXEC"]), V::Err(e) if e.starts_with("EXECABORT")));
+    // More keys than one delete page (1000), on both shards.
+    for chunk in 0..5 {
+        for i in 0..500 {
+            ours.send(&[b"SET", format!("bulk:{chunk}:{i}").as_bytes(), b"v"]);
+        }
+        for _ in 0..500 {
+            assert_eq!(ours.read(), V::Simple("OK".into()));
+        }
+    }
+    assert_eq!(cmd(&mut ours, &["DBSIZE"]), V::Int(2500));
+    assert_eq!(cmd(&mut ours, &["FLUSHALL"]), V::Simple("OK".into()));
+    assert_eq!(cmd(&mut ours, &["DBSIZE"]), V::Int(0));
+    assert_eq!(cmd(&mut ours, &["GET", "bulk:4:499"]), V::NilBulk);
+}
+
+/// CLIENT LIST shows every connection of the server (whichever shard
+/// serves it), with its name; CLIENT KILL ID and ADDR close connections
+/// served by any shard; the old form may kill the caller itself.
+#[test]
+fn client_list_and_kill_reach_every_shard() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let mut admin = Conn::open(resp);
+    // Several connections, so both shards serve some.
+    let mut victims: Vec<(Conn, i64)> = (0..6)
+        .map(|i| {
+            let mut c = Conn::open(resp);
+            assert_eq!(
+                cmd(&mut c, &["CLIENT", "SETNAME", &format!("victim{i}")]),
+                V::Simple("OK".into())
+            );
+            let V::Int(id) = cmd(&mut c, &["CLIENT", "ID"]) else {
+                panic!("CLIENT ID answers an integer")
+            };
+            (c, id)
+        })
+        .collect();
+    let V::Bulk(list) = cmd(&mut admin, &["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST answers a bulk string")
+    };
+    let list = String::from_utf8(list).unwrap();
+    for (i, (_, id)) in victims.iter().enumerate() {
+        assert!(
+            list.lines()
+                .any(|l| l.starts_with(&format!("id={id} "))
+                    && l.contains(&format!(" name=victim{i} "))),
+            "CLIENT LIST lacks victim {i}: {list}"
+        );
+    }
+    let V::Bulk(one) = cmd(
+        &mut admin,
+        &["CLIENT", "LIST", "ID", &victims[0].1.to_string()],
+    ) else {
+        panic!("CLIENT LIST ID answers a bulk string")
+    };
+    assert_eq!(String::from_utf8(one).unwrap().lines().count(), 1);
+    // Kill half by ID, the other half by address.
+    for (i, (c, id)) in victims.iter_mut().enumerate() {
+        let got = if i % 2 == 0 {
+            cmd(&mut admin, &["CLIENT", "KILL", "ID", &id.to_string()])
+        } else {
+            let addr = c.r.get_ref().local_addr().unwrap().to_string();
+            cmd(&mut admin, &["CLIENT", "KILL", "ADDR", &addr])
+        };
+        assert_eq!(got, V::Int(1), "victim {i}");
+        // The victim's connection ends (read gives end of stream).
+        let mut buf = [0u8; 64];
+        c.r.get_mut()
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let n =
+            c.r.get_mut()
+                .read(&mut buf)
+                .expect("the kill ends the read");
+        assert_eq!(n, 0, "victim {i} was not disconnected");
+    }
+    // Each killed connection leaves the list when its own shard closes it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let V::Bulk(list) = cmd(&mut admin, &["CLIENT", "LIST"]) else {
+            panic!("CLIENT LIST answers a bulk string")
+        };
+        let list = String::from_utf8(list).unwrap();
+        if list.lines().count() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "killed clients still listed: {list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The old form kills the caller too, after its +OK.
+    let mut me = Conn::open(resp);
+    let addr = me.r.get_ref().local_addr().unwrap().to_string();
+    assert_eq!(
+        cmd(&mut me, &["CLIENT", "KILL", &addr]),
+        V::Simple("OK".into())
+    );
+    let mut buf = [0u8; 64];
+    assert_eq!(me.r.get_mut().read(&mut buf).expect("closed after +OK"), 0);
+    assert_eq!(cmd(&mut admin, &["PING"]), V::Simple("PONG".into()));
 }

@@ -37,6 +37,15 @@ impl NetStream {
         }
     }
 
+    /// The socket's descriptor (CLIENT KILL shuts it down from another core).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            NetStream::Plain(s) => s.as_raw_fd(),
+            NetStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+
     /// Whether written bytes may wait in a user-space buffer until flushed
     /// (TLS records are sealed and queued by rustls; a plain socket write
     /// goes straight to the kernel).

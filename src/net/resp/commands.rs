@@ -133,6 +133,11 @@ cmds! {
     "bitpos", Read, -3, &["readonly"], (1, 1, 1), "bitmap", "Position of the first set or clear bit.";
     "bitop", Write, -4, W, (2, -1, 1), "bitmap", "AND, OR, XOR or NOT of strings into a key (atomic across shards).";
     "lcs", Read, -3, &["readonly"], (1, 2, 1), "string", "Longest common subsequence of two values (LEN, IDX, MINMATCHLEN, WITHMATCHLEN).";
+    "flushdb", Admin, -1, &["write"], (0, 0, 0), "server", "Deletes every key (scan + delete in batches; not atomic).";
+    "flushall", Admin, -1, &["write"], (0, 0, 0), "server", "Deletes every key (as FLUSHDB: corekv has one database).";
+    "lastsave", Read, 1, &["loading", "stale", "fast"], (0, 0, 0), "server", "The server's start time (writes are durable in the WAL; there is no separate save).";
+    "wait", Read, 3, &["noscript"], (0, 0, 0), "generic", "0: corekv has no replicas.";
+    "debug", Admin, -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "DEBUG SLEEP only.";
     "object", Read, -2, &["readonly"], (2, 2, 1), "generic", "OBJECT ENCODING: int, embstr or raw, from the value.";
 }
 
@@ -147,23 +152,12 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
     ("setex", EXPIRY),
     ("psetex", EXPIRY),
     ("getex", EXPIRY),
-    (
-        "flushdb",
-        "there is no engine operation to drop every key yet",
-    ),
-    (
-        "flushall",
-        "there is no engine operation to drop every key yet",
-    ),
     ("rename", NOT_YET),
     ("renamenx", NOT_YET),
     ("copy", NOT_YET),
     ("randomkey", NOT_YET),
     ("bitfield", NOT_YET),
     ("bitfield_ro", NOT_YET),
-    ("wait", NOT_YET),
-    ("lastsave", NOT_YET),
-    ("debug", NOT_YET),
     ("move", "corekv has one database"),
     ("swapdb", "corekv has one database"),
     ("dump", "corekv has no Redis serialization format"),
@@ -196,6 +190,8 @@ pub(super) static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
 pub(super) static COMMANDS_TOTAL: AtomicU64 = AtomicU64::new(0);
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 pub(super) static STARTED: OnceLock<Instant> = OnceLock::new();
+/// STARTED as Unix seconds (LASTSAVE), fixed at the first ask.
+static STARTED_UNIX: OnceLock<u64> = OnceLock::new();
 
 /// One RESP connection's state.
 pub struct Session {
@@ -223,10 +219,14 @@ pub struct Session {
     pub(super) multi: Option<super::multi::Queue>,
     /// WATCHed keys and what WATCH saw of them.
     pub(super) watched: Vec<super::multi::Watched>,
+    /// CLIENT KILL of this very connection: close once the reply is out.
+    close_after_reply: bool,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Before the connection's socket closes (see clients.rs).
+        super::clients::unregister(self.id);
         CONNECTED.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -261,12 +261,26 @@ impl Session {
         local: Option<SocketAddr>,
         maxclients: usize,
         auth_required: bool,
+        fd: std::os::fd::RawFd,
     ) -> Session {
         CONNECTED.fetch_add(1, Ordering::Relaxed);
         CONNECTIONS_TOTAL.fetch_add(1, Ordering::Relaxed);
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        super::clients::register(
+            id,
+            super::clients::Entry {
+                addr: peer,
+                laddr: local,
+                fd,
+                name: Vec::new(),
+                resp: 2,
+                user: String::new(),
+                since: Instant::now(),
+            },
+        );
         Session {
             proto: 2,
-            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             name: None,
             peer,
             local,
@@ -281,6 +295,7 @@ impl Session {
             auth_required,
             multi: None,
             watched: Vec::new(),
+            close_after_reply: false,
         }
     }
 
@@ -354,16 +369,7 @@ impl Session {
         }
         let result = match cmd.name {
             "ping" => self.ping(&mut run),
-            "echo" => {
-                run.reply(self.proto).bulk(argv[1]);
-                Ok(OK)
-            }
             "hello" => self.hello(&mut run).await,
-            "select" => self.select(&mut run),
-            "quit" => {
-                run.reply(self.proto).simple("OK");
-                return (Flow::Close, OpClass::Other, Status::Ok);
-            }
             "reset" => {
                 self.proto = 2;
                 self.name = None;
@@ -409,7 +415,34 @@ impl Session {
                     }
                 }
             }
+            "echo" => {
+                run.reply(self.proto).bulk(argv[1]);
+                Ok(OK)
+            }
+            "select" => self.select(&mut run),
+            "quit" => {
+                run.reply(self.proto).simple("OK");
+                return (Flow::Close, OpClass::Other, Status::Ok);
+            }
             "command" => self.command(&mut run),
+            "flushdb" | "flushall" => self.flush(&mut run).await,
+            "lastsave" => {
+                run.reply(self.proto).int(started_unix() as i64);
+                Ok(OK)
+            }
+            "wait" => {
+                let argv = run.argv;
+                let mut r = run.reply(self.proto);
+                match (parse_i64(argv[1]), parse_i64(argv[2])) {
+                    (None, _) => r.error(NOT_INTEGER),
+                    (_, None) => r.error("ERR timeout is not an integer or out of range"),
+                    (_, Some(t)) if t < 0 => r.error("ERR timeout is negative"),
+                    // No replicas: none acknowledged, at once.
+                    _ => r.int(0),
+                }
+                Ok(OK)
+            }
+            "debug" => self.debug(&mut run).await,
             "config" => self.config(&mut run),
             "time" => {
                 let now = std::time::SystemTime::now()
@@ -431,6 +464,13 @@ impl Session {
             n if super::multi::EVALUATED.contains(&n) => self.evaluated(&mut run).await,
             _ => self.string_command(cmd.name, &mut run).await,
         };
+        if matches!(cmd.name, "hello" | "client" | "reset" | "auth") {
+            // What CLIENT LIST shows may have changed.
+            self.publish();
+        }
+        if std::mem::take(&mut self.close_after_reply) {
+            return (Flow::Close, OpClass::Other, Status::Ok);
+        }
         match result {
             Ok((class, status)) => (Flow::Continue, class, status),
             Err(e) => (Flow::Failed(e), OpClass::Other, Status::Ok),
@@ -632,6 +672,64 @@ impl Session {
                     run.reply(proto).verbatim(&text);
                 }
             },
+            // Every connection of the server, whichever core serves it:
+            // admin only (it shows other clients' addresses).
+            "list" | "kill" if !self.may(Access::Admin) => {
+                let e = format!(
+                    "NOPERM this user has no permissions to run the 'client|{sub}' command"
+                );
+                run.reply(proto).error(&e);
+                return Ok((OpClass::Other, Status::PermissionDenied));
+            }
+            "list" => {
+                // CLIENT LIST [TYPE normal] [ID id ...]
+                let mut ids: Option<Vec<u64>> = None;
+                let mut i = 2;
+                while i < argv.len() {
+                    let opt = argv[i].to_ascii_lowercase();
+                    if opt == b"type" && i + 1 < argv.len() {
+                        if !argv[i + 1].eq_ignore_ascii_case(b"normal") {
+                            let e = format!(
+                                "ERR Unknown client type '{}'",
+                                String::from_utf8_lossy(argv[i + 1])
+                            );
+                            run.reply(proto).error(&e);
+                            return Ok(OK);
+                        }
+                        i += 2;
+                    } else if opt == b"id" && i + 1 < argv.len() {
+                        let mut list = Vec::new();
+                        for a in &argv[i + 1..] {
+                            match parse_i64(a) {
+                                Some(n) if n > 0 => list.push(n as u64),
+                                _ => {
+                                    run.reply(proto).error("ERR Invalid client ID");
+                                    return Ok(OK);
+                                }
+                            }
+                        }
+                        ids = Some(list);
+                        i = argv.len();
+                    } else {
+                        run.reply(proto).error(SYNTAX);
+                        return Ok(OK);
+                    }
+                }
+                let text: String = super::clients::list()
+                    .lines()
+                    .filter(|l| {
+                        ids.as_ref().is_none_or(|ids| {
+                            l.strip_prefix("id=")
+                                .and_then(|r| r.split(' ').next())
+                                .and_then(|n| n.parse::<u64>().ok())
+                                .is_some_and(|n| ids.contains(&n))
+                        })
+                    })
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                run.reply(proto).verbatim(&text);
+            }
+            "kill" => return Ok(self.client_kill(run)),
             _ => {
                 let e = format!(
                     "ERR unknown subcommand '{}'. Try CLIENT HELP.",
@@ -692,6 +790,112 @@ impl Session {
                 );
                 run.reply(proto).error(&e);
             }
+        }
+        Ok(OK)
+    }
+
+    /// CLIENT KILL addr:port (old form: +OK or "No such client"), or
+    /// CLIENT KILL ID id | ADDR addr | LADDR addr | USER name | SKIPME yes/no
+    /// ... (the number killed). Works across shards: see clients.rs.
+    fn client_kill(&mut self, run: &mut Run<'_, '_>) -> Outcome {
+        let argv = run.argv;
+        let proto = self.proto;
+        let text = |a: &[u8]| String::from_utf8_lossy(a).into_owned();
+        let mut f_id = None;
+        let (mut addr, mut laddr, mut user) = (None, None, None);
+        let mut skip_me = true;
+        let old_form = argv.len() == 3;
+        if old_form {
+            addr = Some(text(argv[2]));
+            // With the old form a client may kill itself (Redis).
+            skip_me = false;
+        } else if argv.len() > 3 && argv.len() % 2 == 0 {
+            for pair in argv[2..].chunks(2) {
+                let (opt, arg) = (pair[0].to_ascii_lowercase(), pair[1]);
+                match opt.as_slice() {
+                    b"id" => match parse_i64(arg) {
+                        Some(n) if n > 0 => f_id = Some(n as u64),
+                        _ => {
+                            run.reply(proto)
+                                .error("ERR client-id should be greater than 0");
+                            return OK;
+                        }
+                    },
+                    b"addr" => addr = Some(text(arg)),
+                    b"laddr" => laddr = Some(text(arg)),
+                    b"user" => user = Some(text(arg)),
+                    b"type" if arg.eq_ignore_ascii_case(b"normal") => {}
+                    b"type" => {
+                        let e = format!("ERR Unknown client type '{}'", text(arg));
+                        run.reply(proto).error(&e);
+                        return OK;
+                    }
+                    b"skipme" if arg.eq_ignore_ascii_case(b"yes") => skip_me = true,
+                    b"skipme" if arg.eq_ignore_ascii_case(b"no") => skip_me = false,
+                    _ => {
+                        run.reply(proto).error(SYNTAX);
+                        return OK;
+                    }
+                }
+            }
+        } else {
+            run.reply(proto).error(SYNTAX);
+            return OK;
+        }
+        let filter = super::clients::Filter {
+            id: f_id,
+            addr: addr.as_deref(),
+            laddr: laddr.as_deref(),
+            user: user.as_deref(),
+            me: self.id,
+            skip_me,
+        };
+        let (n, me) = super::clients::kill(&filter);
+        self.close_after_reply = me;
+        let mut r = run.reply(proto);
+        match (old_form, n) {
+            (true, 0) => r.error("ERR No such client"),
+            (true, _) => r.simple("OK"),
+            (false, n) => r.int(n as i64),
+        }
+        OK
+    }
+
+    /// Tell the client registry the name, protocol and user CLIENT LIST
+    /// shows.
+    fn publish(&self) {
+        let user = match (&self.auth.user, self.auth.role) {
+            (Some(u), _) => u.as_str(),
+            (None, Some(_)) => "default",
+            (None, None) => "",
+        };
+        let name = self.name.as_deref().unwrap_or_default();
+        super::clients::update(self.id, name, self.proto, user);
+    }
+
+    /// DEBUG SLEEP seconds (what tools use to test timeouts); the other
+    /// DEBUG subcommands reach into Redis's internals and are refused.
+    async fn debug(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let proto = self.proto;
+        if argv[1].eq_ignore_ascii_case(b"sleep") && argv.len() == 3 {
+            // As Redis (atof): what does not parse, or is negative, is 0.
+            let secs = std::str::from_utf8(argv[2])
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .unwrap_or(0.0);
+            if secs > 0.0 {
+                // Only this connection waits: the shard goes on serving.
+                glommio::timer::sleep(std::time::Duration::from_secs_f64(secs.min(3600.0))).await;
+            }
+            run.reply(proto).simple("OK");
+        } else {
+            let e = format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try DEBUG HELP.",
+                String::from_utf8_lossy(argv[1])
+            );
+            run.reply(proto).error(&e);
         }
         Ok(OK)
     }
@@ -773,13 +977,33 @@ impl Session {
     }
 }
 
+/// The Unix time the RESP listener started (LASTSAVE: corekv's writes are
+/// durable in the WAL when acknowledged; there is no separate save).
+/// Fix LASTSAVE's time when the listener starts.
+pub(super) fn lastsave_init() {
+    started_unix();
+}
+
+fn started_unix() -> u64 {
+    *STARTED_UNIX.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        now.saturating_sub(STARTED.get().map_or(0, |t| t.elapsed().as_secs()))
+    })
+}
+
 /// The command's name as Redis's NOPERM text shows it: `container|sub` for
 /// a known subcommand of CONFIG or CLIENT (Redis checks ACLs per
 /// subcommand), else the name.
 fn acl_name(cmd: &Cmd, argv: &[&[u8]]) -> String {
     const SUBCOMMANDS: &[(&str, &[&str])] = &[
         ("config", &["get", "set", "resetstat", "rewrite"]),
-        ("client", &["setname", "getname", "id", "info"]),
+        (
+            "client",
+            &["setname", "getname", "id", "info", "list", "kill"],
+        ),
     ];
     let sub = argv
         .get(1)

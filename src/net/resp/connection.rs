@@ -49,6 +49,7 @@ pub async fn serve_listener(
     closed: Rc<WaitQueue>,
 ) {
     super::commands::STARTED.get_or_init(Instant::now);
+    super::commands::lastsave_init();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -118,7 +119,14 @@ pub async fn serve_resp_connection(
     let held_in = Held::new(&cfg.buffers, metrics);
     let held_out = Held::new(&cfg.buffers, metrics);
     let mut pipeline = Pipeline::new(ctx);
-    let mut session = Session::new(ctx, peer, local, maxclients, cfg.auth.is_some());
+    let mut session = Session::new(
+        ctx,
+        peer,
+        local,
+        maxclients,
+        cfg.auth.is_some(),
+        stream.raw_fd(),
+    );
     let mut args = Vec::new();
     loop {
         let mut consumed = 0;

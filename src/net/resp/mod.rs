@@ -16,6 +16,7 @@
 //! lists what is supported and how it differs from Redis.
 
 pub mod bits;
+pub mod clients;
 pub mod codec;
 pub mod commands;
 pub mod connection;
