@@ -9,7 +9,7 @@
 
 use super::codec::Reply;
 use super::commands::{parse_i64, NOT_INTEGER, SYNTAX};
-use super::multi::Overlay;
+use super::txn_state::Overlay;
 
 const BIT_OFFSET: &str = "ERR bit offset is not an integer or out of range";
 
@@ -360,4 +360,36 @@ fn lcs(argv: &[&[u8]], a: Option<&[u8]>, b: Option<&[u8]>, r: &mut Reply<'_>, ma
     }
     r.bulk(b"len");
     r.int(i64::from(total));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_follow_redis_rules_for_set_values() {
+        assert_eq!(encoding(b"12345"), "int");
+        assert_eq!(encoding(b"-9223372036854775808"), "int");
+        // Not canonical integers: strings.
+        assert_eq!(encoding(b"012"), "embstr");
+        assert_eq!(encoding(b"9223372036854775808"), "embstr");
+        assert_eq!(encoding(&[b'x'; 44]), "embstr");
+        assert_eq!(encoding(&[b'x'; 45]), "raw");
+    }
+
+    #[test]
+    fn ranges_clamp_like_redis() {
+        assert_eq!(clamp(0, -1, 6), Some((0, 5)));
+        assert_eq!(clamp(-2, -1, 6), Some((4, 5)));
+        assert_eq!(clamp(2, 100, 6), Some((2, 5)));
+        assert_eq!(clamp(3, 1, 6), None);
+        assert_eq!(clamp(0, -1, 0), None);
+    }
+
+    #[test]
+    fn bits_count_from_the_most_significant() {
+        assert_eq!(bit_at(&[0b1000_0000], 0), 1);
+        assert_eq!(bit_at(&[0b0000_0001], 7), 1);
+        assert_eq!(bit_at(&[0b0000_0001], 8), 0);
+    }
 }

@@ -49,7 +49,7 @@ pub async fn serve_listener(
     closed: Rc<WaitQueue>,
 ) {
     super::commands::STARTED.get_or_init(Instant::now);
-    super::commands::lastsave_init();
+    super::server::lastsave_init();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;

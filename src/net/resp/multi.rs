@@ -19,10 +19,6 @@
 //! never keep unbounded state: the queue, its bytes and the watched keys are
 //! bounded (core::limits), and the replies by `reply_bytes_max`.
 
-use std::collections::HashMap;
-
-use xxhash_rust::xxh3::xxh3_128;
-
 use crate::core::limits::{
     KEY_BYTES_MAX, MGET_KEYS_MAX, RESP_MULTI_BYTES_MAX, RESP_MULTI_COMMANDS_MAX,
     RESP_WATCH_KEYS_MAX, TXN_OPS_MAX,
@@ -37,6 +33,7 @@ use super::commands::{
     lookup, parse_i64, status_error, Outcome, Run, Session, NOT_INTEGER, SYNTAX,
 };
 use super::strings::{parse_f64, substr, RMW_ATTEMPTS_MAX, TOO_BIG};
+use super::txn_state::{fingerprint, Overlay, Queue, Slot, Watched};
 use crate::net::outbound::SendError;
 
 /// The commands a MULTI may queue: those the in-memory evaluator below
@@ -84,65 +81,6 @@ const QUEUEABLE: &[&str] = &[
     "lcs",
     "object",
 ];
-
-/// Commands that run through this module's evaluator even outside MULTI
-/// (each is then a one-command transaction).
-pub const EVALUATED: &[&str] = &[
-    "setbit", "getbit", "bitcount", "bitpos", "bitop", "lcs", "object",
-];
-
-/// A MULTI's queue.
-#[derive(Default)]
-pub struct Queue {
-    cmds: Vec<Vec<Vec<u8>>>,
-    bytes: usize,
-    /// A command was rejected while queuing: EXEC answers EXECABORT.
-    dirty: bool,
-}
-
-/// A watched key and what WATCH saw: absent, or the value's length and
-/// 128-bit hash (not the value: a watched 16 MiB value costs 24 bytes).
-pub struct Watched {
-    key: Vec<u8>,
-    seen: Option<(usize, u128)>,
-}
-
-fn fingerprint(v: Option<&[u8]>) -> Option<(usize, u128)> {
-    v.map(|v| (v.len(), xxh3_128(v)))
-}
-
-/// A key's value during evaluation, and whether the queue wrote it.
-struct Slot {
-    value: Option<Vec<u8>>,
-    written: bool,
-}
-
-/// The keys of a queue over one snapshot.
-#[derive(Default)]
-pub struct Overlay {
-    keys: HashMap<Vec<u8>, Slot>,
-}
-
-impl Overlay {
-    pub(super) fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let slot = self.keys.get(key);
-        // Every key a command reads is in the snapshot (`read_keys`).
-        debug_assert!(
-            slot.is_some(),
-            "a queued command read a key outside its read set"
-        );
-        slot.and_then(|s| s.value.as_deref())
-    }
-
-    pub(super) fn put(&mut self, key: &[u8], value: Option<Vec<u8>>) {
-        let slot = self.keys.entry(key.to_vec()).or_insert(Slot {
-            value: None,
-            written: false,
-        });
-        slot.value = value;
-        slot.written = true;
-    }
-}
 
 /// The keys a command reads (the snapshot must hold them): the table's key
 /// positions, except blind writes (plain SET, MSET), which read nothing.
