@@ -91,6 +91,17 @@ pub const RESP_INLINE_BYTES_MAX: usize = 64 * 1024;
 /// other). The oldest is forgotten first.
 pub const RESP_CURSORS_MAX: usize = 64;
 
+/// Most commands one RESP MULTI may queue, and most bytes of arguments they
+/// may hold (a queue is kept per connection until EXEC, outside the buffer
+/// budget, so both are bounded). Past either, the command is refused and
+/// the EXEC aborts.
+pub const RESP_MULTI_COMMANDS_MAX: usize = 10_000;
+pub const RESP_MULTI_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Most keys one RESP connection may WATCH at a time (EXEC reads them all
+/// in one snapshot, at most `MGET_KEYS_MAX` keys).
+pub const RESP_WATCH_KEYS_MAX: usize = 1_000;
+
 /// A round's reply room that needs no share of the shard's connection buffer
 /// budget: a well-behaved connection always makes progress in rounds of this
 /// size even when other connections hold the whole budget (issue 17).

@@ -91,6 +91,15 @@ impl NetStream {
             NetStream::Tls(s) => s.get_ref().0.local_addr().map_err(std::io::Error::from),
         }
     }
+
+    /// The socket's descriptor (CLIENT KILL shuts it down from another core).
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            NetStream::Plain(s) => s.as_raw_fd(),
+            NetStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for MaybeTls<S> {

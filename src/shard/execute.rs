@@ -41,7 +41,9 @@ impl<D: Disk> ShardState<D> {
         // Single-key operations wait for a transaction that locked their key.
         if !self.locks.is_empty() {
             let write = match op.kind {
-                OpKind::Get => Some(false),
+                // ValueLen (EXISTS, STRLEN, TYPE) reads the key as Get
+                // does: it must not see a transaction's keys half applied.
+                OpKind::Get | OpKind::ValueLen => Some(false),
                 OpKind::Put | OpKind::Delete => Some(true),
                 _ => None,
             };

@@ -61,6 +61,7 @@ pub struct Cmd {
 const W: &[&str] = &["write", "denyoom"];
 const R: &[&str] = &["readonly", "fast"];
 const C: &[&str] = &["fast", "loading", "stale"];
+const TX: &[&str] = &["noscript", "loading", "stale", "fast", "allow_busy"];
 
 // The access column has no default: a new command must choose. Open is for
 // what Redis 7 answers before AUTH (AUTH, HELLO, QUIT, RESET: not even PING);
@@ -121,6 +122,23 @@ cmds! {
     "ttl", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
     "type", Read, 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
     "unlink", Write, -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
+    "multi", Read, 1, TX, (0, 0, 0), "transactions", "Starts a transaction (queued commands run atomically across shards at EXEC).";
+    "exec", Read, 1, &["noscript", "loading", "stale", "skip_slowlog"], (0, 0, 0), "transactions", "Runs the queued commands as one atomic corekv transaction.";
+    "discard", Read, 1, TX, (0, 0, 0), "transactions", "Discards the queued commands.";
+    "watch", Read, -2, TX, (1, -1, 1), "transactions", "EXEC answers nil if one of these keys' values changed.";
+    "unwatch", Read, 1, TX, (0, 0, 0), "transactions", "Forgets the watched keys.";
+    "setbit", Write, 4, W, (1, 1, 1), "bitmap", "Sets or clears a bit (atomic read-modify-write).";
+    "getbit", Read, 3, R, (1, 1, 1), "bitmap", "Returns a bit.";
+    "bitcount", Read, -2, &["readonly"], (1, 1, 1), "bitmap", "Counts set bits (BYTE or BIT range).";
+    "bitpos", Read, -3, &["readonly"], (1, 1, 1), "bitmap", "Position of the first set or clear bit.";
+    "bitop", Write, -4, W, (2, -1, 1), "bitmap", "AND, OR, XOR or NOT of strings into a key (atomic across shards).";
+    "lcs", Read, -3, &["readonly"], (1, 2, 1), "string", "Longest common subsequence of two values (LEN, IDX, MINMATCHLEN, WITHMATCHLEN).";
+    "flushdb", Admin, -1, &["write"], (0, 0, 0), "server", "Deletes every key (scan + delete in batches; not atomic).";
+    "flushall", Admin, -1, &["write"], (0, 0, 0), "server", "Deletes every key (as FLUSHDB: corekv has one database).";
+    "lastsave", Read, 1, &["loading", "stale", "fast"], (0, 0, 0), "server", "The server's start time (writes are durable in the WAL; there is no separate save).";
+    "wait", Read, 3, &["noscript"], (0, 0, 0), "generic", "0: corekv has no replicas.";
+    "debug", Admin, -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "DEBUG SLEEP only.";
+    "object", Read, -2, &["readonly"], (2, 2, 1), "generic", "OBJECT ENCODING: int, embstr or raw, from the value.";
 }
 
 /// Redis commands corekv knows and refuses, with the reason (the error
@@ -134,35 +152,12 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
     ("setex", EXPIRY),
     ("psetex", EXPIRY),
     ("getex", EXPIRY),
-    (
-        "flushdb",
-        "there is no engine operation to drop every key yet",
-    ),
-    (
-        "flushall",
-        "there is no engine operation to drop every key yet",
-    ),
-    ("multi", TXN),
-    ("exec", TXN),
-    ("discard", TXN),
-    ("watch", TXN),
-    ("unwatch", TXN),
     ("rename", NOT_YET),
     ("renamenx", NOT_YET),
     ("copy", NOT_YET),
     ("randomkey", NOT_YET),
-    ("lcs", NOT_YET),
-    ("setbit", NOT_YET),
-    ("getbit", NOT_YET),
-    ("bitcount", NOT_YET),
-    ("bitpos", NOT_YET),
-    ("bitop", NOT_YET),
     ("bitfield", NOT_YET),
     ("bitfield_ro", NOT_YET),
-    ("object", NOT_YET),
-    ("wait", NOT_YET),
-    ("lastsave", NOT_YET),
-    ("debug", NOT_YET),
     ("move", "corekv has one database"),
     ("swapdb", "corekv has one database"),
     ("dump", "corekv has no Redis serialization format"),
@@ -183,7 +178,6 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
 ];
 
 const EXPIRY: &str = "key expiry is not supported by corekv yet";
-const TXN: &str = "MULTI/EXEC transactions are not supported on RESP yet (MSET and MSETNX are atomic across shards)";
 const NOT_YET: &str = "not supported by corekv yet";
 
 pub fn lookup(name: &str) -> Option<&'static Cmd> {
@@ -219,10 +213,18 @@ pub struct Session {
     /// Whether the server has users (then a new or RESET connection starts
     /// unauthenticated).
     auth_required: bool,
+    /// After MULTI: the queued commands (multi.rs).
+    pub(super) multi: Option<super::txn_state::Queue>,
+    /// WATCHed keys and what WATCH saw of them.
+    pub(super) watched: Vec<super::txn_state::Watched>,
+    /// CLIENT KILL of this very connection: close once the reply is out.
+    pub(super) close_after_reply: bool,
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // Before the connection's socket closes (see clients.rs).
+        super::clients::unregister(self.id);
         CONNECTED.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -257,12 +259,26 @@ impl Session {
         local: Option<SocketAddr>,
         maxclients: usize,
         auth_required: bool,
+        fd: std::os::fd::RawFd,
     ) -> Session {
         CONNECTED.fetch_add(1, Ordering::Relaxed);
         CONNECTIONS_TOTAL.fetch_add(1, Ordering::Relaxed);
+        let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        super::clients::register(
+            id,
+            super::clients::Entry {
+                addr: peer,
+                laddr: local,
+                fd,
+                name: Vec::new(),
+                resp: 2,
+                user: String::new(),
+                since: Instant::now(),
+            },
+        );
         Session {
             proto: 2,
-            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             name: None,
             peer,
             local,
@@ -275,6 +291,9 @@ impl Session {
             detail: Vec::new(),
             auth: auth::Session::new(auth_required),
             auth_required,
+            multi: None,
+            watched: Vec::new(),
+            close_after_reply: false,
         }
     }
 
@@ -311,12 +330,15 @@ impl Session {
                 ),
                 None => unknown_command(argv),
             };
+            // Rejected while MULTI queues: EXEC will abort, as in Redis.
+            self.flag_multi();
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, Status::UnknownOpcode);
         };
         let n = argv.len() as i32;
         if (cmd.arity > 0 && n != cmd.arity) || (cmd.arity < 0 && n < -cmd.arity) {
             let e = format!("ERR wrong number of arguments for '{}' command", cmd.name);
+            self.flag_multi();
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, Status::InvalidArgument);
         }
@@ -329,25 +351,28 @@ impl Session {
                     acl_name(cmd, argv)
                 ),
             };
+            self.flag_multi();
             run.reply(self.proto).error(&e);
             return (Flow::Continue, OpClass::Other, status);
         }
+        // After MULTI every command but these is queued (Redis's list).
+        if self.in_multi()
+            && !matches!(
+                cmd.name,
+                "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+            )
+        {
+            let (class, status) = self.queue(cmd.name, &mut run);
+            return (Flow::Continue, class, status);
+        }
         let result = match cmd.name {
             "ping" => self.ping(&mut run),
-            "echo" => {
-                run.reply(self.proto).bulk(argv[1]);
-                Ok(OK)
-            }
             "hello" => self.hello(&mut run).await,
-            "select" => self.select(&mut run),
-            "quit" => {
-                run.reply(self.proto).simple("OK");
-                return (Flow::Close, OpClass::Other, Status::Ok);
-            }
             "reset" => {
                 self.proto = 2;
                 self.name = None;
                 self.cursors.clear();
+                self.multi_reset();
                 // As Redis 7: back to the default state, which with users
                 // configured is unauthenticated.
                 self.auth = auth::Session::new(self.auth_required);
@@ -388,7 +413,31 @@ impl Session {
                     }
                 }
             }
+            "echo" => {
+                run.reply(self.proto).bulk(argv[1]);
+                Ok(OK)
+            }
+            "select" => self.select(&mut run),
+            "quit" => {
+                run.reply(self.proto).simple("OK");
+                return (Flow::Close, OpClass::Other, Status::Ok);
+            }
             "command" => self.command(&mut run),
+            "flushdb" | "flushall" => self.flush(&mut run).await,
+            "lastsave" => self.lastsave(&mut run),
+            "wait" => {
+                let argv = run.argv;
+                let mut r = run.reply(self.proto);
+                match (parse_i64(argv[1]), parse_i64(argv[2])) {
+                    (None, _) => r.error(NOT_INTEGER),
+                    (_, None) => r.error("ERR timeout is not an integer or out of range"),
+                    (_, Some(t)) if t < 0 => r.error("ERR timeout is negative"),
+                    // No replicas: none acknowledged, at once.
+                    _ => r.int(0),
+                }
+                Ok(OK)
+            }
+            "debug" => self.debug(&mut run).await,
             "config" => self.config(&mut run),
             "time" => {
                 let now = std::time::SystemTime::now()
@@ -404,8 +453,19 @@ impl Session {
             "dbsize" => self.dbsize(&mut run).await,
             "keys" => self.keys(&mut run).await,
             "scan" => self.scan(&mut run).await,
+            "multi" | "exec" | "discard" | "watch" | "unwatch" => {
+                self.transaction_command(cmd.name, &mut run).await
+            }
+            n if super::txn_state::EVALUATED.contains(&n) => self.evaluated(&mut run).await,
             _ => self.string_command(cmd.name, &mut run).await,
         };
+        if matches!(cmd.name, "hello" | "client" | "reset" | "auth") {
+            // What CLIENT LIST shows may have changed.
+            self.publish();
+        }
+        if std::mem::take(&mut self.close_after_reply) {
+            return (Flow::Close, OpClass::Other, Status::Ok);
+        }
         match result {
             Ok((class, status)) => (Flow::Continue, class, status),
             Err(e) => (Flow::Failed(e), OpClass::Other, Status::Ok),
@@ -571,120 +631,6 @@ impl Session {
         Ok(OK)
     }
 
-    fn client(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
-        let argv = run.argv;
-        let sub = String::from_utf8_lossy(argv[1]).to_ascii_lowercase();
-        let proto = self.proto;
-        let arity = |n: usize| {
-            (argv.len() != n)
-                .then(|| format!("ERR wrong number of arguments for 'client|{sub}' command"))
-        };
-        match sub.as_str() {
-            "setname" => {
-                if let Some(e) = arity(3) {
-                    run.reply(proto).error(&e);
-                } else if !valid_client_name(argv[2]) {
-                    run.reply(proto).error(BAD_NAME);
-                } else {
-                    // An empty name clears it, as in Redis.
-                    self.name = (!argv[2].is_empty()).then(|| argv[2].to_vec());
-                    run.reply(proto).simple("OK");
-                }
-            }
-            "getname" => match (arity(2), &self.name) {
-                (Some(e), _) => run.reply(proto).error(&e),
-                (None, Some(n)) => run.reply(proto).bulk(n),
-                (None, None) => run.reply(proto).nil(),
-            },
-            "id" => match arity(2) {
-                Some(e) => run.reply(proto).error(&e),
-                None => run.reply(proto).int(self.id as i64),
-            },
-            "info" => match arity(2) {
-                Some(e) => run.reply(proto).error(&e),
-                None => {
-                    let text = self.client_line();
-                    run.reply(proto).verbatim(&text);
-                }
-            },
-            _ => {
-                let e = format!(
-                    "ERR unknown subcommand '{}'. Try CLIENT HELP.",
-                    String::from_utf8_lossy(argv[1])
-                );
-                run.reply(proto).error(&e);
-            }
-        }
-        Ok(OK)
-    }
-
-    /// CONFIG GET for the Redis parameters that have a corekv meaning
-    /// (redis-benchmark and dashboards ask for them); CONFIG SET is refused:
-    /// corekv's settings are fixed at start.
-    fn config(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
-        let argv = run.argv;
-        let sub = String::from_utf8_lossy(argv[1]).to_ascii_lowercase();
-        let fsync = match run.ctx.durability {
-            crate::core::types::Durability::Sync => "always",
-            crate::core::types::Durability::Async => "everysec",
-        };
-        let maxclients = self.maxclients.to_string();
-        let params: [(&str, &str); 5] = [
-            ("appendonly", "yes"),
-            ("appendfsync", fsync),
-            ("save", ""),
-            ("databases", "1"),
-            ("maxclients", &maxclients),
-        ];
-        let proto = self.proto;
-        match sub.as_str() {
-            "get" if argv.len() >= 3 => {
-                let found: Vec<&(&str, &str)> = params
-                    .iter()
-                    .filter(|(name, _)| {
-                        argv[2..].iter().any(|p| {
-                            super::glob::glob_match(&p.to_ascii_lowercase(), name.as_bytes())
-                        })
-                    })
-                    .collect();
-                let mut r = run.reply(proto);
-                r.map(found.len());
-                for (name, value) in found {
-                    r.bulk(name.as_bytes());
-                    r.bulk(value.as_bytes());
-                }
-            }
-            "get" => run
-                .reply(proto)
-                .error("ERR wrong number of arguments for 'config|get' command"),
-            "set" | "resetstat" | "rewrite" => run.reply(proto).error(
-                "ERR CONFIG SET/RESETSTAT/REWRITE are not supported by corekv: settings are fixed at start (docs/settings.md)",
-            ),
-            _ => {
-                let e = format!(
-                    "ERR unknown subcommand '{}'. Try CONFIG HELP.",
-                    String::from_utf8_lossy(argv[1])
-                );
-                run.reply(proto).error(&e);
-            }
-        }
-        Ok(OK)
-    }
-
-    fn client_line(&self) -> String {
-        let addr = self.peer.map_or_else(|| "?".into(), |a| a.to_string());
-        let laddr = self.local.map_or_else(|| "?".into(), |a| a.to_string());
-        let name = self
-            .name
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        format!(
-            "id={} addr={addr} laddr={laddr} name={name} db=0 resp={}\n",
-            self.id, self.proto
-        )
-    }
-
     fn command(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
         let sub = argv
@@ -754,7 +700,10 @@ impl Session {
 fn acl_name(cmd: &Cmd, argv: &[&[u8]]) -> String {
     const SUBCOMMANDS: &[(&str, &[&str])] = &[
         ("config", &["get", "set", "resetstat", "rewrite"]),
-        ("client", &["setname", "getname", "id", "info"]),
+        (
+            "client",
+            &["setname", "getname", "id", "info", "list", "kill"],
+        ),
     ];
     let sub = argv
         .get(1)
@@ -793,9 +742,10 @@ pub const SYNTAX: &str = "ERR syntax error";
 /// Redis 7's texts for a command before AUTH and for a failed AUTH.
 pub const NOAUTH: &str = "NOAUTH Authentication required.";
 pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
-const BAD_NAME: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+pub(super) const BAD_NAME: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
 
-fn valid_client_name(n: &[u8]) -> bool {
+pub(super) fn valid_client_name(n: &[u8]) -> bool {
     n.iter().all(|&b| (b'!'..=b'~').contains(&b))
 }
 

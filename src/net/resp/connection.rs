@@ -59,6 +59,7 @@ pub async fn serve_listener(
 ) {
     let connections_max = gate.connections_per_shard_max;
     super::commands::STARTED.get_or_init(Instant::now);
+    super::server::lastsave_init();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             ctx.shutdown.wait().await;
@@ -158,7 +159,14 @@ pub async fn serve_resp_connection(
     let held_in = Held::new(&cfg.buffers, metrics);
     let held_out = Held::new(&cfg.buffers, metrics);
     let mut pipeline = Pipeline::new(ctx);
-    let mut session = Session::new(ctx, peer, local, maxclients, cfg.auth.is_some());
+    let mut session = Session::new(
+        ctx,
+        peer,
+        local,
+        maxclients,
+        cfg.auth.is_some(),
+        stream.raw_fd(),
+    );
     // A verified client certificate naming a user logs the connection in.
     if let (Some(auth), Some(name)) = (&cfg.auth, stream.peer_certificate_name()) {
         if let Some(s) = auth.session_for_certificate(&name, peer.map(|a| a.ip())) {
@@ -198,7 +206,9 @@ pub async fn serve_resp_connection(
                     // as it is now (after any AUTH earlier in this read,
                     // which `run` decided before this command was parsed),
                     // may run it; otherwise `run` refuses it in order.
-                    let plain = plain(&argv).filter(|kind| session.may(plain_access(*kind)));
+                    // After MULTI nothing joins a run: every command is queued by `run`.
+                    let plain = plain(&argv)
+                        .filter(|kind| !session.in_multi() && session.may(plain_access(*kind)));
                     if pipeline.kind().is_some() && pipeline.kind() != plain {
                         let mut io = Io {
                             ctx,

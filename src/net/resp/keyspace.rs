@@ -171,6 +171,67 @@ impl Session {
         Ok((OpClass::Other, Status::Ok))
     }
 
+    /// FLUSHDB / FLUSHALL [ASYNC|SYNC]: every key deleted, a page at a time
+    /// (a scan of `WALK_PAGE` keys, then one routed delete batch: one
+    /// message per shard). Not atomic: a key written meanwhile behind the
+    /// scan survives, and readers see the keyspace emptied progressively
+    /// (docs/redis-compatibility.md). ASYNC and SYNC both answer when done.
+    pub(super) async fn flush(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let argv = run.argv;
+        let ok_opt = |a: &[u8]| a.eq_ignore_ascii_case(b"async") || a.eq_ignore_ascii_case(b"sync");
+        if argv.len() > 2 || argv.get(1).is_some_and(|a| !ok_opt(a)) {
+            run.reply(self.proto).error(SYNTAX);
+            return Ok((OpClass::Delete, Status::InvalidArgument));
+        }
+        let ctx = run.ctx;
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let mut keys: Vec<Vec<u8>> = Vec::new();
+            let request = ScanRequest {
+                start: &from,
+                end: b"",
+                limit: WALK_PAGE,
+                filter_kind: FILTER_NONE,
+                filter_arg: b"",
+            };
+            let next = match ctx
+                .scan_merged(&request, 2, |k, _| {
+                    keys.push(k.to_vec());
+                    true
+                })
+                .await
+            {
+                Ok(next) => next,
+                Err(s) => {
+                    run.reply(self.proto).error(&status_error(s));
+                    return Ok((OpClass::Delete, s));
+                }
+            };
+            self.batch.clear();
+            for k in &keys {
+                self.batch
+                    .push(ctx.router.shard_of(k), crate::shard::OpKind::Delete, k, b"");
+            }
+            ctx.router.execute(&mut self.batch).await;
+            for s in 0..ctx.shard_count() {
+                let replies = self.batch.replies(crate::core::types::ShardId(s));
+                for i in 0..replies.len() {
+                    let (status, _) = replies.get(i);
+                    if !matches!(status, Status::Ok | Status::NotFound) {
+                        run.reply(self.proto).error(&status_error(status));
+                        return Ok((OpClass::Delete, status));
+                    }
+                }
+            }
+            match next {
+                Some(k) => from = k,
+                None => break,
+            }
+        }
+        run.reply(self.proto).simple("OK");
+        Ok((OpClass::Delete, Status::Ok))
+    }
+
     pub(super) async fn dbsize(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         match count_keys(run).await {
             Ok(n) => run.reply(self.proto).int(n as i64),

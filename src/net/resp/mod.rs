@@ -3,9 +3,13 @@
 //! work against corekv.
 //!
 //! It owns RESP framing (codec.rs), the command table and per-connection
-//! session (commands.rs), glob patterns (glob.rs), the string and key commands (strings.rs), the
-//! keyspace walks and INFO (keyspace.rs), runs of pipelined plain GETs or
-//! SETs executed as one batch (pipeline.rs), and the listener and connection
+//! session (commands.rs), glob patterns (glob.rs), the string and key
+//! commands (strings.rs), MULTI/EXEC/WATCH and the commands evaluated over a
+//! transaction's snapshot (multi.rs, bits.rs, with their state in
+//! txn_state.rs), the keyspace walks, FLUSHDB and INFO (keyspace.rs), CLIENT,
+//! CONFIG and DEBUG (server.rs) with the process-wide client registry
+//! (clients.rs), runs of pipelined plain GETs or SETs executed as one batch
+//! (pipeline.rs), and the listener and connection
 //! loop (connection.rs). It is served by the same shards, with the same
 //! connection limit, timeouts, buffer budget and metrics as the native
 //! listener, and the same users and roles (docs/security.md). It must never
@@ -13,10 +17,15 @@
 //! router operations, transactions or scans. docs/redis-compatibility.md
 //! lists what is supported and how it differs from Redis.
 
+pub mod bits;
+pub mod clients;
 pub mod codec;
 pub mod commands;
 pub mod connection;
 pub mod glob;
 pub mod keyspace;
+pub mod multi;
 pub mod pipeline;
+pub mod server;
 pub mod strings;
+pub mod txn_state;

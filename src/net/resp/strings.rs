@@ -29,9 +29,9 @@ use crate::net::outbound::{SendError, DIRECT_WRITE_BYTES};
 
 /// Attempts of one read-modify-write before it gives up with TXN_ABORTED
 /// (each failed attempt means another client changed the key meanwhile).
-const RMW_ATTEMPTS_MAX: usize = 1000;
+pub(super) const RMW_ATTEMPTS_MAX: usize = 1000;
 
-const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+pub(super) const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
 /// What a read-modify-write does with the key.
 enum Change {
@@ -162,7 +162,7 @@ impl Session {
     }
 
     /// A client transaction of `conds` and `writes`.
-    async fn txn(
+    pub(super) async fn txn(
         &mut self,
         ctx: &ShardContext,
         conds: &[Cond<'_>],
@@ -642,7 +642,7 @@ impl Session {
 }
 
 /// Redis's float syntax for INCRBYFLOAT (strtold, no leading space, no NaN).
-fn parse_f64(b: &[u8]) -> Option<f64> {
+pub(super) fn parse_f64(b: &[u8]) -> Option<f64> {
     let s = std::str::from_utf8(b).ok()?;
     if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
         return None;
