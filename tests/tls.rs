@@ -72,6 +72,11 @@ fn make_ca(dir: &Path, name: &str) {
 }
 
 fn make_leaf(dir: &Path, name: &str, ca: &str, ext: &str) {
+    make_leaf_for_days(dir, name, ca, ext, "2");
+}
+
+/// A leaf valid for `days` from now (`"0"`: it expires the second it is made).
+fn make_leaf_for_days(dir: &Path, name: &str, ca: &str, ext: &str, days: &str) {
     std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
     openssl(
         dir,
@@ -105,7 +110,7 @@ fn make_leaf(dir: &Path, name: &str, ca: &str, ext: &str) {
             "-out",
             &format!("{name}.crt"),
             "-days",
-            "2",
+            days,
             "-extfile",
             &format!("{name}.ext"),
         ],
@@ -1010,4 +1015,65 @@ fn a_client_certificate_naming_a_user_logs_the_connection_in_as_that_user() {
     );
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
+}
+
+/// Certificates past their validity are refused on both sides: a client
+/// presenting an expired certificate to a server with a client CA, and a
+/// client shown an expired server certificate. (`-days 0` makes a
+/// certificate whose notAfter is the second it was signed.)
+#[test]
+fn expired_certificates_are_refused_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path());
+    make_leaf_for_days(
+        &p.dir,
+        "expired-client",
+        "ca",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n",
+        "0",
+    );
+    make_leaf_for_days(
+        &p.dir,
+        "expired-server",
+        "ca",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        "0",
+    );
+    std::thread::sleep(Duration::from_millis(2_100));
+
+    // An expired client certificate, against a server that requires one.
+    let mut flags = tls_flags(&p);
+    flags.push("--tls-client-ca-file".into());
+    flags.push(p.path("ca.crt").display().to_string());
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    let server = start(&dir.path().join("a"), &flags);
+    let expired_client = TlsOptions {
+        client_cert: Some((p.path("expired-client.crt"), p.path("expired-client.key"))),
+        ..options(&p, "ca", false)
+    };
+    let refused = connect_and_ping(&server, &expired_client);
+    assert!(refused.is_err(), "an expired client certificate got in");
+    assert!(
+        !matches!(refused, Err(ClientError::Timeout { .. })),
+        "refusal must not be a hang: {refused:?}"
+    );
+    // The valid certificate from the same CA still gets in.
+    connect_and_ping(&server, &options(&p, "ca", true)).expect("valid client certificate");
+    let _ = server.stop();
+
+    // An expired server certificate: the client refuses it, naming why.
+    let mut flags = tls_flags(&p);
+    let cert = flags.iter().position(|f| f == "--tls-cert-file").unwrap() + 1;
+    flags[cert] = p.path("expired-server.crt").display().to_string();
+    flags[cert + 2] = p.path("expired-server.key").display().to_string();
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let server = start(&dir.path().join("b"), &flags);
+    match connect_and_ping(&server, &options(&p, "ca", false)) {
+        Err(ClientError::Tls(msg)) => assert!(
+            msg.to_lowercase().contains("expired") || msg.contains("certificate"),
+            "reason names the certificate: {msg}"
+        ),
+        other => panic!("a client accepted an expired server certificate: {other:?}"),
+    }
+    let _ = server.stop();
 }
