@@ -483,7 +483,7 @@ impl RequestBatch {
         match self.order.last() {
             Some(Entry::Mget { keys, count, .. }) => {
                 let keys = &data[keys.clone()];
-                self.serial_status = match mget_fits(
+                self.serial_status = sized_snapshot_get(
                     &mut self.probe,
                     keys,
                     *count,
@@ -491,23 +491,7 @@ impl RequestBatch {
                     cfg,
                     &mut self.serial_out,
                 )
-                .await
-                {
-                    Err(status) => status,
-                    Ok(()) => {
-                        let status = ctx
-                            .router
-                            .snapshot_get(keys, *count, &mut self.serial_out)
-                            .await;
-                        if status.is_ok() && self.serial_out.len() > cfg.reply_bytes_max {
-                            // Values grew between the sizing and the read.
-                            let size = self.serial_out.len();
-                            too_large(&mut self.serial_out, size, cfg)
-                        } else {
-                            status
-                        }
-                    }
-                };
+                .await;
             }
             Some(Entry::Txn { body, shape, .. }) => {
                 let body = match body {
@@ -795,6 +779,32 @@ fn too_large(out: &mut Vec<u8>, size: usize, cfg: &ConnConfig) -> Status {
         cfg.reply_bytes_max
     );
     Status::ReplyTooLarge
+}
+
+/// A snapshot read of `keys` (MGET's body layout) whose reply is bounded:
+/// sized first ([`mget_fits`]), read only if it fits, and refused if the
+/// values grew past the limit between the two. On success `out` holds the
+/// MGET reply body; on REPLY_TOO_LARGE, the message. The native MGET and the
+/// RESP MGET and EXEC snapshots all read through here.
+pub(crate) async fn sized_snapshot_get(
+    probe: &mut RoutedBatch,
+    keys: &[u8],
+    count: u32,
+    ctx: &ShardContext,
+    cfg: &ConnConfig,
+    out: &mut Vec<u8>,
+) -> Status {
+    if let Err(status) = mget_fits(probe, keys, count, ctx, cfg, out).await {
+        return status;
+    }
+    let status = ctx.router.snapshot_get(keys, count, out).await;
+    if status.is_ok() && out.len() > cfg.reply_bytes_max {
+        // Values grew between the sizing and the read.
+        let size = out.len();
+        too_large(out, size, cfg)
+    } else {
+        status
+    }
 }
 
 /// Whether the MGET of `keys` fits the reply limit, decided from value sizes

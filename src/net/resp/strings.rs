@@ -266,7 +266,7 @@ impl Session {
         }
         let count = keys.len() as u32;
         let ctx = run.ctx;
-        let fits = crate::net::request_batch::mget_fits(
+        let status = crate::net::request_batch::sized_snapshot_get(
             &mut self.probe,
             &self.scratch,
             count,
@@ -275,14 +275,6 @@ impl Session {
             &mut self.detail,
         )
         .await;
-        let status = match fits {
-            Err(s) => s,
-            Ok(()) => {
-                ctx.router
-                    .snapshot_get(&self.scratch, count, &mut self.detail)
-                    .await
-            }
-        };
         let proto = self.proto;
         if status != Status::Ok {
             let e = if status == Status::ReplyTooLarge {
