@@ -12,6 +12,7 @@
 #   redis-server runs under taskset -c 0; for "1 shard, client on the other core")
 #   OUT [perf/out]  RATE [] (open loop ops/s)
 #   COREKV_BIN [build target/release/corekv]  SMOKE [0]
+#   BENCH_ARGS [] extra `corekv bench` flags for every run (e.g. --shard-aware)
 # Shortest run (a smoke test, not a measurement; tests/scripts.rs runs it):
 #   SMOKE=1 perf/compare.sh sync    (KEYS=1000 DURATION=1 WARMUP=0 REPEAT=1
 #   WORKLOADS=C CONNECTIONS=4; prints "skipped: ..." and exits 0 without redis-server)
@@ -89,7 +90,7 @@ for wl in $WORKLOADS; do
     if ! "$bin" bench "${targets[@]}" --workload "$name" $mix $load_flag $rate_flag \
         --keys "$KEYS" --value-size "$VALUE" --connections "$CONNECTIONS" --pipeline "$PIPELINE" \
         --client-cores "$CLIENT_CORES" --duration "$DURATION" --warmup "$WARMUP" --repeat "$REPEAT" \
-        --quiet --plot "$OUT/$mode-$tag.svg" --json "$OUT/$mode-$tag.json"; then
+        --quiet --plot "$OUT/$mode-$tag.svg" --json "$OUT/$mode-$tag.json" ${BENCH_ARGS:-}; then
         echo "bench failed; server logs:" >&2
         for f in "$work"/*.log "$work"/corekv.err; do echo "== $f" >&2; tail -20 "$f" >&2; done
         for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || echo "process $p is gone" >&2; done

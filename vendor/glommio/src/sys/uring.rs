@@ -1246,6 +1246,9 @@ pub(crate) struct Reactor {
     poll_ring: RefCell<PollRing>,
 
     latency_preemption_timeout_src: Cell<Option<Source>>,
+    // corekv patch 5: when the armed latency timer fires (at the latest; it
+    // is submitted a little after this instant is taken).
+    latency_preemption_deadline: Cell<Option<Instant>>,
     throughput_preemption_timeout_src: Cell<Option<Source>>,
 
     link_fd: RawFd,
@@ -1377,6 +1380,7 @@ impl Reactor {
             latency_ring: RefCell::new(latency_ring),
             poll_ring: RefCell::new(poll_ring),
             latency_preemption_timeout_src: Cell::new(None),
+            latency_preemption_deadline: Cell::new(None),
             throughput_preemption_timeout_src: Cell::new(None),
             blocking_thread,
             link_fd,
@@ -1838,13 +1842,16 @@ impl Reactor {
         // consume all events from the rings
         consume_rings!(into &mut woke; lat_ring, poll_ring, main_ring);
 
-        // Cancel the old timer regardless of whether we can sleep:
-        // if we won't sleep, we will register the new timer with its new
-        // value.
-        //
-        // But if we will sleep, there might be a timer registered that needs
-        // to be removed otherwise we'll wake up when it expires.
-        drop(self.latency_preemption_timeout_src.take());
+        // corekv patch 5: upstream cancelled the latency timer here on every
+        // call and armed a new one below: with one request per wake-up, a
+        // cancel (two completions) and a new timeout on every request, about
+        // a third of an unpipelined request's ring traffic. Now an armed
+        // timer that has not fired stays armed as long as it fires no later
+        // than the timer we would arm instead (`keep_latency_timer`). Firing
+        // earlier than needed costs at most an early preemption of a running
+        // task queue or one spurious wake-up of a sleeping executor per timer
+        // period (100 ms by default), never a missed one. A fired timer is
+        // done and is replaced when a timer is wanted again.
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
@@ -1892,10 +1899,15 @@ impl Reactor {
         if should_sleep {
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let Some(dur) = user_timer {
-                self.latency_preemption_timeout_src
-                    .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
-                assert!(flush_rings!(lat_ring)? > 0);
+            // corekv patch 5: with no user timer, an armed preemption timer
+            // is kept too: one wake-up at its end instead of a cancel now
+            // and a new timer at the next wake-up.
+            let wanted = user_timer.unwrap_or(Duration::MAX);
+            if !self.keep_latency_timer(wanted, Duration::ZERO) {
+                if let Some(dur) = user_timer {
+                    self.arm_latency_timer(&mut lat_ring, dur);
+                    assert!(flush_rings!(lat_ring)? > 0);
+                }
             }
             // From this moment on the remote executors are aware that we are sleeping
             // We have to sweep the remote channels function once more because since
@@ -1928,9 +1940,17 @@ impl Reactor {
         }
 
         if let Some(preempt) = preempt_timer() {
-            self.latency_preemption_timeout_src
-                .set(Some(lat_ring.prepare_latency_preemption_timer(preempt)));
-            flush_rings!(lat_ring, main_ring)?;
+            // corekv patch 5: a timer with at least half its period left
+            // stays. Upstream re-armed it on every call, so it fired only when
+            // one task queue ran a whole period without coming back here; now
+            // it fires when one ran at least half a period. Keeping timers
+            // with less time left was tried: one then fired in the middle of
+            // busy work, and pipelined SETs stalled for 55-86 ms in 3 runs of
+            // 5 (docs/performance.md, "After patch 5").
+            if !self.keep_latency_timer(preempt, preempt / 2) {
+                self.arm_latency_timer(&mut lat_ring, preempt);
+                flush_rings!(lat_ring, main_ring)?;
+            }
         }
 
         // A Note about `need_preempt`:
@@ -1941,6 +1961,38 @@ impl Reactor {
         // need_preempt() should be false at this point. As soon as the next event
         // in the preempt ring completes, though, then it will be true.
         Ok(should_sleep)
+    }
+
+    /// corekv patch 5: whether the armed latency timer, if there is one and
+    /// it has not fired, fires between `at_least` and `at_most` from now and
+    /// can stay. If it cannot, it is cancelled here (its drop queues the
+    /// cancellation).
+    fn keep_latency_timer(&self, at_most: Duration, at_least: Duration) -> bool {
+        let armed = self.latency_preemption_timeout_src.take();
+        let deadline = self.latency_preemption_deadline.get();
+        let now = Instant::now();
+        match (armed, deadline) {
+            (Some(timer), Some(deadline))
+                if timer.result().is_none()
+                    && now.checked_add(at_most).map_or(true, |latest| deadline <= latest)
+                    && now.checked_add(at_least).map_or(false, |soonest| deadline >= soonest) =>
+            {
+                self.latency_preemption_timeout_src.set(Some(timer));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// corekv patch 5: arm the latency timer to fire `dur` from now. The
+    /// cancellation of a timer `keep_latency_timer` just dropped is flushed at
+    /// the next `wait` (as upstream's were); if that timer fires first, it
+    /// only preempts or wakes early.
+    fn arm_latency_timer(&self, lat_ring: &mut SleepableRing, dur: Duration) {
+        self.latency_preemption_deadline
+            .set(Instant::now().checked_add(dur));
+        self.latency_preemption_timeout_src
+            .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
     }
 
     pub(crate) fn flush_syscall_thread(&self) -> usize {
