@@ -93,7 +93,7 @@ pub fn table(data: &[u8]) {
     if let Ok(block) = DataBlock::parse(data) {
         let mut c = block.cursor();
         let mut last: Option<Vec<u8>> = None;
-        while let Ok(Some((k, _))) = c.next() {
+        while let Ok(Some((k, _, _))) = c.next() {
             last = Some(k.to_vec());
         }
         let probe = last.unwrap_or_default();

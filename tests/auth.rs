@@ -114,6 +114,8 @@ fn each_role_runs_exactly_its_opcodes() {
         let backup = dir.path().join(format!("backup-{user}-{}", role.is_some()));
         let backup = backup.to_str().unwrap().as_bytes().to_vec();
         // AUTH last: it changes the session.
+        let mut rmw = Vec::new();
+        corekv::core::rmw::Program::Append(b"x").encode(&mut rmw);
         let mut ops: Vec<Opcode> = Opcode::ALL.to_vec();
         ops.sort_by_key(|op| *op == Opcode::Auth);
         for op in ops {
@@ -146,6 +148,19 @@ fn each_role_runs_exactly_its_opcodes() {
                     password: password.as_bytes(),
                 },
                 Opcode::Backup => Request::Backup { target: &backup },
+                Opcode::Rmw => Request::Rmw {
+                    key: b"k",
+                    program: &rmw,
+                },
+                Opcode::PutEx => Request::PutEx {
+                    key: b"k",
+                    timed: &[0xff; 9],
+                },
+                Opcode::Expire => Request::Expire {
+                    key: b"k",
+                    arg: &[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                },
+                Opcode::Ttl => Request::Ttl { key: b"k" },
             };
             let r = send(&mut c, &req);
             let allowed = permits(role, op.access());

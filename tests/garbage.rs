@@ -79,7 +79,11 @@ fn garbage_does_not_hurt_the_server_or_other_clients() {
     }
 
     // 2. Valid headers with absurd lengths: answered FRAME_TOO_LARGE and closed.
-    for len in [u32::MAX, u32::MAX / 2, 17 << 20, (16 << 20) + 65_536 + 5] {
+    // One byte over the largest body a request may declare: an RMW of the
+    // largest key (64 KiB) and value (16 MiB), whose program header is the
+    // longest of any opcode's extra bytes (codec `Limits::body_bytes_max`).
+    let over = 4 + 65_536 + (16 << 20) + corekv::core::rmw::PROGRAM_HEADER_BYTES_MAX as u32 + 1;
+    for len in [u32::MAX, u32::MAX / 2, 17 << 20, over] {
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(&header(4, len)).unwrap();
         let resp = drain(s);

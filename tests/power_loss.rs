@@ -81,7 +81,7 @@ fn recover_and_check(disk: &SimDisk, work: &[Vec<Rec>], acked: u64, what: &str) 
             r.lsn(),
             r.key().unwrap_or_default().to_vec(),
             match r {
-                Record::Put { value, .. } => value.to_vec(),
+                Record::Put { value, .. } | Record::PutExpiring { value, .. } => value.to_vec(),
                 Record::Delete { .. } | Record::Txn { .. } => Vec::new(),
             },
         ))

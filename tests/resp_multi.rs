@@ -83,7 +83,6 @@ const MULTI_SCRIPT: &[&[&str]] = &[
     &["MSETNX", "n", "1", "o", "2"],
     &["TYPE", "n"],
     &["TYPE", "zz"],
-    &["TTL", "n"],
     &["PING"],
     &["ECHO", "e"],
     &["UNWATCH"],

@@ -204,7 +204,7 @@ fn blocks_of(path: &Path, id: u64) -> Vec<(u64, usize, Vec<Vec<u8>>)> {
             let block = DataBlock::parse(payload).unwrap();
             let mut keys = Vec::new();
             let mut cur = block.cursor();
-            while let Some((k, _)) = cur.next().unwrap() {
+            while let Some((k, _, _)) = cur.next().unwrap() {
                 keys.push(k.to_vec());
             }
             (off, ext, keys)

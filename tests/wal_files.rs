@@ -114,6 +114,7 @@ async fn read_log(
         Record::Put { lsn, key, value } => got.push((lsn, key.to_vec(), Some(value.to_vec()))),
         Record::Delete { lsn, key } => got.push((lsn, key.to_vec(), None)),
         Record::Txn { .. } => panic!("these logs hold no transaction records"),
+        Record::PutExpiring { .. } => panic!("these logs hold no expiring puts"),
     })
     .await;
     (report, got)

@@ -72,16 +72,58 @@ fn host_of(addr: &str) -> &str {
 
 #[derive(Subcommand, Debug)]
 pub enum CliCommand {
+    /// Make KEY expire after MS milliseconds (0 or less: delete it now), or
+    /// with --persist never. Prints 1 if applied, 0 if not (no such key, or
+    /// the --nx/--xx/--gt/--lt condition was false).
+    Expire {
+        key: String,
+        #[arg(allow_hyphen_values = true, default_value_t = 0)]
+        ms: i64,
+        /// Only if the key has no expiry.
+        #[arg(long)]
+        nx: bool,
+        /// Only if the key has an expiry.
+        #[arg(long)]
+        xx: bool,
+        /// Only if the new expiry is later (no expiry counts as infinite).
+        #[arg(long)]
+        gt: bool,
+        /// Only if the new expiry is earlier (no expiry counts as infinite).
+        #[arg(long)]
+        lt: bool,
+        /// Remove the expiry instead.
+        #[arg(long)]
+        persist: bool,
+    },
+    /// Print the milliseconds until KEY expires (-1: never); exit 1 if there
+    /// is no such key.
+    Ttl { key: String },
     /// Check the server answers.
     Ping,
     /// Print the server's protocol version, shard count and limits.
     Hello,
     /// Print the value of KEY.
     Get { key: String },
-    /// Set KEY to VALUE.
-    Put { key: String, value: String },
+    /// Set KEY to VALUE (with --ttl, expiring after that many milliseconds;
+    /// without, any expiry is cleared).
+    Put {
+        key: String,
+        value: String,
+        /// Milliseconds until the key expires.
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
     /// Delete KEY.
     Del { key: String },
+    /// Add BY (default 1) to KEY's integer value atomically (a missing key
+    /// counts as 0); print the new value.
+    Incr {
+        key: String,
+        #[arg(default_value_t = 1, allow_hyphen_values = true)]
+        by: i64,
+    },
+    /// Append VALUE to KEY's value atomically; print the new length.
+    Append { key: String, value: String },
     /// Print the values of several keys, one per line (missing keys: empty line,
     /// and exit code 1).
     Mget { keys: Vec<String> },
@@ -172,9 +214,73 @@ fn execute(
                 return Ok(ExitCode::from(1));
             }
         },
-        CliCommand::Put { key, value } => {
-            client.put(key.as_bytes(), value.as_bytes())?;
+        CliCommand::Put { key, value, ttl } => {
+            match ttl {
+                Some(ms) => {
+                    let at = corekv::core::expiry::absolute_ms(
+                        i64::try_from(*ms).unwrap_or(i64::MAX),
+                        corekv::core::expiry::ExpiryArg::Millis,
+                        corekv::shard::clock::wall_clock_ms(),
+                        true,
+                    )
+                    .map_err(|_| invalid("--ttl must be between 1 and 2^63-1 ms from now"))?;
+                    client.put_ex(key.as_bytes(), value.as_bytes(), at)?
+                }
+                None => client.put(key.as_bytes(), value.as_bytes())?,
+            }
             print(&mut stdout, b"OK");
+        }
+        CliCommand::Expire {
+            key,
+            ms,
+            nx,
+            xx,
+            gt,
+            lt,
+            persist,
+        } => {
+            use corekv::core::expiry::ExpireMode;
+            let mode =
+                match (*persist, *nx, *xx, *gt, *lt) {
+                    (true, false, false, false, false) => ExpireMode::Persist,
+                    (false, false, false, false, false) => ExpireMode::Always,
+                    (false, true, false, false, false) => ExpireMode::Nx,
+                    (false, false, true, false, false) => ExpireMode::Xx,
+                    (false, false, _, true, false) => ExpireMode::Gt,
+                    (false, false, false, false, true) => ExpireMode::Lt,
+                    (false, false, true, false, true) => ExpireMode::XxLt,
+                    _ => return Err(invalid(
+                        "--persist, --nx, --gt/--lt: one at a time (--xx may join --gt or --lt)",
+                    )),
+                };
+            let at = corekv::core::expiry::absolute_ms(
+                *ms,
+                corekv::core::expiry::ExpiryArg::Millis,
+                corekv::shard::clock::wall_clock_ms(),
+                false,
+            )
+            .map_err(|_| invalid("MS is out of range"))?;
+            let applied = client.expire(key.as_bytes(), mode, at)?;
+            print(&mut stdout, if applied { b"1" } else { b"0" });
+        }
+        CliCommand::Ttl { key } => match client.ttl(key.as_bytes())? {
+            None => {
+                eprintln!("NOT_FOUND: {key}");
+                return Ok(ExitCode::from(1));
+            }
+            Some(0) => print(&mut stdout, b"-1"),
+            Some(at) => {
+                let left = at.saturating_sub(corekv::shard::clock::wall_clock_ms());
+                print(&mut stdout, left.to_string().as_bytes());
+            }
+        },
+        CliCommand::Incr { key, by } => {
+            let n = client.incr_by(key.as_bytes(), *by)?;
+            print(&mut stdout, n.to_string().as_bytes());
+        }
+        CliCommand::Append { key, value } => {
+            let n = client.append(key.as_bytes(), value.as_bytes())?;
+            print(&mut stdout, n.to_string().as_bytes());
         }
         CliCommand::Mget { keys } => {
             let refs: Vec<&[u8]> = keys.iter().map(|k| k.as_bytes()).collect();

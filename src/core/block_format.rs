@@ -8,8 +8,17 @@
 //!           crc = CRC32C(payload ++ trailer[0..20])
 //! data    = entry* | restart u32 * n | n u32
 //! entry   = shared varint | unshared varint | value_tag varint | key[shared..] | value
-//!           value_tag = value_len << 1 | tombstone
+//!           value_tag = value_len << 1 | 0                      a value
+//!                     = 1                                       a tombstone
+//!                     = (8 + value_len) << 1 | 1                an expiring value (table v2):
+//!                       value = expires_at_unix_ms u64 LE | value bytes
 //! ```
+//!
+//! Expiring values (table format version 2) reuse the odd tags that version 1
+//! never wrote: a v1 writer only ever wrote the odd tag 1 (a tombstone), so one
+//! decoding rule reads both versions and needs no version passed down. A v1
+//! reader would misread an expiring entry, which is why tables that may hold one
+//! say version 2 in their footer (`table_format`), refused by older builds.
 //!
 //! Why the trailer names its table and block number: a checksum alone proves a
 //! block is intact, not that it is the block we asked for. A write misdirected
@@ -204,13 +213,20 @@ impl DataBlockBuilder {
         self.buf.len() + 4 * self.restarts.len() + 4
     }
 
-    /// Payload bytes after adding an entry of this size (an upper bound).
+    /// Payload bytes after adding an entry of this size (an upper bound,
+    /// room for an expiry included).
     pub fn payload_len_with(&self, key_len: usize, value_len: usize) -> usize {
-        self.payload_len() + key_len + value_len + 3 * 5 + 4
+        self.payload_len() + key_len + value_len + 8 + 3 * 5 + 4
     }
 
     /// `value` `None` is a tombstone.
     pub fn add(&mut self, key: &[u8], value: Option<&[u8]>) {
+        self.add_expiring(key, value, crate::core::expiry::NEVER)
+    }
+
+    /// `value` `None` is a tombstone (its `expires_at` is ignored);
+    /// `expires_at` 0 ([`crate::core::expiry::NEVER`]) writes a plain value.
+    pub fn add_expiring(&mut self, key: &[u8], value: Option<&[u8]>, expires_at: u64) {
         debug_assert!(
             self.entries == 0 || key > self.last_key.as_slice(),
             "keys must be added in increasing order"
@@ -228,12 +244,16 @@ impl DataBlockBuilder {
         put_varint(&mut self.buf, shared as u64);
         put_varint(&mut self.buf, (key.len() - shared) as u64);
         let tag = match value {
+            Some(v) if expires_at != crate::core::expiry::NEVER => ((8 + v.len() as u64) << 1) | 1,
             Some(v) => (v.len() as u64) << 1,
             None => 1,
         };
         put_varint(&mut self.buf, tag);
         self.buf.extend_from_slice(&key[shared..]);
         if let Some(v) = value {
+            if expires_at != crate::core::expiry::NEVER {
+                self.buf.extend_from_slice(&expires_at.to_le_bytes());
+            }
             self.buf.extend_from_slice(v);
         }
         self.last_key.clear();
@@ -265,6 +285,10 @@ pub struct DataBlock<'a> {
 
 /// One decoded entry's value: `None` for a tombstone.
 pub type EntryValue<'a> = Option<&'a [u8]>;
+
+/// One decoded entry's value and expiry (unix ms, 0: never; always 0 for a
+/// tombstone).
+pub type EntryCell<'a> = (EntryValue<'a>, u64);
 
 impl<'a> DataBlock<'a> {
     pub fn parse(payload: &'a [u8]) -> Result<DataBlock<'a>, BlockError> {
@@ -322,7 +346,7 @@ impl<'a> DataBlock<'a> {
         while lo < hi {
             let mid = (lo + hi) / 2;
             let mut pos = self.restart(mid) as usize;
-            let (shared, suffix, _) = decode_entry(self.entries, &mut pos)?;
+            let (shared, suffix, _, _) = decode_entry(self.entries, &mut pos)?;
             if shared != 0 {
                 return Err(BlockError::Malformed("restart entry shares a prefix"));
             }
@@ -347,7 +371,7 @@ impl<'a> DataBlock<'a> {
             let before = (cursor.pos, cursor.key.len());
             match cursor.next()? {
                 None => return Ok(cursor),
-                Some((key, _)) if key >= target => {
+                Some((key, _, _)) if key >= target => {
                     // Re-position at that entry: restore and let next() return it.
                     cursor.pos = before.0;
                     cursor.key.truncate(before.1);
@@ -358,46 +382,63 @@ impl<'a> DataBlock<'a> {
         }
     }
 
-    /// The value stored for exactly `key`: `Ok(None)` if absent, `Ok(Some(None))`
-    /// for a tombstone.
-    pub fn get(&self, key: &[u8]) -> Result<Option<EntryValue<'a>>, BlockError> {
+    /// The value stored for exactly `key`, with its expiry: `Ok(None)` if
+    /// absent, `Ok(Some((None, 0)))` for a tombstone.
+    pub fn get(&self, key: &[u8]) -> Result<Option<EntryCell<'a>>, BlockError> {
         let mut c = self.seek(key)?;
         match c.next()? {
-            Some((k, v)) if k == key => Ok(Some(v)),
+            Some((k, v, e)) if k == key => Ok(Some((v, e))),
             _ => Ok(None),
         }
     }
 }
 
-/// Decode the entry at `*pos`: (shared, key suffix, value).
+/// Decode the entry at `*pos`: (shared, key suffix, value, expiry).
 fn decode_entry<'a>(
     b: &'a [u8],
     pos: &mut usize,
-) -> Result<(usize, &'a [u8], EntryValue<'a>), BlockError> {
+) -> Result<(usize, &'a [u8], EntryValue<'a>, u64), BlockError> {
     let shared = get_varint(b, pos)? as usize;
     let unshared = get_varint(b, pos)? as usize;
     let tag = get_varint(b, pos)?;
-    let value_len = if tag & 1 == 1 { 0 } else { (tag >> 1) as usize };
+    // Bounded before any arithmetic: a length past the block is malformed
+    // whatever the tag's kind.
+    let slot_len = usize::try_from(tag >> 1).unwrap_or(usize::MAX);
+    let expiring = tag & 1 == 1 && slot_len != 0;
+    let tombstone = tag & 1 == 1 && slot_len == 0;
+    if expiring && slot_len < 8 {
+        return Err(BlockError::Malformed(
+            "expiring entry shorter than its expiry",
+        ));
+    }
     let end = pos
         .checked_add(unshared)
-        .and_then(|e| e.checked_add(value_len))
+        .and_then(|e| e.checked_add(slot_len))
         .filter(|&e| e <= b.len())
         .ok_or(BlockError::Malformed("entry runs past the block"))?;
     let suffix = &b[*pos..*pos + unshared];
-    let value = (tag & 1 == 0).then(|| &b[*pos + unshared..end]);
+    let slot = &b[*pos + unshared..end];
     *pos = end;
-    Ok((shared, suffix, value))
+    if tombstone {
+        return Ok((shared, suffix, None, 0));
+    }
+    if expiring {
+        let (at, value) = slot.split_at(8);
+        let at = u64::from_le_bytes(at.try_into().unwrap_or([0; 8]));
+        return Ok((shared, suffix, Some(value), at));
+    }
+    Ok((shared, suffix, Some(slot), 0))
 }
 
 /// Decode the entry at `*pos` of a block's entry bytes into `key`, which must
 /// hold the previous entry's key (empty at a restart point). Returns the value
-/// (`None`: a tombstone).
+/// (`None`: a tombstone) and its expiry (0: never).
 pub fn decode_next<'a>(
     entries: &'a [u8],
     pos: &mut usize,
     key: &mut Vec<u8>,
-) -> Result<EntryValue<'a>, BlockError> {
-    let (shared, suffix, value) = decode_entry(entries, pos)?;
+) -> Result<EntryCell<'a>, BlockError> {
+    let (shared, suffix, value, expires_at) = decode_entry(entries, pos)?;
     if shared > key.len() {
         return Err(BlockError::Malformed(
             "shared prefix longer than the previous key",
@@ -405,8 +446,11 @@ pub fn decode_next<'a>(
     }
     key.truncate(shared);
     key.extend_from_slice(suffix);
-    Ok(value)
+    Ok((value, expires_at))
 }
+
+/// A cursor's entry: key (borrowing the cursor), value, expiry.
+pub type CursorEntry<'k, 'a> = (&'k [u8], EntryValue<'a>, u64);
 
 /// Walks a data block's entries in key order.
 pub struct BlockCursor<'a> {
@@ -418,12 +462,12 @@ pub struct BlockCursor<'a> {
 impl<'a> BlockCursor<'a> {
     /// The next entry; the key borrows the cursor until the next call.
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<Option<(&[u8], EntryValue<'a>)>, BlockError> {
+    pub fn next(&mut self) -> Result<Option<CursorEntry<'_, 'a>>, BlockError> {
         if self.pos >= self.block.entries.len() {
             return Ok(None);
         }
-        let value = decode_next(self.block.entries, &mut self.pos, &mut self.key)?;
-        Ok(Some((&self.key, value)))
+        let (value, expires_at) = decode_next(self.block.entries, &mut self.pos, &mut self.key)?;
+        Ok(Some((&self.key, value, expires_at)))
     }
 
     /// Where the cursor is (byte position, last key), to continue later with
@@ -469,13 +513,14 @@ mod tests {
         let block = DataBlock::parse(&payload).unwrap();
         let mut c = block.cursor();
         for (k, v) in &entries {
-            let (gk, gv) = c.next().unwrap().unwrap();
+            let (gk, gv, ge) = c.next().unwrap().unwrap();
             assert_eq!(gk, k.as_slice());
             assert_eq!(gv, v.as_deref());
+            assert_eq!(ge, 0);
         }
         assert!(c.next().unwrap().is_none());
         for (k, v) in &entries {
-            assert_eq!(block.get(k).unwrap(), Some(v.as_deref()));
+            assert_eq!(block.get(k).unwrap(), Some((v.as_deref(), 0)));
         }
         assert_eq!(block.get(b"key00001").unwrap(), None);
         assert_eq!(block.get(b"a").unwrap(), None);
@@ -550,6 +595,75 @@ mod tests {
         }
         if let Ok(b) = DataBlock::parse(&junk) {
             let _ = b.get(b"key00010");
+        }
+    }
+
+    #[test]
+    fn expiring_entries_round_trip_next_to_plain_ones_and_tombstones() {
+        let mut b = DataBlockBuilder::default();
+        let entries: Vec<(Vec<u8>, Option<Vec<u8>>, u64)> = (0..60u32)
+            .map(|i| {
+                let k = format!("k{i:04}").into_bytes();
+                match i % 4 {
+                    0 => (k, None, 0),
+                    1 => (k, Some(format!("v{i}").into_bytes()), 0),
+                    2 => (k, Some(Vec::new()), 1_700_000_000_000 + u64::from(i)),
+                    _ => (k, Some(vec![i as u8; i as usize]), u64::MAX - u64::from(i)),
+                }
+            })
+            .collect();
+        for (k, v, e) in &entries {
+            b.add_expiring(k, v.as_deref(), *e);
+        }
+        let mut payload = Vec::new();
+        b.finish_into(&mut payload);
+        let block = DataBlock::parse(&payload).unwrap();
+        let mut c = block.cursor();
+        for (k, v, e) in &entries {
+            let (gk, gv, ge) = c.next().unwrap().unwrap();
+            assert_eq!((gk, gv, ge), (k.as_slice(), v.as_deref(), *e));
+            assert_eq!(block.get(k).unwrap(), Some((v.as_deref(), *e)));
+        }
+        assert!(c.next().unwrap().is_none());
+    }
+
+    #[test]
+    fn an_expiring_tag_too_short_for_its_expiry_is_malformed() {
+        for slot in 1..8u64 {
+            let mut payload = Vec::new();
+            put_varint(&mut payload, 0);
+            put_varint(&mut payload, 1);
+            put_varint(&mut payload, (slot << 1) | 1);
+            payload.push(b'k');
+            payload.extend(std::iter::repeat_n(0u8, slot as usize));
+            payload.extend_from_slice(&0u32.to_le_bytes());
+            payload.extend_from_slice(&1u32.to_le_bytes());
+            let block = DataBlock::parse(&payload).unwrap();
+            assert!(block.cursor().next().is_err(), "slot {slot}");
+        }
+    }
+
+    #[test]
+    fn random_bytes_with_expiring_tags_never_panic() {
+        // Fuzz-style: seeded random payloads, biased towards odd tags.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20_000 {
+            let len = (rnd() % 64) as usize;
+            let mut p: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
+            if len > 6 {
+                p[2] |= 1;
+            }
+            if let Ok(b) = DataBlock::parse(&p) {
+                let mut c = b.cursor();
+                while let Ok(Some(_)) = c.next() {}
+                let _ = b.get(b"k");
+            }
         }
     }
 

@@ -47,6 +47,8 @@ pub struct EngineConfig {
     pub l0_trigger: usize,
     /// How long a request waits for a key a transaction has locked.
     pub lock_timeout: Duration,
+    /// How often each shard's expiry sweeper runs (`shard::expiry_sweeper`).
+    pub expiry_sweep_interval: Duration,
 }
 
 impl EngineConfig {
@@ -67,6 +69,7 @@ impl EngineConfig {
             table_target_bytes: 64 * 1024 * 1024,
             l0_trigger: 4,
             lock_timeout: Duration::from_secs(1),
+            expiry_sweep_interval: Duration::from_millis(100),
         }
     }
 

@@ -27,7 +27,11 @@ use super::block_format::{BlockError, TRAILER_BYTES};
 use super::limits::SECTOR_BYTES;
 
 pub const TABLE_MAGIC: [u8; 8] = *b"CKVTABLE";
-pub const TABLE_FORMAT_VERSION: u32 = 1;
+/// The version this build writes. 2 added expiring entries (`block_format`);
+/// version 1 tables decode with the same rule (they never hold one).
+pub const TABLE_FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const TABLE_FORMAT_VERSION_MIN: u32 = 1;
 /// The footer block's extent; always the last bytes of the file.
 pub const FOOTER_EXTENT: usize = SECTOR_BYTES;
 /// Target payload of one data block: one 4 KiB extent with its trailer.
@@ -65,7 +69,8 @@ impl Footer {
         if footer.magic != TABLE_MAGIC {
             return Err(BlockError::Malformed("footer magic is not CKVTABLE"));
         }
-        if footer.format_version.get() != TABLE_FORMAT_VERSION {
+        if !(TABLE_FORMAT_VERSION_MIN..=TABLE_FORMAT_VERSION).contains(&footer.format_version.get())
+        {
             return Err(BlockError::Malformed("unsupported table format version"));
         }
         if footer.table_id.get() != table_id {

@@ -6,7 +6,14 @@
 //! record        = [RecordHeader 20 B] [body: body_bytes]
 //! body (PUT)    = [key_bytes: u32] [key] [value]
 //! body (DELETE) = [key]
+//! body (PUT_EXPIRING, format 2) = [key_bytes: u32] [key] [expires_at_unix_ms: u64] [value]
 //! ```
+//!
+//! Versions: this build writes segments of format 2 and reads 1 and 2. Format 2
+//! added the PUT_EXPIRING record kind (and the transaction write kind
+//! `WRITE_PUT_EXPIRING`); a version 1 segment never holds either, so it reads
+//! unchanged. An older build refuses a version 2 segment by its header ("format
+//! version 2 is not supported"), never mistaking it for corruption.
 //!
 //! All integers are little-endian. A batch is what one group commit writes with one
 //! write + one fdatasync; it always starts on a 4 KiB boundary, so a torn write can
@@ -37,11 +44,13 @@ use super::txn_format::{
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CKVWAL\0\x01";
 pub const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"CKVB");
-pub const WAL_FORMAT_VERSION: u32 = 1;
+pub const WAL_FORMAT_VERSION: u32 = 2;
+/// The oldest segment format this build reads.
+pub const WAL_FORMAT_VERSION_MIN: u32 = 1;
 
 /// The largest record body any reader accepts; bounds every allocation made while
 /// decoding, whatever a corrupt length field says.
-pub const RECORD_BODY_BYTES_MAX: usize = 4 + KEY_BYTES_MAX + VALUE_BYTES_CEILING;
+pub const RECORD_BODY_BYTES_MAX: usize = 4 + KEY_BYTES_MAX + 8 + VALUE_BYTES_CEILING;
 
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
@@ -98,7 +107,7 @@ impl SegmentHeader {
         if h.crc.get() != expected {
             return Err(SegmentHeaderError::BadChecksum);
         }
-        if h.format_version.get() != WAL_FORMAT_VERSION {
+        if !(WAL_FORMAT_VERSION_MIN..=WAL_FORMAT_VERSION).contains(&h.format_version.get()) {
             return Err(SegmentHeaderError::UnsupportedVersion(
                 h.format_version.get(),
             ));
@@ -118,7 +127,7 @@ pub enum SegmentHeaderError {
     BadMagic,
     #[error("segment header checksum mismatch")]
     BadChecksum,
-    #[error("segment format version {0} is not supported (this build reads {WAL_FORMAT_VERSION})")]
+    #[error("segment format version {0} is not supported (this build reads {WAL_FORMAT_VERSION_MIN} to {WAL_FORMAT_VERSION})")]
     UnsupportedVersion(u32),
     #[error("segment block size {0} is not supported (this build uses {SECTOR_BYTES})")]
     BlockSize(u32),
@@ -201,6 +210,8 @@ pub enum RecordKind {
     TxnPrepare = 4,
     /// A participant's resolution of a prepared transaction.
     TxnResolve = 5,
+    /// A PUT whose value expires (format 2).
+    PutExpiring = 6,
 }
 
 impl RecordKind {
@@ -211,6 +222,7 @@ impl RecordKind {
             3 => Some(RecordKind::TxnCommit),
             4 => Some(RecordKind::TxnPrepare),
             5 => Some(RecordKind::TxnResolve),
+            6 => Some(RecordKind::PutExpiring),
             _ => None,
         }
     }
@@ -234,19 +246,46 @@ pub enum Record<'a> {
         lsn: u64,
         txn: TxnRecord<'a>,
     },
+    /// A PUT with an expiry (unix ms, never 0: a PUT without one is `Put`).
+    PutExpiring {
+        lsn: u64,
+        key: &'a [u8],
+        expires_at: u64,
+        value: &'a [u8],
+    },
 }
 
 impl<'a> Record<'a> {
     pub fn lsn(&self) -> u64 {
         match self {
-            Record::Put { lsn, .. } | Record::Delete { lsn, .. } | Record::Txn { lsn, .. } => *lsn,
+            Record::Put { lsn, .. }
+            | Record::Delete { lsn, .. }
+            | Record::Txn { lsn, .. }
+            | Record::PutExpiring { lsn, .. } => *lsn,
+        }
+    }
+
+    /// A PUT of `value` with expiry `expires_at` (0: never), as the record
+    /// kind that carries it.
+    pub fn put(lsn: u64, key: &'a [u8], value: &'a [u8], expires_at: u64) -> Record<'a> {
+        if expires_at == crate::core::expiry::NEVER {
+            Record::Put { lsn, key, value }
+        } else {
+            Record::PutExpiring {
+                lsn,
+                key,
+                expires_at,
+                value,
+            }
         }
     }
 
     /// The key a single-key record writes; `None` for transaction records.
     pub fn key(&self) -> Option<&'a [u8]> {
         match self {
-            Record::Put { key, .. } | Record::Delete { key, .. } => Some(key),
+            Record::Put { key, .. }
+            | Record::Delete { key, .. }
+            | Record::PutExpiring { key, .. } => Some(key),
             Record::Txn { .. } => None,
         }
     }
@@ -273,6 +312,7 @@ impl Record<'_> {
             Record::Put { key, value, .. } => put_record_bytes(key.len(), value.len()),
             Record::Delete { key, .. } => RECORD_HEADER_BYTES + key.len(),
             Record::Txn { txn, .. } => RECORD_HEADER_BYTES + txn.body_len(),
+            Record::PutExpiring { key, value, .. } => put_record_bytes(key.len(), value.len()) + 8,
         }
     }
 }
@@ -284,6 +324,9 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
         Record::Put { key, value, .. } => (RecordKind::Put, 4 + key.len() + value.len()),
         Record::Delete { key, .. } => (RecordKind::Delete, key.len()),
         Record::Txn { txn, .. } => (txn_kind(txn), txn.body_len()),
+        Record::PutExpiring { key, value, .. } => {
+            (RecordKind::PutExpiring, 4 + key.len() + 8 + value.len())
+        }
     };
     assert!(
         body_bytes <= RECORD_BODY_BYTES_MAX,
@@ -306,6 +349,17 @@ pub fn encode_record(out: &mut Vec<u8>, record: &Record<'_>) {
         }
         Record::Delete { key, .. } => out.extend_from_slice(key),
         Record::Txn { txn, .. } => txn.encode_body(out),
+        Record::PutExpiring {
+            key,
+            expires_at,
+            value,
+            ..
+        } => {
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            out.extend_from_slice(&expires_at.to_le_bytes());
+            out.extend_from_slice(value);
+        }
     }
     let crc = crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
@@ -380,6 +434,28 @@ pub fn decode_record(bytes: &[u8], expected_lsn: u64) -> Result<(Record<'_>, usi
                 lsn,
                 key: &body[4..4 + key_len],
                 value: &body[4 + key_len..],
+            }
+        }
+        Some(RecordKind::PutExpiring) => {
+            let key_len = body
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or(RecordError::MalformedBody { offset })?;
+            if key_len > KEY_BYTES_MAX || 4 + key_len + 8 > body.len() {
+                return Err(RecordError::MalformedBody { offset });
+            }
+            let at = &body[4 + key_len..4 + key_len + 8];
+            let expires_at = u64::from_le_bytes(at.try_into().unwrap_or([0; 8]));
+            if expires_at == crate::core::expiry::NEVER {
+                // Writers use PUT for that; accepting it would give one
+                // write two encodings.
+                return Err(RecordError::MalformedBody { offset });
+            }
+            Record::PutExpiring {
+                lsn,
+                key: &body[4..4 + key_len],
+                expires_at,
+                value: &body[4 + key_len + 8..],
             }
         }
         Some(RecordKind::Delete) => {
@@ -662,6 +738,60 @@ mod tests {
                 Err(RecordError::MalformedBody { offset: 0 }),
                 "{kind:?}"
             );
+        }
+    }
+
+    #[test]
+    fn expiring_puts_round_trip_and_their_malformed_bodies_are_errors() {
+        let written = [
+            Record::put(3, b"k", b"v", 1_700_000_000_123),
+            Record::put(4, b"", b"", u64::MAX),
+            Record::put(5, b"plain", b"x", 0),
+        ];
+        assert!(matches!(written[2], Record::Put { .. }), "no expiry: a PUT");
+        let mut out = Vec::new();
+        for r in &written {
+            let at = out.len();
+            encode_record(&mut out, r);
+            assert_eq!(out.len() - at, r.encoded_len());
+        }
+        let mut seen = Vec::new();
+        decode_batch_payload(&out, 3, 3, |r| seen.push(r)).unwrap();
+        assert_eq!(seen, written);
+        // Bodies shorter than key + expiry, and a stored expiry of 0, are
+        // malformed even under a valid checksum.
+        for body in [
+            &b"\x01\x00\x00\x00k\x01\x02"[..],
+            &b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00v"[..],
+            &b"\xff\xff\x00\x00"[..],
+        ] {
+            let mut bad = Vec::new();
+            encode_record(&mut bad, &Record::Delete { lsn: 9, key: body });
+            bad[16] = RecordKind::PutExpiring as u8;
+            let crc = crc32c(&bad[4..]);
+            bad[..4].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode_record(&bad, 9),
+                Err(RecordError::MalformedBody { offset: 0 }),
+                "{body:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_of_version_1_still_read_and_version_3_is_refused_by_name() {
+        for (version, ok) in [(1u32, true), (2, true), (3, false), (0, false)] {
+            let mut sh = SegmentHeader::new(1, 2, 3, 4, 5);
+            sh.format_version = version.into();
+            sh.crc = crc32c(&sh.as_bytes()[..SEGMENT_HEADER_BYTES - 4]).into();
+            let got = SegmentHeader::decode(sh.as_bytes());
+            assert_eq!(got.is_ok(), ok, "version {version}");
+            if !ok {
+                assert_eq!(
+                    got.unwrap_err(),
+                    SegmentHeaderError::UnsupportedVersion(version)
+                );
+            }
         }
     }
 

@@ -132,6 +132,16 @@ impl<F: DiskFile> TableWriter<F> {
 
     /// Add one entry (`None`: a tombstone).
     pub async fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), TableError> {
+        self.add_expiring(key, value, 0).await
+    }
+
+    /// Add one entry (`None`: a tombstone) with its expiry (unix ms, 0: never).
+    pub async fn add_expiring(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expires_at: u64,
+    ) -> Result<(), TableError> {
         // Reads binary-search blocks and keys: one key out of order would
         // make every key after it unreachable. Cheap: the previous key is
         // the open block's last, or the last sealed block's.
@@ -157,7 +167,7 @@ impl<F: DiskFile> TableWriter<F> {
         if self.smallest.is_none() {
             self.smallest = Some(key.to_vec());
         }
-        self.block.add(key, value);
+        self.block.add_expiring(key, value, expires_at);
         self.bloom.add(key);
         self.entries += 1;
         Ok(())
@@ -604,7 +614,7 @@ pub async fn check_table<D: Disk>(disk: &D, dir: &Path, id: u64) -> TableCheck {
         let mut last: Option<Vec<u8>> = None;
         loop {
             match cursor.next() {
-                Ok(Some((k, _))) => {
+                Ok(Some((k, _, _))) => {
                     if last
                         .as_deref()
                         .or(prev_last.as_deref())

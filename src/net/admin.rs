@@ -763,6 +763,24 @@ const PER_SHARD: &[(&str, &str, MetricType, Pick)] = &[
                 |s| s.storage.cache.prefetch_used as f64,
             ),
             (
+                "corekv_expired_keys_lazy",
+                "Expired keys deleted by the sweeper after a read met them (docs/expiry.md).",
+                MetricType::Counter,
+                |s| s.storage.expired_lazy as f64,
+            ),
+            (
+                "corekv_expired_keys_sweeper",
+                "Expired keys the sweeper's walk found and deleted.",
+                MetricType::Counter,
+                |s| s.storage.expired_sweeper as f64,
+            ),
+            (
+                "corekv_expired_keys_compaction",
+                "Expired values dropped by compactions.",
+                MetricType::Counter,
+                |s| s.storage.expired_compaction as f64,
+            ),
+            (
                 "corekv_block_read_requests",
                 "Device read requests for table blocks; a scan reads neighbouring missing blocks with one.",
                 MetricType::Counter,

@@ -59,6 +59,17 @@ pub enum ClientError {
     Timeout { after_ms: u64 },
 }
 
+/// The value of an RMW reply that is a bulk value or nil.
+fn bulk_or_nil(reply: crate::core::rmw::Reply) -> Result<Option<Vec<u8>>, ClientError> {
+    match reply {
+        crate::core::rmw::Reply::Bulk(b) => Ok(Some(b)),
+        crate::core::rmw::Reply::Nil => Ok(None),
+        other => Err(ClientError::Protocol(format!(
+            "expected a value or nil, got {other:?}"
+        ))),
+    }
+}
+
 /// A status's message: the server's detail, or the status's own description
 /// when the server sent none (never an empty message).
 fn status_text(status: Status, detail: &str) -> String {
@@ -493,10 +504,123 @@ impl Client {
             .map(drop)
     }
 
+    /// PUT whose value expires at `expires_at_ms` (unix ms on the server's
+    /// wall clock; 0: never, like `put`).
+    pub fn put_ex(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expires_at_ms: u64,
+    ) -> Result<(), ClientError> {
+        let mut buf = Vec::with_capacity(8 + value.len());
+        self.call(&Request::put_ex(key, expires_at_ms, value, &mut buf))?
+            .into_result()
+            .map(drop)
+    }
+
+    /// Change a key's expiry (`mode`: Redis's EXPIRE conditions, or PERSIST,
+    /// whose time is ignored). Returns whether it applied (false: no such
+    /// key, or the condition was false). A time at or before now deletes.
+    pub fn expire(
+        &mut self,
+        key: &[u8],
+        mode: crate::core::expiry::ExpireMode,
+        expires_at_ms: u64,
+    ) -> Result<bool, ClientError> {
+        let mut arg = [0u8; 9];
+        arg[0] = mode as u8;
+        arg[1..].copy_from_slice(&expires_at_ms.to_le_bytes());
+        let body = self
+            .call(&Request::Expire { key, arg: &arg })?
+            .into_result()?;
+        Ok(body.first() == Some(&1))
+    }
+
+    /// A key's expiry: `None` if the key does not exist (or expired),
+    /// `Some(0)` if it never expires, else the unix ms it expires at.
+    pub fn ttl(&mut self, key: &[u8]) -> Result<Option<u64>, ClientError> {
+        let resp = self.call(&Request::Ttl { key })?;
+        if resp.status == Status::NotFound {
+            return Ok(None);
+        }
+        let body = resp.into_result()?;
+        let at: [u8; 8] = body.as_slice().try_into().map_err(|_| {
+            ClientError::Protocol(format!("TTL reply of {} bytes, expected 8", body.len()))
+        })?;
+        Ok(Some(u64::from_le_bytes(at)))
+    }
+
     /// Returns whether the key existed.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, ClientError> {
         let body = self.call(&Request::Delete { key })?.into_result()?;
         Ok(body.first() == Some(&1))
+    }
+
+    /// Run a read-modify-write program on `key` in its owning shard
+    /// (atomic there): the program's reply. A program the value refuses
+    /// (not an integer, overflow, ...) is INVALID_ARGUMENT whose detail is
+    /// the reason (docs/protocol.md "RMW body").
+    pub fn rmw(
+        &mut self,
+        key: &[u8],
+        program: &crate::core::rmw::Program<'_>,
+    ) -> Result<crate::core::rmw::Reply, ClientError> {
+        use crate::core::rmw::{Reply, ReplyRef, RmwError};
+        let mut bytes = Vec::new();
+        program.encode(&mut bytes);
+        let resp = self.call(&Request::Rmw {
+            key,
+            program: &bytes,
+        })?;
+        if !resp.status.is_ok() {
+            // `[RmwError code u8] | text`: the detail is the text.
+            let detail = match resp.body.split_first() {
+                Some((&c, text)) if RmwError::from_code(c).is_some() => {
+                    String::from_utf8_lossy(text).into_owned()
+                }
+                _ => String::from_utf8_lossy(&resp.body).into_owned(),
+            };
+            return Err(ClientError::Status {
+                status: resp.status,
+                detail,
+            });
+        }
+        match Reply::decode(&resp.body) {
+            Some(ReplyRef::Ok) => Ok(Reply::Ok),
+            Some(ReplyRef::Int(n)) => Ok(Reply::Int(n)),
+            Some(ReplyRef::Bulk(b)) => Ok(Reply::Bulk(b.to_vec())),
+            Some(ReplyRef::Nil) => Ok(Reply::Nil),
+            None => Err(ClientError::Protocol(format!(
+                "RMW reply body of {} bytes is not a reply",
+                resp.body.len()
+            ))),
+        }
+    }
+
+    /// Add `by` to the key's integer value (absent: 0); the new value.
+    pub fn incr_by(&mut self, key: &[u8], by: i64) -> Result<i64, ClientError> {
+        match self.rmw(key, &crate::core::rmw::Program::IncrBy(by))? {
+            crate::core::rmw::Reply::Int(n) => Ok(n),
+            other => Err(ClientError::Protocol(format!("INCRBY answered {other:?}"))),
+        }
+    }
+
+    /// Append to the key's value (absent: empty); the new length.
+    pub fn append(&mut self, key: &[u8], tail: &[u8]) -> Result<i64, ClientError> {
+        match self.rmw(key, &crate::core::rmw::Program::Append(tail))? {
+            crate::core::rmw::Reply::Int(n) => Ok(n),
+            other => Err(ClientError::Protocol(format!("APPEND answered {other:?}"))),
+        }
+    }
+
+    /// Set the key's value; the old value.
+    pub fn get_set(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        bulk_or_nil(self.rmw(key, &crate::core::rmw::Program::GetSet(value))?)
+    }
+
+    /// Delete the key; the value it had.
+    pub fn get_del(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, ClientError> {
+        bulk_or_nil(self.rmw(key, &crate::core::rmw::Program::GetDel)?)
     }
 
     /// One page of a range scan: entries in key order and the key to continue

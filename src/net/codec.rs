@@ -9,6 +9,7 @@ use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::core::auth::{Access, PASSWORD_BYTES_MAX, USER_NAME_BYTES_MAX};
+use crate::core::expiry::ExpireMode;
 use crate::core::limits::{
     BACKUP_PATH_BYTES_MAX, KEY_BYTES_MAX, MGET_KEYS_MAX, SCAN_LIMIT_MAX, TXN_OPS_MAX,
 };
@@ -72,7 +73,11 @@ opcodes! {
     Txn = 8, "TXN", Write;
     Mput = 9, "MPUT", Write;
     Auth = 10, "AUTH", Open;
+    PutEx = 11, "PUT_EX", Write;
+    Expire = 12, "EXPIRE", Write;
+    Ttl = 13, "TTL", Read;
     Backup = 16, "BACKUP", Admin;
+    Rmw = 17, "RMW", Write;
 }
 
 /// Bounds the decoder enforces; derived from the server's configuration.
@@ -90,9 +95,12 @@ impl Limits {
         }
     }
 
-    /// The largest body any request may declare: a PUT of the largest key and value.
+    /// The largest body any request may declare: a PUT_EX of the largest key
+    /// and value, or an RMW of them (its program header is a few bytes more).
     pub fn body_bytes_max(&self) -> usize {
-        4 + self.key_bytes_max + self.value_bytes_max
+        4 + self.key_bytes_max
+            + self.value_bytes_max
+            + 8usize.max(crate::core::rmw::PROGRAM_HEADER_BYTES_MAX)
     }
 }
 
@@ -258,6 +266,42 @@ pub enum Request<'a> {
         user: &'a [u8],
         password: &'a [u8],
     },
+    /// PUT with an expiry. `timed`: `expires_at_ms u64 LE | value` (checked
+    /// to hold the 8 bytes), the shard op's value as it is on the wire.
+    PutEx {
+        key: &'a [u8],
+        timed: &'a [u8],
+    },
+    /// `arg`: `mode u8 | expires_at_ms u64 LE` (mode checked).
+    Expire {
+        key: &'a [u8],
+        arg: &'a [u8],
+    },
+    Ttl {
+        key: &'a [u8],
+    },
+    /// A read-modify-write of `key`: `program` is a validated
+    /// `core::rmw::Program` encoding.
+    Rmw {
+        key: &'a [u8],
+        program: &'a [u8],
+    },
+}
+
+impl<'a> Request<'a> {
+    /// A PUT_EX of `value` expiring at `expires_at_ms`, written into `buf`
+    /// (the request borrows it).
+    pub fn put_ex(
+        key: &'a [u8],
+        expires_at_ms: u64,
+        value: &[u8],
+        buf: &'a mut Vec<u8>,
+    ) -> Request<'a> {
+        buf.clear();
+        buf.extend_from_slice(&expires_at_ms.to_le_bytes());
+        buf.extend_from_slice(value);
+        Request::PutEx { key, timed: buf }
+    }
 }
 
 /// Split `len u32 | bytes` off the front of `b`.
@@ -309,7 +353,9 @@ pub fn decode_request<'a>(
         }
         Opcode::Get => check_key(limits, body).map(|()| Request::Get { key: body }),
         Opcode::Delete => check_key(limits, body).map(|()| Request::Delete { key: body }),
-        Opcode::Put => decode_put(body, limits),
+        Opcode::Put => {
+            decode_keyed(body, limits, 0).map(|(key, value)| Request::Put { key, value })
+        }
         Opcode::Scan => decode_scan(body, limits),
         Opcode::Mget => decode_mget(body, limits),
         Opcode::Txn => {
@@ -348,7 +394,55 @@ pub fn decode_request<'a>(
             Ok(Request::Backup { target: body })
         }
         Opcode::Auth => decode_auth(body),
+        Opcode::PutEx => {
+            decode_keyed(body, limits, 8).map(|(key, timed)| Request::PutEx { key, timed })
+        }
+        Opcode::Expire => {
+            let (key, arg) = decode_keyed(body, limits, 0)?;
+            let mode_ok = arg.first().and_then(|m| ExpireMode::from_u8(*m)).is_some();
+            if arg.len() != 9 || !mode_ok {
+                return Err(WireError::soft(
+                    Status::MalformedBody,
+                    "EXPIRE body must end with mode u8 (0..=6) and expires_at_ms u64".into(),
+                ));
+            }
+            Ok(Request::Expire { key, arg })
+        }
+        Opcode::Ttl => check_key(limits, body).map(|()| Request::Ttl { key: body }),
+        Opcode::Rmw => decode_rmw(body, limits),
     }
+}
+
+/// The RMW arm of [`decode_request`]: `key_len u32 | key | program`.
+fn decode_rmw<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, WireError> {
+    let Some((key, program)) = take_sized(body) else {
+        return Err(WireError::fatal(
+            Status::MalformedBody,
+            "RMW key length points past the body".into(),
+        ));
+    };
+    check_key(limits, key)?;
+    // The frame is intact: a program that does not decode is a bad
+    // argument, not a broken stream.
+    let decoded = crate::core::rmw::Program::decode(program)
+        .map_err(|e| WireError::soft(Status::InvalidArgument, format!("RMW program: {e}")))?;
+    let value_len = match decoded {
+        crate::core::rmw::Program::Append(b)
+        | crate::core::rmw::Program::GetSet(b)
+        | crate::core::rmw::Program::SetRange { bytes: b, .. }
+        | crate::core::rmw::Program::Set { value: b, .. } => b.len(),
+        _ => 0,
+    };
+    if value_len > limits.value_bytes_max {
+        return Err(WireError::soft(
+            Status::ValueTooLarge,
+            format!(
+                "RMW value of {value_len} bytes; the limit is {}",
+                limits.value_bytes_max
+            ),
+        ));
+    }
+    Ok(Request::Rmw { key, program })
 }
 
 /// A key over the configured limit is refused softly (the connection stays).
@@ -367,8 +461,14 @@ fn check_key(limits: &Limits, key: &[u8]) -> Result<(), WireError> {
     }
 }
 
-/// The PUT arm of [`decode_request`].
-fn decode_put<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, WireError> {
+/// The PUT arm of [`decode_request`] (key and the rest; and PUT_EX's and EXPIRE's, whose
+/// bodies share its `key_len | key | rest` shape): `prefix` bytes of the rest
+/// (PUT_EX's expiry) are not value and must be there.
+fn decode_keyed<'a>(
+    body: &'a [u8],
+    limits: &Limits,
+    prefix: usize,
+) -> Result<(&'a [u8], &'a [u8]), WireError> {
     let Some((len_bytes, rest)) = body.split_first_chunk::<4>() else {
         return Err(WireError::fatal(
             Status::MalformedBody,
@@ -387,17 +487,23 @@ fn decode_put<'a>(body: &'a [u8], limits: &Limits) -> Result<Request<'a>, WireEr
     }
     let (key, value) = rest.split_at(key_len as usize);
     check_key(limits, key)?;
-    if value.len() > limits.value_bytes_max {
+    if value.len() < prefix {
+        return Err(WireError::fatal(
+            Status::MalformedBody,
+            format!("body ends before its {prefix}-byte expiry"),
+        ));
+    }
+    if value.len() - prefix > limits.value_bytes_max {
         return Err(WireError::soft(
             Status::ValueTooLarge,
             format!(
                 "value of {} bytes; the limit is {}",
-                value.len(),
+                value.len() - prefix,
                 limits.value_bytes_max
             ),
         ));
     }
-    Ok(Request::Put { key, value })
+    Ok((key, value))
 }
 
 /// The SCAN arm of [`decode_request`].
@@ -735,270 +841,22 @@ pub fn encode_request(out: &mut Vec<u8>, request_id: u64, request: &Request<'_>)
             out.extend_from_slice(user);
             out.extend_from_slice(password);
         }
-        Request::Put { key, value } => {
-            assert!(key.len() <= u32::MAX as usize);
-            put_header(
-                out,
-                Opcode::Put as u8,
-                0,
-                request_id,
-                4 + key.len() + value.len(),
-            );
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
-            out.extend_from_slice(value);
-        }
+        Request::Put { key, value } => put_keyed(out, Opcode::Put, request_id, key, value),
+        Request::PutEx { key, timed } => put_keyed(out, Opcode::PutEx, request_id, key, timed),
+        Request::Expire { key, arg } => put_keyed(out, Opcode::Expire, request_id, key, arg),
+        Request::Ttl { key } => put_whole(out, Opcode::Ttl, request_id, key),
+        Request::Rmw { key, program } => put_keyed(out, Opcode::Rmw, request_id, key, program),
     }
+}
+
+/// A `key_len u32 | key | rest` request (PUT, PUT_EX, EXPIRE).
+fn put_keyed(out: &mut Vec<u8>, opcode: Opcode, request_id: u64, key: &[u8], rest: &[u8]) {
+    assert!(key.len() <= u32::MAX as usize);
+    put_header(out, opcode as u8, 0, request_id, 4 + key.len() + rest.len());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(rest);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LIMITS: Limits = Limits {
-        key_bytes_max: KEY_BYTES_MAX,
-        value_bytes_max: 1024,
-    };
-
-    fn server_parse(buf: &[u8]) -> Parsed<'_> {
-        parse_frame(buf, Side::Server, LIMITS.body_bytes_max())
-    }
-
-    fn round_trip(req: Request<'_>) {
-        let mut buf = Vec::new();
-        encode_request(&mut buf, 42, &req);
-        match server_parse(&buf) {
-            Parsed::Frame { header, body, len } => {
-                assert_eq!(len, buf.len());
-                assert_eq!(header.request_id.get(), 42);
-                assert_eq!(decode_request(&header, body, &LIMITS).unwrap(), req);
-            }
-            other => panic!("{other:?}"),
-        }
-        // Every strict prefix is incomplete, never an error or a frame.
-        for cut in 0..buf.len() {
-            match server_parse(&buf[..cut]) {
-                Parsed::Incomplete { needed } => assert!(needed > cut),
-                other => panic!("prefix {cut}: {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn every_request_round_trips() {
-        round_trip(Request::Hello);
-        round_trip(Request::Ping { payload: b"" });
-        round_trip(Request::Ping { payload: b"hello" });
-        round_trip(Request::Get { key: b"k" });
-        round_trip(Request::Get { key: b"" });
-        round_trip(Request::Delete { key: b"some key" });
-        round_trip(Request::Put {
-            key: b"k",
-            value: b"v",
-        });
-        round_trip(Request::Put {
-            key: b"",
-            value: b"",
-        });
-        round_trip(Request::Put {
-            key: &[0u8, 255, 10],
-            value: &[7u8; 1024],
-        });
-        round_trip(Request::Backup {
-            target: b"/var/backups/corekv-1",
-        });
-        round_trip(Request::Auth {
-            user: b"alice",
-            password: b"pw",
-        });
-        round_trip(Request::Auth {
-            user: b"a",
-            password: b"",
-        });
-        let e = bad(&frame(Opcode::Auth as u8, &9u32.to_le_bytes()));
-        assert_eq!((e.status, e.fatal), (Status::MalformedBody, true));
-        let mut body = 1u32.to_le_bytes().to_vec();
-        body.push(b'u');
-        body.extend_from_slice(&[b'p'; PASSWORD_BYTES_MAX + 1]);
-        let e = bad(&frame(Opcode::Auth as u8, &body));
-        assert_eq!((e.status, e.fatal), (Status::InvalidArgument, false));
-        assert!(!e.detail.contains("ppp"), "{}", e.detail);
-        for body in [&b""[..], b"/a\0b", &[b'/'; BACKUP_PATH_BYTES_MAX + 1]] {
-            let e = bad(&frame(Opcode::Backup as u8, body));
-            assert_eq!((e.status, e.fatal), (Status::InvalidArgument, false));
-        }
-    }
-
-    #[test]
-    fn every_response_round_trips() {
-        for &status in Status::ALL {
-            for &op in Opcode::ALL {
-                let mut buf = Vec::new();
-                encode_response(&mut buf, op as u8, 7, status, b"body");
-                match parse_frame(&buf, Side::Client, usize::MAX) {
-                    Parsed::Frame { header, body, .. } => {
-                        assert_eq!(Status::from_code(header.status.get()), Some(status));
-                        assert_eq!(header.opcode, op as u8);
-                        assert_eq!(body, b"body");
-                    }
-                    other => panic!("{other:?}"),
-                }
-            }
-        }
-        let hello = HelloInfo {
-            protocol_version: 1,
-            shard_count: 3,
-            key_bytes_max: 65536,
-            value_bytes_max: 1 << 24,
-            server_version: "0.1.0".into(),
-            shard: 2,
-        };
-        let mut body = Vec::new();
-        hello.encode(&mut body);
-        assert_eq!(HelloInfo::decode(&body), Some(hello));
-        assert_eq!(HelloInfo::decode(&body[..body.len() - 1]), None);
-        let mut framed = Vec::new();
-        encode_response_with(&mut framed, Opcode::Get as u8, 9, Status::Ok, |o| {
-            o.extend_from_slice(b"xyz")
-        });
-        assert_eq!(&framed[16..20], &3u32.to_le_bytes());
-    }
-
-    fn frame(opcode: u8, body: &[u8]) -> Vec<u8> {
-        let mut buf = Vec::new();
-        put_header(&mut buf, opcode, 0, 5, body.len());
-        buf.extend_from_slice(body);
-        buf
-    }
-
-    fn bad(buf: &[u8]) -> WireError {
-        match server_parse(buf) {
-            Parsed::Bad { error, .. } => error,
-            Parsed::Frame { header, body, .. } => {
-                decode_request(&header, body, &LIMITS).unwrap_err()
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// A SCAN may start one byte past the key limit (a page's `next`), and the
-    /// refusal of a longer start names that limit; a TXN whose writes exceed
-    /// the value limit in total is VALUE_TOO_LARGE, as protocol.md says.
-    #[test]
-    fn scan_start_and_txn_size_limits_name_the_right_limit() {
-        let scan = |start_len: usize| {
-            let mut body = (start_len as u32).to_le_bytes().to_vec();
-            body.extend(std::iter::repeat_n(b'a', start_len));
-            body.extend_from_slice(&0u32.to_le_bytes());
-            body.extend_from_slice(&10u32.to_le_bytes());
-            body.push(0);
-            body.extend_from_slice(&0u32.to_le_bytes());
-            frame(Opcode::Scan as u8, &body)
-        };
-        let ok = scan(LIMITS.key_bytes_max + 1);
-        let Parsed::Frame { header, body, .. } = server_parse(&ok) else {
-            panic!("a frame")
-        };
-        assert!(decode_request(&header, body, &LIMITS).is_ok());
-        let e = bad(&scan(LIMITS.key_bytes_max + 2));
-        assert_eq!((e.status, e.fatal), (Status::KeyTooLarge, false));
-        let limit = LIMITS.key_bytes_max + 1;
-        assert!(
-            e.detail
-                .contains(&format!("{} bytes; the limit is {limit}", limit + 1)),
-            "{}",
-            e.detail
-        );
-
-        let half = vec![b'v'; LIMITS.value_bytes_max / 2 + 1];
-        let mut body = Vec::new();
-        crate::core::txn_format::encode_txn(
-            &mut body,
-            &[],
-            &[
-                crate::core::txn_format::Write::Put(b"a", &half),
-                crate::core::txn_format::Write::Put(b"b", &half),
-            ],
-        );
-        let e = bad(&frame(Opcode::Txn as u8, &body));
-        assert_eq!(
-            (e.status, e.fatal),
-            (Status::ValueTooLarge, false),
-            "{}",
-            e.detail
-        );
-    }
-
-    #[test]
-    fn malformed_frames_get_the_right_status() {
-        // Short header.
-        assert!(matches!(
-            server_parse(&[b'C', b'K', 1]),
-            Parsed::Incomplete {
-                needed: HEADER_BYTES
-            }
-        ));
-        let mut b = frame(Opcode::Get as u8, b"k");
-        b[0] = b'X';
-        assert_eq!(bad(&b).status, Status::BadFrame);
-        assert!(bad(&b).fatal);
-        let mut b = frame(Opcode::Get as u8, b"k");
-        b[2] = 9;
-        assert_eq!(bad(&b).status, Status::UnsupportedVersion);
-        let mut b = frame(Opcode::Get as u8, b"k");
-        b[4] = 1;
-        assert_eq!(bad(&b).status, Status::BadFrame);
-        let mut b = frame(Opcode::Get as u8, b"k");
-        b[6] = 1;
-        assert_eq!(bad(&b).status, Status::BadFrame);
-        // Unknown opcode: answered, connection kept.
-        let e = bad(&frame(99, b"abc"));
-        assert_eq!((e.status, e.fatal), (Status::UnknownOpcode, false));
-        // Declared length over the limit: rejected from the header alone.
-        let mut b = frame(Opcode::Put as u8, b"");
-        b[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
-        let e = bad(&b);
-        assert_eq!((e.status, e.fatal), (Status::FrameTooLarge, true));
-        // Key length past the end of the body.
-        let mut body = 100u32.to_le_bytes().to_vec();
-        body.extend_from_slice(b"short");
-        let e = bad(&frame(Opcode::Put as u8, &body));
-        assert_eq!((e.status, e.fatal), (Status::MalformedBody, true));
-        let e = bad(&frame(Opcode::Put as u8, b"ab"));
-        assert_eq!(e.status, Status::MalformedBody);
-        // HELLO with a body.
-        assert_eq!(
-            bad(&frame(Opcode::Hello as u8, b"x")).status,
-            Status::MalformedBody
-        );
-        // Key and value over their limits: answered, connection kept.
-        let e = bad(&frame(Opcode::Get as u8, &vec![0u8; KEY_BYTES_MAX + 1]));
-        assert_eq!((e.status, e.fatal), (Status::KeyTooLarge, false));
-        let mut body = 1u32.to_le_bytes().to_vec();
-        body.push(b'k');
-        body.extend_from_slice(&[0u8; 1025]);
-        let e = bad(&frame(Opcode::Put as u8, &body));
-        assert_eq!((e.status, e.fatal), (Status::ValueTooLarge, false));
-    }
-
-    #[test]
-    fn length_past_the_frame_waits_for_more() {
-        // A declared body longer than what arrived is incomplete, not a frame
-        // that reads into the next one.
-        let mut b = frame(Opcode::Get as u8, b"key");
-        b[16..20].copy_from_slice(&10u32.to_le_bytes());
-        match server_parse(&b) {
-            Parsed::Incomplete { needed } => assert_eq!(needed, HEADER_BYTES + 10),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
-            if let Parsed::Frame { header, body, .. } = server_parse(&bytes) {
-                let _ = decode_request(&header, body, &LIMITS);
-            }
-        }
-    }
-}
+mod tests;

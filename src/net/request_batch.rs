@@ -217,7 +217,10 @@ impl RequestBatch {
     pub fn reads_values(&self) -> bool {
         self.order.iter().any(|e| match e {
             Entry::Mget { .. } | Entry::Scan { .. } => true,
-            Entry::Routed { opcode, .. } => *opcode == Opcode::Get as u8,
+            // An RMW may answer the old value (GETSET, GETDEL, SET GET).
+            Entry::Routed { opcode, .. } => {
+                *opcode == Opcode::Get as u8 || *opcode == Opcode::Rmw as u8
+            }
             _ => false,
         })
     }
@@ -366,6 +369,16 @@ impl RequestBatch {
             }
             Request::Delete { key } => {
                 self.route(ctx, data, id, Opcode::Delete, OpKind::Delete, key, b"")
+            }
+            Request::PutEx { key, timed } => {
+                self.route(ctx, data, id, Opcode::PutEx, OpKind::PutEx, key, timed)
+            }
+            Request::Expire { key, arg } => {
+                self.route(ctx, data, id, Opcode::Expire, OpKind::Expire, key, arg)
+            }
+            Request::Ttl { key } => self.route(ctx, data, id, Opcode::Ttl, OpKind::Ttl, key, b""),
+            Request::Rmw { key, program } => {
+                self.route(ctx, data, id, Opcode::Rmw, OpKind::Rmw, key, program)
             }
             Request::Hello => self.order.push(Entry::Hello { id }),
             Request::Backup { target } => self.order.push(Entry::Backup {
@@ -557,7 +570,7 @@ impl RequestBatch {
                 } => {
                     let class = match Opcode::from_u8(*opcode) {
                         Some(Opcode::Get) => OpClass::Get,
-                        Some(Opcode::Put) => OpClass::Put,
+                        Some(Opcode::Put) | Some(Opcode::Rmw) => OpClass::Put,
                         Some(Opcode::Delete) => OpClass::Delete,
                         _ => OpClass::Other,
                     };
@@ -672,6 +685,10 @@ impl RequestBatch {
                 let kind = match Opcode::from_u8(*opcode) {
                     Some(Opcode::Get) => OpKind::Get,
                     Some(Opcode::Put) => OpKind::Put,
+                    Some(Opcode::PutEx) => OpKind::PutEx,
+                    Some(Opcode::Expire) => OpKind::Expire,
+                    Some(Opcode::Ttl) => OpKind::Ttl,
+                    Some(Opcode::Rmw) => OpKind::Rmw,
                     _ => OpKind::Delete,
                 };
                 let key = &data[key.start as usize..key.end as usize];

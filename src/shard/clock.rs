@@ -5,6 +5,15 @@
 
 use std::time::{Duration, Instant};
 
+/// The wall clock (CLOCK_REALTIME) in unix milliseconds: the clock key
+/// expiries are judged by (`core::expiry`). Read once per operation batch so
+/// that a batch sees one instant. A clock before the epoch reads as 0.
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 pub trait Clock: Clone + 'static {
     /// Monotonic time since an arbitrary origin.
     fn now(&self) -> Duration;

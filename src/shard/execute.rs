@@ -1,6 +1,7 @@
 //! The shard's dispatch: one batch of operations in, one reply per operation
 //! out. It sits above every part of the state machine it routes to — single
-//! key reads and writes (`state`), scans, transactions and snapshot reads
+//! key reads and writes (`state`), read-modify-writes (`rmw`), scans,
+//! transactions and snapshot reads
 //! (`txn::participant`), backup phases (`backup::phases`) — so that none of
 //! those needs to know the others exist.
 //!
@@ -28,6 +29,7 @@ impl<D: Disk> ShardState<D> {
     pub async fn execute(&self, batch: &OpBatch, out: &mut ReplyBatch) {
         let budget = batch.reply_budget();
         let start = out.value_bytes();
+        self.tick_clock();
         for (i, op) in batch.iter().enumerate() {
             if budget != 0 && i > 0 && out.value_bytes() - start >= budget {
                 break;
@@ -43,8 +45,9 @@ impl<D: Disk> ShardState<D> {
             let write = match op.kind {
                 // ValueLen (EXISTS, STRLEN, TYPE) reads the key as Get
                 // does: it must not see a transaction's keys half applied.
-                OpKind::Get | OpKind::ValueLen => Some(false),
-                OpKind::Put | OpKind::Delete => Some(true),
+                OpKind::Get | OpKind::ValueLen | OpKind::Ttl => Some(false),
+                OpKind::Put | OpKind::Delete | OpKind::PutEx | OpKind::Rmw => Some(true),
+                // Expire takes the key's lock itself, for its read and write.
                 _ => None,
             };
             if let Some(write) = write {
@@ -81,6 +84,36 @@ impl<D: Disk> ShardState<D> {
                     Err(status) => self.push_write_error(status, out),
                 }
             }
+            OpKind::PutEx => {
+                self.metrics.puts.set(self.metrics.puts.get() + 1);
+                let Some((at, value)) = op.value.split_first_chunk::<8>() else {
+                    return out.push(Status::Internal, b"malformed PUT_EX op", 0);
+                };
+                let expires_at = u64::from_le_bytes(*at);
+                if value.len() > self.value_bytes_max {
+                    return out.push(Status::ValueTooLarge, b"", 0);
+                }
+                let deadline = Instant::now() + self.lock_timeout;
+                let _gate = loop {
+                    let gate = self.backup.enter_write().await;
+                    if !self.locks.is_blocked(op.key, true) {
+                        break gate;
+                    }
+                    drop(gate);
+                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
+                        return out.push(Status::LockTimeout, b"", 0);
+                    }
+                };
+                match self.write_expiring(op.key, Some(value), expires_at) {
+                    Ok(lsn) => out.push(Status::Ok, b"", lsn),
+                    Err(status) => self.push_write_error(status, out),
+                }
+            }
+            OpKind::Expire => self.expire(op.key, op.value, out).await,
+            OpKind::Ttl => {
+                self.metrics.gets.set(self.metrics.gets.get() + 1);
+                self.ttl(op.key, out).await
+            }
             OpKind::Scan => self.scan(op.key, op.value, out).await,
             OpKind::Txn => self.txn_single(op.value, out).await,
             OpKind::TxnPrepare => match id_from_bytes(op.key) {
@@ -102,6 +135,7 @@ impl<D: Disk> ShardState<D> {
             },
             OpKind::Backup => self.backup_op(op.key, op.value, out).await,
             OpKind::ValueLen => self.value_len(op.key, out).await,
+            OpKind::Rmw => self.rmw(op.key, op.value, out).await,
             OpKind::Delete => {
                 self.metrics.deletes.set(self.metrics.deletes.get() + 1);
                 let deadline = Instant::now() + self.lock_timeout;

@@ -94,6 +94,12 @@ pub struct ShardMetrics {
     pub(in crate::shard) runtime_parks: Cell<u64>,
     pub(in crate::shard) runtime_spin_ns: Cell<u64>,
     pub(in crate::shard) runtime_busy_ns: Cell<u64>,
+    /// Expired keys deleted by the sweeper: queued by reads that met them
+    /// (lazy), and found by its own walk (sweeper).
+    pub(in crate::shard) expired_lazy: Cell<u64>,
+    pub(in crate::shard) expired_sweeper: Cell<u64>,
+    /// Read-modify-write ops (INCR, APPEND, ...) this shard executed.
+    pub(in crate::shard) rmws: Cell<u64>,
 }
 
 /// The counters are written through these methods only: the network layer
@@ -147,6 +153,23 @@ impl ShardMetrics {
         add(&self.runtime_parks, parks);
         add(&self.runtime_spin_ns, spin.as_nanos() as u64);
         add(&self.runtime_busy_ns, busy.as_nanos() as u64);
+    }
+
+    /// The sweeper deleted `lazy` expired keys that reads had queued and
+    /// `swept` that its walk found.
+    pub fn note_expired(&self, lazy: u64, swept: u64) {
+        self.expired_lazy.set(self.expired_lazy.get() + lazy);
+        self.expired_sweeper.set(self.expired_sweeper.get() + swept);
+    }
+
+    /// A read-modify-write op ran on this shard.
+    pub fn rmw(&self) {
+        Self::incr(&self.rmws);
+    }
+
+    /// Read-modify-write ops run so far.
+    pub fn rmws(&self) -> u64 {
+        self.rmws.get()
     }
 
     /// One answered request.

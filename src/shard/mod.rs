@@ -6,7 +6,7 @@
 //!
 //! Its parts import one way, top down (docs/architecture.md, "Inside a
 //! shard"): `runtime` → `backup`, `txn` (coordinators) → `route` → `recovery`
-//! → `execute` → `txn` (participant), `backup` (phases), `maintenance` →
+//! → `execute` → `rmw`, `txn` (participant), `backup` (phases), `maintenance` →
 //! `state` → `lsm` → `group_commit`, `write_gate`, `locks`, `txn_table`,
 //! `pending`, `ops`, `metrics`, `wake`, `clock`.
 //!
@@ -17,6 +17,7 @@
 pub mod backup;
 pub mod clock;
 pub mod execute;
+pub mod expiry_sweeper;
 pub mod group_commit;
 pub mod locks;
 pub mod log_check;
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pending;
 pub mod recovery;
+pub mod rmw;
 pub mod route;
 pub mod runtime;
 pub mod state;

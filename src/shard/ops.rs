@@ -38,6 +38,18 @@ pub enum OpKind {
     /// The length of the key's value (u32 LE; NOT_FOUND when absent), not the
     /// value: lets a multi-key reply be sized before any value is copied.
     ValueLen,
+    /// PUT with an expiry. Value: `expires_at_ms u64 LE | value`.
+    PutEx,
+    /// Change a key's expiry. Value: `mode u8 | expires_at_ms u64 LE`
+    /// (`core::expiry::ExpireMode`). Reply: `[1]` applied, `[0]` not.
+    Expire,
+    /// The key's expiry: `u64 LE` unix ms (0: none), or NOT_FOUND.
+    Ttl,
+    /// A read-modify-write of the key (`shard::rmw`). Value: the program
+    /// (`core::rmw::Program::encode`). Reply: the program's reply
+    /// (`core::rmw::Reply::encode`), or INVALID_ARGUMENT / VALUE_TOO_LARGE
+    /// with `[RmwError code u8] | text`.
+    Rmw,
 }
 
 #[derive(Clone, Debug)]

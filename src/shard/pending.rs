@@ -12,6 +12,8 @@ pub struct PendingWrite {
     pub lsn: u64,
     /// `None` is a delete.
     pub value: Option<Vec<u8>>,
+    /// Unix ms (0: never; always 0 for a delete).
+    pub expires_at: u64,
 }
 
 #[derive(Default)]
@@ -26,12 +28,19 @@ impl Pending {
     }
 
     pub fn insert(&mut self, key: &[u8], lsn: u64, value: Option<&[u8]>) {
+        self.insert_expiring(key, lsn, value, 0)
+    }
+
+    /// Like `insert`, with the value's expiry (0: never).
+    pub fn insert_expiring(&mut self, key: &[u8], lsn: u64, value: Option<&[u8]>, expires_at: u64) {
+        let expires_at = if value.is_some() { expires_at } else { 0 };
         let new_len = value.map_or(0, <[u8]>::len);
         match self.map.get_mut(key) {
             Some(entry) => {
                 debug_assert!(entry.lsn < lsn, "pending LSNs must grow");
                 self.bytes -= entry.value.as_ref().map_or(0, Vec::len);
                 entry.lsn = lsn;
+                entry.expires_at = expires_at;
                 match (&mut entry.value, value) {
                     (Some(old), Some(v)) => {
                         old.clear();
@@ -47,6 +56,7 @@ impl Pending {
                     PendingWrite {
                         lsn,
                         value: value.map(<[u8]>::to_vec),
+                        expires_at,
                     },
                 );
             }
@@ -55,13 +65,17 @@ impl Pending {
     }
 
     /// The write of `key` at `lsn` became durable: hand its key and value over if it
-    /// is still the latest pending write of that key.
-    pub fn take_if_latest(&mut self, key: &[u8], lsn: u64) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    /// is still the latest pending write of that key (key, value, expiry).
+    pub fn take_if_latest(
+        &mut self,
+        key: &[u8],
+        lsn: u64,
+    ) -> Option<(Vec<u8>, Option<Vec<u8>>, u64)> {
         match self.map.get(key) {
             Some(entry) if entry.lsn == lsn => {
                 let (k, w) = self.map.remove_entry(key)?;
                 self.bytes -= k.len() + w.value.as_ref().map_or(0, Vec::len);
-                Some((k, w.value))
+                Some((k, w.value, w.expires_at))
             }
             _ => None,
         }
@@ -119,7 +133,7 @@ mod tests {
             p.take_if_latest(b"k", 1).is_none(),
             "superseded write must not be handed over"
         );
-        let (k, v) = p.take_if_latest(b"k", 2).unwrap();
+        let (k, v, _) = p.take_if_latest(b"k", 2).unwrap();
         assert_eq!((k.as_slice(), v.as_deref()), (&b"k"[..], Some(&b"bb"[..])));
         assert!(p.is_empty());
         assert_eq!(p.bytes(), 0);

@@ -13,6 +13,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use crate::core::config::EngineConfig;
+use crate::core::expiry::is_expired;
 use crate::core::limits::{WAL_BATCH_BYTES_CAP, WAL_PENDING_BYTES_MIN, WAL_PENDING_VALUES};
 use crate::core::status::Status;
 use crate::core::txn_format::{TxnRecord, WriteIter};
@@ -34,6 +35,9 @@ use crate::shard::ops::ReplyBatch;
 use crate::shard::pending::{Pending, PendingWrite};
 use crate::shard::txn_table::TxnTable;
 use crate::shard::write_gate::BackupGate;
+
+/// Most keys queued for the sweeper by reads that met them expired.
+pub(super) const EXPIRED_QUEUE_MAX: usize = 1024;
 
 /// Whether the shard accepts writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +65,12 @@ pub struct ShardState<D: Disk = DmaDisk> {
     pub(super) lock_timeout: Duration,
     /// Holds writes back while a backup takes its cut (`shard::backup`).
     pub(super) backup: BackupGate,
+    /// "Now" on the wall clock (unix ms) for expiry, read once per batch by
+    /// `execute` (and by the sweeper per tick) so that a batch sees one
+    /// instant: an MGET never sees a key both live and expired.
+    pub(super) now_ms: std::cell::Cell<u64>,
+    /// Keys a read found expired, for the sweeper to delete (bounded).
+    pub(super) expired_seen: RefCell<Vec<Vec<u8>>>,
 }
 
 impl<D: Disk> ShardState<D> {
@@ -96,6 +106,27 @@ impl<D: Disk> ShardState<D> {
             txns: RefCell::new(TxnTable::new(first_txn_seq)),
             lock_timeout: config.lock_timeout,
             backup: BackupGate::default(),
+            now_ms: std::cell::Cell::new(crate::shard::clock::wall_clock_ms()),
+            expired_seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The instant expiry is judged at (see `now_ms`).
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms.get()
+    }
+
+    /// Read the wall clock for the batch about to run.
+    pub fn tick_clock(&self) {
+        self.now_ms.set(crate::shard::clock::wall_clock_ms());
+    }
+
+    /// A read met `key` expired: queue it for the sweeper, up to a bound
+    /// (past it the sweeper's own walk finds the rest).
+    fn note_expired(&self, key: &[u8]) {
+        let mut q = self.expired_seen.borrow_mut();
+        if q.len() < EXPIRED_QUEUE_MAX && !q.iter().any(|k| k.as_slice() == key) {
+            q.push(key.to_vec());
         }
     }
 
@@ -143,6 +174,7 @@ impl<D: Disk> ShardState<D> {
             Ok(f) => f,
             Err(e) => return out.push(Status::InvalidArgument, e.to_string().as_bytes(), 0),
         };
+        let now = self.now_ms();
         let overlay = self.pending_overlay(start, params.end);
         // Unfiltered, the page needs exactly `limit` live entries: the tables
         // read the blocks holding them at once. A filter's yield is unknown.
@@ -155,7 +187,7 @@ impl<D: Disk> ShardState<D> {
         let mut page = out.open();
         let scanned = async {
             let mut merge = Merge::new(&self.lsm, sources, start, params.end).await?;
-            scan_page(&self.lsm, &mut merge, &params, &mut filter, &mut page).await
+            scan_page(&self.lsm, &mut merge, &params, &mut filter, &mut page, now).await
         }
         .await;
         match scanned {
@@ -178,32 +210,88 @@ impl<D: Disk> ShardState<D> {
         Some(
             sorted
                 .into_iter()
-                .map(|(k, w)| (k.to_vec(), w.value.clone(), w.lsn))
+                .map(|(k, w)| (k.to_vec(), w.value.clone(), w.lsn, w.expires_at))
                 .collect(),
         )
     }
 
-    pub(super) async fn get(&self, key: &[u8], out: &mut ReplyBatch) {
+    /// The newest version of `key` as stored, expired or not: `f` gets the
+    /// value (`None`: absent or deleted), its expiry (0: never) and the
+    /// pending LSN the answer depends on. Readers use [`Self::read_cell`];
+    /// this is for the sweeper and EXPIRE, which must see what is stored.
+    pub(in crate::shard) async fn read_raw<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>, u64, u64) -> R,
+    ) -> Result<R, TableError> {
         if let Some(p) = self.pending.borrow().get(key) {
-            return match &p.value {
-                Some(v) => out.push(Status::Ok, v, p.lsn),
-                None => out.push(Status::NotFound, b"", p.lsn),
-            };
+            return Ok(f(p.value.as_deref(), p.expires_at, p.lsn));
         }
-        let push = |v: Option<&[u8]>, out: &mut ReplyBatch| match v {
-            Some(v) => out.push(Status::Ok, v, 0),
-            None => out.push(Status::NotFound, b"", 0),
+        // Durable answers depend on no pending LSN.
+        let g = match self.lsm.get_in_memory(key, move |v, e| f(v, e, 0)) {
+            Ok(r) => return Ok(r),
+            Err(g) => g,
         };
-        if self.lsm.get_in_memory(key, |v| push(v, out)).is_ok() {
-            return;
-        }
         // Captured with no await since the memtables were checked: a flush
         // that completes while we read moves nothing out of our view.
         let version = self.lsm.version();
-        match self.lsm.get_in_tables(&version, key).await {
-            Ok(Some((block, Some(range)))) => push(Some(&block[range]), out),
-            Ok(Some((_, None))) | Ok(None) => push(None, out),
-            Err(e) => out.push(read_failure(&e), b"", 0),
+        Ok(match self.lsm.get_in_tables(&version, key).await? {
+            Some((block, Some(range), e)) => g(Some(&block[range]), e),
+            Some((_, None, _)) | None => g(None, 0),
+        })
+    }
+
+    /// The newest version of `key` as every reader sees it: `f` gets the
+    /// value (`None`: absent, deleted or expired at this batch's instant), its
+    /// expiry (0: never or absent) and the pending LSN the answer depends on.
+    /// The one place reads judge expiry, so GET, EXISTS, DELETE's answer,
+    /// transaction conditions and snapshot reads agree. A read that meets an
+    /// expired key queues it for the sweeper.
+    pub(in crate::shard) async fn read_cell<R>(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>, u64, u64) -> R,
+    ) -> Result<R, TableError> {
+        let now = self.now_ms();
+        let mut expired = false;
+        let r = self
+            .read_raw(key, |v, e, lsn| match v {
+                Some(_) if is_expired(e, now) => {
+                    expired = true;
+                    f(None, 0, lsn)
+                }
+                Some(v) => f(Some(v), e, lsn),
+                None => f(None, 0, lsn),
+            })
+            .await?;
+        if expired {
+            self.note_expired(key);
+        }
+        Ok(r)
+    }
+
+    pub(super) async fn get(&self, key: &[u8], out: &mut ReplyBatch) {
+        let r = self
+            .read_cell(key, |v, _, lsn| match v {
+                Some(v) => out.push(Status::Ok, v, lsn),
+                None => out.push(Status::NotFound, b"", lsn),
+            })
+            .await;
+        if let Err(e) = r {
+            out.push(read_failure(&e), b"", 0)
+        }
+    }
+
+    /// TTL: the key's expiry (u64 LE unix ms, 0: none) or NOT_FOUND.
+    pub(super) async fn ttl(&self, key: &[u8], out: &mut ReplyBatch) {
+        let r = self
+            .read_cell(key, |v, e, lsn| match v {
+                Some(_) => out.push(Status::Ok, &e.to_le_bytes(), lsn),
+                None => out.push(Status::NotFound, b"", lsn),
+            })
+            .await;
+        if let Err(e) = r {
+            out.push(read_failure(&e), b"", 0)
         }
     }
 
@@ -219,22 +307,25 @@ impl<D: Disk> ShardState<D> {
         out.push(status, &len.to_le_bytes(), 0);
     }
 
-    /// Whether `key` exists, and the LSN that answer depends on.
+    /// Whether `key` exists (expired counts as absent), and the LSN that
+    /// answer depends on.
     pub(super) async fn exists(&self, key: &[u8]) -> Result<(bool, u64), TableError> {
-        if let Some(p) = self.pending.borrow().get(key) {
-            return Ok((p.value.is_some(), p.lsn));
-        }
-        if let Ok(found) = self.lsm.get_in_memory(key, |v| v.is_some()) {
-            return Ok((found, 0));
-        }
-        let version = self.lsm.version();
-        let found = self.lsm.get_in_tables(&version, key).await?;
-        Ok((matches!(found, Some((_, Some(_)))), 0))
+        self.read_cell(key, |v, _, lsn| (v.is_some(), lsn)).await
     }
 
     /// Log a write; in sync mode it becomes visible through `pending`, in async
     /// mode it goes to the store at once.
     pub(super) fn write(&self, key: &[u8], value: Option<&[u8]>) -> Result<u64, Status> {
+        self.write_expiring(key, value, crate::core::expiry::NEVER)
+    }
+
+    /// Like `write`, the value expiring at `expires_at` (unix ms, 0: never).
+    pub(super) fn write_expiring(
+        &self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        expires_at: u64,
+    ) -> Result<u64, Status> {
         if let Some((status, _)) = self.lsm.refusal() {
             return Err(status);
         }
@@ -242,16 +333,19 @@ impl<D: Disk> ShardState<D> {
             return Err(Status::Overloaded);
         }
         let lsn = self.commit.append(|lsn| match value {
-            Some(value) => Record::Put { lsn, key, value },
+            Some(value) => Record::put(lsn, key, value, expires_at),
             None => Record::Delete { lsn, key },
         })?;
         match self.durability {
             Durability::Sync => {
-                self.pending.borrow_mut().insert(key, lsn, value);
+                self.pending
+                    .borrow_mut()
+                    .insert_expiring(key, lsn, value, expires_at);
                 Ok(lsn)
             }
             Durability::Async => {
-                self.lsm.apply(key.to_vec(), value.map(<[u8]>::to_vec), lsn);
+                self.lsm
+                    .apply_expiring(key.to_vec(), value.map(<[u8]>::to_vec), expires_at, lsn);
                 // Acknowledged at once: nothing to wait for.
                 Ok(0)
             }
@@ -349,7 +443,7 @@ fn apply_record<D: Disk>(lsm: &Lsm<D>, pending: &mut Pending, record: Record<'_>
     // Prepares are applied when resolved; resolves by `apply_resolved`.
     let Some(key) = record.key() else { return };
     match pending.take_if_latest(key, lsn) {
-        Some((key, value)) => lsm.apply(key, value, lsn),
+        Some((key, value, expires_at)) => lsm.apply_expiring(key, value, expires_at, lsn),
         None => replay_record(lsm, record),
     }
 }
@@ -360,14 +454,19 @@ pub fn apply_txn_writes<D: Disk>(lsm: &Lsm<D>, writes: WriteIter<'_>, lsn: u64) 
     // freeze triggered by the last write keeps the LSN with its writes.
     lsm.note_applied(lsn);
     for w in writes {
-        lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn);
+        lsm.apply_expiring(
+            w.key().to_vec(),
+            w.value().map(<[u8]>::to_vec),
+            w.expires_at(),
+            lsn,
+        );
     }
 }
 
 /// Stage a transaction's writes at `lsn` in `pending`, like single-key writes.
 pub(super) fn stage_txn_writes(pending: &mut Pending, writes: WriteIter<'_>, lsn: u64) {
     for w in writes {
-        pending.insert(w.key(), lsn, w.value());
+        pending.insert_expiring(w.key(), lsn, w.value(), w.expires_at());
     }
 }
 
@@ -382,8 +481,13 @@ pub(super) fn apply_staged<D: Disk>(
     lsm.note_applied(lsn);
     for w in writes {
         match pending.take_if_latest(w.key(), lsn) {
-            Some((key, value)) => lsm.apply(key, value, lsn),
-            None => lsm.apply(w.key().to_vec(), w.value().map(<[u8]>::to_vec), lsn),
+            Some((key, value, expires_at)) => lsm.apply_expiring(key, value, expires_at, lsn),
+            None => lsm.apply_expiring(
+                w.key().to_vec(),
+                w.value().map(<[u8]>::to_vec),
+                w.expires_at(),
+                lsn,
+            ),
         }
     }
 }
@@ -394,6 +498,12 @@ pub fn replay_record<D: Disk>(lsm: &Lsm<D>, record: Record<'_>) {
     match record {
         Record::Put { lsn, key, value } => lsm.apply(key.to_vec(), Some(value.to_vec()), lsn),
         Record::Delete { lsn, key } => lsm.apply(key.to_vec(), None, lsn),
+        Record::PutExpiring {
+            lsn,
+            key,
+            expires_at,
+            value,
+        } => lsm.apply_expiring(key.to_vec(), Some(value.to_vec()), expires_at, lsn),
         Record::Txn { .. } => {}
     }
 }

@@ -86,6 +86,8 @@ pub struct ServeArgs {
     pub l0_trigger: usize,
     #[arg(long, env = "COREKV_LOCK_TIMEOUT_MS", default_value_t = 1000)]
     pub lock_timeout_ms: u64,
+    #[arg(long, env = "COREKV_EXPIRY_SWEEP_INTERVAL_MS", default_value_t = 100)]
+    pub expiry_sweep_interval_ms: u64,
     #[arg(long, env = "COREKV_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
     #[arg(long, env = "COREKV_LOG_FILE")]

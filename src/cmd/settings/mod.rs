@@ -278,6 +278,7 @@ impl ServeArgs {
         config.table_target_bytes = self.table_target_bytes;
         config.l0_trigger = self.l0_trigger;
         config.lock_timeout = Duration::from_millis(self.lock_timeout_ms);
+        config.expiry_sweep_interval = Duration::from_millis(self.expiry_sweep_interval_ms);
         config
     }
 

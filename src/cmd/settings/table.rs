@@ -418,6 +418,15 @@ pub static SETTINGS: &[Setting] = &[
         access: integer!(lock_timeout_ms),
     },
     Setting {
+        name: "expiry_sweep_interval_ms",
+        kind: Kind::Integer,
+        default: DefaultValue::Integer(100),
+        doc: "How often each shard's sweeper deletes expired keys (those reads met, and a bounded slice of its walk over the keys); expired keys are invisible to reads either way (docs/expiry.md).",
+        rule: Rule::Between(1, 3_600_000),
+        deprecated: &[],
+        access: integer!(expiry_sweep_interval_ms),
+    },
+    Setting {
         name: "log_format",
         kind: Kind::Text,
         default: DefaultValue::Text("text"),

@@ -90,7 +90,7 @@ cmds! {
     "del", Write, -2, &["write"], (1, -1, 1), "generic", "Deletes keys.";
     "echo", Read, 2, C, (0, 0, 0), "connection", "Returns the given string.";
     "exists", Read, -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
-    "expiretime", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "expiretime", Read, 2, R, (1, 1, 1), "generic", "Absolute expiry time of a key (-1: none, -2: no key).";
     "get", Read, 2, R, (1, 1, 1), "string", "Returns the value of a key.";
     "getdel", Write, 2, &["write", "fast"], (1, 1, 1), "string", "Returns the value of a key and deletes it.";
     "getrange", Read, 4, &["readonly"], (1, 1, 1), "string", "Returns a substring of a key's value.";
@@ -104,22 +104,29 @@ cmds! {
     "mget", Read, -2, R, (1, -1, 1), "string", "Values of several keys (one consistent snapshot).";
     "mset", Write, -3, W, (1, -1, 2), "string", "Sets several keys atomically (across shards).";
     "msetnx", Write, -3, W, (1, -1, 2), "string", "Sets several keys atomically if none exists.";
-    "persist", Write, 2, &["write", "fast"], (1, 1, 1), "generic", "0: no key has a timeout to remove.";
-    "pexpiretime", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "persist", Write, 2, &["write", "fast"], (1, 1, 1), "generic", "Removes a key's expiry.";
+    "expire", Write, -3, &["write", "fast"], (1, 1, 1), "generic", "Sets a key's time to live in seconds (NX, XX, GT, LT).";
+    "pexpire", Write, -3, &["write", "fast"], (1, 1, 1), "generic", "Sets a key's time to live in milliseconds (NX, XX, GT, LT).";
+    "expireat", Write, -3, &["write", "fast"], (1, 1, 1), "generic", "Sets a key's expiry as a unix time in seconds (NX, XX, GT, LT).";
+    "pexpireat", Write, -3, &["write", "fast"], (1, 1, 1), "generic", "Sets a key's expiry as a unix time in milliseconds (NX, XX, GT, LT).";
+    "setex", Write, 4, W, (1, 1, 1), "string", "Sets a key with a time to live in seconds.";
+    "psetex", Write, 4, W, (1, 1, 1), "string", "Sets a key with a time to live in milliseconds.";
+    "getex", Write, -2, W, (1, 1, 1), "string", "Gets a value and sets or removes its expiry (EX, PX, EXAT, PXAT, PERSIST).";
+    "pexpiretime", Read, 2, R, (1, 1, 1), "generic", "Absolute expiry time of a key (-1: none, -2: no key).";
     "ping", Read, -1, C, (0, 0, 0), "connection", "Returns PONG.";
     "quit", Open, -1, C, (0, 0, 0), "connection", "Closes the connection.";
     "reset", Open, 1, C, (0, 0, 0), "connection", "Resets the connection.";
     "scan", Read, -2, &["readonly"], (0, 0, 0), "generic", "Iterates over the keys.";
     "select", Read, 2, C, (0, 0, 0), "connection", "Selects database 0 (the only one).";
-    "set", Write, -3, W, (1, 1, 1), "string", "Sets a key (NX, XX, GET).";
+    "set", Write, -3, W, (1, 1, 1), "string", "Sets a key (NX, XX, GET, EX, PX, EXAT, PXAT, KEEPTTL).";
     "setnx", Write, 3, &["write", "denyoom", "fast"], (1, 1, 1), "string", "Sets a key if it does not exist.";
     "setrange", Write, 4, W, (1, 1, 1), "string", "Overwrites part of a value at an offset.";
     "strlen", Read, 2, R, (1, 1, 1), "string", "Length of a key's value.";
     "substr", Read, 4, &["readonly"], (1, 1, 1), "string", "GETRANGE under its old name.";
     "time", Read, 1, C, (0, 0, 0), "server", "The server time.";
     "touch", Read, -2, R, (1, -1, 1), "generic", "Counts the given keys that exist.";
-    "pttl", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
-    "ttl", Read, 2, R, (1, 1, 1), "generic", "-1 for an existing key (no key expires), -2 for a missing one.";
+    "pttl", Read, 2, R, (1, 1, 1), "generic", "Time to live of a key (-1: none, -2: no key).";
+    "ttl", Read, 2, R, (1, 1, 1), "generic", "Time to live of a key (-1: none, -2: no key).";
     "type", Read, 2, R, (1, 1, 1), "generic", "The type of a key (string or none).";
     "unlink", Write, -2, &["write", "fast"], (1, -1, 1), "generic", "Deletes keys.";
     "multi", Read, 1, TX, (0, 0, 0), "transactions", "Starts a transaction (queued commands run atomically across shards at EXEC).";
@@ -145,13 +152,6 @@ cmds! {
 /// says it; docs/redis-compatibility.md has the full list). Commands of data
 /// types corekv does not have (lists, hashes, ...) are simply unknown.
 pub static UNSUPPORTED: &[(&str, &str)] = &[
-    ("expire", EXPIRY),
-    ("pexpire", EXPIRY),
-    ("expireat", EXPIRY),
-    ("pexpireat", EXPIRY),
-    ("setex", EXPIRY),
-    ("psetex", EXPIRY),
-    ("getex", EXPIRY),
     ("rename", NOT_YET),
     ("renamenx", NOT_YET),
     ("copy", NOT_YET),
@@ -177,7 +177,6 @@ pub static UNSUPPORTED: &[(&str, &str)] = &[
     ),
 ];
 
-const EXPIRY: &str = "key expiry is not supported by corekv yet";
 const NOT_YET: &str = "not supported by corekv yet";
 
 pub fn lookup(name: &str) -> Option<&'static Cmd> {
@@ -770,21 +769,9 @@ pub fn unknown_command(argv: &[&[u8]]) -> String {
     )
 }
 
-/// Redis's strict integer syntax (string2ll): an optional '-', no '+', no
-/// leading zeros, no spaces, within i64.
-pub fn parse_i64(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || b.len() > 20 {
-        return None;
-    }
-    let digits = b.strip_prefix(b"-").unwrap_or(b);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if digits[0] == b'0' && (digits.len() > 1 || b[0] == b'-') {
-        return None;
-    }
-    std::str::from_utf8(b).ok()?.parse().ok()
-}
+/// Redis's strict integer syntax (string2ll), one definition for the RESP
+/// argument parser and the in-shard INCR.
+pub use crate::core::rmw::parse_i64;
 
 /// A reply's error line for an engine status that is not the command's
 /// normal outcome: the status name is the error code (clients show it; the

@@ -22,6 +22,7 @@ pub mod clients;
 pub mod codec;
 pub mod commands;
 pub mod connection;
+pub mod expiry;
 pub mod glob;
 pub mod keyspace;
 pub mod multi;

@@ -64,11 +64,6 @@ const QUEUEABLE: &[&str] = &[
     "exists",
     "touch",
     "type",
-    "ttl",
-    "pttl",
-    "expiretime",
-    "pexpiretime",
-    "persist",
     "ping",
     "echo",
     "time",
@@ -524,7 +519,7 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             }
             if let Some(opt) = expiry {
                 return r.error(&format!(
-                    "ERR SET {opt}: key expiry is not supported by corekv yet (see docs/redis-compatibility.md)"
+                    "ERR SET {opt} inside MULTI is not supported by corekv yet (outside MULTI it is; see docs/redis-compatibility.md)"
                 ));
             }
             let old = if nx || xx || get {
@@ -609,10 +604,6 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
         } else {
             "none"
         }),
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
-            r.int(if ov.get(key).is_some() { -1 } else { -2 })
-        }
-        "persist" => r.int(0),
         "getrange" | "substr" => match (int_arg(2), int_arg(3)) {
             (Some(s), Some(e)) => r.bulk(substr(ov.get(key).unwrap_or_default(), s, e)),
             _ => r.error(NOT_INTEGER),
@@ -683,7 +674,7 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             if !new.is_finite() {
                 return r.error("ERR increment would produce NaN or Infinity");
             }
-            let text = format!("{new}").into_bytes();
+            let text = crate::core::rmw::format_float(new).into_bytes();
             r.bulk(&text);
             ov.put(key, Some(text));
         }

@@ -1,11 +1,13 @@
-//! Runs of plain pipelined GETs or SETs, executed as one routed batch.
+//! Runs of plain pipelined GETs, SETs or INCRs, executed as one routed batch.
 //!
 //! A client that pipelines plain `SET k v` (redis-cli --pipe, redis-benchmark
 //! -P) must not pay one WAL sync per command: consecutive plain SETs go to
 //! the shards as one batch (one message per shard, one group commit), and
-//! consecutive plain GETs likewise (one message per shard). Any other
-//! command, or a switch between GET and SET, first answers the run, so
-//! replies keep the order of the commands.
+//! consecutive plain GETs likewise (one message per shard), and consecutive
+//! `INCR k` (RMW ops, each atomic in its shard; a shard runs its ops in
+//! order, so two INCRs of one key in a run see each other). Any other
+//! command, or a switch between kinds, first answers the run, so replies
+//! keep the order of the commands.
 //!
 //! A GET run's replies are bounded like the native protocol's: each shard
 //! stops once its replies hold the round's room (the connection's reply
@@ -13,7 +15,8 @@
 //! the budget is spent); what came back is written out in order up to the
 //! first GET that did not run, and the rest run again in the next round.
 //! Only reads are re-run, never writes: a SET run has no reply values and is
-//! never cut. It must never run anything but GET and PUT.
+//! never cut, nor is an INCR run. It must never run anything but GET, PUT
+//! and the INCR program.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -28,7 +31,9 @@ use crate::shard::{OpKind, RoutedBatch, ShardContext};
 
 use super::codec::Reply;
 use super::commands::{lookup, status_error};
+use super::strings::rmw_reply;
 use crate::core::auth::Access;
+use crate::core::rmw::Program;
 use crate::net::outbound::{Held, Outbound, SendError, DIRECT_WRITE_BYTES};
 use crate::net::request_batch::ConnConfig;
 
@@ -45,22 +50,37 @@ pub struct Pipeline {
     cursors: Vec<usize>,
 }
 
-/// The run kind of a plain `GET k` or `SET k v` (no options), if it is one.
+/// The run kind of a plain `GET k`, `SET k v` (no options) or `INCR k`, if
+/// it is one.
 pub fn plain(argv: &[&[u8]]) -> Option<OpKind> {
     if argv.get(1).is_none_or(|k| k.len() > KEY_BYTES_MAX) {
         return None;
     }
     match argv.len() {
         2 if argv[0].eq_ignore_ascii_case(b"get") => Some(OpKind::Get),
+        2 if argv[0].eq_ignore_ascii_case(b"incr") => Some(OpKind::Rmw),
         3 if argv[0].eq_ignore_ascii_case(b"set") => Some(OpKind::Put),
         _ => None,
     }
 }
 
-/// The access a plain GET or SET needs: the command table's, so the run
-/// and the single command are checked alike.
+/// INCR's program (`core::rmw::Program::IncrBy(1)` encoded).
+fn incr_program() -> [u8; 9] {
+    let mut b = Vec::with_capacity(9);
+    Program::IncrBy(1).encode(&mut b);
+    let mut out = [0u8; 9];
+    out.copy_from_slice(&b);
+    out
+}
+
+/// The access a plain GET, SET or INCR needs: the command table's, so the
+/// run and the single command are checked alike.
 pub fn plain_access(kind: OpKind) -> Access {
-    let name = if kind == OpKind::Get { "get" } else { "set" };
+    let name = match kind {
+        OpKind::Get => "get",
+        OpKind::Rmw => "incr",
+        _ => "set",
+    };
     // Both are in the table (a unit test says so); failing closed if not.
     lookup(name).map_or(Access::Admin, |c| c.access)
 }
@@ -90,8 +110,8 @@ impl Pipeline {
         self.kind
     }
 
-    /// Queue a plain GET (`value` empty) or SET; `key` and `value` are
-    /// ranges of `data`, the receive buffer.
+    /// Queue a plain GET (`value` empty), SET or INCR (`value` empty); `key`
+    /// and `value` are ranges of `data`, the receive buffer.
     pub fn push(
         &mut self,
         ctx: &ShardContext,
@@ -103,8 +123,13 @@ impl Pipeline {
         debug_assert!(self.kind.is_none_or(|k| k == kind), "a run has one kind");
         self.kind = Some(kind);
         let shard = ctx.router.shard_of(&data[key.clone()]);
-        self.batch
-            .push(shard, kind, &data[key.clone()], &data[value]);
+        if kind == OpKind::Rmw {
+            self.batch
+                .push(shard, kind, &data[key.clone()], &incr_program());
+        } else {
+            self.batch
+                .push(shard, kind, &data[key.clone()], &data[value]);
+        }
         self.entries.push(Entry { shard, key });
     }
 
@@ -156,6 +181,9 @@ impl Pipeline {
                 };
                 match (status, kind) {
                     (Status::Ok, OpKind::Put) => r.simple("OK"),
+                    (_, OpKind::Rmw) => {
+                        rmw_reply(&mut r, status, value, false);
+                    }
                     (Status::Ok, _) if value.len() >= DIRECT_WRITE_BYTES => {
                         r.bulk_header(value.len());
                         io.outb.send_direct(io.stream, value).await?;

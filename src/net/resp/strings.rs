@@ -5,48 +5,31 @@
 //! Single-key reads and writes are one routed operation. MGET is one
 //! consistent snapshot (the native MGET, sized against `reply_bytes_max`
 //! before any value is copied). MSET and MSETNX are one corekv transaction,
-//! so they are atomic across shards. Conditional writes (SET NX/XX, SETNX)
-//! are a transaction with an ABSENT/PRESENT condition.
+//! so they are atomic across shards.
 //!
-//! Read-modify-write commands (INCR*, APPEND, SETRANGE, GETSET, SET GET,
-//! GETDEL) are a compare-and-set: read the value, compute, then a transaction
-//! whose condition is "the value is still what was read" (or "still absent"),
-//! retried when the condition fails. The transaction's condition is checked
-//! under the key's lock on the owning shard, and plain writes consult that
-//! lock, so no write can slip in between: each command is atomic. This needs
-//! no new engine operation (no record or shard change), at the price of a
-//! retry under contention on one key; see docs/redis-compatibility.md.
+//! Read-modify-write commands (INCR*, APPEND, SETRANGE, GETSET, GETDEL,
+//! SETNX, SET NX/XX/GET) are one RMW op each (`core::rmw` programs run by
+//! `shard::rmw` inside the key's owning shard): atomic there without a
+//! retry, one WAL record; see docs/redis-compatibility.md.
 //! It must never write without going through the router.
 
+use crate::core::expiry::{absolute_ms, ExpiryArg};
 use crate::core::limits::{KEY_BYTES_MAX, MGET_KEYS_MAX};
+use crate::core::rmw::{Program, Reply as RmwReply, ReplyRef, RmwError, SetCond};
 use crate::core::status::Status;
 use crate::core::txn_format::{encode_txn, Cond, TxnFormatError, TxnView, Write};
 use crate::shard::metrics::OpClass;
 use crate::shard::{OpKind, ShardContext};
 
 use super::commands::{parse_i64, status_error, Outcome, Run, Session, NOT_INTEGER, SYNTAX};
+use super::expiry::{invalid_expire, now_ms};
 use crate::net::outbound::{SendError, DIRECT_WRITE_BYTES};
 
-/// Attempts of one read-modify-write before it gives up with TXN_ABORTED
-/// (each failed attempt means another client changed the key meanwhile).
+/// Attempts of a MULTI/EXEC before it gives up with TXN_ABORTED (each
+/// failed attempt means another client changed a watched key meanwhile).
 pub(super) const RMW_ATTEMPTS_MAX: usize = 1000;
 
 pub(super) const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
-
-/// What a read-modify-write does with the key.
-enum Change {
-    Keep,
-    Put(Vec<u8>),
-    Delete,
-}
-
-/// The reply a read-modify-write computed.
-enum Answer {
-    Int(i64),
-    Bulk(Vec<u8>),
-    Nil,
-    Error(String),
-}
 
 impl Session {
     pub(super) async fn string_command(
@@ -66,37 +49,22 @@ impl Session {
             "get" => self.get(run).await,
             "set" => self.set(run).await,
             "setnx" => {
-                let s = self
-                    .txn(
-                        run.ctx,
-                        &[Cond::Absent(argv[1])],
-                        &[Write::Put(argv[1], argv[2])],
-                    )
-                    .await;
-                let mut r = run.reply(self.proto);
-                match s {
-                    Status::Ok => r.int(1),
-                    Status::ConditionFailed => r.int(0),
-                    other => r.error(&status_error(other)),
-                }
-                Ok((OpClass::Put, s))
+                let program = Program::Set {
+                    value: argv[2],
+                    cond: SetCond::Nx,
+                    get: false,
+                    keep_ttl: false,
+                    expires_at_ms: 0,
+                };
+                self.rmw(run, argv[1], &program, true).await
             }
             "mget" => self.mget(run).await,
             "mset" | "msetnx" => self.mset(run, name == "msetnx").await,
             "del" | "unlink" => self.multi_key(run, OpKind::Delete).await,
             "exists" | "touch" => self.multi_key(run, OpKind::ValueLen).await,
-            "ttl" | "pttl" | "expiretime" | "pexpiretime" | "persist" => {
-                // No key expires: -1 ("no timeout") for a key that exists,
-                // -2 for one that does not; PERSIST removes nothing (0).
-                let (status, _) = self.one(run.ctx, OpKind::ValueLen, argv[1], b"").await;
-                let mut r = run.reply(self.proto);
-                match (status, name) {
-                    (Status::Ok | Status::NotFound, "persist") => r.int(0),
-                    (Status::Ok, _) => r.int(-1),
-                    (Status::NotFound, _) => r.int(-2),
-                    (other, _) => r.error(&status_error(other)),
-                }
-                Ok((OpClass::Get, status))
+            "ttl" | "pttl" | "expiretime" | "pexpiretime" | "persist" | "setex" | "psetex"
+            | "getex" | "expire" | "pexpire" | "expireat" | "pexpireat" => {
+                self.expiry_command(name, run).await
             }
             "strlen" | "type" => {
                 let (status, len) = self.one(run.ctx, OpKind::ValueLen, argv[1], b"").await;
@@ -183,18 +151,25 @@ impl Session {
     async fn set(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
         let (key, value) = (argv[1], argv[2]);
-        let (mut nx, mut xx, mut get) = (false, false, false);
-        let mut expiry: Option<String> = None;
+        let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
+        let mut expiry: Option<(ExpiryArg, &[u8])> = None;
         let mut i = 3;
         while i < argv.len() {
             let opt = argv[i].to_ascii_uppercase();
+            let unit = match opt.as_slice() {
+                b"EX" => Some(ExpiryArg::Seconds),
+                b"PX" => Some(ExpiryArg::Millis),
+                b"EXAT" => Some(ExpiryArg::UnixSeconds),
+                b"PXAT" => Some(ExpiryArg::UnixMillis),
+                _ => None,
+            };
             match opt.as_slice() {
                 b"NX" if !xx => nx = true,
                 b"XX" if !nx => xx = true,
                 b"GET" => get = true,
-                b"KEEPTTL" if expiry.is_none() => expiry = Some("KEEPTTL".into()),
-                b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry.is_none() && i + 1 < argv.len() => {
-                    expiry = Some(String::from_utf8_lossy(&opt).into_owned());
+                b"KEEPTTL" if expiry.is_none() => keep_ttl = true,
+                _ if unit.is_some() && expiry.is_none() && !keep_ttl && i + 1 < argv.len() => {
+                    expiry = unit.map(|u| (u, argv[i + 1]));
                     i += 1;
                 }
                 _ => {
@@ -204,41 +179,48 @@ impl Session {
             }
             i += 1;
         }
-        if let Some(opt) = expiry {
-            let e = format!(
-                "ERR SET {opt}: key expiry is not supported by corekv yet (see docs/redis-compatibility.md)"
-            );
-            run.reply(self.proto).error(&e);
-            return Ok((OpClass::Put, Status::InvalidArgument));
+        // 0: no expiry (a plain SET clears one, as in Redis).
+        let mut expires_at = 0u64;
+        if let Some((unit, arg)) = expiry {
+            let Some(n) = parse_i64(arg) else {
+                run.reply(self.proto).error(NOT_INTEGER);
+                return Ok((OpClass::Put, Status::InvalidArgument));
+            };
+            match absolute_ms(n, unit, now_ms(), true) {
+                Ok(at) => expires_at = at,
+                Err(_) => {
+                    run.reply(self.proto).error(&invalid_expire("set"));
+                    return Ok((OpClass::Put, Status::InvalidArgument));
+                }
+            }
         }
-        if get {
-            let v = value.to_vec();
-            return self
-                .rmw(run, key, move |old| {
-                    let answer = old.map_or(Answer::Nil, |o| Answer::Bulk(o.to_vec()));
-                    let skip = (nx && old.is_some()) || (xx && old.is_none());
-                    let change = if skip {
-                        Change::Keep
-                    } else {
-                        Change::Put(v.clone())
-                    };
-                    Ok((change, answer))
-                })
-                .await;
+        // Conditional, GET and KEEPTTL forms read the key: one RMW in the
+        // owning shard, atomic with the write (and with its expiry).
+        if nx || xx || get || keep_ttl {
+            let cond = if nx {
+                SetCond::Nx
+            } else if xx {
+                SetCond::Xx
+            } else {
+                SetCond::Always
+            };
+            let program = Program::Set {
+                value,
+                cond,
+                get,
+                keep_ttl,
+                expires_at_ms: expires_at,
+            };
+            return self.rmw(run, key, &program, false).await;
         }
-        let status = if nx {
-            self.txn(run.ctx, &[Cond::Absent(key)], &[Write::Put(key, value)])
-                .await
-        } else if xx {
-            self.txn(run.ctx, &[Cond::Present(key)], &[Write::Put(key, value)])
-                .await
+        let status = if expires_at != 0 {
+            self.put_ex(run.ctx, key, value, expires_at).await
         } else {
             self.one(run.ctx, OpKind::Put, key, value).await.0
         };
         let mut r = run.reply(self.proto);
         match status {
             Status::Ok => r.simple("OK"),
-            Status::ConditionFailed => r.nil(),
             other => r.error(&status_error(other)),
         }
         Ok((OpClass::Put, status))
@@ -436,8 +418,7 @@ impl Session {
     ) -> Result<Outcome, SendError> {
         let argv = run.argv;
         let key = argv[1];
-        let max = run.cfg.limits.value_bytes_max;
-        match name {
+        let program = match name {
             "incr" | "decr" | "incrby" | "decrby" => {
                 let by = match name {
                     "incr" => Some(1),
@@ -454,53 +435,18 @@ impl Session {
                     run.reply(self.proto).error(e);
                     return Ok((OpClass::Put, Status::InvalidArgument));
                 };
-                self.rmw(run, key, move |old| {
-                    let cur = match old {
-                        None => 0,
-                        Some(v) => parse_i64(v).ok_or(NOT_INTEGER)?,
-                    };
-                    let new = cur
-                        .checked_add(by)
-                        .ok_or("ERR increment or decrement would overflow")?;
-                    Ok((Change::Put(new.to_string().into_bytes()), Answer::Int(new)))
-                })
-                .await
+                Program::IncrBy(by)
             }
             "incrbyfloat" => {
+                // "inf" parses: the shard refuses the sum, after checking
+                // the value (Redis's order of errors).
                 let Some(by) = parse_f64(argv[2]) else {
-                    run.reply(self.proto)
-                        .error("ERR value is not a valid float");
+                    run.reply(self.proto).error(RmwError::NotFloat.redis_text());
                     return Ok((OpClass::Put, Status::InvalidArgument));
                 };
-                self.rmw(run, key, move |old| {
-                    let cur = match old {
-                        None => 0.0,
-                        Some(v) => parse_f64(v).ok_or("ERR value is not a valid float")?,
-                    };
-                    let new = cur + by;
-                    if !new.is_finite() {
-                        return Err("ERR increment would produce NaN or Infinity");
-                    }
-                    let text = format!("{new}").into_bytes();
-                    Ok((Change::Put(text.clone()), Answer::Bulk(text)))
-                })
-                .await
+                Program::IncrByFloat(by)
             }
-            "append" => {
-                let tail = argv[2].to_vec();
-                self.rmw(run, key, move |old| {
-                    let old = old.unwrap_or_default();
-                    if old.len() + tail.len() > max {
-                        return Err(TOO_BIG);
-                    }
-                    let mut v = Vec::with_capacity(old.len() + tail.len());
-                    v.extend_from_slice(old);
-                    v.extend_from_slice(&tail);
-                    let n = v.len() as i64;
-                    Ok((Change::Put(v), Answer::Int(n)))
-                })
-                .await
-            }
+            "append" => Program::Append(argv[2]),
             "setrange" => {
                 let Some(offset) = parse_i64(argv[2]) else {
                     run.reply(self.proto).error(NOT_INTEGER);
@@ -510,42 +456,13 @@ impl Session {
                     run.reply(self.proto).error("ERR offset is out of range");
                     return Ok((OpClass::Put, Status::InvalidArgument));
                 }
-                let offset = offset as u64;
-                let part = argv[3].to_vec();
-                self.rmw(run, key, move |old| {
-                    let old_len = old.map_or(0, <[u8]>::len) as i64;
-                    if part.is_empty() {
-                        return Ok((Change::Keep, Answer::Int(old_len)));
-                    }
-                    if offset + part.len() as u64 > max as u64 {
-                        return Err(TOO_BIG);
-                    }
-                    let offset = offset as usize;
-                    let mut v = old.unwrap_or_default().to_vec();
-                    if v.len() < offset + part.len() {
-                        v.resize(offset + part.len(), 0);
-                    }
-                    v[offset..offset + part.len()].copy_from_slice(&part);
-                    let n = v.len() as i64;
-                    Ok((Change::Put(v), Answer::Int(n)))
-                })
-                .await
+                Program::SetRange {
+                    offset: offset as u64,
+                    bytes: argv[3],
+                }
             }
-            "getset" => {
-                let v = argv[2].to_vec();
-                self.rmw(run, key, move |old| {
-                    let answer = old.map_or(Answer::Nil, |o| Answer::Bulk(o.to_vec()));
-                    Ok((Change::Put(v.clone()), answer))
-                })
-                .await
-            }
-            "getdel" => {
-                self.rmw(run, key, |old| match old {
-                    None => Ok((Change::Keep, Answer::Nil)),
-                    Some(o) => Ok((Change::Delete, Answer::Bulk(o.to_vec()))),
-                })
-                .await
-            }
+            "getset" => Program::GetSet(argv[2]),
+            "getdel" => Program::GetDel,
             other => {
                 // The table and the dispatch disagree: a bug, answered as one.
                 tracing::error!(
@@ -553,95 +470,68 @@ impl Session {
                     "RESP command in the table without a handler"
                 );
                 run.reply(self.proto).error(&status_error(Status::Internal));
-                Ok((OpClass::Other, Status::Internal))
+                return Ok((OpClass::Other, Status::Internal));
             }
-        }
+        };
+        self.rmw(run, key, &program, false).await
     }
 
-    /// A compare-and-set loop (see the module comment): `f` gets the current
-    /// value and says what to write and what to answer, or which error.
-    async fn rmw(
+    /// One RMW op on the key's owning shard (`shard::rmw`): atomic there,
+    /// one WAL record, no retry. `setnx`: SETNX's integer replies.
+    pub(super) async fn rmw(
         &mut self,
         run: &mut Run<'_, '_>,
         key: &[u8],
-        mut f: impl FnMut(Option<&[u8]>) -> Result<(Change, Answer), &'static str>,
+        program: &Program<'_>,
+        setnx: bool,
     ) -> Result<Outcome, SendError> {
-        let ctx = run.ctx;
-        let mut outcome: Result<Answer, Status> = Err(Status::TxnAborted);
-        for _ in 0..RMW_ATTEMPTS_MAX {
-            let old = match ctx.get(key).await {
-                Ok(v) => v,
-                Err(s) => {
-                    outcome = Err(s);
-                    break;
-                }
-            };
-            let (change, answer) = match f(old.as_deref()) {
-                Ok(x) => x,
-                Err(e) => {
-                    outcome = Ok(Answer::Error(e.into()));
-                    break;
-                }
-            };
-            let cond = match &old {
-                Some(v) => Cond::Equals(key, v),
-                None => Cond::Absent(key),
-            };
-            let status = match &change {
-                Change::Keep => Status::Ok,
-                Change::Put(v) => self.txn(ctx, &[cond], &[Write::Put(key, v)]).await,
-                Change::Delete => self.txn(ctx, &[cond], &[Write::Delete(key)]).await,
-            };
-            match status {
-                Status::Ok => {
-                    outcome = Ok(answer);
-                    break;
-                }
-                // Another client changed the key between the read and the
-                // write: read again.
-                Status::ConditionFailed => continue,
-                other => {
-                    outcome = Err(other);
-                    break;
-                }
-            }
-        }
-        let mut r = run.reply(self.proto);
-        let status = match outcome {
-            Ok(Answer::Int(n)) => {
-                r.int(n);
-                Status::Ok
-            }
-            Ok(Answer::Bulk(b)) => {
-                r.bulk(&b);
-                Status::Ok
-            }
-            Ok(Answer::Nil) => {
-                r.nil();
-                Status::Ok
-            }
-            Ok(Answer::Error(e)) => {
-                r.error(&e);
-                Status::InvalidArgument
-            }
-            Err(s) => {
-                r.error(&status_error(s));
-                s
-            }
+        self.scratch.clear();
+        program.encode(&mut self.scratch);
+        self.batch.clear();
+        let shard = run.ctx.router.shard_of(key);
+        self.batch.push(shard, OpKind::Rmw, key, &self.scratch);
+        run.ctx.router.execute(&mut self.batch).await;
+        let (status, body) = self.batch.replies(shard).get(0);
+        let mut r = super::codec::Reply {
+            out: run.outb.buf(),
+            proto: self.proto,
         };
-        Ok((OpClass::Txn, status))
+        let status = rmw_reply(&mut r, status, body, setnx);
+        Ok((OpClass::Put, status))
     }
 }
 
-/// Redis's float syntax for INCRBYFLOAT (strtold, no leading space, no NaN).
-pub(super) fn parse_f64(b: &[u8]) -> Option<f64> {
-    let s = std::str::from_utf8(b).ok()?;
-    if s.is_empty() || s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
-        return None;
+/// Write the RESP reply of an RMW op's engine reply; returns the status
+/// to count (an RMW error counts as INVALID_ARGUMENT).
+pub(super) fn rmw_reply(
+    r: &mut super::codec::Reply<'_>,
+    status: Status,
+    body: &[u8],
+    setnx: bool,
+) -> Status {
+    match status {
+        Status::Ok => match RmwReply::decode(body) {
+            Some(ReplyRef::Ok) if setnx => r.int(1),
+            Some(ReplyRef::Nil) if setnx => r.int(0),
+            Some(ReplyRef::Ok) => r.simple("OK"),
+            Some(ReplyRef::Int(n)) => r.int(n),
+            Some(ReplyRef::Bulk(b)) => r.bulk(b),
+            Some(ReplyRef::Nil) => r.nil(),
+            None => {
+                r.error(&status_error(Status::Internal));
+                return Status::Internal;
+            }
+        },
+        Status::InvalidArgument => match body.first().and_then(|&c| RmwError::from_code(c)) {
+            Some(e) => r.error(e.redis_text()),
+            None => r.error(&status_error(status)),
+        },
+        other => r.error(&status_error(other)),
     }
-    let v: f64 = s.parse().ok()?;
-    (!v.is_nan()).then_some(v)
+    status
 }
+
+pub(super) use crate::core::rmw::parse_f64;
 
 /// GETRANGE's rules: negative offsets count from the end, both ends
 /// inclusive and clamped; an empty range is "".
@@ -666,6 +556,25 @@ pub fn substr(v: &[u8], start: i64, end: i64) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn floats_parse_as_strtold_does() {
+        for (text, want) in [
+            ("1.5", Some(1.5)),
+            ("0x10", Some(16.0)),
+            ("-0X1.8p3", Some(-12.0)),
+            ("0x.8", Some(0.5)),
+            ("+0xAp-1", Some(5.0)),
+            ("0x", None),
+            ("0x1p", None),
+            ("0xg", None),
+            ("0x1.8.1", None),
+            (" 0x1", None),
+            ("nan", None),
+        ] {
+            assert_eq!(parse_f64(text.as_bytes()), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn getrange_matches_redis_rules() {

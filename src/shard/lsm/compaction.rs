@@ -168,24 +168,35 @@ async fn merge_into<D: Disk>(
     writer: &mut Option<TableWriter<<D as Disk>::File>>,
 ) -> Result<bool, LsmError> {
     let mut merge = Merge::new(lsm, sources, b"", b"").await?;
+    // One instant for the whole merge: a key's fate does not depend on when
+    // the merge reached it.
+    let now_ms = crate::shard::clock::wall_clock_ms();
     let mut since_yield = 0u32;
     loop {
         if lsm.compactions_cancelled() {
             return Ok(false);
         }
-        let Some((key, value, _)) = merge.next(lsm).await? else {
+        let Some((key, value, _, expires_at)) = merge.next(lsm).await? else {
             break;
         };
         // Every older version of this key is among the inputs: a tombstone has
-        // nothing left to hide and is dropped.
+        // nothing left to hide and is dropped. So is an expired value, for the
+        // same reason: nothing older below it can resurrect. (Were compaction
+        // ever partial, an expired value would have to become a tombstone.)
         let Some(value) = value else { continue };
+        if crate::core::expiry::is_expired(expires_at, now_ms) {
+            lsm.stats
+                .expired_compaction
+                .set(lsm.stats.expired_compaction.get() + 1);
+            continue;
+        }
         if writer.is_none() {
             let id = lsm.alloc_table_id();
             created.push(id);
             *writer = Some(TableWriter::create(&lsm.disk, lsm.tables_dir(), id, lsm.shard).await?);
         }
         if let Some(w) = writer.as_mut() {
-            w.add(key, Some(value)).await?;
+            w.add_expiring(key, Some(value), expires_at).await?;
             if w.bytes_so_far() >= lsm.cfg.table_target_bytes {
                 if let Some(w) = writer.take() {
                     written.push(w.finish(max_lsn).await?);

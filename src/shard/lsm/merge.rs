@@ -24,10 +24,11 @@ use crate::shard::wake::{join_all, Boxed};
 /// Memtable entries copied per refill.
 const MEM_CHUNK: usize = 16;
 
-type Owned = (Vec<u8>, Option<Vec<u8>>);
+type Owned = crate::shard::lsm::memtable::OwnedEntry;
 
-/// Not-yet-durable writes in key order, each with the LSN a reply must wait for.
-pub type Overlay = VecDeque<(Vec<u8>, Option<Vec<u8>>, u64)>;
+/// Not-yet-durable writes in key order, each with the LSN a reply must wait
+/// for and its expiry: (key, value, lsn, expires_at).
+pub type Overlay = VecDeque<(Vec<u8>, Option<Vec<u8>>, u64, u64)>;
 
 /// A run of non-overlapping tables in key order (one level-0 table, or level 1),
 /// read one block at a time.
@@ -40,6 +41,7 @@ pub struct TableRun<D: Disk> {
     pos: usize,
     key: Vec<u8>,
     value: Option<(usize, usize)>,
+    expires_at: u64,
     valid: bool,
     /// Read through the block cache (false for compaction, whose reads are
     /// one-off and would only push the working set out).
@@ -57,6 +59,9 @@ pub struct TableRun<D: Disk> {
     requested_until: usize,
 }
 
+/// A table run's current entry: key, value (`None`: tombstone), expiry.
+type RunEntry<'a> = (&'a [u8], Option<&'a [u8]>, u64);
+
 /// Most blocks a scan reads ahead of the one it needs, per table run.
 const READ_AHEAD_MAX: usize = 8;
 /// Most blocks a seek reads at once for an expected entry count.
@@ -73,6 +78,7 @@ impl<D: Disk> TableRun<D> {
             pos: 0,
             key: Vec::new(),
             value: None,
+            expires_at: 0,
             valid: false,
             cached: true,
             sequential: 0,
@@ -177,10 +183,11 @@ impl<D: Disk> TableRun<D> {
                 if self.pos < self.entries_len {
                     let entries = &block[..self.entries_len];
                     let v = decode_next(entries, &mut self.pos, &mut self.key);
-                    let v = match v {
+                    let (v, expires_at) = match v {
                         Ok(v) => v,
                         Err(e) => return Err(self.corrupt(e)),
                     };
+                    self.expires_at = expires_at;
                     self.value = v.map(|v| {
                         let at = v.as_ptr() as usize - block.as_ptr() as usize;
                         (at, at + v.len())
@@ -208,12 +215,16 @@ impl<D: Disk> TableRun<D> {
         }
     }
 
-    fn current(&self) -> Option<(&[u8], Option<&[u8]>)> {
+    fn current(&self) -> Option<RunEntry<'_>> {
         if !self.valid {
             return None;
         }
         let block = self.block.as_ref()?;
-        Some((&self.key, self.value.map(|(a, b)| &block[a..b])))
+        Some((
+            &self.key,
+            self.value.map(|(a, b)| &block[a..b]),
+            self.expires_at,
+        ))
     }
 }
 
@@ -244,7 +255,7 @@ impl MemRun {
                 MEM_CHUNK,
                 &mut self.chunk,
             );
-            if let Some((k, _)) = self.chunk.back() {
+            if let Some((k, _, _)) = self.chunk.back() {
                 self.last = Some(k.clone());
             }
         }
@@ -262,12 +273,14 @@ pub enum Source<D: Disk> {
 impl<D: Disk> Source<D> {
     fn current(&self) -> Option<MergedEntry<'_>> {
         match self {
-            Source::Overlay(q) => q.front().map(|(k, v, l)| (k.as_slice(), v.as_deref(), *l)),
+            Source::Overlay(q) => q
+                .front()
+                .map(|(k, v, l, e)| (k.as_slice(), v.as_deref(), *l, *e)),
             Source::Mem(m) => m
                 .chunk
                 .front()
-                .map(|(k, v)| (k.as_slice(), v.as_deref(), 0)),
-            Source::Run(r) => r.current().map(|(k, v)| (k, v, 0)),
+                .map(|(k, v, e)| (k.as_slice(), v.as_deref(), 0, *e)),
+            Source::Run(r) => r.current().map(|(k, v, e)| (k, v, 0, e)),
         }
     }
 }
@@ -286,9 +299,10 @@ pub struct Merge<D: Disk> {
     returned: bool,
 }
 
-/// One merged entry: key, value (`None`: deleted) and the pending LSN it
-/// depends on (0: durable).
-pub type MergedEntry<'a> = (&'a [u8], Option<&'a [u8]>, u64);
+/// One merged entry: key, value (`None`: deleted), the pending LSN it
+/// depends on (0: durable) and the value's expiry (unix ms, 0: never; the
+/// merge returns expired values as they are: readers and compaction judge).
+pub type MergedEntry<'a> = (&'a [u8], Option<&'a [u8]>, u64, u64);
 
 impl<D: Disk> Merge<D> {
     /// Position every source at `start`; `end` empty means no upper bound.
@@ -386,12 +400,12 @@ impl<D: Disk> Merge<D> {
         let mut winner: Option<MergedEntry<'_>> = None;
         for s in &self.sources {
             if let Some(entry) = s.current() {
-                if winner.is_none_or(|(wk, _, _)| entry.0 < wk) {
+                if winner.is_none_or(|(wk, _, _, _)| entry.0 < wk) {
                     winner = Some(entry);
                 }
             }
         }
-        let Some((k, v, lsn)) = winner else {
+        let Some((k, v, lsn, expires_at)) = winner else {
             return Ok(None);
         };
         if !self.end.is_empty() && k >= self.end.as_slice() {
@@ -406,7 +420,7 @@ impl<D: Disk> Merge<D> {
         let tombstone = v.is_none();
         self.returned = true;
         let value = (!tombstone).then_some(self.value.as_slice());
-        Ok(Some((&self.key, value, lsn)))
+        Ok(Some((&self.key, value, lsn, expires_at)))
     }
 
     /// Step past `self.key` in every layer that has it (older versions die here).
@@ -414,7 +428,7 @@ impl<D: Disk> Merge<D> {
         for i in 0..self.sources.len() {
             let same = self.sources[i]
                 .current()
-                .is_some_and(|(k, _, _)| k == self.key.as_slice());
+                .is_some_and(|(k, _, _, _)| k == self.key.as_slice());
             if same {
                 match &mut self.sources[i] {
                     Source::Overlay(q) => {

@@ -162,6 +162,8 @@ pub struct LsmStats {
     pub read_errors: Cell<u64>,
     /// Device requests for data blocks (a prefetch of neighbours is one).
     pub block_read_requests: Cell<u64>,
+    /// Expired values a compaction dropped.
+    pub expired_compaction: Cell<u64>,
 }
 
 fn bump(c: &Cell<u64>, n: u64) {
@@ -204,9 +206,9 @@ pub struct Lsm<D: Disk> {
     pub stats: LsmStats,
 }
 
-/// A block lookup's result: the block and where the value is in it (`None`: a
-/// tombstone).
-pub type Found = (Rc<Vec<u8>>, Option<Range<usize>>);
+/// A table lookup's answer: the block, the value's range in it (`None`: a
+/// tombstone) and its expiry (unix ms, 0: never).
+pub type Found = (Rc<Vec<u8>>, Option<Range<usize>>, u64);
 
 impl<D: Disk> Lsm<D> {
     /// Open a shard's storage: load the manifest, remove table files it does not
@@ -372,10 +374,15 @@ impl<D: Disk> Lsm<D> {
 
     /// Apply one durable write (`None` deletes).
     pub fn apply(&self, key: Vec<u8>, value: Option<Vec<u8>>, lsn: u64) {
+        self.apply_expiring(key, value, 0, lsn)
+    }
+
+    /// Apply one durable write (`None` deletes) with its expiry (0: never).
+    pub fn apply_expiring(&self, key: Vec<u8>, value: Option<Vec<u8>>, expires_at: u64, lsn: u64) {
         let full = {
             let mem = self.mem.borrow();
             let mut m = mem.borrow_mut();
-            m.apply(key, value, lsn);
+            m.apply_expiring(key, value, expires_at, lsn);
             m.bytes() >= self.cfg.memtable_bytes
         };
         if full {
@@ -434,8 +441,9 @@ impl<D: Disk> Lsm<D> {
         stall
     }
 
-    /// Look `key` up in the memtables only (no I/O).
-    pub fn get_in_memory<R, F: FnOnce(Option<&[u8]>) -> R>(
+    /// Look `key` up in the memtables only (no I/O); `f` gets the value
+    /// (`None`: deleted) and its expiry (0: never), expired or not.
+    pub fn get_in_memory<R, F: FnOnce(Option<&[u8]>, u64) -> R>(
         &self,
         key: &[u8],
         f: F,
@@ -444,15 +452,15 @@ impl<D: Disk> Lsm<D> {
             let mem = self.mem.borrow();
             let m = mem.borrow();
             match m.get(key) {
-                Lookup::Value(v) => return Ok(f(Some(v))),
-                Lookup::Deleted => return Ok(f(None)),
+                Lookup::Value(v, e) => return Ok(f(Some(v), e)),
+                Lookup::Deleted => return Ok(f(None, 0)),
                 Lookup::Absent => {}
             }
         }
         if let Some(imm) = &*self.imm.borrow() {
             match imm.borrow().get(key) {
-                Lookup::Value(v) => return Ok(f(Some(v))),
-                Lookup::Deleted => return Ok(f(None)),
+                Lookup::Value(v, e) => return Ok(f(Some(v), e)),
+                Lookup::Deleted => return Ok(f(None, 0)),
                 Lookup::Absent => {}
             }
         }
@@ -485,15 +493,15 @@ impl<D: Disk> Lsm<D> {
         };
         let block = self.load_block(t, i).await?;
         let parsed = DataBlock::parse(&block).map_err(|e| corrupt(t, i, e))?;
-        let found = match parsed.get(key).map_err(|e| corrupt(t, i, e))? {
+        let (found, expires_at) = match parsed.get(key).map_err(|e| corrupt(t, i, e))? {
             None => return Ok(None),
-            Some(None) => None,
-            Some(Some(v)) => {
+            Some((None, _)) => (None, 0),
+            Some((Some(v), e)) => {
                 let start = v.as_ptr() as usize - block.as_ptr() as usize;
-                Some(start..start + v.len())
+                (Some(start..start + v.len()), e)
             }
         };
-        Ok(Some((block, found)))
+        Ok(Some((block, found, expires_at)))
     }
 
     /// Block `i` of `t`, from the cache or read and verified.
@@ -624,8 +632,8 @@ impl<D: Disk> Lsm<D> {
             let m = imm.borrow();
             let mut w = TableWriter::create(&self.disk, &self.tables_dir, id, self.shard).await?;
             let mut result = Ok(());
-            for (k, v) in m.iter() {
-                if let Err(e) = w.add(k, v).await {
+            for (k, v, expires_at) in m.iter() {
+                if let Err(e) = w.add_expiring(k, v, expires_at).await {
                     result = Err(e);
                     break;
                 }

@@ -26,6 +26,7 @@ pub async fn scan_page<D: Disk>(
     p: &ScanParams<'_>,
     filter: &mut Filter,
     out: &mut Vec<u8>,
+    now_ms: u64,
 ) -> Result<u64, TableError> {
     let entries_at = out.len();
     let mut wait_lsn = 0;
@@ -42,12 +43,17 @@ pub async fn scan_page<D: Disk>(
             resume = Some(merge.resume_point());
             break;
         }
-        let Some((key, value, lsn)) = merge.next(lsm).await? else {
+        let Some((key, value, lsn, expires_at)) = merge.next(lsm).await? else {
             break;
         };
         examined += 1;
         wait_lsn = wait_lsn.max(lsn);
         let Some(value) = value else { continue };
+        // An expired value is absent: skipped like a tombstone, never counted
+        // toward the page's limit.
+        if crate::core::expiry::is_expired(expires_at, now_ms) {
+            continue;
+        }
         if filter.matches(key, value) {
             push_entry(out, key, value);
             matched += 1;

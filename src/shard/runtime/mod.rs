@@ -417,6 +417,11 @@ where
         })
     };
     let publisher = spawn_publisher(state.clone(), control.clone(), config_cpu);
+    let sweeper = glommio::spawn_local(crate::shard::expiry_sweeper::run_expiry_sweeper(
+        state.clone(),
+        shutdown.clone(),
+        config.expiry_sweep_interval,
+    ));
     let ctx = ShardContext {
         router,
         shutdown: shutdown.clone(),
@@ -431,6 +436,7 @@ where
         control.stop.store(true, Ordering::SeqCst);
     }
     watcher.await;
+    sweeper.await;
     // Other shards may still forward requests to us until their services are done.
     control.services_done.fetch_add(1, Ordering::SeqCst);
     while control.services_done.load(Ordering::SeqCst) < usize::from(shard_count) {

@@ -106,6 +106,11 @@ pub struct StorageSnapshot {
     pub read_errors: u64,
     pub block_read_requests: u64,
     pub wal_segments_recycled: u64,
+    /// Expired keys removed: by the sweeper for reads that met them, by the
+    /// sweeper's walk, by compaction.
+    pub expired_lazy: u64,
+    pub expired_sweeper: u64,
+    pub expired_compaction: u64,
 }
 
 impl StorageSnapshot {
@@ -135,6 +140,9 @@ impl StorageSnapshot {
             read_errors: st.read_errors.get(),
             block_read_requests: st.block_read_requests.get(),
             wal_segments_recycled: state.commit.stats.segments_recycled.get(),
+            expired_lazy: state.metrics.expired_lazy.get(),
+            expired_sweeper: state.metrics.expired_sweeper.get(),
+            expired_compaction: st.expired_compaction.get(),
         }
     }
 }

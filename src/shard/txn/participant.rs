@@ -140,24 +140,14 @@ impl<D: Disk> ShardState<D> {
         self.lsm.set_wal_floor(t.pins.keys().next().copied());
     }
 
-    /// The current value of `key` as this shard would answer a GET.
+    /// The current value of `key` as this shard would answer a GET (an
+    /// expired value is absent).
     pub(in crate::shard) async fn read_current<R>(
         &self,
         key: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R, TableError> {
-        if let Some(p) = self.pending.borrow().get(key) {
-            return Ok(f(p.value.as_deref()));
-        }
-        let f = match self.lsm.get_in_memory(key, f) {
-            Ok(r) => return Ok(r),
-            Err(f) => f,
-        };
-        let version = self.lsm.version();
-        Ok(match self.lsm.get_in_tables(&version, key).await? {
-            Some((block, Some(range))) => f(Some(&block[range])),
-            Some((_, None)) | None => f(None),
-        })
+        self.read_cell(key, |v, _, _| f(v)).await
     }
 
     fn check_writable(&self, view: &TxnView<'_>) -> Result<(), Refusal> {
