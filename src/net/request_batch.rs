@@ -502,6 +502,7 @@ impl RequestBatch {
                     *count,
                     ctx,
                     cfg,
+                    false,
                     &mut self.serial_out,
                 )
                 .await;
@@ -809,12 +810,13 @@ pub(crate) async fn sized_snapshot_get(
     count: u32,
     ctx: &ShardContext,
     cfg: &ConnConfig,
+    with_expiry: bool,
     out: &mut Vec<u8>,
 ) -> Status {
     if let Err(status) = mget_fits(probe, keys, count, ctx, cfg, out).await {
         return status;
     }
-    let status = ctx.router.snapshot_get(keys, count, out).await;
+    let status = ctx.router.snapshot_get(keys, count, with_expiry, out).await;
     if status.is_ok() && out.len() > cfg.reply_bytes_max {
         // Values grew between the sizing and the read.
         let size = out.len();

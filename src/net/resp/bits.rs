@@ -76,7 +76,7 @@ pub(super) fn eval(name: &str, argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'
             } else {
                 v[byte] &= !mask;
             }
-            ov.put(key, Some(v));
+            ov.update(key, v);
             r.int(old);
         }
         "getbit" => {

@@ -146,16 +146,16 @@ cmds! {
     "wait", Read, 3, &["noscript"], (0, 0, 0), "generic", "0: corekv has no replicas.";
     "debug", Admin, -2, &["admin", "noscript", "loading", "stale"], (0, 0, 0), "server", "DEBUG SLEEP only.";
     "object", Read, -2, &["readonly"], (2, 2, 1), "generic", "OBJECT ENCODING: int, embstr or raw, from the value.";
+    "rename", Write, 3, &["write"], (1, 2, 1), "generic", "Renames a key, with its expiry (atomic across shards).";
+    "renamenx", Write, 3, &["write", "fast"], (1, 2, 1), "generic", "Renames a key if the new name does not exist (atomic across shards).";
+    "randomkey", Read, 1, &["readonly"], (0, 0, 0), "generic", "A key from the key space (not uniformly random: see docs/redis-compatibility.md).";
+    "copy", Write, -3, &["write", "denyoom"], (1, 2, 1), "generic", "Copies a value and its expiry to another key (REPLACE; DB 0 only).";
 }
 
 /// Redis commands corekv knows and refuses, with the reason (the error
 /// says it; docs/redis-compatibility.md has the full list). Commands of data
 /// types corekv does not have (lists, hashes, ...) are simply unknown.
 pub static UNSUPPORTED: &[(&str, &str)] = &[
-    ("rename", NOT_YET),
-    ("renamenx", NOT_YET),
-    ("copy", NOT_YET),
-    ("randomkey", NOT_YET),
     ("bitfield", NOT_YET),
     ("bitfield_ro", NOT_YET),
     ("move", "corekv has one database"),
@@ -450,6 +450,7 @@ impl Session {
             }
             "info" => self.info(&mut run).await,
             "dbsize" => self.dbsize(&mut run).await,
+            "randomkey" => self.randomkey(&mut run).await,
             "keys" => self.keys(&mut run).await,
             "scan" => self.scan(&mut run).await,
             "multi" | "exec" | "discard" | "watch" | "unwatch" => {

@@ -8,19 +8,15 @@
 //! shard judges expiry on the same clock. It must never write without going
 //! through the router.
 
-use crate::core::expiry::{absolute_ms, ExpireMode, ExpiryArg};
-use crate::core::rmw::{GetExChange, Program};
+use crate::core::expiry::ExpireMode;
+use crate::core::rmw::Program;
 use crate::core::status::Status;
 use crate::shard::metrics::OpClass;
 use crate::shard::{OpKind, ShardContext};
 
-use super::commands::{parse_i64, status_error, Outcome, Run, Session, NOT_INTEGER, SYNTAX};
+use super::commands::{status_error, Outcome, Run, Session};
+use super::expiry_args::{parse_expire, parse_getex, parse_setex, ttl_reply};
 use crate::net::outbound::SendError;
-
-/// Redis's text for an expiry argument out of range.
-pub(super) fn invalid_expire(cmd: &str) -> String {
-    format!("ERR invalid expire time in '{cmd}' command")
-}
 
 /// The wall clock in unix ms, as the shards read it.
 pub(super) fn now_ms() -> u64 {
@@ -94,32 +90,8 @@ impl Session {
     /// owning shard (the value read and the expiry changed atomically).
     async fn getex(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
-        // Redis's getexCommand: at most one option, PERSIST alone or a unit
-        // with its number; anything else is a syntax error.
-        let change = match &argv[2..] {
-            [] => Ok(None),
-            [opt] if opt.eq_ignore_ascii_case(b"PERSIST") => Ok(Some(GetExChange::Persist)),
-            [opt, n] => {
-                let unit = match opt.to_ascii_uppercase().as_slice() {
-                    b"EX" => Some(ExpiryArg::Seconds),
-                    b"PX" => Some(ExpiryArg::Millis),
-                    b"EXAT" => Some(ExpiryArg::UnixSeconds),
-                    b"PXAT" => Some(ExpiryArg::UnixMillis),
-                    _ => None,
-                };
-                match (unit, parse_i64(n)) {
-                    (None, _) => Err(SYNTAX.to_string()),
-                    (Some(_), None) => Err(NOT_INTEGER.to_string()),
-                    (Some(unit), Some(n)) => match absolute_ms(n, unit, now_ms(), true) {
-                        Ok(at) => Ok(Some(GetExChange::At(at))),
-                        Err(_) => Err(invalid_expire("getex")),
-                    },
-                }
-            }
-            _ => Err(SYNTAX.to_string()),
-        };
-        let change = match change {
-            Ok(c) => c.unwrap_or(GetExChange::None),
+        let change = match parse_getex(argv, now_ms()) {
+            Ok(c) => c,
             Err(e) => {
                 run.reply(self.proto).error(&e);
                 return Ok((OpClass::Put, Status::InvalidArgument));
@@ -130,18 +102,12 @@ impl Session {
 
     async fn setex(&mut self, name: &str, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
-        let unit = if name == "setex" {
-            ExpiryArg::Seconds
-        } else {
-            ExpiryArg::Millis
-        };
-        let Some(n) = parse_i64(argv[2]) else {
-            run.reply(self.proto).error(NOT_INTEGER);
-            return Ok((OpClass::Put, Status::InvalidArgument));
-        };
-        let Ok(at) = absolute_ms(n, unit, now_ms(), true) else {
-            run.reply(self.proto).error(&invalid_expire(name));
-            return Ok((OpClass::Put, Status::InvalidArgument));
+        let at = match parse_setex(name, argv, now_ms()) {
+            Ok(at) => at,
+            Err(e) => {
+                run.reply(self.proto).error(&e);
+                return Ok((OpClass::Put, Status::InvalidArgument));
+            }
         };
         let status = self.put_ex(run.ctx, argv[1], argv[3], at).await;
         let mut r = run.reply(self.proto);
@@ -154,65 +120,13 @@ impl Session {
 
     async fn expire(&mut self, name: &str, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
-        // Redis parses the options first, then the time.
-        let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
-        for opt in &argv[3..] {
-            match opt.to_ascii_uppercase().as_slice() {
-                b"NX" => nx = true,
-                b"XX" => xx = true,
-                b"GT" => gt = true,
-                b"LT" => lt = true,
-                _ => {
-                    let e = format!("ERR Unsupported option {}", String::from_utf8_lossy(opt));
-                    run.reply(self.proto).error(&e);
-                    return Ok((OpClass::Put, Status::InvalidArgument));
-                }
+        let (mode, at) = match parse_expire(name, argv, now_ms()) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                run.reply(self.proto).error(&e);
+                return Ok((OpClass::Put, Status::InvalidArgument));
             }
-        }
-        if nx && (xx || gt || lt) {
-            run.reply(self.proto)
-                .error("ERR NX and XX, GT or LT options at the same time are not compatible");
-            return Ok((OpClass::Put, Status::InvalidArgument));
-        }
-        if gt && lt {
-            run.reply(self.proto)
-                .error("ERR GT and LT options at the same time are not compatible");
-            return Ok((OpClass::Put, Status::InvalidArgument));
-        }
-        let Some(n) = parse_i64(argv[2]) else {
-            run.reply(self.proto).error(NOT_INTEGER);
-            return Ok((OpClass::Put, Status::InvalidArgument));
         };
-        let unit = match name {
-            "expire" => ExpiryArg::Seconds,
-            "pexpire" => ExpiryArg::Millis,
-            "expireat" => ExpiryArg::UnixSeconds,
-            _ => ExpiryArg::UnixMillis,
-        };
-        let Ok(at) = absolute_ms(n, unit, now_ms(), false) else {
-            run.reply(self.proto).error(&invalid_expire(name));
-            return Ok((OpClass::Put, Status::InvalidArgument));
-        };
-        let mode = if nx {
-            ExpireMode::Nx
-        } else if xx {
-            // XX combines with GT/LT in Redis: XX GT means "has an expiry and
-            // it is greater", which GT alone already says for a key with
-            // one; with none, XX fails and GT (infinite) fails too. XX LT:
-            // LT alone would apply to a key without expiry, XX forbids it.
-            if lt {
-                ExpireMode::XxLt
-            } else {
-                ExpireMode::Xx
-            }
-        } else if gt {
-            ExpireMode::Gt
-        } else if lt {
-            ExpireMode::Lt
-        } else {
-            ExpireMode::Always
-        };
-        let mode = if xx && gt { ExpireMode::Gt } else { mode };
         let mut arg = [0u8; 9];
         arg[0] = mode as u8;
         arg[1..].copy_from_slice(&at.to_le_bytes());
@@ -233,20 +147,7 @@ impl Session {
             Status::NotFound => r.int(-2),
             Status::Ok => {
                 let at = <[u8; 8]>::try_from(body.as_slice()).map_or(0, u64::from_le_bytes);
-                if at == 0 {
-                    r.int(-1)
-                } else {
-                    // Redis: TTL rounds to the nearest second, EXPIRETIME
-                    // truncates; a key the shard saw live is at least 0 left.
-                    let left = at.saturating_sub(now) as i64;
-                    let at = i64::try_from(at).unwrap_or(i64::MAX);
-                    r.int(match name {
-                        "ttl" => (left + 500) / 1000,
-                        "pttl" => left,
-                        "expiretime" => at / 1000,
-                        _ => at,
-                    })
-                }
+                r.int(ttl_reply(name, at, now))
             }
             other => r.error(&status_error(other)),
         }

@@ -1,4 +1,4 @@
-//! The commands that walk the keyspace (SCAN, KEYS, DBSIZE) and INFO, and
+//! The commands that walk the keyspace (SCAN, KEYS, DBSIZE, RANDOMKEY) and INFO, and
 //! Redis's glob matching for MATCH/KEYS patterns.
 //!
 //! Each walk is corekv's merged scan over every shard (`scan_merged`), in key
@@ -26,6 +26,9 @@ use crate::net::outbound::SendError;
 
 /// Entries one KEYS/DBSIZE step asks for (the walk pages on until done).
 const WALK_PAGE: u32 = 1000;
+
+/// Keys one RANDOMKEY reads and picks from.
+const RANDOM_WINDOW: u32 = 64;
 
 impl Session {
     /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type].
@@ -236,6 +239,58 @@ impl Session {
         match count_keys(run).await {
             Ok(n) => run.reply(self.proto).int(n as i64),
             Err(s) => run.reply(self.proto).error(&status_error(s)),
+        }
+        Ok((OpClass::Other, Status::Ok))
+    }
+
+    /// RANDOMKEY: a key picked uniformly from a window of up to
+    /// `RANDOM_WINDOW` keys that starts at a random point of the key space
+    /// (wrapping to the first key). The point is the first key's prefix, cut
+    /// at a random length, then random bytes, so keys that share a prefix
+    /// (`user:...`) are not all skipped. A key space of up to
+    /// `RANDOM_WINDOW` keys is sampled uniformly; a larger one is not: a
+    /// window after a wide gap in the key order comes up more often
+    /// (Redis's pick is not uniform either: it samples hash buckets).
+    pub(super) async fn randomkey(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
+        let mut window: Vec<Vec<u8>> = Vec::new();
+        let mut failed = None;
+        let mut first: Option<Vec<u8>> = None;
+        if let Err(s) = walk(run, b"*", b"", 1, |k| {
+            first = Some(k.to_vec());
+            false
+        })
+        .await
+        {
+            failed = Some(s);
+        }
+        if let Some(first) = first.filter(|_| failed.is_none()) {
+            let cut = rand::random::<usize>() % (first.len() + 1);
+            let mut start = first[..cut].to_vec();
+            start.extend_from_slice(&rand::random::<[u8; 8]>());
+            for from in [&start[..], &first[..]] {
+                let r = walk(run, b"*", from, RANDOM_WINDOW, |k| {
+                    window.push(k.to_vec());
+                    window.len() < RANDOM_WINDOW as usize
+                })
+                .await;
+                if let Err(s) = r {
+                    failed = Some(s);
+                    break;
+                }
+                if !window.is_empty() {
+                    break;
+                }
+            }
+        }
+        if let Some(s) = failed {
+            run.reply(self.proto).error(&status_error(s));
+            return Ok((OpClass::Other, s));
+        }
+        let mut r = run.reply(self.proto);
+        if window.is_empty() {
+            r.nil();
+        } else {
+            r.bulk(&window[rand::random::<usize>() % window.len()]);
         }
         Ok((OpClass::Other, Status::Ok))
     }

@@ -4,7 +4,8 @@
 //!
 //! It owns RESP framing (codec.rs), the command table and per-connection
 //! session (commands.rs), glob patterns (glob.rs), the string and key
-//! commands (strings.rs), MULTI/EXEC/WATCH and the commands evaluated over a
+//! commands (strings.rs), the expiry commands (expiry.rs) and their argument
+//! parsing shared with MULTI (expiry_args.rs), MULTI/EXEC/WATCH and the commands evaluated over a
 //! transaction's snapshot (multi.rs, bits.rs, with their state in
 //! txn_state.rs), the keyspace walks, FLUSHDB and INFO (keyspace.rs), CLIENT,
 //! CONFIG and DEBUG (server.rs) with the process-wide client registry
@@ -23,6 +24,7 @@ pub mod codec;
 pub mod commands;
 pub mod connection;
 pub mod expiry;
+pub mod expiry_args;
 pub mod glob;
 pub mod keyspace;
 pub mod multi;

@@ -32,8 +32,10 @@ use super::codec::Reply;
 use super::commands::{
     lookup, parse_i64, status_error, Outcome, Run, Session, NOT_INTEGER, SYNTAX,
 };
+use super::expiry_args::{parse_expire, parse_getex, parse_set, parse_setex, ttl_reply};
 use super::strings::{parse_f64, substr, RMW_ATTEMPTS_MAX, TOO_BIG};
 use super::txn_state::{fingerprint, Overlay, Queue, Slot, Watched};
+use crate::core::rmw::GetExChange;
 use crate::net::outbound::SendError;
 
 /// The commands a MULTI may queue: those the in-memory evaluator below
@@ -75,6 +77,21 @@ const QUEUEABLE: &[&str] = &[
     "bitop",
     "lcs",
     "object",
+    "setex",
+    "psetex",
+    "getex",
+    "expire",
+    "pexpire",
+    "expireat",
+    "pexpireat",
+    "ttl",
+    "pttl",
+    "expiretime",
+    "pexpiretime",
+    "persist",
+    "rename",
+    "renamenx",
+    "copy",
 ];
 
 /// The keys a command reads (the snapshot must hold them): the table's key
@@ -235,7 +252,7 @@ impl Session {
             if !self.watched.iter().any(|w| w.key == *k) {
                 self.watched.push(Watched {
                     key: k.to_vec(),
-                    seen: fingerprint(v.as_deref()),
+                    seen: fingerprint(v.as_ref().map(|(v, _)| v.as_slice())),
                 });
             }
         }
@@ -292,7 +309,7 @@ impl Session {
             String::from_utf8_lossy(argv[0])
                 .to_ascii_lowercase()
                 .as_str(),
-            "setbit" | "bitop"
+            "setbit" | "bitop" | "rename" | "renamenx" | "copy"
         );
         let class = if writes { OpClass::Txn } else { OpClass::Get };
         let proto = self.proto;
@@ -347,19 +364,24 @@ impl Session {
                 Ok(v) => v,
                 Err((e, s)) => return Ran::Failed(e, s),
             };
-            let mut ov = Overlay::default();
+            let mut ov = Overlay {
+                now_ms: super::expiry::now_ms(),
+                ..Overlay::default()
+            };
             for (k, v) in keys.iter().zip(&values) {
                 ov.keys.insert(
                     k.to_vec(),
                     Slot {
-                        value: v.clone(),
+                        value: v.as_ref().map(|(v, _)| v.clone()),
+                        expires_at: v.as_ref().map_or(0, |(_, e)| *e),
                         written: false,
                     },
                 );
             }
             if watched.iter().any(|w| {
                 let at = keys.iter().position(|k| *k == w.key.as_slice());
-                fingerprint(at.and_then(|i| values[i].as_deref())) != w.seen
+                fingerprint(at.and_then(|i| values[i].as_ref().map(|(v, _)| v.as_slice())))
+                    != w.seen
             }) {
                 return Ran::WatchFailed;
             }
@@ -386,7 +408,7 @@ impl Session {
                 .iter()
                 .filter(|(_, slot)| slot.written)
                 .map(|(k, slot)| match &slot.value {
-                    Some(v) => Write::Put(k, v),
+                    Some(v) => Write::put(k, v, slot.expires_at),
                     None => Write::Delete(k),
                 })
                 .collect();
@@ -406,7 +428,7 @@ impl Session {
                 .iter()
                 .zip(&values)
                 .map(|(k, v)| match v {
-                    Some(v) => Cond::Equals(k, v),
+                    Some((v, _)) => Cond::Equals(k, v),
                     None => Cond::Absent(k),
                 })
                 .collect();
@@ -424,13 +446,14 @@ impl Session {
 
 impl Session {
     /// One consistent snapshot of `keys` (the native MGET: sized against
-    /// `reply_bytes_max` first), in order.
+    /// `reply_bytes_max` first), in order: each live key's value and expiry
+    /// (unix ms, 0: never).
     #[allow(clippy::type_complexity)]
     async fn snapshot(
         &mut self,
         run: &mut Run<'_, '_>,
         keys: &[&[u8]],
-    ) -> Result<Vec<Option<Vec<u8>>>, (String, Status)> {
+    ) -> Result<Vec<Option<(Vec<u8>, u64)>>, (String, Status)> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -448,6 +471,7 @@ impl Session {
             count,
             ctx,
             run.cfg,
+            true,
             &mut self.detail,
         )
         .await;
@@ -459,22 +483,24 @@ impl Session {
             };
             return Err((e, status));
         }
-        // count u32, then per key: status u16 | len u32 | value.
+        // count u32, then per key: status u16 | len u32 | expires_at u64 | value.
         let body = &self.detail;
         let mut at = 4;
         let mut out = Vec::with_capacity(keys.len());
         for _ in 0..count {
-            let Some(h) = body.get(at..at + 6) else {
+            let Some(h) = body.get(at..at + 14) else {
                 return Err((status_error(Status::Internal), Status::Internal));
             };
             let st = u16::from_le_bytes([h[0], h[1]]);
             let len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
-            let Some(value) = body.get(at + 6..at + 6 + len) else {
+            let mut e = [0u8; 8];
+            e.copy_from_slice(&h[6..14]);
+            let Some(value) = body.get(at + 14..at + 14 + len) else {
                 return Err((status_error(Status::Internal), Status::Internal));
             };
-            at += 6 + len;
+            at += 14 + len;
             if st == Status::Ok.code() {
-                out.push(Some(value.to_vec()));
+                out.push(Some((value.to_vec(), u64::from_le_bytes(e))));
             } else if st == Status::NotFound.code() {
                 out.push(None);
             } else {
@@ -499,29 +525,11 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             None => r.nil(),
         },
         "set" => {
-            let (mut nx, mut xx, mut get) = (false, false, false);
-            let mut expiry: Option<String> = None;
-            let mut i = 3;
-            while i < argv.len() {
-                let opt = argv[i].to_ascii_uppercase();
-                match opt.as_slice() {
-                    b"NX" if !xx => nx = true,
-                    b"XX" if !nx => xx = true,
-                    b"GET" => get = true,
-                    b"KEEPTTL" if expiry.is_none() => expiry = Some("KEEPTTL".into()),
-                    b"EX" | b"PX" | b"EXAT" | b"PXAT" if expiry.is_none() && i + 1 < argv.len() => {
-                        expiry = Some(String::from_utf8_lossy(&opt).into_owned());
-                        i += 1;
-                    }
-                    _ => return r.error(SYNTAX),
-                }
-                i += 1;
-            }
-            if let Some(opt) = expiry {
-                return r.error(&format!(
-                    "ERR SET {opt} inside MULTI is not supported by corekv yet (outside MULTI it is; see docs/redis-compatibility.md)"
-                ));
-            }
+            let a = match parse_set(argv, ov.now_ms) {
+                Ok(a) => a,
+                Err(e) => return r.error(&e),
+            };
+            let (nx, xx, get) = (a.nx, a.xx, a.get);
             let old = if nx || xx || get {
                 ov.get(key).map(<[u8]>::to_vec)
             } else {
@@ -529,7 +537,12 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             };
             let skip = (nx && old.is_some()) || (xx && old.is_none());
             if !skip {
-                ov.put(key, Some(argv[2].to_vec()));
+                let at = if a.keep_ttl {
+                    ov.expiry(key)
+                } else {
+                    a.expires_at
+                };
+                ov.put_expiring(key, Some(argv[2].to_vec()), at);
             }
             match (get, old, skip) {
                 (true, Some(o), _) => r.bulk(&o),
@@ -596,7 +609,7 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             let mut v = old.to_vec();
             v.extend_from_slice(argv[2]);
             r.int(v.len() as i64);
-            ov.put(key, Some(v));
+            ov.update(key, v);
         }
         "strlen" => r.int(ov.get(key).map_or(0, <[u8]>::len) as i64),
         "type" => r.simple(if ov.get(key).is_some() {
@@ -630,7 +643,7 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             }
             v[offset..offset + part.len()].copy_from_slice(part);
             r.int(v.len() as i64);
-            ov.put(key, Some(v));
+            ov.update(key, v);
         }
         "incr" | "decr" | "incrby" | "decrby" => {
             let by = match name.as_str() {
@@ -656,7 +669,7 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             let Some(new) = cur.checked_add(by) else {
                 return r.error("ERR increment or decrement would overflow");
             };
-            ov.put(key, Some(new.to_string().into_bytes()));
+            ov.update(key, new.to_string().into_bytes());
             r.int(new);
         }
         "incrbyfloat" => {
@@ -676,7 +689,7 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             }
             let text = crate::core::rmw::format_float(new).into_bytes();
             r.bulk(&text);
-            ov.put(key, Some(text));
+            ov.update(key, text);
         }
         "del" | "unlink" => {
             let mut n = 0;
@@ -707,6 +720,112 @@ fn eval(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>, max: usize) {
             r.bulk(now.subsec_micros().to_string().as_bytes());
         }
         "unwatch" => r.simple("OK"),
+        "setex" | "psetex" => match parse_setex(&name, argv, ov.now_ms) {
+            Ok(at) => {
+                ov.put_expiring(key, Some(argv[3].to_vec()), at);
+                r.simple("OK");
+            }
+            Err(e) => r.error(&e),
+        },
+        "getex" => {
+            let change = match parse_getex(argv, ov.now_ms) {
+                Ok(c) => c,
+                Err(e) => return r.error(&e),
+            };
+            let Some(v) = ov.get(key).map(<[u8]>::to_vec) else {
+                return r.nil();
+            };
+            r.bulk(&v);
+            match change {
+                GetExChange::None => {}
+                GetExChange::Persist => {
+                    if ov.expiry(key) != 0 {
+                        ov.set_expiry(key, 0);
+                    }
+                }
+                GetExChange::At(at) => ov.set_expiry(key, at),
+            }
+        }
+        "expire" | "pexpire" | "expireat" | "pexpireat" => {
+            let (mode, at) = match parse_expire(&name, argv, ov.now_ms) {
+                Ok(p) => p,
+                Err(e) => return r.error(&e),
+            };
+            if ov.get(key).is_none() || !mode.applies(ov.expiry(key), at) {
+                return r.int(0);
+            }
+            ov.set_expiry(key, at);
+            r.int(1);
+        }
+        "persist" => {
+            if ov.get(key).is_some() && ov.expiry(key) != 0 {
+                ov.set_expiry(key, 0);
+                r.int(1);
+            } else {
+                r.int(0);
+            }
+        }
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => match ov.get(key) {
+            None => r.int(-2),
+            Some(_) => r.int(ttl_reply(&name, ov.expiry(key), ov.now_ms)),
+        },
+        "rename" | "renamenx" => {
+            let (src, dst) = (argv[1], argv[2]);
+            let Some(v) = ov.get(src).map(<[u8]>::to_vec) else {
+                return r.error("ERR no such key");
+            };
+            if name == "renamenx" && ov.get(dst).is_some() {
+                return r.int(0);
+            }
+            if src != dst {
+                let at = ov.expiry(src);
+                ov.put(src, None);
+                ov.put_expiring(dst, Some(v), at);
+            }
+            if name == "renamenx" {
+                r.int(1);
+            } else {
+                r.simple("OK");
+            }
+        }
+        "copy" => copy(argv, ov, r),
         _ => bits::eval(&name, argv, ov, r, max),
     }
+}
+
+/// COPY source destination [DB 0] [REPLACE]: the value and its expiry.
+/// corekv has one database, so `DB` other than 0 is refused as SELECT
+/// refuses it.
+fn copy(argv: &[&[u8]], ov: &mut Overlay, r: &mut Reply<'_>) {
+    let (src, dst) = (argv[1], argv[2]);
+    let mut replace = false;
+    let mut i = 3;
+    while i < argv.len() {
+        let opt = argv[i].to_ascii_uppercase();
+        match opt.as_slice() {
+            b"REPLACE" => replace = true,
+            b"DB" if i + 1 < argv.len() => {
+                match parse_i64(argv[i + 1]) {
+                    None => return r.error(NOT_INTEGER),
+                    Some(0) => {}
+                    Some(_) => return r.error("ERR DB index is out of range"),
+                }
+                i += 1;
+            }
+            _ => return r.error(SYNTAX),
+        }
+        i += 1;
+    }
+    if src == dst {
+        return r.error("ERR source and destination objects are the same");
+    }
+    let Some(v) = ov.get(src).map(<[u8]>::to_vec) else {
+        return r.int(0);
+    };
+    if ov.get(dst).is_some() && !replace {
+        return r.int(0);
+    }
+    let at = ov.expiry(src);
+    ov.put_expiring(dst, Some(v), at);
+    r.int(1);
 }

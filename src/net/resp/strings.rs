@@ -13,7 +13,6 @@
 //! retry, one WAL record; see docs/redis-compatibility.md.
 //! It must never write without going through the router.
 
-use crate::core::expiry::{absolute_ms, ExpiryArg};
 use crate::core::limits::{KEY_BYTES_MAX, MGET_KEYS_MAX};
 use crate::core::rmw::{Program, Reply as RmwReply, ReplyRef, RmwError, SetCond};
 use crate::core::status::Status;
@@ -21,8 +20,9 @@ use crate::core::txn_format::{encode_txn, Cond, TxnFormatError, TxnView, Write};
 use crate::shard::metrics::OpClass;
 use crate::shard::{OpKind, ShardContext};
 
-use super::commands::{parse_i64, status_error, Outcome, Run, Session, NOT_INTEGER, SYNTAX};
-use super::expiry::{invalid_expire, now_ms};
+use super::commands::{parse_i64, status_error, Outcome, Run, Session, NOT_INTEGER};
+use super::expiry::now_ms;
+use super::expiry_args::{parse_set, SetArgs};
 use crate::net::outbound::{SendError, DIRECT_WRITE_BYTES};
 
 /// Attempts of a MULTI/EXEC before it gives up with TXN_ABORTED (each
@@ -151,49 +151,19 @@ impl Session {
     async fn set(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
         let (key, value) = (argv[1], argv[2]);
-        let (mut nx, mut xx, mut get, mut keep_ttl) = (false, false, false, false);
-        let mut expiry: Option<(ExpiryArg, &[u8])> = None;
-        let mut i = 3;
-        while i < argv.len() {
-            let opt = argv[i].to_ascii_uppercase();
-            let unit = match opt.as_slice() {
-                b"EX" => Some(ExpiryArg::Seconds),
-                b"PX" => Some(ExpiryArg::Millis),
-                b"EXAT" => Some(ExpiryArg::UnixSeconds),
-                b"PXAT" => Some(ExpiryArg::UnixMillis),
-                _ => None,
-            };
-            match opt.as_slice() {
-                b"NX" if !xx => nx = true,
-                b"XX" if !nx => xx = true,
-                b"GET" => get = true,
-                b"KEEPTTL" if expiry.is_none() => keep_ttl = true,
-                _ if unit.is_some() && expiry.is_none() && !keep_ttl && i + 1 < argv.len() => {
-                    expiry = unit.map(|u| (u, argv[i + 1]));
-                    i += 1;
-                }
-                _ => {
-                    run.reply(self.proto).error(SYNTAX);
-                    return Ok((OpClass::Put, Status::InvalidArgument));
-                }
-            }
-            i += 1;
-        }
-        // 0: no expiry (a plain SET clears one, as in Redis).
-        let mut expires_at = 0u64;
-        if let Some((unit, arg)) = expiry {
-            let Some(n) = parse_i64(arg) else {
-                run.reply(self.proto).error(NOT_INTEGER);
+        let SetArgs {
+            nx,
+            xx,
+            get,
+            keep_ttl,
+            expires_at,
+        } = match parse_set(argv, now_ms()) {
+            Ok(a) => a,
+            Err(e) => {
+                run.reply(self.proto).error(&e);
                 return Ok((OpClass::Put, Status::InvalidArgument));
-            };
-            match absolute_ms(n, unit, now_ms(), true) {
-                Ok(at) => expires_at = at,
-                Err(_) => {
-                    run.reply(self.proto).error(&invalid_expire("set"));
-                    return Ok((OpClass::Put, Status::InvalidArgument));
-                }
             }
-        }
+        };
         // Conditional, GET and KEEPTTL forms read the key: one RMW in the
         // owning shard, atomic with the write (and with its expiry).
         if nx || xx || get || keep_ttl {
@@ -254,6 +224,7 @@ impl Session {
             count,
             ctx,
             run.cfg,
+            false,
             &mut self.detail,
         )
         .await;

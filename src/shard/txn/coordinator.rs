@@ -313,11 +313,15 @@ impl Router {
     }
 
     /// One consistent snapshot of several keys (an MGET key list of `count`
-    /// keys). Writes the MGET response body into `out`.
+    /// keys). Writes the MGET response body into `out`: `count u32`, then per
+    /// key `status u16 | len u32 | value`, or with `with_expiry`
+    /// `status u16 | len u32 | expires_at u64 | value` (0: never), which is
+    /// what a RESP transaction needs to move or keep a TTL.
     pub async fn snapshot_get(
         self: &Rc<Self>,
         keys: &[u8],
         count: u32,
+        with_expiry: bool,
         out: &mut Vec<u8>,
     ) -> Status {
         let n = usize::from(self.shard_count);
@@ -386,12 +390,17 @@ impl Router {
                 out.clear();
                 return Status::Internal;
             };
-            let end = at + 6 + len;
+            let end = at + 14 + len;
             let Some(entry) = page.get(at..end) else {
                 out.clear();
                 return Status::Internal;
             };
-            out.extend_from_slice(entry);
+            if with_expiry {
+                out.extend_from_slice(entry);
+            } else {
+                out.extend_from_slice(&entry[..6]);
+                out.extend_from_slice(&entry[14..]);
+            }
             cursors[usize::from(s)] = end;
         }
         Status::Ok

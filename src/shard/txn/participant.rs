@@ -505,14 +505,17 @@ impl<D: Disk> ShardState<D> {
         let mut page = Vec::new();
         let mut failed = None;
         for k in crate::core::txn_format::sized_items(keys) {
+            // Entry: status u16 | len u32 | expires_at u64 (0: never) | value.
+            // The coordinator keeps the expiry for callers that ask for it.
             let read = self
-                .read_current(k, |v| {
+                .read_cell(k, |v, expires_at, _| {
                     let (status, v) = match v {
                         Some(v) => (Status::Ok, v),
                         None => (Status::NotFound, &b""[..]),
                     };
                     page.extend_from_slice(&status.code().to_le_bytes());
                     page.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                    page.extend_from_slice(&expires_at.to_le_bytes());
                     page.extend_from_slice(v);
                 })
                 .await;

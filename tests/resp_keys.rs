@@ -1,0 +1,266 @@
+//! RENAME, RENAMENX, COPY and RANDOMKEY, and the expiry commands inside
+//! MULTI, against a real corekv server and a real redis-server in the same
+//! run: every reply compared byte for byte (RESP2 and RESP3), with the
+//! source and destination keys on different shards so each RENAME/COPY is a
+//! cross-shard transaction. Then the combinations: a RENAME racing a reader
+//! (never half moved), and a renamed key's expiry surviving SIGKILL.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use common::resp::{start_redis, Conn, V};
+use corekv::core::hash::shard_for_key;
+
+fn start_corekv(dir: &std::path::Path) -> (common::Server, SocketAddr) {
+    let server = common::start_server(dir, &["--shards", "2"]);
+    let resp = server.resp.expect("the RESP listener is on");
+    (server, resp)
+}
+
+fn cmd(c: &mut Conn, args: &[&str]) -> V {
+    let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    c.cmd(&a)
+}
+
+/// `count` keys `prefix0..`, alternating between the two shards.
+fn keys_across_shards(prefix: &str, count: usize) -> Vec<String> {
+    let all: Vec<String> = (0..256).map(|i| format!("{prefix}{i}")).collect();
+    let mut out = Vec::new();
+    let (mut on0, mut on1) = (
+        all.iter().filter(|k| shard_for_key(k.as_bytes(), 2).0 == 0),
+        all.iter().filter(|k| shard_for_key(k.as_bytes(), 2).0 == 1),
+    );
+    while out.len() < count {
+        let next = if out.len() % 2 == 0 {
+            on0.next()
+        } else {
+            on1.next()
+        };
+        out.push(next.expect("enough keys on each shard").clone());
+    }
+    out
+}
+
+/// The script, with `a`..`f` replaced by keys that alternate shards (so
+/// a→b, b→c, ... each cross shards). Times are absolute (EXAT far ahead) or
+/// whole seconds far from a rounding edge, so both servers answer the same.
+fn script() -> Vec<Vec<String>> {
+    let k = keys_across_shards("rk", 6);
+    let raw: &[&[&str]] = &[
+        &["SET", "a", "1", "EXAT", "4000000000"],
+        &["RENAME", "a", "b"],
+        &["GET", "a"],
+        &["GET", "b"],
+        &["EXPIRETIME", "b"],
+        &["TTL", "a"],
+        &["RENAME", "nope", "c"],
+        &["RENAMENX", "nope", "c"],
+        &["RENAMENX", "b", "b"],
+        &["RENAME", "b", "b"],
+        &["GET", "b"],
+        &["SET", "c", "v"],
+        &["RENAMENX", "b", "c"],
+        &["COPY", "b", "c"],
+        &["COPY", "b", "c", "REPLACE"],
+        &["GET", "c"],
+        &["EXPIRETIME", "c"],
+        &["COPY", "b", "b"],
+        &["COPY", "b", "d", "DB", "x"],
+        &["COPY", "b", "d", "BOGUS"],
+        &["COPY", "nope", "d"],
+        &["COPY", "b", "d", "DB", "0"],
+        &["EXPIRETIME", "d"],
+        &["RENAMENX", "d", "e"],
+        &["MGET", "b", "c", "d", "e"],
+        &["RENAME", "e", "c"],
+        &["EXPIRETIME", "c"],
+        // Expiry inside MULTI, and what each command does to a TTL there.
+        &["MULTI"],
+        &["SET", "a", "5", "EX", "1000"],
+        &["INCR", "a"],
+        &["TTL", "a"],
+        &["APPEND", "a", "x"],
+        &["SETRANGE", "a", "0", "7"],
+        &["TTL", "a"],
+        &["PERSIST", "a"],
+        &["PERSIST", "a"],
+        &["TTL", "a"],
+        &["EXPIRE", "a", "100", "GT"],
+        &["EXPIRE", "a", "100", "XX"],
+        &["EXPIRE", "a", "100"],
+        &["EXPIRE", "a", "50", "GT"],
+        &["EXPIRE", "a", "50", "LT"],
+        &["TTL", "a"],
+        &["SET", "a", "plain"],
+        &["TTL", "a"],
+        &["SETEX", "f", "100", "v"],
+        &["GETEX", "f", "PERSIST"],
+        &["TTL", "f"],
+        &["GETEX", "f", "EXAT", "4000000001"],
+        &["EXPIRETIME", "f"],
+        &["SET", "f", "w", "KEEPTTL"],
+        &["EXPIRETIME", "f"],
+        &["GETSET", "f", "x"],
+        &["TTL", "f"],
+        &["PSETEX", "f", "100000", "y"],
+        &["RENAME", "f", "e"],
+        &["TTL", "e"],
+        &["PEXPIREAT", "e", "1"],
+        &["EXISTS", "e"],
+        &["SET", "e", "v", "EX", "0"],
+        &["SET", "e", "v", "EX", "x"],
+        &["EXPIRE", "e", "10", "NX", "XX"],
+        &["TTL", "nope"],
+        &["COPY", "a", "e"],
+        &["TTL", "e"],
+        &["EXEC"],
+        &["TTL", "a"],
+        &["GET", "e"],
+        &["SETBIT", "c", "1", "1"],
+        &["EXPIRETIME", "c"],
+        &["SET", "nx", "v", "EXAT", "4000000000"],
+        &["INCR", "nx"],
+        &["APPEND", "c", "z"],
+        &["EXPIRETIME", "c"],
+    ];
+    let names = ["a", "b", "c", "d", "e", "f"];
+    raw.iter()
+        .map(|c| {
+            let mut args: Vec<String> = Vec::new();
+            for (i, arg) in c.iter().enumerate() {
+                // Arguments after the command name that are one of a..f are
+                // keys; other arguments stay as written.
+                match names.iter().position(|n| n == arg) {
+                    Some(at) if i > 0 => args.push(k[at].clone()),
+                    _ => args.push(arg.to_string()),
+                }
+            }
+            args
+        })
+        .collect()
+}
+
+fn same_replies(ours: &mut Conn, theirs: &mut Conn, script: &[Vec<String>]) {
+    for c in script {
+        let args: Vec<&str> = c.iter().map(String::as_str).collect();
+        let a = cmd(ours, &args);
+        let b = cmd(theirs, &args);
+        assert_eq!(a, b, "replies differ for {c:?}");
+    }
+}
+
+#[test]
+fn rename_copy_randomkey_and_ttls_in_multi_match_redis() {
+    let Some(redis) = start_redis(&[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path());
+    let mut ours = Conn::open(resp);
+    let mut theirs = Conn::open(redis.addr);
+    let script = script();
+    same_replies(&mut ours, &mut theirs, &script);
+    // RANDOMKEY: nil on an empty store, the one key when there is one.
+    for c in [&mut ours, &mut theirs] {
+        assert_eq!(cmd(c, &["FLUSHALL"]), V::Simple("OK".into()));
+        assert_eq!(cmd(c, &["RANDOMKEY"]), V::NilBulk);
+        assert_eq!(cmd(c, &["SET", "only", "1"]), V::Simple("OK".into()));
+        assert_eq!(cmd(c, &["RANDOMKEY"]), V::Bulk(b"only".to_vec()));
+        assert_eq!(cmd(c, &["FLUSHALL"]), V::Simple("OK".into()));
+        assert!(matches!(cmd(c, &["HELLO", "3"]), V::Map(_)));
+        assert_eq!(cmd(c, &["RANDOMKEY"]), V::Null);
+    }
+    same_replies(&mut ours, &mut theirs, &script);
+    // corekv has one database: COPY to another is refused (Redis, with 16,
+    // copies).
+    assert_eq!(
+        cmd(&mut ours, &["COPY", "only", "x", "DB", "1"]),
+        V::Err("ERR DB index is out of range".into())
+    );
+}
+
+/// RANDOMKEY over many keys on both shards comes back with different keys,
+/// each one that exists.
+#[test]
+fn randomkey_returns_keys_from_both_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path());
+    let mut c = Conn::open(resp);
+    let keys = keys_across_shards("rand", 40);
+    for k in &keys {
+        assert_eq!(cmd(&mut c, &["SET", k, "1"]), V::Simple("OK".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        match cmd(&mut c, &["RANDOMKEY"]) {
+            V::Bulk(k) => {
+                let k = String::from_utf8(k).unwrap();
+                assert!(keys.contains(&k), "RANDOMKEY gave {k}, never written");
+                seen.insert(k);
+            }
+            other => panic!("RANDOMKEY answered {other:?}"),
+        }
+    }
+    let shards: std::collections::HashSet<u16> = seen
+        .iter()
+        .map(|k| shard_for_key(k.as_bytes(), 2).0)
+        .collect();
+    assert!(seen.len() >= 10, "only {} distinct keys", seen.len());
+    assert_eq!(shards.len(), 2, "keys from one shard only: {seen:?}");
+}
+
+/// A key renamed back and forth between the two shards is, to a reader's
+/// MGET (one snapshot), always in exactly one place, with its value; after
+/// SIGKILL and a restart it is still in one place with its expiry.
+#[test]
+fn rename_across_shards_is_atomic_and_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, resp) = start_corekv(dir.path());
+    let k = keys_across_shards("mv", 2);
+    let (a, b) = (k[0].clone(), k[1].clone());
+    let mut c = Conn::open(resp);
+    assert_eq!(
+        cmd(&mut c, &["SET", &a, "payload", "EXAT", "4000000000"]),
+        V::Simple("OK".into())
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (a, b, stop) = (a.clone(), b.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut r = Conn::open(resp);
+            let mut reads = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let V::Array(got) = cmd(&mut r, &["MGET", &a, &b]) else {
+                    panic!("MGET did not answer an array");
+                };
+                let present: Vec<&V> = got.iter().filter(|v| **v != V::NilBulk).collect();
+                assert_eq!(
+                    present,
+                    vec![&V::Bulk(b"payload".to_vec())],
+                    "MGET saw {got:?}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 0..400 {
+        let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        assert_eq!(cmd(&mut c, &["RENAME", from, to]), V::Simple("OK".into()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let reads = reader.join().expect("the reader saw every MGET whole");
+    assert!(reads > 10, "the reader ran only {reads} MGETs");
+    // One more move, acknowledged, then SIGKILL.
+    assert_eq!(cmd(&mut c, &["RENAME", &a, &b]), V::Simple("OK".into()));
+    drop(c);
+    server.kill();
+    let (_server, resp) = start_corekv(dir.path());
+    let mut c = Conn::open(resp);
+    assert_eq!(cmd(&mut c, &["EXISTS", &a]), V::Int(0));
+    assert_eq!(cmd(&mut c, &["GET", &b]), V::Bulk(b"payload".to_vec()));
+    assert_eq!(cmd(&mut c, &["EXPIRETIME", &b]), V::Int(4_000_000_000));
+}
