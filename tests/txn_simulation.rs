@@ -34,6 +34,13 @@
 //! (flushes finish, the WAL is closed). After each restart, every shard must
 //! recover (the bug made recovery refuse), every account must be readable, and
 //! the bank's total must hold: every transaction all-or-nothing across shards.
+//! Expiry rides along: an account holding an even balance is written with
+//! an expiry (far in the future) derived from the balance, an odd one
+//! without, so every check also proves each value kept its own expiry
+//! through transactions, flushes, compactions, recovery and backups; and
+//! each shard's filler INCRs an expiring counter through the in-shard
+//! read-modify-write op, which must keep both the count acknowledged and
+//! the expiry.
 //! `COREKV_SIM_SEED=n` replays one seed; `COREKV_TXN_SIM_SEEDS` sets how many
 //! the default test runs (10,000).
 
@@ -44,6 +51,7 @@ use std::path::{Path, PathBuf};
 
 use corekv::core::backup_format::{BackupBody, BackupFileEntry, BackupShardEntry};
 use corekv::core::config::EngineConfig;
+use corekv::core::rmw::Program;
 use corekv::core::status::Status;
 use corekv::core::txn_format::{
     begin_list, encode_cond, encode_write, end_list, id_bytes, Cond, TxnId, Write,
@@ -102,21 +110,59 @@ async fn one(state: &ShardState<SimDisk>, kind: OpKind, k: &[u8], v: &[u8]) -> (
     (s, body.to_vec())
 }
 
-/// A participant's part: `key` must equal `old`, then becomes `new`.
+/// An expiry far past any run (year 2096): it never fires, so it can be
+/// checked exactly after every restart.
+const FAR_MS: u64 = 4_000_000_000_000;
+
+/// The expiry an account holding `balance` carries: an even balance is
+/// written expiring (FAR_MS + balance, WRITE_PUT_EXPIRING / PUT_EXPIRING),
+/// an odd one plainly. So transactions, flushes, compactions, WAL retirement
+/// and recovery carry both kinds of write, and a balance that does not match
+/// its expiry shows an expiry lost or crossed between writes.
+fn expiry_for(balance: &[u8]) -> u64 {
+    match std::str::from_utf8(balance)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+    {
+        Some(n) if n % 2 == 0 => FAR_MS + n,
+        _ => 0,
+    }
+}
+
+/// PUT or PUT_EX (`[expires_at u64][value]`) of `v` as `expires_at` says.
+async fn put_expiring(state: &ShardState<SimDisk>, k: &[u8], v: &[u8], expires_at: u64) -> Status {
+    if expires_at == 0 {
+        return one(state, OpKind::Put, k, v).await.0;
+    }
+    let mut body = expires_at.to_le_bytes().to_vec();
+    body.extend_from_slice(v);
+    one(state, OpKind::PutEx, k, &body).await.0
+}
+
+/// A participant's part: `key` must equal `old`, then becomes `new` (with
+/// the expiry `expiry_for(new)`).
 fn part(index: u32, key: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let at = begin_list(&mut out);
     encode_cond(&mut out, Some(index), &Cond::Equals(key, old));
     end_list(&mut out, at, 1);
     let at = begin_list(&mut out);
-    encode_write(&mut out, &Write::Put(key, new));
+    encode_write(&mut out, &Write::put(key, new, expiry_for(new)));
     end_list(&mut out, at, 1);
     out
 }
 
+/// Each shard's counter: an expiring value that only read-modify-write
+/// INCRs change (which keep its expiry).
+const COUNTER: &[u8] = b"counter";
+
 #[derive(Default)]
 struct Model {
     failure: Option<String>,
+    /// Per shard: INCRs of `COUNTER` acknowledged, and whether one was in
+    /// flight when the epoch ended (it may or may not have applied).
+    incrs: [u64; SHARDS as usize],
+    incr_in_flight: [bool; SHARDS as usize],
     stats: Stats,
     /// Backups sealed this epoch, to check once it has ended.
     sealed: Vec<PathBuf>,
@@ -127,6 +173,8 @@ struct Stats {
     committed: u64,
     aborted: u64,
     fillers: u64,
+    incrs: u64,
+    expiring_puts: u64,
     restarts_checked: u64,
     in_doubt_settled: u64,
     already_applied_resolves: u64,
@@ -146,6 +194,8 @@ impl Stats {
         self.committed += o.committed;
         self.aborted += o.aborted;
         self.fillers += o.fillers;
+        self.incrs += o.incrs;
+        self.expiring_puts += o.expiring_puts;
         self.restarts_checked += o.restarts_checked;
         self.in_doubt_settled += o.in_doubt_settled;
         self.already_applied_resolves += o.already_applied_resolves;
@@ -188,6 +238,18 @@ async fn check_bank(shards: &[Shard], model: &RefCell<Model>, what: &str) -> boo
                 fail(model, format!("{what}: account {s}/{i} holds {v:?}"));
                 return false;
             };
+            let (st, e) = one(&shards[usize::from(s)], OpKind::Ttl, &account(s, i), b"").await;
+            let want = expiry_for(&v);
+            if st != Status::Ok || e != want.to_le_bytes() {
+                fail(
+                    model,
+                    format!(
+                        "{what}: account {s}/{i} holds {n} with expiry {} {e:?}, not {want}",
+                        st.name()
+                    ),
+                );
+                return false;
+            }
             total += n;
         }
     }
@@ -198,6 +260,53 @@ async fn check_bank(shards: &[Shard], model: &RefCell<Model>, what: &str) -> boo
             format!("{what}: the bank holds {total}, not {want}: a transaction was half applied"),
         );
         return false;
+    }
+    true
+}
+
+/// Every shard's counter holds the INCRs acknowledged (plus one if one was
+/// in flight when the epoch ended) and still carries its expiry.
+async fn check_counters(shards: &[Shard], model: &RefCell<Model>, what: &str) -> bool {
+    for (s, shard) in shards.iter().enumerate() {
+        let (st, v) = one(shard, OpKind::Get, COUNTER, b"").await;
+        let n = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok());
+        let (acked, maybe) = {
+            let m = model.borrow();
+            (m.incrs[s], m.incr_in_flight[s])
+        };
+        let ok = match n {
+            Some(n) if st == Status::Ok => n == acked || (maybe && n == acked + 1),
+            _ => false,
+        };
+        if !ok {
+            fail(
+                model,
+                format!(
+                    "{what}: shard {s}'s counter is {} {v:?}, {acked} INCRs acknowledged",
+                    st.name()
+                ),
+            );
+            return false;
+        }
+        // The in-flight INCR is settled now: count it if it applied.
+        if let Some(n) = n {
+            let mut m = model.borrow_mut();
+            m.incrs[s] = n;
+            m.incr_in_flight[s] = false;
+        }
+        let (st, e) = one(shard, OpKind::Ttl, COUNTER, b"").await;
+        if st != Status::Ok || e != FAR_MS.to_le_bytes() {
+            fail(
+                model,
+                format!(
+                    "{what}: shard {s}'s counter lost its expiry: {} {e:?}",
+                    st.name()
+                ),
+            );
+            return false;
+        }
     }
     true
 }
@@ -284,12 +393,39 @@ async fn transfers(shards: Vec<Shard>, model: Rc<RefCell<Model>>, seed: u64, n: 
     }
 }
 
-/// Filler writes, forced freezes and compactions on one shard.
-async fn filler(shard: Shard, model: Rc<RefCell<Model>>, seed: u64, n: u32) {
+/// Filler writes (plain and expiring), read-modify-write INCRs of the
+/// shard's counter, forced freezes and compactions on one shard.
+async fn filler(shard: Shard, index: usize, model: Rc<RefCell<Model>>, seed: u64, n: u32) {
     let mut rng = StdRng::seed_from_u64(seed);
     for i in 0..n {
         let roll = rng.gen_range(0..100);
-        if roll < 80 {
+        if roll < 15 {
+            model.borrow_mut().incr_in_flight[index] = true;
+            let mut program = Vec::new();
+            Program::IncrBy(1).encode(&mut program);
+            let (st, _) = one(&shard, OpKind::Rmw, COUNTER, &program).await;
+            match st {
+                Status::Ok => {
+                    let mut m = model.borrow_mut();
+                    m.incrs[index] += 1;
+                    m.incr_in_flight[index] = false;
+                    m.stats.incrs += 1;
+                }
+                // Refused before it applied.
+                Status::Overloaded => model.borrow_mut().incr_in_flight[index] = false,
+                Status::ShuttingDown => return,
+                other => return fail(&model, format!("filler incr {i}: {}", other.name())),
+            }
+        } else if roll < 30 {
+            let k = format!("fill-{}", rng.gen_range(0..16)).into_bytes();
+            let v = vec![b'e'; rng.gen_range(50..400)];
+            match put_expiring(&shard, &k, &v, FAR_MS + u64::from(i)).await {
+                Status::Ok => model.borrow_mut().stats.expiring_puts += 1,
+                Status::Overloaded => {}
+                Status::ShuttingDown => return,
+                other => return fail(&model, format!("filler put_ex {i}: {}", other.name())),
+            }
+        } else if roll < 80 {
             let k = format!("fill-{}", rng.gen_range(0..16)).into_bytes();
             let v = vec![b'f'; rng.gen_range(50..400)];
             let (st, _) = one(&shard, OpKind::Put, &k, &v).await;
@@ -558,16 +694,18 @@ fn run_seed(seed: u64) -> Result<(u64, Stats), String> {
                 for s in 1..SHARDS {
                     for i in 0..ACCOUNTS {
                         let v = START_BALANCE.to_string();
-                        let (st, _) = one(
-                            &shards2[usize::from(s)],
-                            OpKind::Put,
-                            &account(s, i),
-                            v.as_bytes(),
-                        )
-                        .await;
+                        let shard = &shards2[usize::from(s)];
+                        let e = expiry_for(v.as_bytes());
+                        let st = put_expiring(shard, &account(s, i), v.as_bytes(), e).await;
                         if st != Status::Ok {
                             return fail(&model2, format!("load: {}", st.name()));
                         }
+                    }
+                }
+                for shard in shards2.iter() {
+                    let st = put_expiring(shard, COUNTER, b"0", FAR_MS).await;
+                    if st != Status::Ok {
+                        return fail(&model2, format!("load: counter {}", st.name()));
                     }
                 }
             });
@@ -579,7 +717,9 @@ fn run_seed(seed: u64) -> Result<(u64, Stats), String> {
         // After every restart, before anything else: the bank adds up.
         let (shards2, model2) = (shards.clone(), model.clone());
         let check = sched.spawn(async move {
-            if check_bank(&shards2, &model2, "after restart").await {
+            if check_bank(&shards2, &model2, "after restart").await
+                && check_counters(&shards2, &model2, "after restart").await
+            {
                 model2.borrow_mut().stats.restarts_checked += 1;
             }
         });
@@ -604,6 +744,7 @@ fn run_seed(seed: u64) -> Result<(u64, Stats), String> {
         for (s, shard) in shards.iter().enumerate() {
             sched.spawn(filler(
                 shard.clone(),
+                s,
                 model.clone(),
                 seed * 64 + epoch * 4 + s as u64,
                 40,
@@ -725,6 +866,7 @@ fn transactions_flushes_retirement_and_restarts_over_many_seeds() {
         assert!(stats.committed > 10 * n && stats.aborted > n, "{stats:?}");
         assert!(stats.flushes > 10 * n && stats.compactions > n, "{stats:?}");
         assert!(stats.segments_retired > n, "{stats:?}");
+        assert!(stats.incrs > n && stats.expiring_puts > n, "{stats:?}");
         assert!(stats.crashes > n && stats.clean_stops > n, "{stats:?}");
         assert!(stats.in_doubt_settled > 10, "{stats:?}");
         assert!(
