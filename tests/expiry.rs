@@ -125,6 +125,46 @@ fn put_ex_expires_on_every_read_path_and_ttl_reports_it() {
         )
         .unwrap();
     assert_eq!(r, TxnResult::ConditionFailed(0));
+    let r = c
+        .txn(
+            &[Cond::EqualsExpiring(b"near03", b"brief", near)],
+            &[Write::Put(b"t3", b"no")],
+        )
+        .unwrap();
+    assert_eq!(r, TxnResult::ConditionFailed(0));
+    // EQUALS_EXPIRING: the value and the expiry must both match (0: none).
+    for (conds, want) in [
+        (
+            [Cond::EqualsExpiring(b"far", b"stays", far)],
+            TxnResult::Committed,
+        ),
+        (
+            [Cond::EqualsExpiring(b"far", b"stays", far + 1)],
+            TxnResult::ConditionFailed(0),
+        ),
+        (
+            [Cond::EqualsExpiring(b"far", b"stays", 0)],
+            TxnResult::ConditionFailed(0),
+        ),
+        (
+            [Cond::EqualsExpiring(b"far", b"other", far)],
+            TxnResult::ConditionFailed(0),
+        ),
+        (
+            [Cond::EqualsExpiring(b"plain", b"forever", 0)],
+            TxnResult::Committed,
+        ),
+        (
+            [Cond::EqualsExpiring(b"plain", b"forever", far)],
+            TxnResult::ConditionFailed(0),
+        ),
+    ] {
+        assert_eq!(
+            c.txn(&conds, &[Write::Put(b"t4", b"x")]).unwrap(),
+            want,
+            "{conds:?}"
+        );
+    }
     // DELETE of an expired key did not "exist".
     assert!(!c.delete(b"near04").unwrap());
     // EXPIRE on an expired key applies to nothing.

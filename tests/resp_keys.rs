@@ -264,3 +264,58 @@ fn rename_across_shards_is_atomic_and_survives_sigkill() {
     assert_eq!(cmd(&mut c, &["GET", &b]), V::Bulk(b"payload".to_vec()));
     assert_eq!(cmd(&mut c, &["EXPIRETIME", &b]), V::Int(4_000_000_000));
 }
+
+/// An EXEC that keeps a key's expiry (INCR inside MULTI) racing EXPIREATs
+/// of the same key from another client: the expiry the key ends with is the
+/// last EXPIREAT acknowledged, at every moment. The EXEC's conditions include the expiry it
+/// read, so one that read the old expiry runs again instead of writing it
+/// back over the new one.
+#[test]
+fn exec_never_writes_back_an_expiry_changed_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path());
+    let mut c = Conn::open(resp);
+    assert_eq!(
+        cmd(&mut c, &["SET", "n", "0", "EXAT", "4000000000"]),
+        V::Simple("OK".into())
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four clients INCR in EXECs, so one is usually between its snapshot
+    // and its commit when an EXPIREAT lands.
+    let incrs: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut c = Conn::open(resp);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
+                    assert_eq!(cmd(&mut c, &["INCR", "n"]), V::Simple("QUEUED".into()));
+                    assert!(matches!(cmd(&mut c, &["EXEC"]), V::Array(_)));
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut last = 0u64;
+    for i in 0..600u64 {
+        last = 4_000_000_000 + i;
+        let at = last.to_string();
+        assert_eq!(cmd(&mut c, &["EXPIREAT", "n", &at]), V::Int(1));
+        // Only this client changes the expiry: whatever EXEC committed
+        // since, the key carries the last one set.
+        assert_eq!(cmd(&mut c, &["EXPIRETIME", "n"]), V::Int(last as i64));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let incrs: u64 = incrs
+        .into_iter()
+        .map(|t| t.join().expect("every EXEC answered"))
+        .sum();
+    assert!(incrs > 10, "only {incrs} EXECs ran");
+    assert_eq!(cmd(&mut c, &["EXPIRETIME", "n"]), V::Int(last as i64));
+    assert_eq!(
+        cmd(&mut c, &["GET", "n"]),
+        V::Bulk(incrs.to_string().into_bytes())
+    );
+}

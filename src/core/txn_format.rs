@@ -6,6 +6,7 @@
 //! txn body     = [cond_count u32] [cond]* [write_count u32] [write]*
 //! cond         = [index u32, shard form only] [kind u8] [key_len u32] [key]
 //!                ([value_len u32] [value] when kind = EQUALS)
+//!                ([expires_at u64] [value_len u32] [value] when kind = EQUALS_EXPIRING)
 //! write        = [kind u8] [key_len u32] [key] ([value_len u32] [value] when kind = PUT)
 //! mput body    = [count u32] ([key_len u32] [key] [value_len u32] [value])*
 //!
@@ -24,6 +25,10 @@ use super::limits::KEY_BYTES_MAX;
 pub const COND_EQUALS: u8 = 1;
 pub const COND_ABSENT: u8 = 2;
 pub const COND_PRESENT: u8 = 3;
+/// The key holds this value with exactly this expiry (unix ms; 0: none):
+/// what a transaction that moves or keeps an expiry (RESP's EXEC, RENAME,
+/// COPY) reads, so a concurrent EXPIRE or PERSIST fails it.
+pub const COND_EQUALS_EXPIRING: u8 = 4;
 pub const WRITE_PUT: u8 = 1;
 pub const WRITE_DELETE: u8 = 2;
 /// A PUT whose value expires: `[kind][key_len u32][key][expires_at u64][value_len u32][value]`
@@ -50,19 +55,26 @@ pub enum Cond<'a> {
     Equals(&'a [u8], &'a [u8]),
     Absent(&'a [u8]),
     Present(&'a [u8]),
+    /// Key, value, expiry (unix ms, 0: none); both must match.
+    EqualsExpiring(&'a [u8], &'a [u8], u64),
 }
 
 impl<'a> Cond<'a> {
     pub fn key(&self) -> &'a [u8] {
         match self {
-            Cond::Equals(k, _) | Cond::Absent(k) | Cond::Present(k) => k,
+            Cond::Equals(k, _)
+            | Cond::Absent(k)
+            | Cond::Present(k)
+            | Cond::EqualsExpiring(k, _, _) => k,
         }
     }
 
-    /// Whether the condition holds for the key's current value.
-    pub fn holds(&self, current: Option<&[u8]>) -> bool {
+    /// Whether the condition holds for the key's current value and its
+    /// expiry (0: none, or no value; an expired value is no value).
+    pub fn holds(&self, current: Option<&[u8]>, expires_at: u64) -> bool {
         match self {
             Cond::Equals(_, v) => current == Some(*v),
+            Cond::EqualsExpiring(_, v, e) => current == Some(*v) && expires_at == *e,
             Cond::Absent(_) => current.is_none(),
             Cond::Present(_) => current.is_some(),
         }
@@ -183,6 +195,10 @@ impl<'a> Reader<'a> {
             COND_EQUALS => Cond::Equals(key, self.sized()?),
             COND_ABSENT => Cond::Absent(key),
             COND_PRESENT => Cond::Present(key),
+            COND_EQUALS_EXPIRING => {
+                let at = self.u64()?;
+                Cond::EqualsExpiring(key, self.sized()?, at)
+            }
             k => return Err(TxnFormatError::CondKind(k)),
         };
         Ok((index, cond))
@@ -465,6 +481,12 @@ pub fn encode_cond(out: &mut Vec<u8>, index: Option<u32>, cond: &Cond<'_>) {
         Cond::Present(k) => {
             out.push(COND_PRESENT);
             put_sized(out, k);
+        }
+        Cond::EqualsExpiring(k, v, e) => {
+            out.push(COND_EQUALS_EXPIRING);
+            put_sized(out, k);
+            out.extend_from_slice(&e.to_le_bytes());
+            put_sized(out, v);
         }
     }
 }

@@ -8,13 +8,15 @@ fn txn_round_trip_both_forms() {
         Cond::Equals(b"a", b"1"),
         Cond::Absent(b"b"),
         Cond::Present(b"c"),
+        Cond::EqualsExpiring(b"d", b"4", 1_700_000_000_000),
+        Cond::EqualsExpiring(b"e", b"", 0),
     ];
     let writes = [Write::Put(b"a", b"2"), Write::Delete(b"c")];
     let mut body = Vec::new();
     encode_txn(&mut body, &conds, &writes);
     let v = TxnView::parse(&body, false).expect("valid");
     let got: Vec<_> = v.conds().collect();
-    assert_eq!(got, vec![(0, conds[0]), (1, conds[1]), (2, conds[2])]);
+    assert_eq!(got, (0..).zip(conds).collect::<Vec<_>>());
     assert_eq!(v.writes().collect::<Vec<_>>(), writes.to_vec());
 
     let mut shard = Vec::new();
@@ -34,7 +36,10 @@ fn every_truncation_and_bad_count_is_rejected() {
     let mut body = Vec::new();
     encode_txn(
         &mut body,
-        &[Cond::Equals(b"key", b"value")],
+        &[
+            Cond::Equals(b"key", b"value"),
+            Cond::EqualsExpiring(b"key2", b"value", 9),
+        ],
         &[Write::Put(b"k", b"v")],
     );
     for cut in 0..body.len() {
@@ -59,6 +64,7 @@ fn parts_and_shapes_make_the_views_parsing_makes() {
     assert!(part.is_empty());
     part.push_cond(4, &Cond::Equals(b"a", b"1"));
     part.push_cond(9, &Cond::Absent(b"b"));
+    part.push_cond(11, &Cond::EqualsExpiring(b"c", b"3", 12));
     part.push_write(&Write::Put(b"a", b"2"));
     let mut out = vec![7u8; 3];
     let made = part.encode(&mut out);
@@ -209,4 +215,19 @@ fn expiring_writes_round_trip_and_bad_ones_are_refused() {
     for cut in 0..body.len() {
         assert!(TxnView::parse(&body[..cut], false).is_err(), "cut {cut}");
     }
+}
+
+#[test]
+fn equals_expiring_holds_only_for_the_value_and_the_expiry() {
+    let c = Cond::EqualsExpiring(b"k", b"v", 5);
+    assert!(c.holds(Some(b"v"), 5));
+    assert!(!c.holds(Some(b"v"), 0));
+    assert!(!c.holds(Some(b"v"), 6));
+    assert!(!c.holds(Some(b"w"), 5));
+    assert!(!c.holds(None, 0));
+    let none = Cond::EqualsExpiring(b"k", b"v", 0);
+    assert!(none.holds(Some(b"v"), 0));
+    assert!(!none.holds(Some(b"v"), 5));
+    // EQUALS ignores the expiry, as it always has.
+    assert!(Cond::Equals(b"k", b"v").holds(Some(b"v"), 5));
 }

@@ -428,7 +428,7 @@ impl Session {
                 .iter()
                 .zip(&values)
                 .map(|(k, v)| match v {
-                    Some((v, _)) => Cond::Equals(k, v),
+                    Some((v, e)) => Cond::EqualsExpiring(k, v, *e),
                     None => Cond::Absent(k),
                 })
                 .collect();

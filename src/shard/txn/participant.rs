@@ -23,7 +23,6 @@ use crate::core::txn_format::{
 };
 use crate::core::types::Durability;
 use crate::core::wal_format::Record;
-use crate::io::table_file::TableError;
 use crate::io::Disk;
 
 use crate::shard::locks::{LockSet, Mode};
@@ -140,16 +139,6 @@ impl<D: Disk> ShardState<D> {
         self.lsm.set_wal_floor(t.pins.keys().next().copied());
     }
 
-    /// The current value of `key` as this shard would answer a GET (an
-    /// expired value is absent).
-    pub(in crate::shard) async fn read_current<R>(
-        &self,
-        key: &[u8],
-        f: impl FnOnce(Option<&[u8]>) -> R,
-    ) -> Result<R, TableError> {
-        self.read_cell(key, |v, _, _| f(v)).await
-    }
-
     fn check_writable(&self, view: &TxnView<'_>) -> Result<(), Refusal> {
         if let Some((status, why)) = self.write_refusal() {
             return Err(Refusal::Latched(status, why));
@@ -186,7 +175,7 @@ impl<D: Disk> ShardState<D> {
             return Err(Refusal::LockTimeout);
         }
         for (index, cond) in view.conds() {
-            match self.read_current(cond.key(), |v| cond.holds(v)).await {
+            match self.read_cell(cond.key(), |v, e, _| cond.holds(v, e)).await {
                 Ok(true) => {}
                 Ok(false) => {
                     if !keep_on_false {
