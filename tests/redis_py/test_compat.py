@@ -812,15 +812,29 @@ class ServerTests(Both):
             self.assertEqual(self.k.config_get("appendonly"), {"appendonly": "yes"})
             self.assertIn(self.k.config_get("appendfsync")["appendfsync"],
                           ("always", "everysec"))
-        # docs: "CONFIG SET, RESETSTAT, REWRITE: not supported".
+        # docs: CONFIG SET of a parameter to the value it has answers OK on
+        # both (a no-op); a change is refused on corekv with Redis's error
+        # shape; unknown parameters and odd argument counts get Redis's
+        # errors on both.
+        same, err = self.same, self.error
+        same(lambda c: c.config_set("save", ""))
+        for c in (self.k, self.r):
+            mc = c.config_get("maxclients")["maxclients"]
+            self.assertTrue(c.config_set("maxclients", mc))
+        err(lambda c: c.config_set("no-such-param", "1"),
+            text="Unknown option or number of arguments for CONFIG SET - 'no-such-param'")
+        err(lambda c: c.execute_command("CONFIG", "SET", "save"),
+            text="wrong number of arguments for 'config|set' command")
         if not SELF_CHECK:
             with self.assertRaises(redis.exceptions.ResponseError) as cm:
-                self.k.config_set("maxclients", "10")
+                self.k.config_set("databases", "16")
             self.assertEqual(
                 str(cm.exception),
-                "CONFIG SET/RESETSTAT/REWRITE are not supported by corekv: "
-                "settings are fixed at start (docs/settings.md)",
+                "CONFIG SET failed (possibly related to argument 'databases') - "
+                "corekv has one database (docs/settings.md)",
             )
+            with self.assertRaises(redis.exceptions.ResponseError):
+                self.k.config_resetstat()
 
     def test_info_sections(self):
         for c in (self.k, self.r):

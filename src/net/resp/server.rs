@@ -150,8 +150,10 @@ impl Session {
     }
 
     /// CONFIG GET for the Redis parameters that have a corekv meaning
-    /// (redis-benchmark and dashboards ask for them); CONFIG SET is refused:
-    /// corekv's settings are fixed at start.
+    /// (redis-benchmark and dashboards ask for them); CONFIG SET of those
+    /// parameters to the value they have (what a client library or a
+    /// deployment script sets to make sure) answers OK, to anything else a
+    /// named refusal: corekv's settings are fixed at start.
     pub(super) fn config(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let argv = run.argv;
         let sub = String::from_utf8_lossy(argv[1]).to_ascii_lowercase();
@@ -188,8 +190,16 @@ impl Session {
             "get" => run
                 .reply(proto)
                 .error("ERR wrong number of arguments for 'config|get' command"),
-            "set" | "resetstat" | "rewrite" => run.reply(proto).error(
-                "ERR CONFIG SET/RESETSTAT/REWRITE are not supported by corekv: settings are fixed at start (docs/settings.md)",
+            "set" => {
+                let e = config_set(&argv[2..], &params);
+                let mut r = run.reply(proto);
+                match e {
+                    Ok(()) => r.simple("OK"),
+                    Err(e) => r.error(&e),
+                }
+            }
+            "resetstat" | "rewrite" => run.reply(proto).error(
+                "ERR CONFIG RESETSTAT/REWRITE are not supported by corekv: its counters are Prometheus counters (they only grow) and its settings are fixed at start (docs/settings.md)",
             ),
             _ => {
                 let e = format!(
@@ -321,4 +331,34 @@ impl Session {
             self.id, self.proto
         )
     }
+}
+
+/// CONFIG SET param value [param value ...], all or nothing as in Redis 7:
+/// every parameter must be one CONFIG GET shows and keep the value it has.
+fn config_set(args: &[&[u8]], params: &[(&str, &str)]) -> Result<(), String> {
+    if args.is_empty() || args.len() % 2 != 0 {
+        return Err("ERR wrong number of arguments for 'config|set' command".into());
+    }
+    for pair in args.chunks(2) {
+        let name = String::from_utf8_lossy(pair[0]).to_ascii_lowercase();
+        let Some((_, current)) = params.iter().find(|(p, _)| *p == name) else {
+            return Err(format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+                String::from_utf8_lossy(pair[0])
+            ));
+        };
+        if !pair[1].eq_ignore_ascii_case(current.as_bytes()) {
+            let why = match name.as_str() {
+                "appendfsync" => "corekv's durability is chosen at start (--durability sync is 'always', async is 'everysec')",
+                "appendonly" => "corekv always logs every write to its WAL",
+                "save" => "corekv takes no snapshots: every write is in its WAL (`corekv backup` makes a copy)",
+                "databases" => "corekv has one database",
+                _ => "corekv's settings are fixed at start",
+            };
+            return Err(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - {why} (docs/settings.md)"
+            ));
+        }
+    }
+    Ok(())
 }
