@@ -24,20 +24,23 @@ pub(super) fn now_ms() -> u64 {
 }
 
 impl Session {
-    /// One routed op with its raw reply body.
+    /// One routed op; its reply body is left in `self.detail` (a buffer the
+    /// session reuses: no allocation per request once it has grown).
     pub(super) async fn one_raw(
         &mut self,
         ctx: &ShardContext,
         kind: OpKind,
         key: &[u8],
         value: &[u8],
-    ) -> (Status, Vec<u8>) {
+    ) -> Status {
         self.batch.clear();
         let shard = ctx.router.shard_of(key);
         self.batch.push(shard, kind, key, value);
         ctx.router.execute(&mut self.batch).await;
         let (status, body) = self.batch.replies(shard).get(0);
-        (status, body.to_vec())
+        self.detail.clear();
+        self.detail.extend_from_slice(body);
+        status
     }
 
     /// PUT_EX of `value` at `expires_at` (unix ms; 0: never).
@@ -48,10 +51,14 @@ impl Session {
         value: &[u8],
         expires_at: u64,
     ) -> Status {
-        let mut timed = Vec::with_capacity(8 + value.len());
+        // The session's scratch buffer, taken for the call and given back.
+        let mut timed = std::mem::take(&mut self.scratch);
+        timed.clear();
         timed.extend_from_slice(&expires_at.to_le_bytes());
         timed.extend_from_slice(value);
-        self.one_raw(ctx, OpKind::PutEx, key, &timed).await.0
+        let status = self.one_raw(ctx, OpKind::PutEx, key, &timed).await;
+        self.scratch = timed;
+        status
     }
 
     pub(super) async fn expiry_command(
@@ -67,12 +74,12 @@ impl Session {
             "persist" => {
                 let mut arg = [0u8; 9];
                 arg[0] = ExpireMode::Persist as u8;
-                let (status, body) = self
+                let status = self
                     .one_raw(run.ctx, OpKind::Expire, run.argv[1], &arg)
                     .await;
                 let mut r = run.reply(self.proto);
                 match status {
-                    Status::Ok => r.int(i64::from(body.first() == Some(&1))),
+                    Status::Ok => r.int(i64::from(self.detail.first() == Some(&1))),
                     other => r.error(&status_error(other)),
                 }
                 Ok((OpClass::Put, status))
@@ -130,23 +137,23 @@ impl Session {
         let mut arg = [0u8; 9];
         arg[0] = mode as u8;
         arg[1..].copy_from_slice(&at.to_le_bytes());
-        let (status, body) = self.one_raw(run.ctx, OpKind::Expire, argv[1], &arg).await;
+        let status = self.one_raw(run.ctx, OpKind::Expire, argv[1], &arg).await;
         let mut r = run.reply(self.proto);
         match status {
-            Status::Ok => r.int(i64::from(body.first() == Some(&1))),
+            Status::Ok => r.int(i64::from(self.detail.first() == Some(&1))),
             other => r.error(&status_error(other)),
         }
         Ok((OpClass::Put, status))
     }
 
     async fn ttl(&mut self, name: &str, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
-        let (status, body) = self.one_raw(run.ctx, OpKind::Ttl, run.argv[1], b"").await;
+        let status = self.one_raw(run.ctx, OpKind::Ttl, run.argv[1], b"").await;
         let now = now_ms();
         let mut r = run.reply(self.proto);
         match status {
             Status::NotFound => r.int(-2),
             Status::Ok => {
-                let at = <[u8; 8]>::try_from(body.as_slice()).map_or(0, u64::from_le_bytes);
+                let at = <[u8; 8]>::try_from(self.detail.as_slice()).map_or(0, u64::from_le_bytes);
                 r.int(ttl_reply(name, at, now))
             }
             other => r.error(&status_error(other)),
