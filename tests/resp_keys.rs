@@ -319,3 +319,67 @@ fn exec_never_writes_back_an_expiry_changed_under_it() {
         V::Bulk(incrs.to_string().into_bytes())
     );
 }
+
+/// CLIENT LIST shows another connection's MULTI state (flags=x, the queue
+/// length) and how long it has been idle, from whichever shard serves it;
+/// every field a client library parses as a number is there.
+#[test]
+fn client_list_shows_multi_state_and_idle_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_corekv(dir.path());
+    let mut a = Conn::open(resp);
+    let mut b = Conn::open(resp);
+    assert_eq!(
+        cmd(&mut a, &["CLIENT", "SETNAME", "queuer"]),
+        V::Simple("OK".into())
+    );
+    assert_eq!(cmd(&mut a, &["MULTI"]), V::Simple("OK".into()));
+    assert_eq!(cmd(&mut a, &["SET", "x", "1"]), V::Simple("QUEUED".into()));
+    assert_eq!(cmd(&mut a, &["INCR", "x"]), V::Simple("QUEUED".into()));
+    let line = |b: &mut Conn| -> std::collections::HashMap<String, String> {
+        let V::Bulk(list) = cmd(b, &["CLIENT", "LIST"]) else {
+            panic!("CLIENT LIST is a bulk string in RESP2");
+        };
+        let list = String::from_utf8(list).unwrap();
+        let l = list
+            .lines()
+            .find(|l| l.contains("name=queuer"))
+            .unwrap_or_else(|| panic!("no queuer in {list}"));
+        l.split(' ')
+            .map(|f| {
+                let (k, v) = f.split_once('=').expect("key=value");
+                (k.to_string(), v.to_string())
+            })
+            .collect()
+    };
+    let f = line(&mut b);
+    assert_eq!(
+        (f["flags"].as_str(), f["multi"].as_str()),
+        ("x", "2"),
+        "{f:?}"
+    );
+    for k in [
+        "idle",
+        "sub",
+        "psub",
+        "qbuf",
+        "qbuf-free",
+        "argv-mem",
+        "obl",
+        "oll",
+        "omem",
+        "tot-mem",
+    ] {
+        assert!(f[k].parse::<i64>().is_ok(), "{k} in {f:?}");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let f = line(&mut b);
+    assert!(f["idle"].parse::<u64>().unwrap() >= 2, "{f:?}");
+    assert!(matches!(cmd(&mut a, &["EXEC"]), V::Array(_)));
+    let f = line(&mut b);
+    assert_eq!(
+        (f["flags"].as_str(), f["multi"].as_str(), f["idle"].as_str()),
+        ("N", "-1", "0"),
+        "{f:?}"
+    );
+}

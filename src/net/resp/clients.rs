@@ -13,8 +13,44 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
+
+/// What a connection's own task records as it runs commands, for CLIENT
+/// LIST on any core: plain atomics that only the owning core writes (two
+/// relaxed stores per command, no lock on the command path).
+#[derive(Debug)]
+pub struct Activity {
+    /// `clock_ms()` at the start of the connection's last command.
+    last_ms: AtomicU64,
+    /// Commands queued in an open MULTI; -1: not in MULTI.
+    multi: AtomicI64,
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity {
+            last_ms: AtomicU64::new(clock_ms()),
+            multi: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl Activity {
+    /// A command starts; `multi` is the open MULTI's queue length, if any.
+    pub fn command(&self, multi: Option<usize>) {
+        self.last_ms.store(clock_ms(), Ordering::Relaxed);
+        self.multi
+            .store(multi.map_or(-1, |n| n as i64), Ordering::Relaxed);
+    }
+}
+
+/// Milliseconds on a process-wide monotonic clock.
+fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// What CLIENT LIST shows of a connection.
 pub struct Entry {
@@ -25,6 +61,7 @@ pub struct Entry {
     pub resp: u8,
     pub user: String,
     pub since: Instant,
+    pub activity: Arc<Activity>,
 }
 
 static CLIENTS: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
@@ -53,6 +90,14 @@ pub fn update(id: u64, name: &[u8], resp: u8, user: &str) {
     }
 }
 
+/// CLIENT INFO's line for `id` (empty if it is not registered).
+pub fn line_of(id: u64) -> String {
+    clients()
+        .get(&id)
+        .map(|e| line(id, e, Instant::now()))
+        .unwrap_or_default()
+}
+
 /// CLIENT LIST's lines, by id.
 pub fn list() -> String {
     let now = Instant::now();
@@ -66,11 +111,21 @@ pub fn list() -> String {
 pub fn line(id: u64, e: &Entry, now: Instant) -> String {
     let addr = e.addr.map_or_else(|| "?".into(), |a| a.to_string());
     let laddr = e.laddr.map_or_else(|| "?".into(), |a| a.to_string());
+    let idle = clock_ms().saturating_sub(e.activity.last_ms.load(Ordering::Relaxed)) / 1000;
+    let multi = e.activity.multi.load(Ordering::Relaxed);
+    // Redis's field order. sub/psub/ssub are 0 because corekv has no
+    // pub/sub; the buffer fields (qbuf ... tot-mem) are not tracked per
+    // connection and read 0 (docs/redis-compatibility.md): they are here so
+    // client libraries that parse every field (redis-py's client_info and
+    // client_list) can.
     format!(
-        "id={id} addr={addr} laddr={laddr} fd={} name={} age={} db=0 user={} resp={}\n",
+        "id={id} addr={addr} laddr={laddr} fd={} name={} age={} idle={idle} flags={} db=0 \
+         sub=0 psub=0 ssub=0 multi={multi} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 \
+         obl=0 oll=0 omem=0 tot-mem=0 user={} redir=-1 resp={}\n",
         e.fd,
         String::from_utf8_lossy(&e.name),
         now.duration_since(e.since).as_secs(),
+        if multi >= 0 { "x" } else { "N" },
         e.user,
         e.resp
     )

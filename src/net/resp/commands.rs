@@ -218,6 +218,8 @@ pub struct Session {
     pub(super) watched: Vec<super::txn_state::Watched>,
     /// CLIENT KILL of this very connection: close once the reply is out.
     pub(super) close_after_reply: bool,
+    /// What CLIENT LIST shows of this connection's activity.
+    pub(super) activity: std::sync::Arc<super::clients::Activity>,
 }
 
 impl Drop for Session {
@@ -263,6 +265,7 @@ impl Session {
         CONNECTED.fetch_add(1, Ordering::Relaxed);
         CONNECTIONS_TOTAL.fetch_add(1, Ordering::Relaxed);
         let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+        let activity = std::sync::Arc::new(super::clients::Activity::default());
         super::clients::register(
             id,
             super::clients::Entry {
@@ -273,6 +276,7 @@ impl Session {
                 resp: 2,
                 user: String::new(),
                 since: Instant::now(),
+                activity: activity.clone(),
             },
         );
         Session {
@@ -293,7 +297,15 @@ impl Session {
             multi: None,
             watched: Vec::new(),
             close_after_reply: false,
+            activity,
         }
+    }
+
+    /// Record for CLIENT LIST that a command just ran (and the MULTI state
+    /// it left).
+    pub fn note_activity(&self) {
+        self.activity
+            .command(self.multi.as_ref().map(|q| q.cmds.len()));
     }
 
     /// Whether this connection may run a command needing `access` now; the

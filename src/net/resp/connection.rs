@@ -227,12 +227,14 @@ pub async fn serve_resp_connection(
                         let value = args.get(2).map_or(0..0, |r| base + r.start..base + r.end);
                         let key = base + args[1].start..base + args[1].end;
                         pipeline.push(ctx, data, kind, key, value);
+                        session.note_activity();
                         continue;
                     }
                     let started = Instant::now();
                     let (flow, class, status) =
                         session.run(&argv, ctx, cfg, &mut outb, stream).await;
                     let nanos = started.elapsed().as_nanos() as u64;
+                    session.note_activity();
                     metrics.record_request(class, status, nanos);
                     if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
                         log_slow(ctx, &argv, nanos);

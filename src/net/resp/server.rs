@@ -319,17 +319,8 @@ impl Session {
     }
 
     fn client_line(&self) -> String {
-        let addr = self.peer.map_or_else(|| "?".into(), |a| a.to_string());
-        let laddr = self.local.map_or_else(|| "?".into(), |a| a.to_string());
-        let name = self
-            .name
-            .as_deref()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        format!(
-            "id={} addr={addr} laddr={laddr} name={name} db=0 resp={}\n",
-            self.id, self.proto
-        )
+        // The registry's line, as CLIENT LIST shows it (one format).
+        super::clients::line_of(self.id)
     }
 }
 
