@@ -4,6 +4,8 @@
 //! is lost, a failed flush or compaction leaves no partial table, a clean stop
 //! leaves nothing for `verify` to clean up, the server restarts, and a start
 //! without room for the WAL says DISK_FULL and leaves no spare segment behind.
+//! RESP INFO's persistence section reports the failed WAL
+//! (`aof_last_write_status:err`).
 //!
 //! Mounting needs root and loop devices; where the environment has neither,
 //! the test says so and returns (it cannot test a full disk without one).
@@ -136,6 +138,27 @@ fn a_full_disk_refuses_writes_by_name_and_loses_nothing() {
     let (k, v) = &acked[acked.len() / 2];
     assert_eq!(c.get(k).unwrap().as_deref(), Some(&v[..]));
     drop(c);
+    // RESP INFO says so where Redis tools look (the shards publish their
+    // health about once a second).
+    let resp = server.resp.expect("the RESP listener is on");
+    let mut r = common::resp::Conn::open(resp);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let common::resp::V::Bulk(text) = r.cmd(&[b"INFO", b"persistence"]) else {
+            panic!("INFO is a bulk string in RESP2");
+        };
+        let text = String::from_utf8_lossy(&text).into_owned();
+        if text.contains("aof_last_write_status:err") {
+            assert!(text.contains("corekv_status:degraded"), "{text}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "INFO persistence never reported the failed WAL: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(r);
     // A shard that went read-only makes the stop exit 3, as docs/operations.md
     // says (it exited 0 after a storage failure: issue 22, finding 3).
     let (code, stderr) = server.stop();

@@ -118,6 +118,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
     let config = args.engine_config();
     // Process-wide: shared by every shard's listeners and the admin endpoint.
     let refusals = corekv::net::admission::Refusals::new();
+    let telemetry = Telemetry::new();
     let server = Arc::new(ServerConfig {
         listen,
         resp_listen,
@@ -136,13 +137,13 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         conn_buffer_budget: args.conn_buffer_budget_bytes,
         users: users.clone(),
         tls: tls.clone(),
+        telemetry: Some(telemetry.clone()),
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {
         let listening = listening.clone();
         move |ctx| serve_shard(ctx, server.clone(), listening.clone())
     };
-    let telemetry = Telemetry::new();
     let admin_stop = Arc::new(AtomicBool::new(false));
     let admin = if args.admin_listen == "off" {
         None

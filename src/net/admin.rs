@@ -459,16 +459,7 @@ mod https {
 /// is read-only; `failed` when a shard stopped; `starting` during recovery.
 /// HTTP 200 only for `serving`.
 pub fn health(view: &TelemetryView) -> (u16, String) {
-    let any = |f: fn(&Health) -> bool| view.shards.iter().any(|s| f(&s.health));
-    let status = if view.shards.is_empty() || any(|h| matches!(h, Health::Starting)) {
-        "starting"
-    } else if any(|h| matches!(h, Health::Stopped)) {
-        "failed"
-    } else if any(|h| matches!(h, Health::ReadOnly { .. })) {
-        "degraded"
-    } else {
-        "serving"
-    };
+    let status = view.status();
     let shards: Vec<_> = view
         .shards
         .iter()

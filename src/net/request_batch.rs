@@ -60,6 +60,8 @@ pub struct ConnConfig {
     /// Users and the failed-login throttle; `None`: authentication is off
     /// and every connection may do everything.
     pub auth: Option<super::auth::ShardAuth>,
+    /// The shards' published state, for RESP INFO (read only there).
+    pub telemetry: Option<std::sync::Arc<crate::shard::runtime::telemetry::Telemetry>>,
 }
 
 /// What to answer for each request of a batch, in arrival order.

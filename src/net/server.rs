@@ -63,6 +63,10 @@ pub struct ServerConfig {
     /// Set: the listener speaks only TLS (loaded on the main thread, shared
     /// by every shard, replaced on SIGHUP). `None`: plaintext.
     pub tls: Option<Arc<super::tls::TlsHandle>>,
+    /// What the shards publish (health, memory, WAL): RESP INFO's memory
+    /// and persistence sections read it (`None`: those sections say only
+    /// what the listener knows).
+    pub telemetry: Option<Arc<crate::shard::runtime::telemetry::Telemetry>>,
 }
 
 impl ServerConfig {
@@ -84,6 +88,7 @@ impl ServerConfig {
             conn_buffer_budget: CONN_BUFFER_BUDGET_DEFAULT,
             users: None,
             tls: None,
+            telemetry: None,
         }
     }
 }
@@ -291,6 +296,7 @@ pub async fn serve_shard(
             .users
             .clone()
             .map(|users| super::auth::ShardAuth::new(users, cfg.refusals.clone())),
+        telemetry: cfg.telemetry.clone(),
     });
     let tls = cfg.tls.clone();
     let gate = Gate {

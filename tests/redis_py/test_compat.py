@@ -847,7 +847,10 @@ class ServerTests(Both):
         ours, theirs = self.k.info(), self.r.info()
         for field in ["redis_version", "process_id", "tcp_port", "uptime_in_seconds",
                       "connected_clients", "maxclients", "total_connections_received",
-                      "total_commands_processed"]:
+                      "total_commands_processed", "used_memory", "used_memory_rss",
+                      "maxmemory", "maxmemory_policy", "loading", "aof_enabled",
+                      "aof_last_write_status", "rdb_bgsave_in_progress",
+                      "rdb_last_bgsave_status"]:
             self.assertIn(field, ours)
             self.assertIn(field, theirs)
             self.assertEqual(type(ours[field]), type(theirs[field]), field)
@@ -858,8 +861,15 @@ class ServerTests(Both):
                    True)
         self.value(lambda c: c.info("clients")["connected_clients"] >= 1, True)
         self.value(lambda c: "total_commands_processed" in c.info("stats"), True)
+        # Memory and persistence come from what the shards publish: a real
+        # resident size, not loading, the WAL healthy.
+        self.value(lambda c: c.info("memory")["used_memory_rss"] > 1 << 20, True)
+        self.value(lambda c: (c.info("persistence")["loading"],
+                              c.info("persistence")["aof_last_write_status"]), (0, "ok"))
         if not SELF_CHECK:
             self.assertIn("corekv_version", ours)
+            self.assertEqual(self.k.info("persistence")["corekv_status"], "serving")
+            self.assertEqual(self.k.info("persistence")["aof_enabled"], 1)
         # Raw text: Redis's section headers and CRLF lines.
         for c in (self.k, self.r):
             text = raw(c, "INFO", "keyspace")

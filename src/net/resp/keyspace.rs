@@ -1,4 +1,5 @@
-//! The commands that walk the keyspace (SCAN, KEYS, DBSIZE, RANDOMKEY) and INFO, and
+//! The commands that walk the keyspace (SCAN, KEYS, DBSIZE, RANDOMKEY) and INFO
+//! (its memory and persistence sections from the shards' published telemetry), and
 //! Redis's glob matching for MATCH/KEYS patterns.
 //!
 //! Each walk is corekv's merged scan over every shard (`scan_merged`), in key
@@ -328,6 +329,50 @@ impl Session {
                 self.maxclients
             );
         }
+        if want("memory") {
+            let rss = crate::net::admin::process_rss_bytes();
+            let view = run.cfg.telemetry.as_ref().map(|t| t.view());
+            let (mut memtables, mut cache) = (0u64, 0u64);
+            for s in view.iter().flat_map(|v| &v.shards) {
+                memtables += s.storage.memtable_bytes + s.storage.frozen_bytes;
+                cache += s.storage.cache_capacity_bytes;
+            }
+            // Redis's used_memory is its allocator's count; corekv's is the
+            // process's resident set (what the kernel charges it), so both
+            // fields say the same. maxmemory 0 / noeviction: corekv never
+            // evicts, its data lives on disk beyond the caches.
+            let _ = write!(
+                text,
+                "# Memory\r\nused_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nmaxmemory:0\r\nmaxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\ncorekv_memtable_bytes:{memtables}\r\ncorekv_block_cache_capacity_bytes:{cache}\r\n\r\n",
+                human_bytes(rss),
+                human_bytes(rss),
+            );
+        }
+        if want("persistence") {
+            let view = run.cfg.telemetry.as_ref().map(|t| t.view());
+            let status = view.as_ref().map_or("serving", |v| v.status());
+            let loading = u8::from(status == "starting");
+            // A shard whose WAL failed refuses writes (read-only): the
+            // closest Redis field is the AOF's last write status.
+            let write_ok = if matches!(status, "degraded" | "failed") {
+                "err"
+            } else {
+                "ok"
+            };
+            let durability = match run.ctx.durability {
+                crate::core::types::Durability::Sync => "sync",
+                crate::core::types::Durability::Async => "async",
+            };
+            let (mut wal_bytes, mut durable_lsn) = (0u64, 0u64);
+            for s in view.iter().flat_map(|v| &v.shards) {
+                wal_bytes += s.wal_bytes;
+                durable_lsn += s.durable_lsn;
+            }
+            let _ = write!(
+                text,
+                "# Persistence\r\nloading:{loading}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_bgsave_status:ok\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\naof_last_bgrewrite_status:ok\r\naof_last_write_status:{write_ok}\r\ncorekv_status:{status}\r\ncorekv_durability:{durability}\r\ncorekv_wal_bytes_written:{wal_bytes}\r\ncorekv_durable_lsn_sum:{durable_lsn}\r\n\r\n"
+            );
+        }
         if want("stats") {
             let _ = write!(
                 text,
@@ -443,6 +488,22 @@ fn successor(prefix: &[u8]) -> Vec<u8> {
         }
     }
     Vec::new()
+}
+
+/// Redis's `_human` form of a byte count (`1.50M`).
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.2}{}", UNITS[unit])
+    }
 }
 
 #[cfg(test)]

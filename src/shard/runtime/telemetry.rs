@@ -261,6 +261,32 @@ pub struct TelemetryView {
     pub shards: Vec<ShardSnapshot>,
 }
 
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TelemetryView {
+    /// The server's one-word state, as /health and RESP INFO report it:
+    /// `starting` while a shard recovers, `failed` when a shard stopped,
+    /// `degraded` when a shard is read-only (its WAL failed), else `serving`.
+    pub fn status(&self) -> &'static str {
+        let any = |f: fn(&Health) -> bool| self.shards.iter().any(|s| f(&s.health));
+        if self.shards.is_empty() || any(|h| matches!(h, Health::Starting)) {
+            "starting"
+        } else if any(|h| matches!(h, Health::Stopped)) {
+            "failed"
+        } else if any(|h| matches!(h, Health::ReadOnly { .. })) {
+            "degraded"
+        } else {
+            "serving"
+        }
+    }
+}
+
 impl Telemetry {
     pub fn new() -> Arc<Telemetry> {
         Arc::new(Telemetry {
