@@ -28,14 +28,17 @@ pub enum V {
 
 pub struct Conn {
     pub r: BufReader<TcpStream>,
+    /// Where it connected (for failure messages: a reset socket has no peer).
+    pub addr: SocketAddr,
 }
 
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
-        let s = TcpStream::connect(addr).expect("connect");
+        let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         Conn {
             r: BufReader::new(s),
+            addr,
         }
     }
 
@@ -70,7 +73,9 @@ impl Conn {
 
     pub fn line(&mut self) -> String {
         let mut l = Vec::new();
-        self.r.read_until(b'\n', &mut l).expect("read a reply line");
+        if let Err(e) = self.r.read_until(b'\n', &mut l) {
+            panic!("read a reply line from {}: {e}", self.addr);
+        }
         assert!(
             l.ends_with(b"\r\n"),
             "reply line not CRLF-terminated: {l:?}"
@@ -162,6 +167,17 @@ pub fn start_redis(extra: &[&str]) -> Option<Redis> {
             let mut c = Conn::open(addr);
             // With users configured PING answers NOAUTH: up all the same.
             if matches!(c.cmd(&[b"PING"]), V::Simple(_) | V::Err(_)) {
+                // The server that answered must be this redis-server, not
+                // another listener on the port (seen once: a test then
+                // compared corekv with something that went away mid-script).
+                let pid = redis.child.id();
+                if let V::Bulk(info) = c.cmd(&[b"INFO", b"server"]) {
+                    let info = String::from_utf8_lossy(&info).into_owned();
+                    assert!(
+                        info.contains(&format!("process_id:{pid}\r\n")),
+                        "port {port}: the server answering is not redis-server pid {pid}: {info}"
+                    );
+                }
                 return Some(redis);
             }
         }

@@ -183,6 +183,14 @@ pub fn lookup(name: &str) -> Option<&'static Cmd> {
     COMMANDS.iter().find(|c| c.name == name)
 }
 
+/// `lookup` of a command name as the client sent it (any case), without
+/// lower-casing it into a new string: the per-command path.
+pub fn lookup_bytes(name: &[u8]) -> Option<&'static Cmd> {
+    COMMANDS
+        .iter()
+        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Process-wide counters for INFO (the shards' own metrics are per core).
 pub(super) static CONNECTED: AtomicUsize = AtomicUsize::new(0);
 pub(super) static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -333,8 +341,9 @@ impl Session {
             stream,
             argv,
         };
-        let name = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
-        let Some(cmd) = lookup(&name) else {
+        let Some(cmd) = lookup_bytes(argv[0]) else {
+            // Only a refused command pays for the lower-cased name.
+            let name = String::from_utf8_lossy(argv[0]).to_ascii_lowercase();
             let e = match UNSUPPORTED.iter().find(|(n, _)| *n == name) {
                 Some((n, why)) => format!(
                     "ERR unsupported command '{n}': {why} (see docs/redis-compatibility.md)"

@@ -40,6 +40,10 @@ use crate::net::conn_buf::RecvBuf;
 use crate::net::outbound::{Held, Outbound, SendError};
 use crate::net::request_batch::ConnConfig;
 
+/// Arguments a command may have and still be parsed without an allocation
+/// (every string and key command but long MGET/MSET/DEL lists).
+const ARGV_INLINE: usize = 16;
+
 /// Accept RESP clients on `listener` until the engine stops. `open` and
 /// `closed` are the shard's connection count and its wake-up, shared with
 /// the native listener (one connection limit for both protocols).
@@ -198,16 +202,29 @@ pub async fn serve_resp_connection(
                     if args.is_empty() {
                         continue;
                     }
-                    let argv: Vec<&[u8]> = args
-                        .iter()
-                        .map(|r| &data[base + r.start..base + r.end])
-                        .collect();
+                    // The arguments as slices of the read buffer: on the stack
+                    // for the common short command, so a command costs no
+                    // allocation; a longer one (MSET of many keys) collects.
+                    let mut inline: [&[u8]; ARGV_INLINE] = [&[]; ARGV_INLINE];
+                    let collected: Vec<&[u8]>;
+                    let argv: &[&[u8]] = if args.len() <= ARGV_INLINE {
+                        for (slot, r) in inline.iter_mut().zip(args.iter()) {
+                            *slot = &data[base + r.start..base + r.end];
+                        }
+                        &inline[..args.len()]
+                    } else {
+                        collected = args
+                            .iter()
+                            .map(|r| &data[base + r.start..base + r.end])
+                            .collect();
+                        &collected
+                    };
                     // A plain GET or SET joins a run only if the session,
                     // as it is now (after any AUTH earlier in this read,
                     // which `run` decided before this command was parsed),
                     // may run it; otherwise `run` refuses it in order.
                     // After MULTI nothing joins a run: every command is queued by `run`.
-                    let plain = plain(&argv)
+                    let plain = plain(argv)
                         .filter(|kind| !session.in_multi() && session.may(plain_access(*kind)));
                     if pipeline.kind().is_some() && pipeline.kind() != plain {
                         let mut io = Io {
@@ -232,12 +249,12 @@ pub async fn serve_resp_connection(
                     }
                     let started = Instant::now();
                     let (flow, class, status) =
-                        session.run(&argv, ctx, cfg, &mut outb, stream).await;
+                        session.run(argv, ctx, cfg, &mut outb, stream).await;
                     let nanos = started.elapsed().as_nanos() as u64;
                     session.note_activity();
                     metrics.record_request(class, status, nanos);
                     if cfg.slow_op_nanos > 0 && nanos >= cfg.slow_op_nanos {
-                        log_slow(ctx, &argv, nanos);
+                        log_slow(ctx, argv, nanos);
                     }
                     match flow {
                         Flow::Continue => {}

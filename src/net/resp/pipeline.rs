@@ -65,12 +65,14 @@ pub fn plain(argv: &[&[u8]]) -> Option<OpKind> {
 }
 
 /// INCR's program (`core::rmw::Program::IncrBy(1)` encoded).
-fn incr_program() -> [u8; 9] {
-    let mut b = Vec::with_capacity(9);
-    Program::IncrBy(1).encode(&mut b);
-    let mut out = [0u8; 9];
-    out.copy_from_slice(&b);
-    out
+/// Encoded once per process: a run of INCRs costs no allocation for it.
+fn incr_program() -> &'static [u8] {
+    static PROGRAM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PROGRAM.get_or_init(|| {
+        let mut b = Vec::with_capacity(9);
+        Program::IncrBy(1).encode(&mut b);
+        b
+    })
 }
 
 /// The access a plain GET, SET or INCR needs: the command table's, so the
@@ -125,7 +127,7 @@ impl Pipeline {
         let shard = ctx.router.shard_of(&data[key.clone()]);
         if kind == OpKind::Rmw {
             self.batch
-                .push(shard, kind, &data[key.clone()], &incr_program());
+                .push(shard, kind, &data[key.clone()], incr_program());
         } else {
             self.batch
                 .push(shard, kind, &data[key.clone()], &data[value]);
