@@ -291,8 +291,14 @@ fn exec_never_writes_back_an_expiry_changed_under_it() {
                 while !stop.load(Ordering::Relaxed) {
                     assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
                     assert_eq!(cmd(&mut c, &["INCR", "n"]), V::Simple("QUEUED".into()));
-                    assert!(matches!(cmd(&mut c, &["EXEC"]), V::Array(_)));
-                    n += 1;
+                    match cmd(&mut c, &["EXEC"]) {
+                        V::Array(_) => n += 1,
+                        // Contention past the retry budget: nothing was
+                        // written, so nothing to count.
+                        V::Err(e)
+                            if e.starts_with("TXN_ABORTED") || e.starts_with("LOCK_TIMEOUT") => {}
+                        other => panic!("EXEC answered {other:?}"),
+                    }
                 }
                 n
             })

@@ -54,7 +54,7 @@ const FS_ALLOWED: &[(&str, &str, &str)] = &[(
 const FN_LINES_MAX: usize = 319;
 
 /// The longest file allowed, in lines. Today's maximum; only lower it.
-const FILE_LINES_MAX: usize = 999;
+const FILE_LINES_MAX: usize = 990;
 
 /// Layer of each top-level module under src/ (the first path component, or
 /// the file name without `.rs`), with the reason. Lower rank = lower layer.
