@@ -22,28 +22,6 @@ use corekv::net::codec::Request;
 
 /// Small memtables, tables and segments: a short run flushes, compacts and
 /// rolls WAL segments over many times, so the backup holds all of them.
-fn storage_args() -> Vec<&'static str> {
-    let mut a = vec!["--shards", "2"];
-    a.extend_from_slice(common::TINY_STORAGE);
-    a
-}
-
-fn corekv(args: &[&str]) -> Output {
-    Command::new(common::corekv_bin())
-        .args(args)
-        .output()
-        .expect("run corekv")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 temp path")
 }
@@ -183,7 +161,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
     let data = dir.path().join("data");
     let backup = dir.path().join("backup");
     let restored = dir.path().join("restored");
-    let server = common::start_server(&data, &storage_args());
+    let server = common::start_server(&data, &common::two_tiny_shards());
     let addr = server.addr;
     let writers = 4;
     let started = Arc::new(AtomicBool::new(false));
@@ -197,7 +175,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
     started.store(true, Ordering::SeqCst);
-    let out = corekv(&["backup", "--addr", &addr.to_string(), "--to", s(&backup)]);
+    let out = common::run_corekv(&["backup", "--addr", &addr.to_string(), "--to", s(&backup)]);
     returned.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
@@ -205,7 +183,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         .into_iter()
         .map(|h| h.join().expect("writer"))
         .collect();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         report.contains("backup ok") && report.contains("cut LSNs"),
@@ -214,11 +192,11 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
     let (code, _) = server.stop();
     assert_eq!(code, Some(0));
 
-    let out = corekv(&["restore", "--from", s(&backup), "--data-dir", s(&restored)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = common::run_corekv(&["restore", "--from", s(&backup), "--data-dir", s(&restored)]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("restore verified"));
-    let out = corekv(&["verify", "--data-dir", s(&restored)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = common::run_corekv(&["verify", "--data-dir", s(&restored)]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     // The backup itself holds tables and more than one WAL segment's worth of
     // history, or the test did not exercise them.
     let tables = std::fs::read_dir(backup.join("shard-000/tables"))
@@ -226,7 +204,7 @@ fn backup_under_load_restores_exactly_the_writes_before_the_cut() {
         .count();
     assert!(tables > 0, "no tables in the backup");
 
-    let server = common::start_server(&restored, &storage_args());
+    let server = common::start_server(&restored, &common::two_tiny_shards());
     let mut c = server.client();
     let mut found = Vec::new();
     for (w, log) in logs.iter().enumerate() {
@@ -319,11 +297,11 @@ fn first_file(dir: &Path) -> PathBuf {
 fn backed_up(dir: &Path, records: usize) -> (common::Server, PathBuf, PathBuf) {
     let data = dir.join("data");
     let backup = dir.join("backup");
-    let server = common::start_server(&data, &storage_args());
+    let server = common::start_server(&data, &common::two_tiny_shards());
     load(&server, records);
     let addr = server.addr.to_string();
-    let out = corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = common::run_corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     (server, data, backup)
 }
 
@@ -340,26 +318,29 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
         .env("COREKV_DATA_DIR", s(&data))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
 
     // The server refuses targets it must not write into, and keeps serving.
-    let out = corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("BACKUP_TARGET_INVALID") && text(&out).contains("not empty"));
-    let missing_parent = dir.path().join("no-such-dir/backup");
-    let out = corekv(&["backup", "--addr", &addr, "--to", s(&missing_parent)]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = common::run_corekv(&["backup", "--addr", &addr, "--to", s(&backup)]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::output_text(&out));
     assert!(
-        text(&out).contains("BACKUP_TARGET_INVALID"),
+        common::output_text(&out).contains("BACKUP_TARGET_INVALID")
+            && common::output_text(&out).contains("not empty")
+    );
+    let missing_parent = dir.path().join("no-such-dir/backup");
+    let out = common::run_corekv(&["backup", "--addr", &addr, "--to", s(&missing_parent)]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::output_text(&out));
+    assert!(
+        common::output_text(&out).contains("BACKUP_TARGET_INVALID"),
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     let inside = data.join("backup");
-    let out = corekv(&["backup", "--addr", &addr, "--to", s(&inside)]);
+    let out = common::run_corekv(&["backup", "--addr", &addr, "--to", s(&inside)]);
     assert!(
-        text(&out).contains("inside the data directory"),
+        common::output_text(&out).contains("inside the data directory"),
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     server.client().put(b"after", b"refusals").unwrap();
     assert_eq!(server.stop().0, Some(0));
@@ -370,14 +351,15 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     for (file, offset) in [(&wal, 4096 + 40), (&table, 100)] {
         flip_byte(file, offset);
         let target = dir.path().join("refused");
-        let out = corekv(&["restore", "--from", s(&backup), "--data-dir", s(&target)]);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let out = common::run_corekv(&["restore", "--from", s(&backup), "--data-dir", s(&target)]);
+        assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
         let rel = file.strip_prefix(&backup).unwrap();
         assert!(
-            text(&out).contains(s(rel)) && text(&out).contains("BACKUP_DAMAGED"),
+            common::output_text(&out).contains(s(rel))
+                && common::output_text(&out).contains("BACKUP_DAMAGED"),
             "restore must name {}: {}",
             rel.display(),
-            text(&out)
+            common::output_text(&out)
         );
         assert!(!target.exists(), "nothing restored from a damaged backup");
         flip_byte(file, offset);
@@ -387,15 +369,15 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     let target = dir.path().join("target");
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("precious"), b"keep me").unwrap();
-    let out = corekv(&["restore", "--from", s(&backup), "--data-dir", s(&target)]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = common::run_corekv(&["restore", "--from", s(&backup), "--data-dir", s(&target)]);
+    assert_eq!(out.status.code(), Some(2), "{}", common::output_text(&out));
     assert!(
-        text(&out).contains("RESTORE_TARGET_NOT_EMPTY"),
+        common::output_text(&out).contains("RESTORE_TARGET_NOT_EMPTY"),
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me");
-    let out = corekv(&[
+    let out = common::run_corekv(&[
         "restore",
         "--from",
         s(&backup),
@@ -403,7 +385,7 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
         s(&target),
         "--force",
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     assert!(target.join("corekv.meta").exists());
     assert!(!target.join("precious").exists());
     let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
@@ -419,10 +401,14 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
         std::fs::read(aside[0].join("precious")).unwrap(),
         b"keep me"
     );
-    assert!(text(&out).contains(s(&aside[0])), "{}", text(&out));
+    assert!(
+        common::output_text(&out).contains(s(&aside[0])),
+        "{}",
+        common::output_text(&out)
+    );
 
     // The restored copy serves the backed-up data.
-    let server = common::start_server(&target, &storage_args());
+    let server = common::start_server(&target, &common::two_tiny_shards());
     let mut c = server.client();
     assert_eq!(
         c.get(b"key-002999").unwrap(),
@@ -438,17 +424,17 @@ fn backup_verification_catches_a_changed_manifest() {
     let backup = dir.path().join("backup");
     let server = common::start_server(&data, &["--shards", "2"]);
     load(&server, 200);
-    let out = corekv(&[
+    let out = common::run_corekv(&[
         "backup",
         "--addr",
         &server.addr.to_string(),
         "--to",
         s(&backup),
     ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     drop(server);
-    let out = corekv(&["verify", "--backup", s(&backup)]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = common::run_corekv(&["verify", "--backup", s(&backup)]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
 
     // Still valid JSON, one number changed: only the checksum can tell.
     let manifest = backup.join("BACKUP.json");
@@ -466,19 +452,24 @@ fn backup_verification_catches_a_changed_manifest() {
             s(&dir.path().join("r")),
         ],
     ] {
-        let out = corekv(&args);
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let out = common::run_corekv(&args);
+        assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
         assert!(
-            text(&out).contains("BACKUP.json") && text(&out).contains("checksum mismatch"),
+            common::output_text(&out).contains("BACKUP.json")
+                && common::output_text(&out).contains("checksum mismatch"),
             "{}",
-            text(&out)
+            common::output_text(&out)
         );
     }
     // A manifest cut short is refused too.
     std::fs::write(&manifest, &original[..original.len() / 2]).unwrap();
-    let out = corekv(&["verify", "--backup", s(&backup)]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("BACKUP.json"), "{}", text(&out));
+    let out = common::run_corekv(&["verify", "--backup", s(&backup)]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
+    assert!(
+        common::output_text(&out).contains("BACKUP.json"),
+        "{}",
+        common::output_text(&out)
+    );
 }
 
 /// A backup taken while transfers run across both shards restores a bank
@@ -521,7 +512,7 @@ fn backup_under_transactions_keeps_the_bank_total() {
         let to = backup.join(format!("b{i}"));
         outs.push((
             to.clone(),
-            corekv(&["backup", "--addr", &server.addr.to_string(), "--to", s(&to)]),
+            common::run_corekv(&["backup", "--addr", &server.addr.to_string(), "--to", s(&to)]),
         ));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -533,10 +524,10 @@ fn backup_under_transactions_keeps_the_bank_total() {
     );
     drop(server);
     for (i, (to, out)) in outs.iter().enumerate() {
-        assert_eq!(out.status.code(), Some(0), "{}", text(out));
+        assert_eq!(out.status.code(), Some(0), "{}", common::output_text(out));
         let target = restored.join(format!("r{i}"));
-        let out = corekv(&["restore", "--from", s(to), "--data-dir", s(&target)]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let out = common::run_corekv(&["restore", "--from", s(to), "--data-dir", s(&target)]);
+        assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
         let server = common::start_server(&target, &args);
         bank::check(&mut server.client(), accounts)
             .unwrap_or_else(|e| panic!("backup {i}: the restored bank lost its total: {e}"));
@@ -547,7 +538,7 @@ fn backup_under_transactions_keeps_the_bank_total() {
 fn restore_as(backup: &Path, target: &Path, owner: Option<&str>) -> Output {
     let mut args = vec!["restore", "--from", s(backup), "--data-dir", s(target)];
     args.extend(owner.iter().flat_map(|o| ["--owner", o]));
-    corekv(&args)
+    common::run_corekv(&args)
 }
 
 /// Every file and directory under `root`, with its (uid, gid).
@@ -581,13 +572,17 @@ fn restore_sets_the_owner_named_or_keeps_the_targets() {
     // Unknown user: refused by name, nothing created.
     let named = dir.path().join("named");
     let out = restore_as(&backup, &named, Some("no-such-user-corekv"));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("OWNER_UNKNOWN"), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", common::output_text(&out));
+    assert!(
+        common::output_text(&out).contains("OWNER_UNKNOWN"),
+        "{}",
+        common::output_text(&out)
+    );
     assert!(!named.exists());
 
     // --owner with numeric ids (no user database entry needed).
     let out = restore_as(&backup, &named, Some("54321:54322"));
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::output_text(&out));
     let all = owners(&named);
     assert!(all.len() > 5, "{all:?}");
     for (p, uid, gid) in &all {
@@ -599,7 +594,7 @@ fn restore_sets_the_owner_named_or_keeps_the_targets() {
     std::fs::create_dir(&kept).unwrap();
     std::os::unix::fs::chown(&kept, Some(43210), Some(43211)).unwrap();
     let out = restore_as(&backup, &kept, None);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::output_text(&out));
     for (p, uid, gid) in owners(&kept) {
         assert_eq!((uid, gid), (43210, 43211), "{}", p.display());
     }

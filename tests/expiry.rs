@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use corekv::core::expiry::ExpireMode;
@@ -24,28 +23,6 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn storage_args() -> Vec<&'static str> {
-    let mut a = vec!["--shards", "2"];
-    a.extend_from_slice(common::TINY_STORAGE);
-    a
-}
-
-fn corekv(args: &[&str]) -> Output {
-    Command::new(common::corekv_bin())
-        .args(args)
-        .output()
-        .expect("run corekv")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Poll `cond` every 50 ms until it holds; panic with `what` after 30 s.
@@ -214,7 +191,7 @@ fn expire_modes_follow_redis_and_a_past_time_deletes() {
 #[test]
 fn ttls_survive_clean_and_sigkill_restarts_and_pass_while_down() {
     let dir = tempfile::tempdir().unwrap();
-    let args = storage_args();
+    let args = common::two_tiny_shards();
     for (round, kill) in [(0, false), (1, true)] {
         let server = common::start_server(dir.path(), &args);
         let mut c = server.client();
@@ -264,7 +241,7 @@ fn ttls_survive_clean_and_sigkill_restarts_and_pass_while_down() {
 #[test]
 fn sweeper_and_compaction_remove_expired_keys_without_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = storage_args();
+    let mut args = common::two_tiny_shards();
     args.extend_from_slice(&["--expiry-sweep-interval-ms", "20"]);
     let server = common::start_server(dir.path(), &args);
     let mut c = server.client();
@@ -330,7 +307,7 @@ fn verify_backup_and_restore_keep_expiring_keys() {
     let backup = dir.path().join("backup");
     let restored = dir.path().join("restored");
     let s = |p: &std::path::Path| p.to_str().unwrap().to_string();
-    let args = storage_args();
+    let args = common::two_tiny_shards();
     let server = common::start_server(&data, &args);
     let mut c = server.client();
     let far = now_ms() + HOUR_MS;
@@ -347,18 +324,18 @@ fn verify_backup_and_restore_keep_expiring_keys() {
     let summary = c.backup(s(&backup).as_bytes()).unwrap();
     assert!(!summary.is_empty());
     server.stop();
-    let out = corekv(&["verify", "--data-dir", &s(&data)]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = corekv(&[
+    let out = common::run_corekv(&["verify", "--data-dir", &s(&data)]);
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let out = common::run_corekv(&[
         "restore",
         "--from",
         &s(&backup),
         "--data-dir",
         &s(&restored),
     ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let out = corekv(&["verify", "--data-dir", &s(&restored)]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::output_text(&out));
+    let out = common::run_corekv(&["verify", "--data-dir", &s(&restored)]);
+    assert!(out.status.success(), "{}", common::output_text(&out));
     let server = common::start_server(&restored, &args);
     let mut c = server.client();
     assert_eq!(c.ttl(b"walonly").unwrap(), Some(far));
@@ -376,12 +353,12 @@ fn cli_put_ttl_expire_and_ttl() {
     let cli = |args: &[&str]| {
         let mut all = vec!["cli", "--addr", addr.as_str()];
         all.extend_from_slice(args);
-        corekv(&all)
+        common::run_corekv(&all)
     };
     let out = cli(&["put", "k", "v", "--ttl", "3600000"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::output_text(&out));
     let out = cli(&["ttl", "k"]);
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}", common::output_text(&out));
     let left: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(left > 3_000_000 && left <= 3_600_000, "{left}");
     let out = cli(&["expire", "k", "--persist"]);
@@ -389,30 +366,30 @@ fn cli_put_ttl_expire_and_ttl() {
         String::from_utf8_lossy(&out.stdout).trim(),
         "1",
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     let out = cli(&["ttl", "k"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "-1",
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     let out = cli(&["expire", "k", "--gt", "5000"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "0",
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     let out = cli(&["expire", "k", "-1"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "1",
         "{}",
-        text(&out)
+        common::output_text(&out)
     );
     let out = cli(&["ttl", "k"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
     server.stop();
 }

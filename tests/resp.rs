@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::resp::{start_redis as start_redis_with, which, Conn, V};
+use common::resp::{start_redis as start_redis_with, start_two_shards, which, Conn, V};
 
 fn start_redis() -> Option<common::resp::Redis> {
     start_redis_with(&[])
@@ -21,14 +21,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use corekv::core::hash::shard_for_key;
-
-fn start_corekv(dir: &std::path::Path, extra: &[&str]) -> (common::Server, SocketAddr) {
-    let mut args = vec!["--shards", "2"];
-    args.extend_from_slice(extra);
-    let server = common::start_server(dir, &args);
-    let resp = server.resp.expect("the RESP listener is on");
-    (server, resp)
-}
 
 /// Replies whose order Redis leaves unspecified (KEYS, SCAN's key list) are
 /// sorted; HELLO's connection id and version are masked.
@@ -146,7 +138,7 @@ const EXPIRY_SCRIPT: &[&[&str]] = &[
 fn expiry_replies_match_redis() {
     let Some(redis) = start_redis() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (server, resp) = start_corekv(dir.path(), &[]);
+    let (server, resp) = start_two_shards(dir.path(), &[]);
     let mut ours = Conn::open(resp);
     let mut theirs = Conn::open(redis.addr);
     same_replies(&mut ours, &mut theirs, EXPIRY_SCRIPT);
@@ -336,7 +328,7 @@ const SCRIPT: &[&[&str]] = &[
 fn replies_match_redis() {
     let Some(redis) = start_redis() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut ours = Conn::open(resp);
     let mut theirs = Conn::open(redis.addr);
     same_replies(&mut ours, &mut theirs, SCRIPT);
@@ -427,7 +419,7 @@ fn keys_on_both_shards(n: usize) -> Vec<String> {
 #[test]
 fn mset_is_atomic_across_shards_and_incr_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let keys = keys_on_both_shards(8);
     let mut setup = Conn::open(resp);
     let mset = |c: &mut Conn, v: &str| {
@@ -492,7 +484,7 @@ fn mset_is_atomic_across_shards_and_incr_loses_nothing() {
 /// between unless the shard holds the key for the RMW (`shard::rmw`).
 fn pipelined_incrs_lose_nothing(durability: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(
+    let (_server, resp) = start_two_shards(
         dir.path(),
         &[
             "--durability",
@@ -585,7 +577,7 @@ fn pipelined_incrs_lose_nothing_async() {
 #[test]
 fn scan_iterates_every_key_once_and_redis_tools_work() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut c = Conn::open(resp);
     // Pipelined SETs, not one MSET: a scan takes no locks, so it may miss a
     // transaction's writes on a participant shard for the moment between
@@ -679,7 +671,7 @@ fn redis_cli_pipe_and_redis_benchmark() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let port = resp.port().to_string();
     // 1M keys, as issue 20 asks of the mass insert (about 2 s here).
     let n = 1_000_000;
@@ -757,7 +749,7 @@ fn drain(mut s: TcpStream) -> Vec<u8> {
 #[test]
 fn hostile_resp_input() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, resp) = start_corekv(dir.path(), &["--frame-timeout-ms", "1000"]);
+    let (server, resp) = start_two_shards(dir.path(), &["--frame-timeout-ms", "1000"]);
     let redis = start_redis();
     let cases: &[&[u8]] = &[
         b"*99999999999\r\n",
@@ -851,7 +843,7 @@ fn hostile_resp_input() {
 #[test]
 fn pipelined_large_gets_are_answered_in_order_across_rounds() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(
+    let (_server, resp) = start_two_shards(
         dir.path(),
         &["--durability", "async", "--reply-buffer-bytes", "65536"],
     );
@@ -920,4 +912,44 @@ fn resp_listener_can_be_turned_off() {
     let server = common::start_server(dir.path(), &["--resp-listen", "off"]);
     assert_eq!(server.resp, None);
     server.client().put(b"k", b"v").unwrap();
+}
+
+/// INFO's total_commands_processed counts every command, the pipelined plain
+/// GETs and SETs (answered in runs, not one by one) included: the same delta
+/// as redis-server's for the same traffic.
+#[test]
+fn info_counts_pipelined_commands_as_redis_does() {
+    fn processed(c: &mut Conn) -> u64 {
+        let V::Bulk(info) = c.cmd(&[b"INFO", b"stats"]) else {
+            panic!("INFO stats is a bulk string");
+        };
+        String::from_utf8_lossy(&info)
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("total_commands_processed in INFO stats")
+    }
+    fn delta(addr: SocketAddr) -> u64 {
+        let mut c = Conn::open(addr);
+        let before = processed(&mut c);
+        let mut cmds: Vec<Vec<&[u8]>> = Vec::new();
+        for _ in 0..20 {
+            cmds.push(vec![b"SET", b"k", b"v"]);
+            cmds.push(vec![b"GET", b"k"]);
+        }
+        cmds.push(vec![b"INCR", b"n"]);
+        let refs: Vec<&[&[u8]]> = cmds.iter().map(|c| c.as_slice()).collect();
+        c.send_all(&refs);
+        for _ in 0..refs.len() {
+            c.read();
+        }
+        processed(&mut c) - before
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
+    // 41 commands and the first INFO itself.
+    assert_eq!(delta(resp), 42, "corekv");
+    if let Some(redis) = start_redis() {
+        assert_eq!(delta(redis.addr), 42, "redis-server");
+    }
 }

@@ -7,42 +7,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::resp::{start_redis, Conn, V};
+use common::resp::{cmd, keys_across_shards, start_redis, start_two_shards, Conn, V};
 use corekv::core::hash::shard_for_key;
-
-fn start_corekv(dir: &std::path::Path) -> (common::Server, SocketAddr) {
-    let server = common::start_server(dir, &["--shards", "2"]);
-    let resp = server.resp.expect("the RESP listener is on");
-    (server, resp)
-}
-
-fn cmd(c: &mut Conn, args: &[&str]) -> V {
-    let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    c.cmd(&a)
-}
-
-/// `count` keys `prefix0..`, alternating between the two shards.
-fn keys_across_shards(prefix: &str, count: usize) -> Vec<String> {
-    let all: Vec<String> = (0..256).map(|i| format!("{prefix}{i}")).collect();
-    let mut out = Vec::new();
-    let (mut on0, mut on1) = (
-        all.iter().filter(|k| shard_for_key(k.as_bytes(), 2).0 == 0),
-        all.iter().filter(|k| shard_for_key(k.as_bytes(), 2).0 == 1),
-    );
-    while out.len() < count {
-        let next = if out.len() % 2 == 0 {
-            on0.next()
-        } else {
-            on1.next()
-        };
-        out.push(next.expect("enough keys on each shard").clone());
-    }
-    out
-}
 
 /// The script, with `a`..`f` replaced by keys that alternate shards (so
 /// a→b, b→c, ... each cross shards). Times are absolute (EXAT far ahead) or
@@ -158,7 +127,7 @@ fn rename_copy_randomkey_and_ttls_in_multi_match_redis() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path());
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let mut ours = Conn::open(resp);
     let mut theirs = Conn::open(redis.addr);
     let script = script();
@@ -187,7 +156,7 @@ fn rename_copy_randomkey_and_ttls_in_multi_match_redis() {
 #[test]
 fn randomkey_returns_keys_from_both_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path());
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let mut c = Conn::open(resp);
     let keys = keys_across_shards("rand", 40);
     for k in &keys {
@@ -218,7 +187,7 @@ fn randomkey_returns_keys_from_both_shards() {
 #[test]
 fn rename_across_shards_is_atomic_and_survives_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, resp) = start_corekv(dir.path());
+    let (server, resp) = start_two_shards(dir.path(), &[]);
     let k = keys_across_shards("mv", 2);
     let (a, b) = (k[0].clone(), k[1].clone());
     let mut c = Conn::open(resp);
@@ -258,7 +227,7 @@ fn rename_across_shards_is_atomic_and_survives_sigkill() {
     assert_eq!(cmd(&mut c, &["RENAME", &a, &b]), V::Simple("OK".into()));
     drop(c);
     server.kill();
-    let (_server, resp) = start_corekv(dir.path());
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let mut c = Conn::open(resp);
     assert_eq!(cmd(&mut c, &["EXISTS", &a]), V::Int(0));
     assert_eq!(cmd(&mut c, &["GET", &b]), V::Bulk(b"payload".to_vec()));
@@ -273,7 +242,7 @@ fn rename_across_shards_is_atomic_and_survives_sigkill() {
 #[test]
 fn exec_never_writes_back_an_expiry_changed_under_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path());
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let mut c = Conn::open(resp);
     assert_eq!(
         cmd(&mut c, &["SET", "n", "0", "EXAT", "4000000000"]),
@@ -332,7 +301,7 @@ fn exec_never_writes_back_an_expiry_changed_under_it() {
 #[test]
 fn client_list_shows_multi_state_and_idle_time() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path());
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let mut a = Conn::open(resp);
     let mut b = Conn::open(resp);
     assert_eq!(

@@ -12,25 +12,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::resp::{start_redis, Conn, V};
-use corekv::core::hash::shard_for_key;
-
-fn start_corekv(dir: &std::path::Path, extra: &[&str]) -> (common::Server, SocketAddr) {
-    let mut args = vec!["--shards", "2"];
-    args.extend_from_slice(extra);
-    let server = common::start_server(dir, &args);
-    let resp = server.resp.expect("the RESP listener is on");
-    (server, resp)
-}
-
-fn cmd(c: &mut Conn, args: &[&str]) -> V {
-    let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
-    c.cmd(&a)
-}
+use common::resp::{cmd, keys_across_shards, start_redis, start_two_shards, Conn, V};
 
 /// Send every command to both servers and compare the replies.
 fn same_replies(corekv: &mut Conn, redis: &mut Conn, script: &[&[&str]]) {
@@ -43,15 +28,9 @@ fn same_replies(corekv: &mut Conn, redis: &mut Conn, script: &[&[&str]]) {
 
 /// Two keys on different shards of a 2-shard server, with a prefix.
 fn keys_on_both_shards(prefix: &str) -> (String, String) {
-    let keys: Vec<String> = (0..64).map(|i| format!("{prefix}{i}")).collect();
-    let a = keys[0].clone();
-    let sa = shard_for_key(a.as_bytes(), 2);
-    let b = keys
-        .iter()
-        .find(|k| shard_for_key(k.as_bytes(), 2) != sa)
-        .expect("some key lands on the other shard")
-        .clone();
-    (a, b)
+    let mut keys = keys_across_shards(prefix, 2);
+    let b = keys.pop().expect("two keys");
+    (keys.pop().expect("two keys"), b)
 }
 
 const MULTI_SCRIPT: &[&[&str]] = &[
@@ -219,7 +198,7 @@ fn multi_and_bit_commands_match_redis() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut ours = Conn::open(resp);
     let mut theirs = Conn::open(redis.addr);
     same_replies(&mut ours, &mut theirs, MULTI_SCRIPT);
@@ -238,7 +217,7 @@ fn multi_and_bit_commands_match_redis() {
 #[test]
 fn exec_is_atomic_across_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let (a, b) = keys_on_both_shards("acct-");
     let mut setup = Conn::open(resp);
     assert_eq!(
@@ -345,7 +324,7 @@ fn watch_aborts_exec_when_another_client_changed_the_key() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let (wk, other) = keys_on_both_shards("w-");
     for addr in [resp, redis.addr] {
         let mut c1 = Conn::open(addr);
@@ -423,7 +402,7 @@ fn watch_aborts_exec_when_another_client_changed_the_key() {
 #[test]
 fn key_probes_see_the_whole_exec() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let (a, b) = keys_on_both_shards("probe-");
     let mut setup = Conn::open(resp);
     for _ in 0..300 {
@@ -455,7 +434,7 @@ fn key_probes_see_the_whole_exec() {
 #[test]
 fn multi_queue_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut c = Conn::open(resp);
     let max = corekv::core::limits::RESP_MULTI_COMMANDS_MAX;
     assert_eq!(cmd(&mut c, &["MULTI"]), V::Simple("OK".into()));
@@ -541,7 +520,7 @@ fn flush_and_server_commands_match_redis() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut ours = Conn::open(resp);
     let mut theirs = Conn::open(redis.addr);
     same_replies(&mut ours, &mut theirs, SERVER_SCRIPT);
@@ -574,7 +553,7 @@ fn flush_and_server_commands_match_redis() {
 fn client_list_and_kill_reach_every_shard() {
     use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut admin = Conn::open(resp);
     // Several connections, so both shards serve some.
     let mut victims: Vec<(Conn, i64)> = (0..6)
@@ -665,7 +644,7 @@ fn command_table_rows_match_redis() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &["--durability", "async"]);
+    let (_server, resp) = start_two_shards(dir.path(), &["--durability", "async"]);
     let mut ours = Conn::open(resp);
     let mut theirs = Conn::open(redis.addr);
     let shape = |v: V| -> Vec<V> {
@@ -700,7 +679,7 @@ fn command_table_rows_match_redis() {
 #[test]
 fn setbit_loses_no_bit_and_pipelined_multi_queues() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, resp) = start_corekv(dir.path(), &[]);
+    let (_server, resp) = start_two_shards(dir.path(), &[]);
     let setters: Vec<_> = (0..4)
         .map(|t| {
             std::thread::spawn(move || {

@@ -14,7 +14,7 @@
 //! The schedule, the workload, the disk's randomness and the faults all come
 //! from the seed: a failing seed is printed and `COREKV_SIM_SEED=n` replays
 //! it; the same seed run twice gives the same trace hash (checked).
-//! `COREKV_SIM_SEEDS` sets how many seeds the default test runs (10,000).
+//! `COREKV_SIM_SEEDS` sets how many seeds the default test runs (5,000).
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -371,7 +371,7 @@ fn run_seed_stats(seed: u64) -> Result<(u64, Stats), String> {
 
 #[test]
 fn shard_simulation_over_many_seeds() {
-    let all = corekv::sim::seeds("COREKV_SIM_SEEDS", 10_000);
+    let all = corekv::sim::seeds("COREKV_SIM_SEEDS", 5_000);
     let (failures, stats) = corekv::sim::run_seeds(
         &all,
         |seed| run_seed_stats(seed).map(|(_, s)| s),

@@ -42,7 +42,7 @@
 //! read-modify-write op, which must keep both the count acknowledged and
 //! the expiry.
 //! `COREKV_SIM_SEED=n` replays one seed; `COREKV_TXN_SIM_SEEDS` sets how many
-//! the default test runs (10,000).
+//! the default test runs (5,000).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -849,7 +849,7 @@ fn run_seed(seed: u64) -> Result<(u64, Stats), String> {
 
 #[test]
 fn transactions_flushes_retirement_and_restarts_over_many_seeds() {
-    let all = corekv::sim::seeds("COREKV_TXN_SIM_SEEDS", 10_000);
+    let all = corekv::sim::seeds("COREKV_TXN_SIM_SEEDS", 5_000);
     let (failures, stats) = corekv::sim::run_seeds(
         &all,
         |seed| run_seed(seed).map(|(_, s)| s),

@@ -62,52 +62,13 @@ impl<D: Disk> ShardState<D> {
                 self.metrics.gets.set(self.metrics.gets.get() + 1);
                 self.get(op.key, out).await
             }
-            OpKind::Put => {
-                self.metrics.puts.set(self.metrics.puts.get() + 1);
-                if op.value.len() > self.value_bytes_max {
-                    return out.push(Status::ValueTooLarge, b"", 0);
-                }
-                let deadline = Instant::now() + self.lock_timeout;
-                let _gate = loop {
-                    let gate = self.backup.enter_write().await;
-                    // Waiting at the gate may have let a transaction lock the key.
-                    if !self.locks.is_blocked(op.key, true) {
-                        break gate;
-                    }
-                    drop(gate);
-                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
-                        return out.push(Status::LockTimeout, b"", 0);
-                    }
-                };
-                match self.write(op.key, Some(op.value)) {
-                    Ok(lsn) => out.push(Status::Ok, b"", lsn),
-                    Err(status) => self.push_write_error(status, out),
-                }
-            }
+            OpKind::Put => self.put_gated(op.key, op.value, None, out).await,
             OpKind::PutEx => {
-                self.metrics.puts.set(self.metrics.puts.get() + 1);
                 let Some((at, value)) = op.value.split_first_chunk::<8>() else {
                     return out.push(Status::Internal, b"malformed PUT_EX op", 0);
                 };
                 let expires_at = u64::from_le_bytes(*at);
-                if value.len() > self.value_bytes_max {
-                    return out.push(Status::ValueTooLarge, b"", 0);
-                }
-                let deadline = Instant::now() + self.lock_timeout;
-                let _gate = loop {
-                    let gate = self.backup.enter_write().await;
-                    if !self.locks.is_blocked(op.key, true) {
-                        break gate;
-                    }
-                    drop(gate);
-                    if !self.locks.wait_unlocked(op.key, true, deadline).await {
-                        return out.push(Status::LockTimeout, b"", 0);
-                    }
-                };
-                match self.write_expiring(op.key, Some(value), expires_at) {
-                    Ok(lsn) => out.push(Status::Ok, b"", lsn),
-                    Err(status) => self.push_write_error(status, out),
-                }
+                self.put_gated(op.key, value, Some(expires_at), out).await
             }
             OpKind::Expire => self.expire(op.key, op.value, out).await,
             OpKind::Ttl => {
@@ -163,6 +124,41 @@ impl<D: Disk> ShardState<D> {
                     Err(status) => self.push_write_error(status, out),
                 }
             }
+        }
+    }
+
+    /// PUT and PUT_EX: past the backup gate and clear of any transaction's
+    /// lock on the key, then logged (with an expiry for PUT_EX).
+    async fn put_gated(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expires_at: Option<u64>,
+        out: &mut ReplyBatch,
+    ) {
+        self.metrics.puts.set(self.metrics.puts.get() + 1);
+        if value.len() > self.value_bytes_max {
+            return out.push(Status::ValueTooLarge, b"", 0);
+        }
+        let deadline = Instant::now() + self.lock_timeout;
+        let _gate = loop {
+            let gate = self.backup.enter_write().await;
+            // Waiting at the gate may have let a transaction lock the key.
+            if !self.locks.is_blocked(key, true) {
+                break gate;
+            }
+            drop(gate);
+            if !self.locks.wait_unlocked(key, true, deadline).await {
+                return out.push(Status::LockTimeout, b"", 0);
+            }
+        };
+        let written = match expires_at {
+            None => self.write(key, Some(value)),
+            Some(at) => self.write_expiring(key, Some(value), at),
+        };
+        match written {
+            Ok(lsn) => out.push(Status::Ok, b"", lsn),
+            Err(status) => self.push_write_error(status, out),
         }
     }
 }

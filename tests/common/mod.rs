@@ -281,6 +281,32 @@ pub const TINY_STORAGE: &[&str] = &[
     "65536",
 ];
 
+/// Two shards with [`TINY_STORAGE`]: flushes, compactions and segment
+/// rollovers happen within seconds of load.
+pub fn two_tiny_shards() -> Vec<&'static str> {
+    let mut a = vec!["--shards", "2"];
+    a.extend_from_slice(TINY_STORAGE);
+    a
+}
+
+/// Run the corekv binary (a subcommand other than a long-lived serve) to its end.
+pub fn run_corekv(args: &[&str]) -> std::process::Output {
+    Command::new(corekv_bin())
+        .args(args)
+        .output()
+        .expect("run corekv")
+}
+
+/// A finished command's exit code and output, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 /// A loopback port free right now, for a test that needs a fixed address
 /// before the server starts (a config file, a restart on the same port).
 /// A loopback port no one holds, chosen *below* the kernel's ephemeral range

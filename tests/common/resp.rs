@@ -1,10 +1,47 @@
-//! A RESP test client and a real redis-server for the tests that compare
-//! corekv's Redis protocol with Redis's own (tests/resp.rs, resp_auth.rs).
+//! A RESP test client, a 2-shard corekv with its RESP listener, and a real
+//! redis-server, for the tests that compare corekv's Redis protocol with
+//! Redis's own (tests/resp*.rs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// A corekv server with two shards (`extra`: more flags) and its RESP address.
+pub fn start_two_shards(dir: &std::path::Path, extra: &[&str]) -> (super::Server, SocketAddr) {
+    let mut args = vec!["--shards", "2"];
+    args.extend_from_slice(extra);
+    let server = super::start_server(dir, &args);
+    let resp = server.resp.expect("the RESP listener is on");
+    (server, resp)
+}
+
+/// One command given as text arguments, and its reply.
+pub fn cmd(c: &mut Conn, args: &[&str]) -> V {
+    let a: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    c.cmd(&a)
+}
+
+/// `count` keys `prefix0..`, alternating between the shards of a 2-shard
+/// server (first on shard 0).
+pub fn keys_across_shards(prefix: &str, count: usize) -> Vec<String> {
+    use corekv::core::hash::shard_for_key;
+    let all: Vec<String> = (0..256).map(|i| format!("{prefix}{i}")).collect();
+    let mut out = Vec::new();
+    let (mut on0, mut on1) = (
+        all.iter().filter(|k| shard_for_key(k.as_bytes(), 2).0 == 0),
+        all.iter().filter(|k| shard_for_key(k.as_bytes(), 2).0 == 1),
+    );
+    while out.len() < count {
+        let next = if out.len() % 2 == 0 {
+            on0.next()
+        } else {
+            on1.next()
+        };
+        out.push(next.expect("enough keys on each shard").clone());
+    }
+    out
+}
 
 /// A RESP value as a client sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,53 +172,74 @@ impl Drop for Redis {
 }
 
 /// A redis-server (`extra`: more flags) on a free port, once it answers.
+///
+/// The port is free when picked but may be taken before redis-server binds
+/// it (seen twice in ~40 runs: the test then talked to another listener,
+/// which reset its connection mid-script). So the server that answers must
+/// report this redis-server's pid in INFO; if it does not, or redis-server
+/// exits, another port is tried.
 pub fn start_redis(extra: &[&str]) -> Option<Redis> {
     let Some(bin) = which("redis-server") else {
         eprintln!("SKIPPED: redis-server is not installed (CI installs redis-server)");
         return None;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let port = super::free_port();
-    let child = Command::new(bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-        // corekv has one database: SELECT 1 gets the same error from both.
-        .args(["--databases", "1"])
-        .args(extra)
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn redis-server");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let redis = Redis {
-        child,
-        addr,
-        _dir: dir,
-    };
+    let mut tried = Vec::new();
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = super::free_port();
+        let child = Command::new(&bin)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // corekv has one database: SELECT 1 gets the same error from both.
+            .args(["--databases", "1"])
+            .args(extra)
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut redis = Redis {
+            child,
+            addr,
+            _dir: dir,
+        };
+        match wait_answering(&mut redis) {
+            Ok(()) => return Some(redis),
+            Err(why) => tried.push(format!("port {port}: {why}")),
+        }
+    }
+    panic!("redis-server did not start: {tried:?}")
+}
+
+/// Wait until `redis` answers on its port as itself (its pid in INFO).
+fn wait_answering(redis: &mut Redis) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let pid = redis.child.id();
     loop {
-        if let Ok(s) = TcpStream::connect(addr) {
-            drop(s);
-            let mut c = Conn::open(addr);
-            // With users configured PING answers NOAUTH: up all the same.
-            if matches!(c.cmd(&[b"PING"]), V::Simple(_) | V::Err(_)) {
-                // The server that answered must be this redis-server, not
-                // another listener on the port (seen once: a test then
-                // compared corekv with something that went away mid-script).
-                let pid = redis.child.id();
-                if let V::Bulk(info) = c.cmd(&[b"INFO", b"server"]) {
-                    let info = String::from_utf8_lossy(&info).into_owned();
-                    assert!(
-                        info.contains(&format!("process_id:{pid}\r\n")),
-                        "port {port}: the server answering is not redis-server pid {pid}: {info}"
-                    );
+        if let Ok(Some(status)) = redis.child.try_wait() {
+            return Err(format!("redis-server exited ({status})"));
+        }
+        if TcpStream::connect(redis.addr).is_ok() {
+            let mut c = Conn::open(redis.addr);
+            // With users configured PING answers NOAUTH: up all the same,
+            // and INFO is refused too, so the pid cannot be checked then.
+            match c.cmd(&[b"INFO", b"server"]) {
+                V::Bulk(info) => {
+                    let info = String::from_utf8_lossy(&info);
+                    if info.contains(&format!("process_id:{pid}\r\n")) {
+                        return Ok(());
+                    }
+                    return Err(format!("another server answers there: {info}"));
                 }
-                return Some(redis);
+                V::Err(e) if e.starts_with("NOAUTH") => return Ok(()),
+                _ => {}
             }
         }
-        assert!(Instant::now() < deadline, "redis-server did not start");
+        if Instant::now() > deadline {
+            return Err("no answer within 60 s".into());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

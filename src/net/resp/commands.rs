@@ -21,7 +21,9 @@ use std::time::Instant;
 use crate::net::stream::NetStream;
 
 use crate::core::auth::{self, Access};
+use crate::core::limits::SHARDS_MAX;
 use crate::core::status::Status;
+use crate::core::types::ShardId;
 use crate::shard::metrics::OpClass;
 use crate::shard::{RoutedBatch, ShardContext};
 
@@ -194,7 +196,29 @@ pub fn lookup_bytes(name: &[u8]) -> Option<&'static Cmd> {
 /// Process-wide counters for INFO (the shards' own metrics are per core).
 pub(super) static CONNECTED: AtomicUsize = AtomicUsize::new(0);
 pub(super) static CONNECTIONS_TOTAL: AtomicU64 = AtomicU64::new(0);
-pub(super) static COMMANDS_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// Commands answered (INFO's total_commands_processed), one counter per
+/// shard on its own cache line: only the shard's core adds to it, so the
+/// request path never pulls a line another core just wrote; INFO sums them.
+#[repr(align(128))]
+struct ShardCounter(AtomicU64);
+static COMMANDS_ANSWERED: [ShardCounter; SHARDS_MAX] =
+    [const { ShardCounter(AtomicU64::new(0)) }; SHARDS_MAX];
+
+/// One more command answered on `shard`'s core.
+pub(super) fn count_command(shard: ShardId) {
+    COMMANDS_ANSWERED[shard.index()]
+        .0
+        .fetch_add(1, Ordering::Relaxed);
+}
+
+/// Commands answered on every shard so far.
+pub(super) fn commands_total() -> u64 {
+    COMMANDS_ANSWERED
+        .iter()
+        .map(|c| c.0.load(Ordering::Relaxed))
+        .sum()
+}
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 pub(super) static STARTED: OnceLock<Instant> = OnceLock::new();
 
@@ -333,7 +357,7 @@ impl Session {
         outb: &mut Outbound,
         stream: &mut NetStream,
     ) -> (Flow, OpClass, Status) {
-        COMMANDS_TOTAL.fetch_add(1, Ordering::Relaxed);
+        count_command(ctx.shard());
         let mut run = Run {
             ctx,
             cfg,

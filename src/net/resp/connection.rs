@@ -34,7 +34,7 @@ use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
 use super::codec::{parse_command, Parsed, Reply};
-use super::commands::{Flow, Session};
+use super::commands::{count_command, Flow, Session};
 use super::pipeline::{plain, plain_access, Io, Pipeline};
 use crate::net::conn_buf::RecvBuf;
 use crate::net::outbound::{Held, Outbound, SendError};
@@ -244,6 +244,7 @@ pub async fn serve_resp_connection(
                         let value = args.get(2).map_or(0..0, |r| base + r.start..base + r.end);
                         let key = base + args[1].start..base + args[1].end;
                         pipeline.push(ctx, data, kind, key, value);
+                        count_command(ctx.shard());
                         session.note_activity();
                         continue;
                     }

@@ -19,7 +19,7 @@ use crate::core::status::Status;
 use crate::shard::metrics::OpClass;
 
 use super::commands::{
-    parse_i64, status_error, Outcome, Run, Session, COMMANDS_TOTAL, CONNECTED, CONNECTIONS_TOTAL,
+    commands_total, parse_i64, status_error, Outcome, Run, Session, CONNECTED, CONNECTIONS_TOTAL,
     REDIS_COMPAT_VERSION, STARTED, SYNTAX,
 };
 use super::glob::glob_match;
@@ -329,9 +329,12 @@ impl Session {
                 self.maxclients
             );
         }
+        // One copy of the shards' published telemetry for both sections.
+        let view = (want("memory") || want("persistence"))
+            .then(|| run.cfg.telemetry.as_ref().map(|t| t.view()))
+            .flatten();
         if want("memory") {
             let rss = crate::net::admin::process_rss_bytes();
-            let view = run.cfg.telemetry.as_ref().map(|t| t.view());
             let (mut memtables, mut cache) = (0u64, 0u64);
             for s in view.iter().flat_map(|v| &v.shards) {
                 memtables += s.storage.memtable_bytes + s.storage.frozen_bytes;
@@ -349,7 +352,6 @@ impl Session {
             );
         }
         if want("persistence") {
-            let view = run.cfg.telemetry.as_ref().map(|t| t.view());
             let status = view.as_ref().map_or("serving", |v| v.status());
             let loading = u8::from(status == "starting");
             // A shard whose WAL failed refuses writes (read-only): the
@@ -378,7 +380,7 @@ impl Session {
                 text,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
                 CONNECTIONS_TOTAL.load(Ordering::Relaxed),
-                COMMANDS_TOTAL.load(Ordering::Relaxed)
+                commands_total()
             );
         }
         if want("keyspace") {

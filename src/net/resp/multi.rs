@@ -457,32 +457,8 @@ impl Session {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.scratch.clear();
-        for k in keys {
-            self.scratch
-                .extend_from_slice(&(k.len() as u32).to_le_bytes());
-            self.scratch.extend_from_slice(k);
-        }
         let count = keys.len() as u32;
-        let ctx = run.ctx;
-        let status = crate::net::request_batch::sized_snapshot_get(
-            &mut self.probe,
-            &self.scratch,
-            count,
-            ctx,
-            run.cfg,
-            true,
-            &mut self.detail,
-        )
-        .await;
-        if status != Status::Ok {
-            let e = if status == Status::ReplyTooLarge {
-                format!("REPLY_TOO_LARGE {}", String::from_utf8_lossy(&self.detail))
-            } else {
-                status_error(status)
-            };
-            return Err((e, status));
-        }
+        self.snapshot_read(run, keys, true).await?;
         // count u32, then per key: status u16 | len u32 | expires_at u64 | value.
         let body = &self.detail;
         let mut at = 4;

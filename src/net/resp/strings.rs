@@ -196,6 +196,48 @@ impl Session {
         Ok((OpClass::Put, status))
     }
 
+    /// One consistent snapshot read of `keys` (the native MGET, sized
+    /// against `reply_bytes_max` first), shared by MGET and EXEC: on success
+    /// `self.detail` holds the page (count u32, then per key status u16 |
+    /// len u32 | [expires_at u64 when `with_expiry`] | value); on failure
+    /// the error text for the client and its status.
+    pub(super) async fn snapshot_read(
+        &mut self,
+        run: &mut Run<'_, '_>,
+        keys: &[&[u8]],
+        with_expiry: bool,
+    ) -> Result<(), (String, Status)> {
+        // The native MGET's key list: `len u32 | key` items.
+        self.scratch.clear();
+        for k in keys {
+            if k.len() > KEY_BYTES_MAX {
+                return Err((status_error(Status::KeyTooLarge), Status::KeyTooLarge));
+            }
+            self.scratch
+                .extend_from_slice(&(k.len() as u32).to_le_bytes());
+            self.scratch.extend_from_slice(k);
+        }
+        let status = crate::net::request_batch::sized_snapshot_get(
+            &mut self.probe,
+            &self.scratch,
+            keys.len() as u32,
+            run.ctx,
+            run.cfg,
+            with_expiry,
+            &mut self.detail,
+        )
+        .await;
+        if status == Status::Ok {
+            return Ok(());
+        }
+        let e = if status == Status::ReplyTooLarge {
+            format!("REPLY_TOO_LARGE {}", String::from_utf8_lossy(&self.detail))
+        } else {
+            status_error(status)
+        };
+        Err((e, status))
+    }
+
     async fn mget(&mut self, run: &mut Run<'_, '_>) -> Result<Outcome, SendError> {
         let keys = &run.argv[1..];
         if keys.len() > MGET_KEYS_MAX as usize {
@@ -204,37 +246,9 @@ impl Session {
             run.reply(self.proto).error(&e);
             return Ok((OpClass::Get, Status::InvalidArgument));
         }
-        // The native MGET's key list: `len u32 | key` items.
-        self.scratch.clear();
-        for k in keys {
-            if k.len() > KEY_BYTES_MAX {
-                run.reply(self.proto)
-                    .error(&status_error(Status::KeyTooLarge));
-                return Ok((OpClass::Get, Status::KeyTooLarge));
-            }
-            self.scratch
-                .extend_from_slice(&(k.len() as u32).to_le_bytes());
-            self.scratch.extend_from_slice(k);
-        }
         let count = keys.len() as u32;
-        let ctx = run.ctx;
-        let status = crate::net::request_batch::sized_snapshot_get(
-            &mut self.probe,
-            &self.scratch,
-            count,
-            ctx,
-            run.cfg,
-            false,
-            &mut self.detail,
-        )
-        .await;
         let proto = self.proto;
-        if status != Status::Ok {
-            let e = if status == Status::ReplyTooLarge {
-                format!("REPLY_TOO_LARGE {}", String::from_utf8_lossy(&self.detail))
-            } else {
-                status_error(status)
-            };
+        if let Err((e, status)) = self.snapshot_read(run, keys, false).await {
             run.reply(proto).error(&e);
             return Ok((OpClass::Get, status));
         }
