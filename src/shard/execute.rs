@@ -140,17 +140,8 @@ impl<D: Disk> ShardState<D> {
         if value.len() > self.value_bytes_max {
             return out.push(Status::ValueTooLarge, b"", 0);
         }
-        let deadline = Instant::now() + self.lock_timeout;
-        let _gate = loop {
-            let gate = self.backup.enter_write().await;
-            // Waiting at the gate may have let a transaction lock the key.
-            if !self.locks.is_blocked(key, true) {
-                break gate;
-            }
-            drop(gate);
-            if !self.locks.wait_unlocked(key, true, deadline).await {
-                return out.push(Status::LockTimeout, b"", 0);
-            }
+        let Some(_gate) = self.enter_write_unlocked(key).await else {
+            return out.push(Status::LockTimeout, b"", 0);
         };
         let written = match expires_at {
             None => self.write(key, Some(value)),

@@ -21,8 +21,6 @@
 //! It must never: write a key a transaction holds locked, write past a
 //! backup's closed gate, or await between computing a value and logging it.
 
-use std::time::Instant;
-
 use crate::core::expiry::is_expired;
 use crate::core::rmw::{apply, Current, Effect, Expiry, Program, Write};
 use crate::core::status::Status;
@@ -61,18 +59,10 @@ impl<D: Disk> ShardState<D> {
                 return out.push(Status::Internal, e.0.as_bytes(), 0);
             }
         };
-        let deadline = Instant::now() + self.lock_timeout;
-        let _gate = loop {
-            // Entered before the read, as DELETE does: a backup's cut falls
-            // on one side of both the read and the write.
-            let gate = self.backup.enter_write().await;
-            if !self.locks.is_blocked(key, true) {
-                break gate;
-            }
-            drop(gate);
-            if !self.locks.wait_unlocked(key, true, deadline).await {
-                return out.push(Status::LockTimeout, b"", 0);
-            }
+        // Entered before the read, as DELETE does: a backup's cut falls on
+        // one side of both the read and the write.
+        let Some(_gate) = self.enter_write_unlocked(key).await else {
+            return out.push(Status::LockTimeout, b"", 0);
         };
         // Fast path: the value is in memory; no await from here to the write.
         if let Some(effect) = self.rmw_in_memory(key, &program) {

@@ -10,7 +10,7 @@
 //! LSN and is held until that LSN is durable, or failed if the WAL fails first.
 
 use std::cell::RefCell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::core::config::EngineConfig;
 use crate::core::expiry::is_expired;
@@ -34,7 +34,7 @@ use crate::shard::metrics::ShardMetrics;
 use crate::shard::ops::ReplyBatch;
 use crate::shard::pending::{Pending, PendingWrite};
 use crate::shard::txn_table::TxnTable;
-use crate::shard::write_gate::BackupGate;
+use crate::shard::write_gate::{BackupGate, WriteTicket};
 
 /// Most keys queued for the sweeper by reads that met them expired.
 pub(super) const EXPIRED_QUEUE_MAX: usize = 1024;
@@ -348,6 +348,25 @@ impl<D: Disk> ShardState<D> {
                     .apply_expiring(key.to_vec(), value.map(<[u8]>::to_vec), expires_at, lsn);
                 // Acknowledged at once: nothing to wait for.
                 Ok(0)
+            }
+        }
+    }
+
+    /// Past the backup gate with no transaction holding `key`, for a
+    /// single-key write: the gate is entered first, and left again while
+    /// waiting for a transaction's lock (a backup's pause must not wait for
+    /// a write that waits for a lock). None once the lock timeout passed.
+    pub async fn enter_write_unlocked(&self, key: &[u8]) -> Option<WriteTicket<'_>> {
+        let deadline = Instant::now() + self.lock_timeout;
+        loop {
+            let gate = self.backup.enter_write().await;
+            // Waiting at the gate may have let a transaction lock the key.
+            if !self.locks.is_blocked(key, true) {
+                return Some(gate);
+            }
+            drop(gate);
+            if !self.locks.wait_unlocked(key, true, deadline).await {
+                return None;
             }
         }
     }
