@@ -355,40 +355,22 @@ fn cli_put_ttl_expire_and_ttl() {
         all.extend_from_slice(args);
         common::run_corekv(&all)
     };
+    // The CLI's answer to `args`, trimmed, must be `want`.
+    let said = |args: &[&str], want: &str| {
+        let out = cli(args);
+        let text = common::output_text(&out);
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want, "{text}");
+    };
     let out = cli(&["put", "k", "v", "--ttl", "3600000"]);
     assert!(out.status.success(), "{}", common::output_text(&out));
     let out = cli(&["ttl", "k"]);
     assert!(out.status.success(), "{}", common::output_text(&out));
     let left: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(left > 3_000_000 && left <= 3_600_000, "{left}");
-    let out = cli(&["expire", "k", "--persist"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "1",
-        "{}",
-        common::output_text(&out)
-    );
-    let out = cli(&["ttl", "k"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "-1",
-        "{}",
-        common::output_text(&out)
-    );
-    let out = cli(&["expire", "k", "--gt", "5000"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "0",
-        "{}",
-        common::output_text(&out)
-    );
-    let out = cli(&["expire", "k", "-1"]);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "1",
-        "{}",
-        common::output_text(&out)
-    );
+    said(&["expire", "k", "--persist"], "1");
+    said(&["ttl", "k"], "-1");
+    said(&["expire", "k", "--gt", "5000"], "0");
+    said(&["expire", "k", "-1"], "1");
     let out = cli(&["ttl", "k"]);
     assert_eq!(out.status.code(), Some(1), "{}", common::output_text(&out));
     server.stop();
