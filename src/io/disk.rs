@@ -110,6 +110,15 @@ pub trait DiskFile: 'static {
     /// Read `len` bytes at `offset`; shorter only at end of file.
     async fn read_at(&self, offset: u64, len: usize) -> IoResult<Self::ReadBuf>;
     async fn fdatasync(&self) -> IoResult<()>;
+    /// Write `buf` at `offset` and make it durable: Ok means what
+    /// [`Self::write_at`] then [`Self::fdatasync`] would mean, and that is
+    /// what this does unless the disk can do both as one operation (the
+    /// O_DIRECT disk: one `RWF_DSYNC` write, one wake-up instead of two). A
+    /// failure says nothing about which bytes reached the disk.
+    async fn write_at_durable(&self, buf: Self::Buf, offset: u64) -> IoResult<()> {
+        self.write_at(buf, offset).await?;
+        self.fdatasync().await
+    }
     /// Reserve blocks so the file is at least `len` bytes long.
     async fn allocate(&self, len: u64) -> IoResult<()>;
     async fn size(&self) -> IoResult<u64>;

@@ -183,6 +183,25 @@ impl DiskFile for DmaDiskFile {
         Ok(())
     }
 
+    async fn write_at_durable(&self, buf: DmaBuf, offset: u64) -> IoResult<()> {
+        // Runtime patch 6 (docs/architecture.md): the write carries
+        // RWF_DSYNC, so the WAL task waits for one completion per batch, not
+        // for a write's and then an fdatasync's, each posted only when the
+        // busy shard next enters the kernel and each queued behind the
+        // connection tasks. No fallback: every kernel glommio runs on (5.8+)
+        // takes the flag (pwritev2 since 4.7, io_uring since 5.1), on every
+        // file system (the sync is the VFS's, as for O_DSYNC).
+        let wanted = buf.0.len();
+        let written =
+            self.file.write_at_dsync(buf.0, offset).await.map_err(|e| {
+                IoError::new(IoOp::DurableWrite, &self.path, Some(offset), e.into())
+            })?;
+        if written != wanted {
+            return Err(IoError::short_write(&self.path, offset, written, wanted));
+        }
+        Ok(())
+    }
+
     async fn read_at(&self, offset: u64, len: usize) -> IoResult<ReadResult> {
         self.file
             .read_at_aligned(offset, len)

@@ -8,6 +8,8 @@ pub enum IoOp {
     Open,
     Read,
     Write,
+    /// A write that is also a data sync (`RWF_DSYNC`).
+    DurableWrite,
     Sync,
     SyncDir,
     Allocate,
@@ -29,6 +31,7 @@ impl IoOp {
             IoOp::Open => "open",
             IoOp::Read => "read",
             IoOp::Write => "write",
+            IoOp::DurableWrite => "durable write (RWF_DSYNC)",
             IoOp::Sync => "fdatasync",
             IoOp::SyncDir => "fsync of directory",
             IoOp::Allocate => "fallocate",

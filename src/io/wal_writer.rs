@@ -1,8 +1,9 @@
 //! Appends group-commit batches to one shard's WAL segments, durably.
 //!
-//! One batch = one aligned write + one fdatasync; the next batch starts only after
-//! that fdatasync returned, which is what lets the reader tell a torn tail from
-//! corruption. Segments are pre-filled with zeros while idle ("spare" segments) so
+//! One batch = one aligned durable write (`DiskFile::write_at_durable`: a write
+//! and an fdatasync, one `RWF_DSYNC` write on the O_DIRECT disk); the next batch
+//! starts only after it returned, which is what lets the reader tell a torn tail
+//! from corruption. Segments are pre-filled with zeros while idle ("spare" segments) so
 //! that an fdatasync covers data only, not extent metadata.
 //!
 //! Failure model (fsyncgate): the first failed write or fdatasync *latches* the
@@ -183,8 +184,8 @@ impl<D: Disk> WalWriter<D> {
         }
     }
 
-    /// Write `payload` (encoded records `first_lsn..first_lsn+count`) as one batch
-    /// and fdatasync it. Ok means durable.
+    /// Write `payload` (encoded records `first_lsn..first_lsn+count`) as one
+    /// durable batch. Ok means durable.
     pub async fn append_batch(
         &mut self,
         payload: &[u8],
@@ -256,8 +257,7 @@ impl<D: Disk> WalWriter<D> {
         if with_header {
             self.segments.push_back((self.active.seq, first_lsn));
         }
-        self.active.file.write_at(buf, offset).await?;
-        self.active.file.fdatasync().await?;
+        self.active.file.write_at_durable(buf, offset).await?;
         self.active.offset = offset + total;
         Ok(BatchWritten {
             bytes: total,

@@ -1,8 +1,9 @@
 //! Group commit: turns the records written by many requests into few WAL batches.
 //!
 //! Requests append encoded records to the *open* batch and get an LSN back. A
-//! single flusher task takes the whole open batch, writes it with one write and
-//! one fdatasync, then advances `durable_lsn` and wakes every request waiting for
+//! single flusher task takes the whole open batch, writes it with one durable
+//! write (a write and an fdatasync, one `RWF_DSYNC` write on the O_DIRECT disk),
+//! then advances `durable_lsn` and wakes every request waiting for
 //! it. Records that arrive while a flush is in flight wait in the next open batch:
 //! the busier the shard, the larger the batches.
 //!

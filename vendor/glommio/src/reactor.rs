@@ -327,6 +327,24 @@ impl Reactor {
         pos: u64,
         pollable: PollableStatus,
     ) -> Source {
+        let source = self.new_dma_write_source(raw, buf, pollable);
+        self.sys.write_dma(&source, pos);
+        source
+    }
+
+    /// corekv patch 6: a DMA write with `RWF_DSYNC`. Always on the main ring:
+    /// an IOPOLL ring cannot complete the sync half of the op.
+    pub(crate) fn write_dma_dsync(&self, raw: RawFd, buf: DmaSource, pos: u64) -> Source {
+        let source = self.new_dma_write_source(
+            raw,
+            buf,
+            PollableStatus::NonPollable(DirectIo::Enabled),
+        );
+        self.sys.write_dma_dsync(&source, pos);
+        source
+    }
+
+    fn new_dma_write_source(&self, raw: RawFd, buf: DmaSource, pollable: PollableStatus) -> Source {
         let stats = StatsCollection {
             fulfilled: Some(|result, stats, op_count| {
                 if let Ok(result) = result {
@@ -338,13 +356,11 @@ impl Reactor {
             latency: None,
         };
 
-        let source = self.new_source(
+        self.new_source(
             raw,
             SourceType::Write(pollable, IoBuffer::DmaSource(buf)),
             Some(stats),
-        );
-        self.sys.write_dma(&source, pos);
-        source
+        )
     }
 
     pub(crate) fn copy_file_range(

@@ -312,6 +312,19 @@ impl DmaFile {
         enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
     }
 
+    /// corekv patch 6: like [`DmaFile::write_at`], but the write carries
+    /// `RWF_DSYNC`: it completes only once the written range is as durable as
+    /// an `fdatasync` would make it. One ring op and one wake-up instead of
+    /// two. Fails with `EOPNOTSUPP` where the kernel does not take the flag.
+    pub async fn write_at_dsync(&self, buf: DmaBuffer, pos: u64) -> Result<usize> {
+        let source = self.file.reactor.upgrade().unwrap().write_dma_dsync(
+            self.as_raw_fd(),
+            DmaSource::Owned(buf),
+            pos,
+        );
+        enhanced_try!(source.collect_rw().await, "Writing", self.file).map_err(Into::into)
+    }
+
     /// Equivalent to [`DmaFile::write_at`] except that the caller retains
     /// non-mutable ownership of the underlying buffer. This can be useful if
     /// you want to asynchronously process a page concurrently with writing it.

@@ -61,6 +61,9 @@ enum UringOpDescriptor {
     Cancel(u64),
     Write(*const u8, usize, u64),
     WriteFixed(*const u8, usize, u64, u32),
+    // corekv patch 6: a write carrying `RWF_DSYNC` (the buffer's registered
+    // index, if it has one): the write and its data sync are one ring op.
+    WriteDsync(*const u8, usize, u64, Option<u32>),
     ReadFixed(u64, usize),
     Read(u64, usize),
     Open(*const u8, libc::c_int, u32),
@@ -377,6 +380,17 @@ fn fill_sqe<F>(
             UringOpDescriptor::WriteFixed(ptr, len, pos, buf_index) => {
                 let buf = std::slice::from_raw_parts(ptr, len);
                 sqe.prep_write_fixed(op.fd, buf, pos, buf_index as _);
+            }
+
+            UringOpDescriptor::WriteDsync(ptr, len, pos, buf_index) => {
+                let buf = std::slice::from_raw_parts(ptr, len);
+                match buf_index {
+                    Some(idx) => sqe.prep_write_fixed(op.fd, buf, pos, idx as _),
+                    None => sqe.prep_write(op.fd, buf, pos),
+                }
+                // corekv patch 6: the kernel completes the op only once the
+                // written range is durable, as pwritev2(RWF_DSYNC) would.
+                sqe.raw_mut().cmd_flags.rw_flags = libc::RWF_DSYNC as _;
             }
 
             UringOpDescriptor::SockSend(ptr, len, flags) => {
@@ -1426,6 +1440,24 @@ impl Reactor {
                 Some(id) => UringOpDescriptor::WriteFixed(buf.as_ptr(), buf.len(), pos, id),
                 None => UringOpDescriptor::Write(buf.as_ptr(), buf.len(), pos),
             },
+            x => panic!("Unexpected source type for write: {:?}", x),
+        };
+        queue_request_into_ring(
+            &mut *self.ring_for_source(source),
+            source,
+            op,
+            &mut self.source_map.borrow_mut(),
+        );
+    }
+
+    /// corekv patch 6: a DMA write that completes once its data is durable
+    /// (`RWF_DSYNC`): one ring op where a write and an fdatasync took two,
+    /// so the task waiting for durability is woken once, not twice.
+    pub(crate) fn write_dma_dsync(&self, source: &Source, pos: u64) {
+        let op = match &*source.source_type() {
+            SourceType::Write(_, IoBuffer::DmaSource(buf)) => {
+                UringOpDescriptor::WriteDsync(buf.as_ptr(), buf.len(), pos, buf.uring_buffer_id())
+            }
             x => panic!("Unexpected source type for write: {:?}", x),
         };
         queue_request_into_ring(
