@@ -6,7 +6,7 @@
 # `cargo test --no-fail-fast` (what CI runs); the nightly one is
 # scripts/test-long.sh. See docs/testing.md, "Test tiers".
 #
-#   scripts/test-fast.sh              # extra arguments go to cargo test
+#   scripts/test-fast.sh              # extra arguments go to cargo test (both runs)
 #   COREKV_SIM_SEEDS=5000 scripts/test-fast.sh   # the knobs can be overridden
 #
 # A cargo alias cannot do this: [alias] only expands arguments, and [env] in
@@ -23,13 +23,8 @@ export COREKV_TXN_SIM_SEEDS="${COREKV_TXN_SIM_SEEDS:-500}"
 # Left out, for time: power_loss (~50 s; its COREKV_POWER_SEEDS cannot go below
 # the default, the test asserts at least 10,000 points) and storage_model
 # (~70 s even with few cases); and every test that starts `corekv serve`.
-exec cargo test --no-fail-fast "$@" \
-    --lib \
-    --test tidy \
-    --test errors_doc \
-    --test fuzz_replay \
-    --test wal_files \
-    --test embedded \
-    --test alloc_steady_state \
-    --test simulation \
-    --test txn_simulation
+# The integration tests are one binary (tests/integration.rs): its files are
+# chosen by module filters, which apply to that binary only.
+cargo test --no-fail-fast "$@" --lib --test alloc_steady_state
+exec cargo test --no-fail-fast "$@" --test integration -- \
+    tidy:: errors_doc:: fuzz_replay:: wal_files:: embedded:: simulation::

@@ -6,7 +6,7 @@
 # what each one does, "Test tiers" how this fits with the other tiers.
 #
 #   scripts/test-long.sh                    # everything
-#   scripts/test-long.sh --test simulation  # extra arguments go to cargo test
+#   scripts/test-long.sh --test integration simulation::  # extra arguments go to cargo test
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

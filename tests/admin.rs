@@ -1,7 +1,7 @@
 //! The admin endpoint tells the truth: /health and /metrics against a real
 //! server, under load, and with a shard whose WAL failed (disk full).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

@@ -6,7 +6,7 @@
 //! and, where promtool is installed (CI installs it), the rules check and their
 //! unit tests pass.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};

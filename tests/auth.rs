@@ -3,7 +3,7 @@
 //! reload on SIGHUP, the admin endpoint's basic auth, protected mode, and a
 //! secrets-leak sweep over everything the server and the tools print.
 
-mod common;
+use crate::common;
 
 use common::user_add;
 

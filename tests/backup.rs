@@ -8,7 +8,7 @@
 //! consistent across shards). The others damage a backup and check that it is
 //! refused with the bad file named, and that restore never overwrites.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

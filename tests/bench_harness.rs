@@ -2,7 +2,7 @@
 //! request it delayed while closed loop hides it; outputs are complete; the RESP
 //! side works against a real redis-server.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

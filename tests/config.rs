@@ -1,7 +1,7 @@
 //! Configuration precedence (flags > env > file > defaults), validation errors
 //! and `config check` exit codes, against the real binary.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -9,7 +9,7 @@
 //! lost write or a phantom. Every value is unique (writer, sequence), so a
 //! phantom cannot hide.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

@@ -10,7 +10,7 @@
 //! Mounting needs root and loop devices; where the environment has neither,
 //! the test says so and returns (it cannot test a full disk without one).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -23,7 +23,7 @@
 //! "corekv stopped cleanly" in `log_file`, and the restore brings back the data
 //! as of the backup (not a later write).
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::SocketAddr;

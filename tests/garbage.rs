@@ -3,7 +3,7 @@
 //! serving a well-behaved client throughout, must not let memory grow with what
 //! clients merely *declare*, and must keep every acknowledged write.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

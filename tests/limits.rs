@@ -4,7 +4,7 @@
 //! refusal's status on each protocol, `corekv_refusals_total{reason}` for
 //! every refusal kind, and the modes of the data directory and a backup.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

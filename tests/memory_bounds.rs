@@ -8,7 +8,7 @@
 //! Every server setting is passed through `COREKV_*` environment variables,
 //! so the same scenarios can be run against an older binary (which ignores
 //! the variables it does not know): `COREKV_TEST_BIN=/path/to/corekv cargo
-//! test --test memory_bounds -- --nocapture` prints each scenario's figures.
+//! test --test integration memory_bounds:: -- --nocapture` prints each scenario's figures.
 //!
 //! Bounds (2 shards, 4 MiB values, default 2 MiB reply buffer): a connection
 //! that never reads holds at most one reply round: each shard stops executing
@@ -17,7 +17,7 @@
 //! connection (allocator slack) plus 96 MiB over the idle server's RSS. The
 //! pre-change server buffered all 64 replies twice (512 MiB per connection).
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;

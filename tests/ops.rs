@@ -1,7 +1,7 @@
 //! Operator tools against real processes: `corekv diagnose`, `corekv tune check`,
 //! the log file and the slow-operation log.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::process::Command;

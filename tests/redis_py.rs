@@ -9,7 +9,7 @@
 //! reason elsewhere. `COREKV_PYTHON` names the interpreter to use. A
 //! difference between the servers fails the test with python's output.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

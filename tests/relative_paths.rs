@@ -4,7 +4,7 @@
 //! path (`config show`, /health, the log) names the absolute one. Issue 16,
 //! finding 2: a relative data dir failed with EBADF from glommio's openat.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

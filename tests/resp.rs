@@ -7,7 +7,7 @@
 //! Tests that need redis-server, redis-cli or redis-benchmark print
 //! "SKIPPED: ..." and return when the tool is missing (CI installs them).
 
-mod common;
+use crate::common;
 
 use common::resp::{start_redis as start_redis_with, start_two_shards, which, Conn, V};
 

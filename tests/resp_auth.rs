@@ -10,7 +10,7 @@
 //! Tests that need redis-server or redis-cli print "SKIPPED: ..." and return
 //! when the tool is missing (CI installs them).
 
-mod common;
+use crate::common;
 
 use common::resp::{start_redis, which, Conn, V};
 use common::user_add;

@@ -5,7 +5,7 @@
 //! cross-shard transaction. Then the combinations: a RENAME racing a reader
 //! (never half moved), and a renamed key's expiry surviving SIGKILL.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -10,7 +10,7 @@
 //! Tests that need redis-server print "SKIPPED: ..." and return when it is
 //! missing (CI installs it).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

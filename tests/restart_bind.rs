@@ -4,7 +4,7 @@
 //! ADDRESS_IN_USE (issue 22, finding 10: 3 of 6 immediate restarts failed).
 //! A port another live process really holds is still refused, by name.
 
-mod common;
+use crate::common;
 
 #[test]
 fn kill_9_then_start_at_once_binds() {

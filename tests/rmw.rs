@@ -4,7 +4,7 @@
 //! racing a cross-shard transaction on the same key stays atomic; errors
 //! and the other programs answer as docs/protocol.md says.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

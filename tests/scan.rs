@@ -1,7 +1,7 @@
 //! SCAN (with pushed-down filters) and MGET against a real multi-shard server,
 //! checked against a model of what was written.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

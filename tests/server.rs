@@ -2,7 +2,7 @@
 //! on every core, keys owned by every shard are written and read from any
 //! connection, pipelined requests come back in order, and the CLI behaves.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};

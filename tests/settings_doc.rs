@@ -2,7 +2,7 @@
 //! `corekv config doc` prints the table, and this test fails when the file
 //! and the table disagree (regenerate with `corekv config doc > docs/settings.md`).
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! The shortest end-to-end path: a real server, a real client, a restart.
 
-mod common;
+use crate::common;
 
 #[test]
 fn put_get_delete_survive_restart() {

@@ -3,7 +3,7 @@
 //! table blocks (a flipped byte, a zeroed sector, a block copied to the wrong
 //! place) are refused by reads with STORAGE_CORRUPT and named by `verify`.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::FileExt;

@@ -6,7 +6,7 @@
 //! on the admin endpoint (curl, diagnose), `corekv bench` over TLS and
 //! close_notify on an orderly close, client certificates as users.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

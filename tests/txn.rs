@@ -1,7 +1,7 @@
 //! Transactions against a real 2-shard server: TXN conditions and atomicity,
 //! MPUT, snapshot MGET, the single-shard fast path, contention on hot keys.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

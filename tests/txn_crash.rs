@@ -3,7 +3,7 @@
 //! (failpoints, compiled into debug builds only) after which every transaction
 //! is all-or-nothing.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! strictly serializable (checked by `corekv::check::history`), and the same
 //! history with one observation altered is rejected, so the check can fail.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

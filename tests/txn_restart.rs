@@ -26,7 +26,7 @@
 //!   path, with transfers and flushes in flight; recovery, a further load and
 //!   stop, and a second recovery are checked.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;

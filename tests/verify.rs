@@ -1,7 +1,7 @@
 //! `corekv verify` on real data directories: clean after a run, refuses while a
 //! server holds the directory, and names file and offset of a flipped bit.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt;
 use std::process::Command;
