@@ -36,6 +36,7 @@ mod expiry;
 mod fuzz_replay;
 mod garbage;
 mod limits;
+mod lsm_faults;
 mod memory_bounds;
 mod ops;
 mod power_loss;

@@ -12,7 +12,7 @@ use crate::core::manifest_format::{
 };
 
 use super::disk::{Disk, DiskFile, OpenMode};
-use super::error::IoError;
+use super::error::{IoError, IoOp};
 
 pub const MANIFEST_FILE: &str = "MANIFEST";
 const MANIFEST_TMP: &str = "MANIFEST.tmp";
@@ -30,6 +30,17 @@ pub enum ManifestIoError {
 }
 
 impl ManifestIoError {
+    /// Whether [`store_manifest`] failed before its rename, so that the old
+    /// manifest is certainly still the one a restart reads: files only the
+    /// new one named are then referenced by nothing and may be removed. A
+    /// failed rename or directory sync may have left the new one in place.
+    pub fn old_manifest_stands(&self) -> bool {
+        match self {
+            ManifestIoError::Io(e) => !matches!(e.op, IoOp::Rename | IoOp::SyncDir),
+            ManifestIoError::Corrupt { .. } => false,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ManifestIoError::Io(_) => "MANIFEST_IO",

@@ -104,7 +104,15 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
     };
     let write_bytes: u64 = written.iter().map(|s| s.file_bytes).sum();
     let inputs: Vec<Rc<Table<D>>> = l0.into_iter().chain(l1).collect();
-    lsm.install_compaction(&inputs, outputs).await?;
+    if let Err(e) = lsm.install_compaction(&inputs, outputs).await {
+        // Written in full, but the manifest naming them was not stored (a
+        // full disk, say): nothing will ever read them. Kept if the new
+        // manifest may be in place after all.
+        if e.old_manifest_stands() {
+            remove_outputs(lsm, &created).await;
+        }
+        return Err(e);
+    }
     let st = &lsm.stats;
     st.compaction_read_bytes
         .set(st.compaction_read_bytes.get() + read_bytes);

@@ -118,6 +118,12 @@ pub enum LsmError {
 }
 
 impl LsmError {
+    /// The error came from storing a manifest, before the new one could
+    /// replace the old (see [`ManifestIoError::old_manifest_stands`]).
+    pub fn old_manifest_stands(&self) -> bool {
+        matches!(self, LsmError::Manifest(m) if m.old_manifest_stands())
+    }
+
     /// ENOSPC or EDQUOT underneath: the disk is full, not broken.
     pub fn is_disk_full(&self) -> bool {
         match self {
@@ -688,7 +694,17 @@ impl<D: Disk> Lsm<D> {
         if let Some(t) = &new_table {
             next.tables.push(t.meta.clone());
         }
-        store_manifest(&self.disk, &self.dir, self.shard, &next).await?;
+        if let Err(e) = store_manifest(&self.disk, &self.dir, self.shard, &next).await {
+            // The table is complete but nothing names it: give its space
+            // back now (the disk may be full), as a failed table write does.
+            // Not if the new manifest may be in place: it names the table.
+            if summary.is_some() && e.old_manifest_stands() {
+                drop(new_table);
+                self.remove_table_file(id).await;
+                let _ = self.disk.sync_dir(&self.tables_dir).await;
+            }
+            return Err(e.into());
+        }
         crate::failpoint!("flush-after-manifest");
         // Durable: publish the new version and drop the frozen memtable.
         {
@@ -769,7 +785,8 @@ impl<D: Disk> Lsm<D> {
     }
 
     /// Replace `inputs` by `outputs` (level 1) durably, then publish and delete
-    /// the inputs' files.
+    /// the inputs' files. On failure, [`LsmError::old_manifest_stands`] says
+    /// whether the outputs are certainly unreferenced.
     pub async fn install_compaction(
         &self,
         inputs: &[Rc<Table<D>>],
