@@ -146,6 +146,23 @@ impl Disk for DmaDisk {
     }
 }
 
+impl DmaDiskFile {
+    /// A write's outcome: its error named by `op`, or a short write.
+    fn check_written(
+        &self,
+        written: glommio::Result<usize, ()>,
+        op: IoOp,
+        offset: u64,
+        wanted: usize,
+    ) -> IoResult<()> {
+        let written = written.map_err(|e| IoError::new(op, &self.path, Some(offset), e.into()))?;
+        if written != wanted {
+            return Err(IoError::short_write(&self.path, offset, written, wanted));
+        }
+        Ok(())
+    }
+}
+
 impl DiskFile for DmaDiskFile {
     type Buf = DmaBuf;
     type ReadBuf = ReadResult;
@@ -172,15 +189,8 @@ impl DiskFile for DmaDiskFile {
 
     async fn write_at(&self, buf: DmaBuf, offset: u64) -> IoResult<()> {
         let wanted = buf.0.len();
-        let written = self
-            .file
-            .write_at(buf.0, offset)
-            .await
-            .map_err(|e| IoError::new(IoOp::Write, &self.path, Some(offset), e.into()))?;
-        if written != wanted {
-            return Err(IoError::short_write(&self.path, offset, written, wanted));
-        }
-        Ok(())
+        let written = self.file.write_at(buf.0, offset).await;
+        self.check_written(written, IoOp::Write, offset, wanted)
     }
 
     async fn write_at_durable(&self, buf: DmaBuf, offset: u64) -> IoResult<()> {
@@ -192,14 +202,8 @@ impl DiskFile for DmaDiskFile {
         // takes the flag (pwritev2 since 4.7, io_uring since 5.1), on every
         // file system (the sync is the VFS's, as for O_DSYNC).
         let wanted = buf.0.len();
-        let written =
-            self.file.write_at_dsync(buf.0, offset).await.map_err(|e| {
-                IoError::new(IoOp::DurableWrite, &self.path, Some(offset), e.into())
-            })?;
-        if written != wanted {
-            return Err(IoError::short_write(&self.path, offset, written, wanted));
-        }
-        Ok(())
+        let written = self.file.write_at_dsync(buf.0, offset).await;
+        self.check_written(written, IoOp::DurableWrite, offset, wanted)
     }
 
     async fn read_at(&self, offset: u64, len: usize) -> IoResult<ReadResult> {

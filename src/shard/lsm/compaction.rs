@@ -89,7 +89,7 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
     let outputs = match result {
         Ok(Some(outputs)) => outputs,
         Ok(None) => {
-            remove_outputs(lsm, &created).await;
+            lsm.discard_tables(&created).await;
             tracing::info!(
                 shard = lsm.shard,
                 removed = created.len(),
@@ -98,7 +98,7 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
             return Ok(false);
         }
         Err(e) => {
-            remove_outputs(lsm, &created).await;
+            lsm.discard_tables(&created).await;
             return Err(e);
         }
     };
@@ -109,7 +109,7 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
         // full disk, say): nothing will ever read them. Kept if the new
         // manifest may be in place after all.
         if e.old_manifest_stands() {
-            remove_outputs(lsm, &created).await;
+            lsm.discard_tables(&created).await;
         }
         return Err(e);
     }
@@ -127,24 +127,6 @@ pub async fn compact<D: Disk>(lsm: &Lsm<D>, min_l0: usize) -> Result<bool, LsmEr
         "compaction done"
     );
     Ok(true)
-}
-
-/// Remove output files of a compaction that will not be installed, and make
-/// their removal durable. Best effort: a file left behind is an orphan the
-/// next start removes.
-async fn remove_outputs<D: Disk>(lsm: &Lsm<D>, created: &[u64]) {
-    if created.is_empty() {
-        return;
-    }
-    for &id in created {
-        lsm.remove_table_file(id).await;
-    }
-    if let Err(e) = lsm.disk.sync_dir(lsm.tables_dir()).await {
-        tracing::warn!(
-            shard = lsm.shard,
-            "could not sync the tables directory: {e}"
-        );
-    }
 }
 
 /// Write the merged outputs. `created` gets the id of every file created

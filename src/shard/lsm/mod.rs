@@ -665,8 +665,7 @@ impl<D: Disk> Lsm<D> {
                     // A failed flush (a full disk, say) gives its partial
                     // table's space back at once; the memtable's writes are
                     // safe in the WAL.
-                    self.remove_table_file(id).await;
-                    let _ = self.disk.sync_dir(&self.tables_dir).await;
+                    self.discard_tables(&[id]).await;
                     return Err(e.into());
                 }
             }
@@ -699,9 +698,7 @@ impl<D: Disk> Lsm<D> {
             // back now (the disk may be full), as a failed table write does.
             // Not if the new manifest may be in place: it names the table.
             if summary.is_some() && e.old_manifest_stands() {
-                drop(new_table);
-                self.remove_table_file(id).await;
-                let _ = self.disk.sync_dir(&self.tables_dir).await;
+                self.discard_tables(&[id]).await;
             }
             return Err(e.into());
         }
@@ -780,6 +777,24 @@ impl<D: Disk> Lsm<D> {
                 shard = self.shard,
                 "could not remove {}: {e}",
                 path.display()
+            );
+        }
+    }
+
+    /// Remove table files no manifest names (a flush's or a compaction's
+    /// output that will not be installed) and make their removal durable.
+    /// Best effort: a file left behind is an orphan the next start removes.
+    pub async fn discard_tables(&self, ids: &[u64]) {
+        if ids.is_empty() {
+            return;
+        }
+        for &id in ids {
+            self.remove_table_file(id).await;
+        }
+        if let Err(e) = self.disk.sync_dir(&self.tables_dir).await {
+            tracing::warn!(
+                shard = self.shard,
+                "could not sync the tables directory: {e}"
             );
         }
     }
