@@ -406,6 +406,13 @@ fn a_spinning_shard_sees_requests_that_wait_as_task_work() {
 /// every ring found is that test's executor's. None: the kernel shows no
 /// `SqTail` (before 5.x fdinfo said less).
 fn own_ring_submissions() -> Option<u64> {
+    own_rings_sum("SqTail:")
+}
+
+/// The sum of one `/proc/self/fdinfo` field over this process's io_uring
+/// rings: `SqTail:` counts the entries the runtime put into its rings,
+/// `SqHead:` those the kernel has taken (submitted).
+fn own_rings_sum(field: &str) -> Option<u64> {
     let mut total = 0u64;
     let mut rings = 0;
     for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
@@ -420,7 +427,7 @@ fn own_ring_submissions() -> Option<u64> {
         .ok()?;
         let tail = info
             .lines()
-            .find_map(|l| l.strip_prefix("SqTail:"))?
+            .find_map(|l| l.strip_prefix(field))?
             .trim()
             .parse::<u64>()
             .ok()?;
@@ -503,5 +510,57 @@ fn a_durable_write_is_one_ring_op() {
         one_op * 10 < two_ops * 6,
         "{one_op} ring entries for {WRITES} durable writes against {two_ops} for writes + \
          fdatasyncs: a durable write is a write and an fdatasync again"
+    );
+}
+
+/// Patch 7: the durable write is in the kernel's hands as soon as the task
+/// that issues it is first polled, not only when the running task queue next
+/// yields to the reactor (on a busy shard, after every other ready
+/// connection's request). Polled once, the write must already be taken from
+/// the ring by the kernel (`SqHead` moved) before the task yields.
+#[test]
+fn a_durable_write_is_submitted_before_the_task_yields() {
+    use corekv::io::{Disk, DiskFile, DmaDisk, OpenMode};
+    let _alone = alone();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("durable");
+    let probe = dir.path().join("probe");
+    std::fs::write(&probe, [1u8; 4096]).expect("write the probe file");
+    let taken = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            DmaDisk.prime_device_probe(&probe).await.expect("probe");
+            let file = DmaDisk
+                .open(&path, OpenMode::CreateNew)
+                .await
+                .expect("open");
+            let mut taken = Vec::new();
+            for i in 0..20u64 {
+                let mut buf = file.alloc_buf(4096);
+                buf.as_mut().fill(7);
+                let before = own_rings_sum("SqHead:")?;
+                let mut write = std::pin::pin!(file.write_at_durable(buf, i * 4096));
+                // One poll, no yield: whatever reaches the kernel now was
+                // submitted by the write itself.
+                let done = futures_lite::future::poll_once(&mut write).await;
+                taken.push(own_rings_sum("SqHead:")? - before);
+                match done {
+                    Some(result) => result.expect("durable write"),
+                    None => write.await.expect("durable write"),
+                }
+            }
+            file.close().await.expect("close");
+            Some(taken)
+        })
+        .expect("start an executor")
+        .join()
+        .expect("executor thread");
+    let Some(taken) = taken else {
+        eprintln!("SKIPPED: this kernel's /proc/self/fdinfo shows no SqHead for io_uring");
+        return;
+    };
+    assert!(
+        taken.iter().all(|&n| n >= 1),
+        "a durable write waited in the runtime's queue until the task yielded \
+         (entries the kernel took at the first poll, per write: {taken:?})"
     );
 }

@@ -1460,12 +1460,17 @@ impl Reactor {
             }
             x => panic!("Unexpected source type for write: {:?}", x),
         };
-        queue_request_into_ring(
-            &mut *self.ring_for_source(source),
-            source,
-            op,
-            &mut self.source_map.borrow_mut(),
-        );
+        let mut ring = self.ring_for_source(source);
+        queue_request_into_ring(&mut *ring, source, op, &mut self.source_map.borrow_mut());
+        // corekv patch 7: submit now rather than when the running task queue
+        // next yields to the reactor: every request of the batch waits for
+        // this op, and on a busy shard the rest of the pass can take longer
+        // than the device. A busy ring keeps the entry for the next poll.
+        let _ = ring
+            .consume_submission_queue()
+            .or_else(Reactor::busy_ok)
+            .or_else(Reactor::again_ok)
+            .or_else(Reactor::intr_ok);
     }
 
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
