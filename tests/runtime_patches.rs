@@ -437,61 +437,76 @@ fn own_rings_sum(field: &str) -> Option<u64> {
     (rings > 0).then_some(total)
 }
 
-/// Patch 6: the WAL's durable batch write is one ring op (a write carrying
-/// `RWF_DSYNC`) where it was two (a write, then an fdatasync), and what it
-/// wrote reads back. The two-op form (what `write_at_durable` does on a disk
-/// without the patch) is counted beside it the same way, in the same run.
-#[test]
-fn a_durable_write_is_one_ring_op() {
-    use corekv::io::{Disk, DiskFile, DmaDisk, OpenMode};
-    const WRITES: u64 = 200;
-    const BLOCK: usize = 4096;
-    let _alone = alone();
+/// Runs `body` on a fresh O_DIRECT file of the real disk, in an executor of
+/// its own on the vendored runtime (primed as a shard primes its device
+/// probe), and returns what it returns.
+fn on_a_fresh_dma_file<T, F, Fut>(body: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce(<corekv::io::DmaDisk as corekv::io::Disk>::File) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    use corekv::io::{Disk, DmaDisk, OpenMode};
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("durable");
     // As a shard does first (see `DmaDisk::prime_device_probe`).
     let probe = dir.path().join("probe");
     std::fs::write(&probe, [1u8; 4096]).expect("write the probe file");
-    let counts = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
             DmaDisk.prime_device_probe(&probe).await.expect("probe");
             let file = DmaDisk
                 .open(&path, OpenMode::CreateNew)
                 .await
                 .expect("open");
-            let fill = |i: u64| {
-                let mut buf = file.alloc_buf(BLOCK);
-                buf.as_mut().fill((i % 251) as u8 + 1);
-                buf
-            };
-            let before = own_ring_submissions()?;
-            for i in 0..WRITES {
-                file.write_at_durable(fill(i), i * BLOCK as u64)
-                    .await
-                    .expect("durable write");
-            }
-            let one_op = own_ring_submissions()? - before;
-            let before = own_ring_submissions()?;
-            for i in WRITES..2 * WRITES {
-                file.write_at(fill(i), i * BLOCK as u64)
-                    .await
-                    .expect("write");
-                file.fdatasync().await.expect("fdatasync");
-            }
-            let two_ops = own_ring_submissions()? - before;
-            for i in 0..2 * WRITES {
-                let read = file.read_at(i * BLOCK as u64, BLOCK).await.expect("read");
-                assert!(
-                    read.iter().all(|&b| b == (i % 251) as u8 + 1),
-                    "block {i} does not read back as written"
-                );
-            }
-            file.close().await.expect("close");
-            Some((one_op, two_ops))
+            body(file).await
         })
         .expect("start an executor")
         .join()
-        .expect("executor thread");
+        .expect("executor thread")
+}
+
+/// Patch 6: the WAL's durable batch write is one ring op (a write carrying
+/// `RWF_DSYNC`) where it was two (a write, then an fdatasync), and what it
+/// wrote reads back. The two-op form (what `write_at_durable` does on a disk
+/// without the patch) is counted beside it the same way, in the same run.
+#[test]
+fn a_durable_write_is_one_ring_op() {
+    use corekv::io::DiskFile;
+    const WRITES: u64 = 200;
+    const BLOCK: usize = 4096;
+    let _alone = alone();
+    let counts = on_a_fresh_dma_file(|file| async move {
+        let fill = |i: u64| {
+            let mut buf = file.alloc_buf(BLOCK);
+            buf.as_mut().fill((i % 251) as u8 + 1);
+            buf
+        };
+        let before = own_ring_submissions()?;
+        for i in 0..WRITES {
+            file.write_at_durable(fill(i), i * BLOCK as u64)
+                .await
+                .expect("durable write");
+        }
+        let one_op = own_ring_submissions()? - before;
+        let before = own_ring_submissions()?;
+        for i in WRITES..2 * WRITES {
+            file.write_at(fill(i), i * BLOCK as u64)
+                .await
+                .expect("write");
+            file.fdatasync().await.expect("fdatasync");
+        }
+        let two_ops = own_ring_submissions()? - before;
+        for i in 0..2 * WRITES {
+            let read = file.read_at(i * BLOCK as u64, BLOCK).await.expect("read");
+            assert!(
+                read.iter().all(|&b| b == (i % 251) as u8 + 1),
+                "block {i} does not read back as written"
+            );
+        }
+        file.close().await.expect("close");
+        Some((one_op, two_ops))
+    });
     let Some((one_op, two_ops)) = counts else {
         eprintln!("SKIPPED: this kernel's /proc/self/fdinfo shows no SqTail for io_uring");
         return;
@@ -520,40 +535,27 @@ fn a_durable_write_is_one_ring_op() {
 /// the ring by the kernel (`SqHead` moved) before the task yields.
 #[test]
 fn a_durable_write_is_submitted_before_the_task_yields() {
-    use corekv::io::{Disk, DiskFile, DmaDisk, OpenMode};
+    use corekv::io::DiskFile;
     let _alone = alone();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("durable");
-    let probe = dir.path().join("probe");
-    std::fs::write(&probe, [1u8; 4096]).expect("write the probe file");
-    let taken = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .spawn(move || async move {
-            DmaDisk.prime_device_probe(&probe).await.expect("probe");
-            let file = DmaDisk
-                .open(&path, OpenMode::CreateNew)
-                .await
-                .expect("open");
-            let mut taken = Vec::new();
-            for i in 0..20u64 {
-                let mut buf = file.alloc_buf(4096);
-                buf.as_mut().fill(7);
-                let before = own_rings_sum("SqHead:")?;
-                let mut write = std::pin::pin!(file.write_at_durable(buf, i * 4096));
-                // One poll, no yield: whatever reaches the kernel now was
-                // submitted by the write itself.
-                let done = futures_lite::future::poll_once(&mut write).await;
-                taken.push(own_rings_sum("SqHead:")? - before);
-                match done {
-                    Some(result) => result.expect("durable write"),
-                    None => write.await.expect("durable write"),
-                }
+    let taken = on_a_fresh_dma_file(|file| async move {
+        let mut taken = Vec::new();
+        for i in 0..20u64 {
+            let mut buf = file.alloc_buf(4096);
+            buf.as_mut().fill(7);
+            let before = own_rings_sum("SqHead:")?;
+            let mut write = std::pin::pin!(file.write_at_durable(buf, i * 4096));
+            // One poll, no yield: whatever reaches the kernel now was
+            // submitted by the write itself.
+            let done = futures_lite::future::poll_once(&mut write).await;
+            taken.push(own_rings_sum("SqHead:")? - before);
+            match done {
+                Some(result) => result.expect("durable write"),
+                None => write.await.expect("durable write"),
             }
-            file.close().await.expect("close");
-            Some(taken)
-        })
-        .expect("start an executor")
-        .join()
-        .expect("executor thread");
+        }
+        file.close().await.expect("close");
+        Some(taken)
+    });
     let Some(taken) = taken else {
         eprintln!("SKIPPED: this kernel's /proc/self/fdinfo shows no SqHead for io_uring");
         return;
