@@ -1465,12 +1465,11 @@ impl Reactor {
         // corekv patch 7: submit now rather than when the running task queue
         // next yields to the reactor: every request of the batch waits for
         // this op, and on a busy shard the rest of the pass can take longer
-        // than the device. A busy ring keeps the entry for the next poll.
-        let _ = ring
-            .consume_submission_queue()
-            .or_else(Reactor::busy_ok)
-            .or_else(Reactor::again_ok)
-            .or_else(Reactor::intr_ok);
+        // than the device. The result is not ours to handle: the entry is in
+        // the ring before the kernel is entered, so if that enter fails
+        // (busy, interrupted or worse) the next poll submits it again and
+        // reports what still fails, as for every other op.
+        let _ = ring.consume_submission_queue();
     }
 
     pub(crate) fn write_buffered(&self, source: &Source, pos: u64) {
