@@ -3,9 +3,9 @@
 //! Requests append encoded records to the *open* batch and get an LSN back. A
 //! single flusher task takes the whole open batch, writes it with one durable
 //! write (a write and an fdatasync, one `RWF_DSYNC` write on the O_DIRECT disk),
-//! then advances `durable_lsn` and wakes every request waiting for
-//! it. Records that arrive while a flush is in flight wait in the next open batch:
-//! the busier the shard, the larger the batches.
+//! then advances `durable_lsn` and wakes the requests whose records that batch
+//! made durable (no one else). Records that arrive while a flush is in flight
+//! wait in the next open batch: the busier the shard, the larger the batches.
 //!
 //! - sync durability: the flusher starts as soon as there is work; replies wait
 //!   for `durable_lsn >= their LSN`.
@@ -209,7 +209,7 @@ impl Commit {
     /// Resolve once `lsn` is durable; `Err` if the WAL failed first.
     pub async fn wait_durable(&self, lsn: u64) -> Result<(), ()> {
         self.durable_changed
-            .until(|| {
+            .until_key(lsn, || {
                 let st = self.st.borrow();
                 if st.durable_lsn >= lsn {
                     Some(Ok(()))
@@ -367,8 +367,11 @@ impl Commit {
                     on_durable(&spare, first_lsn, count);
                     let end = wal.position();
                     self.wal_end.set((end.seq, end.offset));
-                    self.st.borrow_mut().durable_lsn = first_lsn + u64::from(count) - 1;
-                    self.durable_changed.wake_all();
+                    let durable = first_lsn + u64::from(count) - 1;
+                    self.st.borrow_mut().durable_lsn = durable;
+                    // Only this batch's waiters: the next batch's (appended
+                    // while this one was written) would poll for nothing.
+                    self.durable_changed.wake_through(durable);
                 }
                 Err(e) => {
                     self.fail(&e, on_failed);

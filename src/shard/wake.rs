@@ -69,12 +69,17 @@ pub async fn join_all<T>(futs: Vec<Boxed<'_, T>>) -> Vec<T> {
 }
 
 /// Tasks waiting for "something changed". Waiters re-check their own condition
-/// after waking, so spurious wake-ups are harmless.
+/// after waking, so spurious wake-ups are harmless; but each costs a poll of
+/// the waiter's whole future, so a waiter can name what it waits for with a
+/// key (`until_key`: "the durable LSN reached mine") and `wake_through(k)`
+/// wakes only the waiters whose key is at most `k`.
 ///
 /// Registration and deregistration are O(1) (a slab of wakers with a free list),
 /// because thousands of connection tasks may wait on one queue: a waiter that
 /// gives up (its future is dropped, e.g. it lost a race with a socket read)
-/// removes itself, so the queue never accumulates stale wakers.
+/// removes itself, so the queue never accumulates stale wakers. Waking is
+/// O(waiters) and allocates nothing in steady state: the wakers taken out go
+/// through a buffer the queue keeps.
 #[derive(Default)]
 pub struct WaitQueue {
     inner: RefCell<Slab>,
@@ -82,23 +87,71 @@ pub struct WaitQueue {
 
 #[derive(Default)]
 struct Slab {
-    wakers: Vec<Option<Waker>>,
+    entries: Vec<Option<Entry>>,
     free: Vec<usize>,
-    /// Bumped by every `wake_all`; a slot index is valid only in its generation.
-    generation: u64,
+    /// Stamp of the next registration: a waiter's (index, stamp) names its
+    /// entry only while the entry holds that stamp, so a handle that outlived
+    /// its entry (woken, slot reused) can never touch another waiter.
+    next_stamp: u64,
+    /// The wakers of the wake-up in progress (empty between wake-ups; kept
+    /// for its capacity).
+    waking: Vec<Waker>,
+}
+
+struct Entry {
+    key: u64,
+    stamp: u64,
+    waker: Waker,
 }
 
 impl WaitQueue {
     pub fn wake_all(&self) {
+        self.wake_where(|_| true);
+    }
+
+    /// Wake the waiters registered with a key at most `reached`.
+    pub fn wake_through(&self, reached: u64) {
+        self.wake_where(|key| key <= reached);
+    }
+
+    fn wake_where(&self, wake: impl Fn(u64) -> bool) {
         // Take the wakers out first: a woken task may register again meanwhile.
-        let wakers = {
+        let mut waking = {
             let mut slab = self.inner.borrow_mut();
-            slab.generation += 1;
-            slab.free.clear();
-            std::mem::take(&mut slab.wakers)
+            let Slab {
+                entries,
+                free,
+                waking,
+                ..
+            } = &mut *slab;
+            let mut out = std::mem::take(waking);
+            for (idx, entry) in entries.iter_mut().enumerate() {
+                if entry.as_ref().is_some_and(|e| wake(e.key)) {
+                    if let Some(e) = entry.take() {
+                        out.push(e.waker);
+                        free.push(idx);
+                    }
+                }
+            }
+            // Waking scans every entry up to the highest one in use, so
+            // drop the empty ones at the end: a queue that once held many
+            // waiters does not keep costing for them.
+            let len = entries.len();
+            while entries.last().is_some_and(Option::is_none) {
+                entries.pop();
+            }
+            if entries.len() < len {
+                let len = entries.len();
+                free.retain(|&idx| idx < len);
+            }
+            out
         };
-        for w in wakers.into_iter().flatten() {
+        for w in waking.drain(..) {
             w.wake();
+        }
+        let mut slab = self.inner.borrow_mut();
+        if slab.waking.capacity() < waking.capacity() {
+            slab.waking = waking;
         }
     }
 
@@ -106,44 +159,56 @@ impl WaitQueue {
     pub fn waiters(&self) -> usize {
         self.inner
             .borrow()
-            .wakers
+            .entries
             .iter()
             .filter(|w| w.is_some())
             .count()
     }
 
-    /// Register `waker`, reusing `slot` if it is still valid.
-    fn register(&self, slot: &mut Option<(u64, usize)>, waker: &Waker) {
+    /// Register `waker` under `key`, reusing `slot` if it is still this
+    /// waiter's.
+    fn register(&self, slot: &mut Option<(usize, u64)>, key: u64, waker: &Waker) {
         let mut slab = self.inner.borrow_mut();
-        if let Some((generation, idx)) = *slot {
-            if generation == slab.generation {
-                match &mut slab.wakers[idx] {
-                    Some(w) if w.will_wake(waker) => {}
-                    entry => *entry = Some(waker.clone()),
+        if let Some((idx, stamp)) = *slot {
+            if let Some(Some(e)) = slab.entries.get_mut(idx) {
+                if e.stamp == stamp {
+                    if !e.waker.will_wake(waker) {
+                        e.waker = waker.clone();
+                    }
+                    return;
                 }
-                return;
             }
         }
+        let stamp = slab.next_stamp;
+        slab.next_stamp += 1;
+        let entry = Some(Entry {
+            key,
+            stamp,
+            waker: waker.clone(),
+        });
         let idx = match slab.free.pop() {
             Some(idx) => {
-                slab.wakers[idx] = Some(waker.clone());
+                slab.entries[idx] = entry;
                 idx
             }
             None => {
-                slab.wakers.push(Some(waker.clone()));
-                slab.wakers.len() - 1
+                slab.entries.push(entry);
+                slab.entries.len() - 1
             }
         };
-        *slot = Some((slab.generation, idx));
+        *slot = Some((idx, stamp));
     }
 
-    fn deregister(&self, slot: Option<(u64, usize)>) {
-        let Some((generation, idx)) = slot else {
+    fn deregister(&self, slot: Option<(usize, u64)>) {
+        let Some((idx, stamp)) = slot else {
             return;
         };
         let mut slab = self.inner.borrow_mut();
-        if generation == slab.generation && slab.wakers[idx].take().is_some() {
-            slab.free.push(idx);
+        if let Some(entry) = slab.entries.get_mut(idx) {
+            if entry.as_ref().is_some_and(|e| e.stamp == stamp) {
+                *entry = None;
+                slab.free.push(idx);
+            }
         }
     }
 
@@ -152,8 +217,19 @@ impl WaitQueue {
         &'a self,
         ready: impl FnMut() -> Option<T> + 'a,
     ) -> Until<'a, T, impl FnMut() -> Option<T> + 'a> {
+        self.until_key(0, ready)
+    }
+
+    /// As `until`, but `wake_through(k)` wakes this waiter only when
+    /// `key <= k` (`wake_all` always does).
+    pub fn until_key<'a, T>(
+        &'a self,
+        key: u64,
+        ready: impl FnMut() -> Option<T> + 'a,
+    ) -> Until<'a, T, impl FnMut() -> Option<T> + 'a> {
         Until {
             queue: self,
+            key,
             ready,
             slot: None,
         }
@@ -162,8 +238,9 @@ impl WaitQueue {
 
 pub struct Until<'a, T, F: FnMut() -> Option<T>> {
     queue: &'a WaitQueue,
+    key: u64,
     ready: F,
-    slot: Option<(u64, usize)>,
+    slot: Option<(usize, u64)>,
 }
 
 impl<T, F: FnMut() -> Option<T> + Unpin> Future for Until<'_, T, F> {
@@ -175,7 +252,7 @@ impl<T, F: FnMut() -> Option<T> + Unpin> Future for Until<'_, T, F> {
             return Poll::Ready(v);
         }
         let this = &mut *self;
-        this.queue.register(&mut this.slot, cx.waker());
+        this.queue.register(&mut this.slot, this.key, cx.waker());
         Poll::Pending
     }
 }
@@ -249,6 +326,82 @@ mod tests {
                 }
             }
             assert_eq!(q.waiters(), 0, "dropped waiters must deregister");
+        });
+    }
+
+    /// `wake_through` wakes exactly the waiters whose key is reached; the
+    /// others are not polled (a poll counter per waiter says so), and a
+    /// waiter woken and re-registered keeps working.
+    #[test]
+    fn wake_through_wakes_only_the_reached_keys() {
+        let ex = glommio::LocalExecutor::default();
+        ex.run(async {
+            let q = Rc::new(WaitQueue::default());
+            let level = Rc::new(Cell::new(0u64));
+            let polls: Rc<Vec<Cell<u32>>> = Rc::new((0..6).map(|_| Cell::new(0)).collect());
+            let mut tasks = Vec::new();
+            for key in 1..=6u64 {
+                let (q, level, polls) = (q.clone(), level.clone(), polls.clone());
+                tasks.push(glommio::spawn_local(async move {
+                    q.until_key(key, || {
+                        polls[key as usize - 1].set(polls[key as usize - 1].get() + 1);
+                        (level.get() >= key).then_some(key)
+                    })
+                    .await
+                }));
+            }
+            for _ in 0..3 {
+                futures_lite::future::yield_now().await;
+            }
+            assert_eq!(q.waiters(), 6);
+            let before: Vec<u32> = polls.iter().map(Cell::get).collect();
+            level.set(3);
+            q.wake_through(3);
+            assert_eq!(q.waiters(), 3, "keys 1..=3 were taken out");
+            for _ in 0..3 {
+                futures_lite::future::yield_now().await;
+            }
+            for (i, p) in polls.iter().enumerate() {
+                let extra = p.get() - before[i];
+                assert_eq!(
+                    extra,
+                    u32::from(i < 3),
+                    "waiter {} polled {extra} more times",
+                    i + 1
+                );
+            }
+            level.set(6);
+            q.wake_all();
+            let mut done = Vec::new();
+            for t in tasks {
+                done.push(t.await);
+            }
+            assert_eq!(done, vec![1, 2, 3, 4, 5, 6]);
+            assert_eq!(q.waiters(), 0);
+        });
+    }
+
+    /// A handle whose entry was woken and reused by another waiter must not
+    /// remove that waiter when it is dropped.
+    #[test]
+    fn a_stale_handle_leaves_the_new_waiter_alone() {
+        let ex = glommio::LocalExecutor::default();
+        ex.run(async {
+            let q = WaitQueue::default();
+            let mut first = Box::pin(q.until(|| None::<u32>));
+            assert_eq!(futures_lite::future::poll_once(&mut first).await, None);
+            q.wake_all();
+            let mut second = Box::pin(q.until(|| None::<u32>));
+            assert_eq!(futures_lite::future::poll_once(&mut second).await, None);
+            assert_eq!(q.waiters(), 1);
+            drop(first);
+            assert_eq!(
+                q.waiters(),
+                1,
+                "the stale handle removed someone else's entry"
+            );
+            drop(second);
+            assert_eq!(q.waiters(), 0);
         });
     }
 }
