@@ -9,7 +9,10 @@
 #   SHARDS [2]  CONNECTIONS [50]  PIPELINE [1]  WORKLOADS ["C custom:get=0,put=1"]
 #   KEYS [1000000]  VALUE [256]  DURATION [10]  WARMUP [2]  REPEAT [3]
 #   CLIENT_CORES [0]  SERVER_CPUS [] (e.g. 0: corekv's shards get --cpus 0 and
-#   redis-server runs under taskset -c 0; for "1 shard, client on the other core")
+#   redis-server runs under taskset -c 0; for "1 shard, client on the other core").
+#   Unset with fewer shards than CPUs: the first SHARDS CPUs the client does not
+#   use, for both servers (a shard would otherwise share CPU 0 with the client
+#   while redis-server took a free CPU)
 #   OUT [perf/out]  RATE [] (open loop ops/s)
 #   COREKV_BIN [build target/release/corekv]  SMOKE [0]
 #   BENCH_ARGS [] extra `corekv bench` flags for every run (e.g. --shard-aware)
@@ -32,6 +35,19 @@ WORKLOADS=${WORKLOADS:-"C custom:get=0,put=1"}
 KEYS=${KEYS:-1000000}; VALUE=${VALUE:-256}; DURATION=${DURATION:-10}; WARMUP=${WARMUP:-2}
 REPEAT=${REPEAT:-3}; CLIENT_CORES=${CLIENT_CORES:-0}; OUT=${OUT:-perf/out}; RATE=${RATE:-}
 SERVER_CPUS=${SERVER_CPUS:-}
+# Fewer shards than CPUs and no SERVER_CPUS: a shard would be pinned to CPU 0,
+# where the client runs by default, while an unpinned redis-server takes a free
+# CPU. Give both servers the same CPUs, those the client does not use.
+if [ -z "$SERVER_CPUS" ] && [ "$SHARDS" -lt "$(nproc)" ]; then
+    free_cpus=()
+    for ((c = 0; c < $(nproc); c++)); do
+        case ",$CLIENT_CORES," in *",$c,"*) ;; *) free_cpus+=("$c") ;; esac
+    done
+    if [ "${#free_cpus[@]}" -ge "$SHARDS" ]; then
+        SERVER_CPUS=$(IFS=,; echo "${free_cpus[*]:0:$SHARDS}")
+        echo "# SERVER_CPUS not set: corekv's $SHARDS shard(s) and redis-server both on CPU(s) $SERVER_CPUS, away from the client's ($CLIENT_CORES)"
+    fi
+fi
 pin=(); cpus_flag=()
 if [ -n "$SERVER_CPUS" ]; then pin=(taskset -c "$SERVER_CPUS"); cpus_flag=(--cpus "$SERVER_CPUS"); fi
 mkdir -p "$OUT"
