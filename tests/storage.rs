@@ -74,8 +74,14 @@ const CACHE: u64 = 4 * 1024 * 1024;
 /// compaction's staging buffers (1 MiB each) and bloom builders, pinned index
 /// and bloom blocks; per process: the binary, thread stacks, the admin thread,
 /// and the allocator's slack (freed memtable memory is not always returned).
-/// Measured peaks: 26-42 MiB. docs/architecture.md lists it.
-const FIXED_OVERHEAD: u64 = 48 * 1024 * 1024;
+/// Measured peaks: 26-42 MiB on the 2026-11-23 machine; 43-59 MiB over 26
+/// runs on the 2026-12-06 one (the same code before and after that day's
+/// change alike; the spread is the allocator's, the peak comes during the
+/// writes), where the former 48 MiB failed one run in five. A cache that
+/// ignored its budget would hold most of the 78 MiB written on top of this
+/// (well over 100 MiB), so the bound still catches what the test is for.
+/// docs/architecture.md lists it.
+const FIXED_OVERHEAD: u64 = 64 * 1024 * 1024;
 
 fn small_storage_flags() -> Vec<&'static str> {
     vec![
