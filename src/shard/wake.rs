@@ -118,6 +118,11 @@ impl WaitQueue {
         // Take the wakers out first: a woken task may register again meanwhile.
         let mut waking = {
             let mut slab = self.inner.borrow_mut();
+            if slab.entries.is_empty() {
+                // The common case on the request path (an append with the
+                // flusher busy, a buffer given back with nobody short).
+                return;
+            }
             let Slab {
                 entries,
                 free,
@@ -126,11 +131,12 @@ impl WaitQueue {
             } = &mut *slab;
             let mut out = std::mem::take(waking);
             for (idx, entry) in entries.iter_mut().enumerate() {
-                if entry.as_ref().is_some_and(|e| wake(e.key)) {
-                    if let Some(e) = entry.take() {
+                match entry.take() {
+                    Some(e) if wake(e.key) => {
                         out.push(e.waker);
                         free.push(idx);
                     }
+                    kept => *entry = kept,
                 }
             }
             // Waking scans every entry up to the highest one in use, so
