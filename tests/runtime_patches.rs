@@ -78,6 +78,12 @@ fn traced_rounds(shards: &str, syscalls: &str, rounds: u64) -> Option<Vec<String
     })
 }
 
+/// How many of the traced `lines` are calls to `name`.
+fn calls(lines: &[String], name: &str) -> u64 {
+    let call = format!("{name}(");
+    lines.iter().filter(|l| l.contains(&call)).count() as u64
+}
+
 /// Submission queue entries passed to io_uring_enter (its second argument),
 /// summed over the traced calls.
 fn sqes(lines: &[String]) -> u64 {
@@ -104,12 +110,7 @@ fn parking_a_shard_issues_no_membarrier() {
     let Some(lines) = traced_rounds("2", "membarrier,io_uring_enter", REQUESTS) else {
         return;
     };
-    let count = |name: &str| {
-        lines
-            .iter()
-            .filter(|l| l.contains(&format!("{name}(")))
-            .count() as u64
-    };
+    let count = |name: &str| calls(&lines, name);
     // The run was traced: the shards entered the ring for these requests.
     assert!(
         count("io_uring_enter") >= REQUESTS,
@@ -120,6 +121,49 @@ fn parking_a_shard_issues_no_membarrier() {
         count("membarrier") < 10,
         "{} membarrier calls for {REQUESTS} requests: the park path issues one again",
         count("membarrier")
+    );
+}
+
+/// Patch 8: a spinning shard yields its CPU each time a poll finds nothing,
+/// so a thread that shares the CPU runs instead of waiting for the spin to
+/// end (with two shards on two CPUs the client shares one with shard 0:
+/// docs/benchmarks.md, 2026-12-06 17:36). Under `latency-first` the shard
+/// spins 2 ms after each request below, through the pause before the next
+/// one; without the patch strace counts no `sched_yield` at all.
+#[test]
+fn a_spinning_shard_yields_its_cpu() {
+    let _alone = alone();
+    const REQUESTS: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(
+        dir.path(),
+        &[
+            "--shards",
+            "1",
+            "--durability",
+            "async",
+            "--park-policy",
+            "latency-first",
+        ],
+    );
+    let mut c = server.client();
+    c.put(b"warm", b"up").unwrap();
+    let Some(lines) = trace_syscalls(server.pid(), "sched_yield,io_uring_enter", || {
+        requests_that_wake_a_parked_shard(&mut c, REQUESTS)
+    }) else {
+        return;
+    };
+    assert!(
+        calls(&lines, "io_uring_enter") >= REQUESTS,
+        "strace saw too little to judge: {} lines",
+        lines.len()
+    );
+    // Two requests a round, each followed by a spin of many empty polls.
+    let yields = calls(&lines, "sched_yield");
+    assert!(
+        yields >= REQUESTS,
+        "{yields} sched_yield calls over {REQUESTS} rounds with a 2 ms spin: \
+         the spin holds its CPU again"
     );
 }
 

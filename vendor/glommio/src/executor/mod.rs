@@ -1528,6 +1528,14 @@ impl LocalExecutor {
                                     .expect("Failed to park! This is actually pretty bad!");
                                 break;
                             }
+                            // corekv patch 8: spin politely. Nothing to
+                            // run here, so let a thread that shares this CPU
+                            // (a client, another process, an io-wq worker)
+                            // have it; with nothing else runnable the call
+                            // returns at once and the spin goes on.
+                            // SAFETY: sched_yield takes no arguments and
+                            // cannot fail on Linux.
+                            unsafe { libc::sched_yield() };
                         }
                         if !parked {
                             // corekv patch 3: a spin that found work.
