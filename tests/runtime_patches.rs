@@ -127,7 +127,7 @@ fn parking_a_shard_issues_no_membarrier() {
 /// Patch 8: a spinning shard yields its CPU each time a poll finds nothing,
 /// so a thread that shares the CPU runs instead of waiting for the spin to
 /// end (with two shards on two CPUs the client shares one with shard 0:
-/// docs/benchmarks.md, 2026-12-06 17:36). Under `latency-first` the shard
+/// docs/benchmarks.md, 2026-12-06 17:07–18:13). Under `latency-first` the shard
 /// spins 2 ms after each request below, through the pause before the next
 /// one; without the patch strace counts no `sched_yield` at all.
 #[test]
