@@ -66,11 +66,14 @@ fn requests_that_wake_a_parked_shard(c: &mut corekv::net::client::Client, n: u64
     }
 }
 
-/// A server with `shards` shards, and the calls to `syscalls` it made while
-/// serving `rounds` rounds of [`requests_that_wake_a_parked_shard`].
-fn traced_rounds(shards: &str, syscalls: &str, rounds: u64) -> Option<Vec<String>> {
+/// A server with `shards` shards (async durability, then `extra` flags), and
+/// the calls to `syscalls` it made while serving `rounds` rounds of
+/// [`requests_that_wake_a_parked_shard`].
+fn traced_rounds(shards: &str, extra: &[&str], syscalls: &str, rounds: u64) -> Option<Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::start_server(dir.path(), &["--shards", shards, "--durability", "async"]);
+    let mut args = vec!["--shards", shards, "--durability", "async"];
+    args.extend_from_slice(extra);
+    let server = common::start_server(dir.path(), &args);
     let mut c = server.client();
     c.put(b"warm", b"up").unwrap();
     trace_syscalls(server.pid(), syscalls, || {
@@ -107,20 +110,19 @@ fn sqes(lines: &[String]) -> u64 {
 fn parking_a_shard_issues_no_membarrier() {
     let _alone = alone();
     const REQUESTS: u64 = 500;
-    let Some(lines) = traced_rounds("2", "membarrier,io_uring_enter", REQUESTS) else {
+    let Some(lines) = traced_rounds("2", &[], "membarrier,io_uring_enter", REQUESTS) else {
         return;
     };
-    let count = |name: &str| calls(&lines, name);
     // The run was traced: the shards entered the ring for these requests.
     assert!(
-        count("io_uring_enter") >= REQUESTS,
+        calls(&lines, "io_uring_enter") >= REQUESTS,
         "strace saw too little to judge: {} lines",
         lines.len()
     );
     assert!(
-        count("membarrier") < 10,
+        calls(&lines, "membarrier") < 10,
         "{} membarrier calls for {REQUESTS} requests: the park path issues one again",
-        count("membarrier")
+        calls(&lines, "membarrier")
     );
 }
 
@@ -134,23 +136,9 @@ fn parking_a_shard_issues_no_membarrier() {
 fn a_spinning_shard_yields_its_cpu() {
     let _alone = alone();
     const REQUESTS: u64 = 200;
-    let dir = tempfile::tempdir().unwrap();
-    let server = common::start_server(
-        dir.path(),
-        &[
-            "--shards",
-            "1",
-            "--durability",
-            "async",
-            "--park-policy",
-            "latency-first",
-        ],
-    );
-    let mut c = server.client();
-    c.put(b"warm", b"up").unwrap();
-    let Some(lines) = trace_syscalls(server.pid(), "sched_yield,io_uring_enter", || {
-        requests_that_wake_a_parked_shard(&mut c, REQUESTS)
-    }) else {
+    let latency_first = ["--park-policy", "latency-first"];
+    let Some(lines) = traced_rounds("1", &latency_first, "sched_yield,io_uring_enter", REQUESTS)
+    else {
         return;
     };
     assert!(
@@ -171,7 +159,7 @@ fn a_spinning_shard_yields_its_cpu() {
 /// [`requests_that_wake_a_parked_shard`] (None: strace is missing).
 fn ring_submissions_per_request() -> Option<f64> {
     const REQUESTS: u64 = 500;
-    let lines = traced_rounds("1", "io_uring_enter", REQUESTS)?;
+    let lines = traced_rounds("1", &[], "io_uring_enter", REQUESTS)?;
     // Two requests (PING, PUT) per round.
     let per_request = sqes(&lines) as f64 / (2 * REQUESTS) as f64;
     eprintln!("{per_request:.2} ring submissions per request");
