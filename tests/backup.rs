@@ -415,6 +415,39 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
         Some(vec![b'a' + (2999 % 26) as u8; 300])
     );
     assert_eq!(c.get(b"after").unwrap(), None, "written after the backup");
+
+    // A directory a server is running on is refused, --force or not
+    // (data_dir::is_held, the probe the server's own lock answers), and the
+    // server keeps its data.
+    let out = common::run_corekv(&[
+        "restore",
+        "--from",
+        s(&backup),
+        "--data-dir",
+        s(&target),
+        "--force",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", common::output_text(&out));
+    assert!(
+        common::output_text(&out).contains("DATA_DIR_LOCKED"),
+        "{}",
+        common::output_text(&out)
+    );
+    let aside_now = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("target.before-restore-")
+        })
+        .count();
+    assert_eq!(aside_now, 1, "the live directory was not moved aside");
+    assert_eq!(
+        c.get(b"key-002999").unwrap(),
+        Some(vec![b'a' + (2999 % 26) as u8; 300])
+    );
 }
 
 #[test]

@@ -14,8 +14,7 @@
 //! reads them and hard-links them), and never delete a data directory it
 //! restores over: that one is moved aside.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::core::backup_format::{
@@ -26,7 +25,7 @@ use crate::core::checksum::crc32c_append;
 use crate::core::limits::SECTOR_BYTES;
 use crate::core::wal_format::SegmentHeader;
 
-use super::data_dir::{shard_dir, wal_dir, META_FILE};
+use super::data_dir::{is_held, shard_dir, wal_dir, META_FILE};
 use super::disk::{Disk, DiskFile, OpenMode};
 use super::error::{IoError, IoOp};
 use super::manifest::MANIFEST_FILE;
@@ -539,19 +538,6 @@ fn unix_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// True if a running server holds `dir`'s lock.
-fn is_locked(dir: &Path) -> Result<bool, IoError> {
-    let lock = dir.join("LOCK");
-    let file = match OpenOptions::new().read(true).write(true).open(&lock) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(IoError::new(IoOp::Open, &lock, None, e)),
-    };
-    // SAFETY: flock on a descriptor we own; the lock goes when `file` closes.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    Ok(rc != 0)
-}
-
 /// The numeric owner a restore gives every file and directory it writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -622,7 +608,7 @@ pub fn restore_backup(
         Err(e) => return Err(IoError::new(IoOp::Stat, to, None, e).into()),
     };
     if in_the_way {
-        if is_locked(to)? {
+        if is_held(to)? {
             return Err(BackupFileError::TargetLocked {
                 path: to.to_path_buf(),
             });

@@ -378,6 +378,20 @@ pub fn lock_for_reading(path: &Path) -> Result<Option<File>, DataDirError> {
     Ok(Some(file))
 }
 
+/// Whether something holds `path`'s LOCK file (a server, or a reader such as
+/// `verify`); false when there is no LOCK file. For a restore that must not
+/// write into a directory in use. The probe takes the lock exclusively, as a
+/// server would, and lets it go at once.
+pub fn is_held(path: &Path) -> Result<bool, IoError> {
+    let lock_path = path.join(LOCK_FILE);
+    let file = match File::open(&lock_path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(IoError::new(IoOp::Open, &lock_path, None, e)),
+    };
+    Ok(flock(&file, libc::LOCK_EX, path, &lock_path).is_err())
+}
+
 /// How long a lock recorded as this process's own may take to come free.
 /// A flock belongs to the open file description, and a child that another
 /// thread of this process is spawning holds a copy of every descriptor from
@@ -395,6 +409,7 @@ const OWN_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// process, retried for up to [`OWN_LOCK_GRACE`] first (see there).
 fn flock(file: &File, op: libc::c_int, path: &Path, lock_path: &Path) -> Result<(), DataDirError> {
     let started = std::time::Instant::now();
+    let me = std::process::id().to_string();
     loop {
         // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
         let rc = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
@@ -402,8 +417,7 @@ fn flock(file: &File, op: libc::c_int, path: &Path, lock_path: &Path) -> Result<
             return Ok(());
         }
         let err = locked(path, lock_path);
-        let own = matches!(&err, DataDirError::Locked { holder, .. }
-            if *holder == std::process::id().to_string());
+        let own = matches!(&err, DataDirError::Locked { holder, .. } if *holder == me);
         if !own || started.elapsed() >= OWN_LOCK_GRACE {
             return Err(err);
         }
