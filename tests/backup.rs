@@ -377,25 +377,31 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
         common::output_text(&out)
     );
     assert_eq!(std::fs::read(target.join("precious")).unwrap(), b"keep me");
-    let out = common::run_corekv(&[
-        "restore",
-        "--from",
-        s(&backup),
-        "--data-dir",
-        s(&target),
-        "--force",
-    ]);
+    let restore_force = || {
+        common::run_corekv(&[
+            "restore",
+            "--from",
+            s(&backup),
+            "--data-dir",
+            s(&target),
+            "--force",
+        ])
+    };
+    let moved_aside = || -> Vec<PathBuf> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("target.before-restore-"))
+            })
+            .collect()
+    };
+    let out = restore_force();
     assert_eq!(out.status.code(), Some(0), "{}", common::output_text(&out));
     assert!(target.join("corekv.meta").exists());
     assert!(!target.join("precious").exists());
-    let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("target.before-restore-"))
-        })
-        .collect();
+    let aside = moved_aside();
     assert_eq!(aside.len(), 1, "{aside:?}");
     assert_eq!(
         std::fs::read(aside[0].join("precious")).unwrap(),
@@ -419,31 +425,18 @@ fn damaged_backups_are_refused_by_name_and_restore_never_overwrites() {
     // A directory a server is running on is refused, --force or not
     // (data_dir::is_held, the probe the server's own lock answers), and the
     // server keeps its data.
-    let out = common::run_corekv(&[
-        "restore",
-        "--from",
-        s(&backup),
-        "--data-dir",
-        s(&target),
-        "--force",
-    ]);
+    let out = restore_force();
     assert_ne!(out.status.code(), Some(0), "{}", common::output_text(&out));
     assert!(
         common::output_text(&out).contains("DATA_DIR_LOCKED"),
         "{}",
         common::output_text(&out)
     );
-    let aside_now = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("target.before-restore-")
-        })
-        .count();
-    assert_eq!(aside_now, 1, "the live directory was not moved aside");
+    assert_eq!(
+        moved_aside(),
+        aside,
+        "the live directory is not moved aside"
+    );
     assert_eq!(
         c.get(b"key-002999").unwrap(),
         Some(vec![b'a' + (2999 % 26) as u8; 300])
