@@ -16,6 +16,8 @@
 #   OUT [perf/out]  RATE [] (open loop ops/s)
 #   COREKV_BIN [build target/release/corekv]  SMOKE [0]
 #   BENCH_ARGS [] extra `corekv bench` flags for every run (e.g. --shard-aware)
+#   Any COREKV_* setting in the environment reaches corekv's server, e.g.
+#   COREKV_CONNECTION_SHARDS=1 (only shard 1 accepts connections: docs/tuning.md)
 # Shortest run (a smoke test, not a measurement; tests/scripts.rs runs it):
 #   SMOKE=1 perf/compare.sh sync    (KEYS=1000 DURATION=1 WARMUP=0 REPEAT=1
 #   WORKLOADS=C CONNECTIONS=4; prints "skipped: ..." and exits 0 without redis-server)
@@ -91,7 +93,7 @@ spawn "$bin" serve --data-dir "$work/corekv" --listen "127.0.0.1:$kport" --admin
 wait_port "$kport"
 targets+=(--target "corekv-$corekv_durability=native@127.0.0.1:$kport")
 
-echo "# $(date -u +%FT%TZ) mode=$mode shards=$SHARDS server_cpus=${SERVER_CPUS:-all} client_cores=$CLIENT_CORES connections=$CONNECTIONS pipeline=$PIPELINE keys=$KEYS value=$VALUE"
+echo "# $(date -u +%FT%TZ) mode=$mode shards=$SHARDS server_cpus=${SERVER_CPUS:-all} client_cores=$CLIENT_CORES connections=$CONNECTIONS pipeline=$PIPELINE keys=$KEYS value=$VALUE${COREKV_CONNECTION_SHARDS:+ connection_shards=$COREKV_CONNECTION_SHARDS}"
 echo "# machine: nproc=$(nproc) cpu=\"$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)\" kernel=$(uname -r) load=\"$(cut -d' ' -f1-3 /proc/loadavg)\""
 echo "# redis: $(redis-server --version | head -1)"
 loaded=0; failed=0

@@ -132,6 +132,87 @@ fn restart_with_another_shard_count_is_refused() {
     );
 }
 
+/// `connection_shards = [1]`: every connection, native and RESP, lands on
+/// shard 1 and none on shard 0, and keys of both shards are still written and
+/// read through them (shard 0 serves what is forwarded to it).
+#[test]
+fn only_the_connection_shards_accept_and_every_key_is_still_served() {
+    use common::resp::{Conn, V};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start_server(dir.path(), &["--shards", "2", "--connection-shards", "1"]);
+    let mut clients: Vec<_> = (0..12).map(|_| server.client()).collect();
+    for c in clients.iter_mut() {
+        let hello = c.hello().unwrap();
+        assert_eq!((hello.shard, hello.shard_count), (1, 2));
+    }
+    let keys = common::resp::keys_across_shards("cs", 40);
+    for (i, key) in keys.iter().enumerate() {
+        clients[i % 12]
+            .put(key.as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let v = clients[(i + 5) % 12].get(key.as_bytes()).unwrap();
+        assert_eq!(v, Some(format!("v{i}").into_bytes()), "{key}");
+    }
+    let resp = server.resp.expect("the RESP listener is on");
+    let mut conns: Vec<Conn> = (0..6).map(|_| Conn::open(resp)).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let got = conns[i % 6].cmd(&[b"GET", key.as_bytes()]);
+        assert_eq!(got, V::Bulk(format!("v{i}").into_bytes()), "{key}");
+    }
+    // The shards publish their counters a few times a second.
+    let on = |accepted: &[(String, f64)], shard: &str| {
+        accepted
+            .iter()
+            .find(|(k, _)| k.contains(&format!("shard=\"{shard}\"")))
+            .map(|(_, v)| *v)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let accepted = loop {
+        let accepted = metric(server.admin, "corekv_connections_accepted_total");
+        if on(&accepted, "1") == Some(18.0) || std::time::Instant::now() > deadline {
+            break accepted;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(on(&accepted, "0"), Some(0.0), "{accepted:?}");
+    assert_eq!(on(&accepted, "1"), Some(18.0), "{accepted:?}");
+    let forwarded_in = metric(server.admin, "corekv_forwarded_batches_in_total");
+    assert!(
+        forwarded_in
+            .iter()
+            .any(|(k, v)| k.contains("shard=\"0\"") && *v > 0.0),
+        "shard 0 served forwarded requests: {forwarded_in:?}"
+    );
+    drop((clients, conns));
+    assert_eq!(server.stop().0, Some(0));
+    // Its data directory now has 2 shards: a shard beyond them is refused
+    // before the start, naming the count, and the data is untouched.
+    let err = common::try_start_server(dir.path(), &["--connection-shards", "2"])
+        .err()
+        .expect("shard 2 of 2 must be refused");
+    assert!(err.contains("CONFIG_INVALID"), "{err}");
+    assert!(err.contains("shard count 2: shards 0 to 1"), "{err}");
+    let server = common::start_server(dir.path(), &["--connection-shards", "0,1"]);
+    assert_eq!(
+        server.client().get(keys[0].as_bytes()).unwrap(),
+        Some(b"v0".to_vec())
+    );
+    // A new directory is refused before its shard count is fixed: with one
+    // CPU the default is one shard, and nothing is created.
+    let fresh = dir.path().join("fresh");
+    let err = common::try_start_server(&fresh, &["--cpus", "0", "--connection-shards", "1"])
+        .err()
+        .expect("shard 1 of 1 must be refused");
+    assert!(err.contains("shard count 1: shards 0 to 0"), "{err}");
+    assert!(
+        !fresh.exists(),
+        "a refused start created {}",
+        fresh.display()
+    );
+}
+
 #[test]
 fn cli_exit_codes_and_binary_values() {
     let dir = tempfile::tempdir().unwrap();

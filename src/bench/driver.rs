@@ -189,7 +189,7 @@ async fn connect(
         }
     }
     Err(format!(
-        "no connection to shard {want:?} after {SHARD_CONNECT_ATTEMPTS} attempts"
+        "no connection to shard {want:?} after {SHARD_CONNECT_ATTEMPTS} attempts (--shard-aware needs every shard to accept connections: is the server's connection_shards set?)"
     ))
 }
 

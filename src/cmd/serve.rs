@@ -138,6 +138,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         users: users.clone(),
         tls: tls.clone(),
         telemetry: Some(telemetry.clone()),
+        connection_shards: args.connection_shards.clone(),
     });
     let listening = Arc::new(AtomicUsize::new(0));
     let service = {
@@ -166,6 +167,19 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             Err(e) => return startup_failed(e.name(), &format!("admin endpoint: {e}"), e.fix()),
         }
     };
+    // Known only with the data directory's shard count; checked before the
+    // start, which would fix a new directory's count.
+    if let Some(list) = &args.connection_shards {
+        let count = corekv::shard::runtime::planned_shard_count(&config);
+        if let Some(why) = corekv::net::server::connection_shards_problem(list, count) {
+            admin_stop.store(true, Ordering::SeqCst);
+            return startup_failed(
+                "CONFIG_INVALID",
+                &format!("connection_shards = {list:?}: {why}"),
+                "name shards from 0 to the shard count less one (the data directory fixes the count; GET /health shows it as shard_count), or unset connection_shards to accept on every shard",
+            );
+        }
+    }
     let engine = match Engine::start_with_telemetry(config, telemetry, service) {
         Ok(e) => e,
         Err(e) => {
@@ -214,7 +228,7 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "corekv serving: data_dir={} listen={} resp={} admin={} shards={} durability={} cpus={:?}",
+            "corekv serving: data_dir={} listen={} resp={} admin={} shards={} durability={} cpus={:?}{}",
             info.data_dir.display(),
             listen,
             resp_listen.map_or("off".to_string(), |a| a.to_string()),
@@ -223,7 +237,10 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
                 .map_or("off".to_string(), |a| a.addr.to_string()),
             info.shard_count,
             info.durability.name(),
-            info.cpus
+            info.cpus,
+            args.connection_shards
+                .as_ref()
+                .map_or(String::new(), |c| format!(" connection_shards={c:?}"))
         );
         let _ = out.flush();
         tracing::info!(

@@ -507,6 +507,18 @@ pub fn encode_meta(shard_count: u16, created_unix_ms: u64) -> Vec<u8> {
     block
 }
 
+/// The shard count recorded in `path`'s corekv.meta, read without locking or
+/// creating anything (for checks before a start): `Ok(None)` when the
+/// directory has none yet, `Err` when it cannot be read or decoded (the start
+/// itself then refuses the directory, naming why).
+pub fn recorded_shard_count(path: &Path) -> Result<Option<u16>, String> {
+    match fs::read(path.join(META_FILE)) {
+        Ok(bytes) => decode_meta(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// The shard count recorded in a metadata block, or what is wrong with it.
 pub fn decode_meta(bytes: &[u8]) -> Result<u16, String> {
     if bytes.len() != SECTOR_BYTES {

@@ -1,5 +1,7 @@
 //! The network server: one listener per shard on the same address (SO_REUSEPORT,
 //! so the kernel spreads connections over cores), one task per connection.
+//! With `connection_shards` set, only those shards listen; the rest serve
+//! what other shards forward to them.
 //!
 //! It owns the listening sockets and the per-shard connection limit, and
 //! checks both through `admission::Gate` at accept. It must
@@ -67,6 +69,12 @@ pub struct ServerConfig {
     /// and persistence sections read it (`None`: those sections say only
     /// what the listener knows).
     pub telemetry: Option<Arc<crate::shard::runtime::telemetry::Telemetry>>,
+    /// The shards that accept client connections, both listeners (`None`:
+    /// every shard). The others bind no listener and serve only what other
+    /// shards forward to them: on a machine where a client or interrupts
+    /// share some cores, keeping connections' socket work off those cores
+    /// leaves them more CPU (docs/tuning.md, "Connection shards").
+    pub connection_shards: Option<Vec<u16>>,
 }
 
 impl ServerConfig {
@@ -89,8 +97,53 @@ impl ServerConfig {
             users: None,
             tls: None,
             telemetry: None,
+            connection_shards: None,
         }
     }
+
+    /// Whether `shard` of `shard_count` accepts client connections, or why
+    /// the setting cannot apply to this many shards. `serve` checks first,
+    /// before the start; this is for embedders that skip that check.
+    pub fn accepts_on(&self, shard: u16, shard_count: u16) -> Result<bool, String> {
+        let Some(list) = &self.connection_shards else {
+            return Ok(true);
+        };
+        match connection_shards_problem(list, Some(shard_count)) {
+            Some(why) => Err(format!("connection_shards = {list:?}: {why}")),
+            None => Ok(list.contains(&shard)),
+        }
+    }
+}
+
+/// What is wrong with a `connection_shards` list, given the shard count when
+/// it is known (`--shards`, or the data directory's once it is open): the
+/// server must accept connections somewhere, and a number naming no shard is
+/// a typo that would otherwise leave that intent silently unmet.
+pub fn connection_shards_problem(list: &[u16], shards: Option<u16>) -> Option<String> {
+    if list.is_empty() {
+        return Some("the list is empty: no shard would accept a connection".into());
+    }
+    let mut seen = list.to_vec();
+    seen.sort_unstable();
+    if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+        return Some(format!("shard {} is named twice", w[0]));
+    }
+    let limit = shards.map_or(crate::core::limits::SHARDS_MAX, usize::from);
+    let beyond: Vec<u16> = list
+        .iter()
+        .copied()
+        .filter(|&s| usize::from(s) >= limit)
+        .collect();
+    if beyond.is_empty() {
+        return None;
+    }
+    Some(match shards {
+        Some(n) => format!(
+            "shard(s) {beyond:?} do not exist (shard count {n}: shards 0 to {})",
+            n.saturating_sub(1)
+        ),
+        None => format!("shard(s) {beyond:?} are beyond the largest shard count"),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +322,13 @@ pub async fn serve_shard(
     cfg: Arc<ServerConfig>,
     listening: Arc<AtomicUsize>,
 ) -> Result<(), String> {
+    if !cfg.accepts_on(ctx.shard().0, ctx.shard_count())? {
+        // No listener: this shard's CPU is left to forwarded requests and to
+        // whatever else runs there. It counts as ready like the others.
+        listening.fetch_add(1, Ordering::SeqCst);
+        ctx.shutdown.wait().await;
+        return Ok(());
+    }
     let listener = bind_listener(cfg.listen).map_err(|e| format!("bind {}: {e}", cfg.listen))?;
     let resp_listener = match cfg.resp_listen {
         Some(addr) => Some(bind_listener(addr).map_err(|e| format!("bind RESP {addr}: {e}"))?),

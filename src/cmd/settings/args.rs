@@ -56,6 +56,8 @@ pub struct ServeArgs {
     pub recover_truncate: bool,
     #[arg(long, env = "COREKV_CPUS", value_delimiter = ',')]
     pub cpus: Option<Vec<usize>>,
+    #[arg(long, env = "COREKV_CONNECTION_SHARDS", value_delimiter = ',')]
+    pub connection_shards: Option<Vec<u16>>,
     #[arg(
         long,
         env = "COREKV_CONNECTIONS_PER_SHARD_MAX",

@@ -317,6 +317,11 @@ impl ServeArgs {
                 "tls_client_ca_file: needs tls_cert_file and tls_key_file (client certificates are asked for in the TLS handshake)".into(),
             );
         }
+        if let Some(list) = &self.connection_shards {
+            if let Some(why) = corekv::net::server::connection_shards_problem(list, self.shards) {
+                problems.push(format!("connection_shards = {list:?}: {why}"));
+            }
+        }
         if self.conn_buffer_budget_bytes < 2 * self.reply_buffer_bytes {
             problems.push(format!(
                 "conn_buffer_budget_bytes = {}: must be at least twice reply_buffer_bytes ({})",
@@ -356,7 +361,7 @@ pub fn markdown() -> String {
             Kind::Path => "path",
             Kind::Integer => "integer",
             Kind::Bool => "boolean",
-            Kind::CpuList => "list of integers",
+            Kind::IntList => "list of integers",
         };
         out.push_str(&format!(
             "| `{}` | {kind} | `{}` | `{}` | {} | {} | {} |\n",
@@ -511,14 +516,52 @@ mod tests {
         assert!(problems.contains(&"l0_trigger = 1: must be between 2 and 64".to_string()));
     }
 
+    /// Each way a `connection_shards` list is wrong is refused with its own
+    /// reason, against the count when it is known; a good list passes.
+    #[test]
+    fn connection_shards_are_checked_against_the_shard_count() {
+        use clap::Parser;
+        let problem = corekv::net::server::connection_shards_problem;
+        assert_eq!(problem(&[1], Some(2)), None);
+        assert_eq!(problem(&[3, 0], None), None);
+        assert!(problem(&[], Some(2)).unwrap().contains("empty"));
+        assert!(problem(&[1, 0, 1], Some(2))
+            .unwrap()
+            .contains("shard 1 is named twice"));
+        assert_eq!(
+            problem(&[0, 2, 5], Some(2)).unwrap(),
+            "shard(s) [2, 5] do not exist (shard count 2: shards 0 to 1)"
+        );
+        assert!(problem(&[1024], None).is_some());
+        let args = Wrap::try_parse_from(["corekv", "--shards", "2", "--connection-shards", "2"])
+            .unwrap()
+            .serve;
+        let problems = args.validate().unwrap_err();
+        assert_eq!(
+            problems,
+            vec![
+                "connection_shards = [2]: shard(s) [2] do not exist (shard count 2: shards 0 to 1)"
+                    .to_string()
+            ]
+        );
+    }
+
     /// The file path through the table: a value set from TOML reads back the
     /// same, for every row.
     #[test]
     fn every_row_round_trips_through_toml() {
         use clap::Parser;
-        let mut args = Wrap::try_parse_from(["corekv", "--shards", "3", "--cpus", "1,2"])
-            .unwrap()
-            .serve;
+        let mut args = Wrap::try_parse_from([
+            "corekv",
+            "--shards",
+            "3",
+            "--cpus",
+            "1,2",
+            "--connection-shards",
+            "2,0",
+        ])
+        .unwrap()
+        .serve;
         args.log_file = Some("/tmp/x.log".into());
         args.users_file = Some("/tmp/users.toml".into());
         args.tls_cert_file = Some("/tmp/cert.pem".into());

@@ -11,8 +11,9 @@ pub enum Kind {
     Path,
     Integer,
     Bool,
-    /// A list of CPU numbers (`--cpus 2,3`, `cpus = [2, 3]`).
-    CpuList,
+    /// A list of small integers, CPU or shard numbers (`--cpus 2,3`,
+    /// `cpus = [2, 3]`).
+    IntList,
 }
 
 /// A setting's value when nothing sets it.

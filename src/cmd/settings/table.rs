@@ -35,6 +35,24 @@ fn int_value(n: impl TryInto<i64>) -> toml::Value {
     toml::Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
 
+/// A list field as TOML (`None` when unset).
+fn int_list<T: Copy + TryInto<i64>>(list: &Option<Vec<T>>) -> Option<toml::Value> {
+    list.as_ref()
+        .map(|l| toml::Value::Array(l.iter().map(|&n| int_value(n)).collect()))
+}
+
+/// A TOML list of `what` numbers, each in `T`'s range.
+fn to_int_list<T: TryFrom<u64>>(v: &toml::Value, what: &str) -> Result<Vec<T>, String> {
+    v.as_array()
+        .ok_or_else(|| format!("expected a list of {what} numbers, got {v}"))?
+        .iter()
+        .map(|n| {
+            to_u64(n)
+                .and_then(|n| T::try_from(n).map_err(|_| format!("{what} {n} is out of range")))
+        })
+        .collect()
+}
+
 /// Table access to an integer field.
 macro_rules! integer {
     ($field:ident) => {
@@ -44,6 +62,19 @@ macro_rules! integer {
                 a.$field = to_u64(v)?
                     .try_into()
                     .map_err(|_| format!("{v} is too large"))?;
+                Ok(())
+            },
+        }
+    };
+}
+
+/// Table access to an optional list of `$what` numbers.
+macro_rules! int_list {
+    ($field:ident, $what:literal) => {
+        Access {
+            get: |a| int_list(&a.$field),
+            set: |a, v| {
+                a.$field = Some(to_int_list(v, $what)?);
                 Ok(())
             },
         }
@@ -286,29 +317,21 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         name: "cpus",
-        kind: Kind::CpuList,
+        kind: Kind::IntList,
         default: DefaultValue::Unset("every CPU this process may run on"),
         doc: "CPUs to pin shards to, in shard order (flag and variable: comma-separated).",
         rule: Rule::Relation("not empty; every CPU must be one this process may run on"),
         deprecated: &[],
-        access: Access {
-            get: |a| {
-                a.cpus
-                    .as_ref()
-                    .map(|c| toml::Value::Array(c.iter().map(|&n| int_value(n)).collect()))
-            },
-            set: |a, v| {
-                let list = v
-                    .as_array()
-                    .ok_or_else(|| format!("expected a list of CPU numbers, got {v}"))?;
-                a.cpus = Some(
-                    list.iter()
-                        .map(|c| to_u64(c).map(|c| c as usize))
-                        .collect::<Result<_, _>>()?,
-                );
-                Ok(())
-            },
-        },
+        access: int_list!(cpus, "CPU"),
+    },
+    Setting {
+        name: "connection_shards",
+        kind: Kind::IntList,
+        default: DefaultValue::Unset("every shard"),
+        doc: "Shards that accept client connections (native and RESP), by shard number; the others serve only requests forwarded to them, which leaves their CPUs to what shares them (a client on the same machine, NIC interrupts). See docs/tuning.md.",
+        rule: Rule::Relation("not empty, no number twice; every number below the data directory's shard count"),
+        deprecated: &[],
+        access: int_list!(connection_shards, "shard"),
     },
     Setting {
         name: "connections_per_shard_max",

@@ -152,6 +152,30 @@ pub fn usable_cpus() -> Vec<usize> {
     }
 }
 
+/// The shard count a start with `config` would serve with, read without
+/// locking or creating anything: the data directory's recorded count, else
+/// `config.shards`, else one shard per allowed CPU. `None` when the recorded
+/// metadata cannot be read; the start itself then reports why. For checks of
+/// settings that depend on the count (`connection_shards`) before a start
+/// that would fix a new directory's count.
+pub fn planned_shard_count(config: &EngineConfig) -> Option<u16> {
+    match crate::io::data_dir::recorded_shard_count(&config.data_dir) {
+        Ok(Some(recorded)) => Some(recorded),
+        Ok(None) => Some(config.shards.unwrap_or_else(|| default_shard_count(config))),
+        Err(_) => None,
+    }
+}
+
+/// A new directory's shard count when none is asked for: one per CPU the
+/// shards may run on.
+fn default_shard_count(config: &EngineConfig) -> u16 {
+    let allowed = config
+        .cpus
+        .as_ref()
+        .map_or_else(|| usable_cpus().len(), Vec::len);
+    allowed.clamp(1, usize::from(u16::MAX)) as u16
+}
+
 impl Engine {
     /// Recover every shard of `config.data_dir`, then run `service` once on every
     /// shard's core. Returns after every shard recovered (and started serving) or
@@ -200,8 +224,11 @@ impl Engine {
             }
         }
         let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
-        let default_shards = cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16;
-        let data_dir = DataDir::open(&config.data_dir, config.shards, default_shards)?;
+        let data_dir = DataDir::open(
+            &config.data_dir,
+            config.shards,
+            default_shard_count(&config),
+        )?;
         // A first start that fails before serving removes the metadata and
         // shard directories it wrote (DataDir::discard_unserved): a directory
         // that never served must not have its shard count fixed by a failure.
