@@ -194,6 +194,29 @@ fn only_the_connection_shards_accept_and_every_key_is_still_served() {
         .expect("shard 2 of 2 must be refused");
     assert!(err.contains("CONFIG_INVALID"), "{err}");
     assert!(err.contains("shard count 2: shards 0 to 1"), "{err}");
+    // `config check` says the same without starting anything.
+    let o = common::run_corekv(&[
+        "config",
+        "check",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--connection-shards",
+        "0,2",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "off",
+        "--resp-listen",
+        "off",
+    ]);
+    let text = common::output_text(&o);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "connection_shards = [0, 2]: shard(s) [2] do not exist (shard count 2: shards 0 to 1)"
+        ),
+        "{text}"
+    );
     let server = common::start_server(dir.path(), &["--connection-shards", "0,1"]);
     assert_eq!(
         server.client().get(keys[0].as_bytes()).unwrap(),

@@ -136,6 +136,13 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
         }
     }
     check_data_dir(args, &mut problems, &mut warnings);
+    // The list against the directory's shard count, unless the settings
+    // check already named it.
+    if let Some(problem) = args.connection_shards_at_start() {
+        if !problems.iter().any(|p| p.starts_with("connection_shards")) {
+            problems.push(problem);
+        }
+    }
     if let Some(f) = &args.log_file {
         if let Err(e) = probe_log_file(f) {
             problems.push(format!(

@@ -167,18 +167,13 @@ pub fn run(args: ServeArgs, matches: &ArgMatches) -> ExitCode {
             Err(e) => return startup_failed(e.name(), &format!("admin endpoint: {e}"), e.fix()),
         }
     };
-    // Known only with the data directory's shard count; checked before the
-    // start, which would fix a new directory's count.
-    if let Some(list) = &args.connection_shards {
-        let count = corekv::shard::runtime::planned_shard_count(&config);
-        if let Some(why) = corekv::net::server::connection_shards_problem(list, count) {
-            admin_stop.store(true, Ordering::SeqCst);
-            return startup_failed(
-                "CONFIG_INVALID",
-                &format!("connection_shards = {list:?}: {why}"),
-                "name shards from 0 to the shard count less one (the data directory fixes the count; GET /health shows it as shard_count), or unset connection_shards to accept on every shard",
-            );
-        }
+    if let Some(problem) = args.connection_shards_at_start() {
+        admin_stop.store(true, Ordering::SeqCst);
+        return startup_failed(
+            "CONFIG_INVALID",
+            &problem,
+            "name shards from 0 to the shard count less one (the data directory fixes the count; GET /health shows it as shard_count), or unset connection_shards to accept on every shard",
+        );
     }
     let engine = match Engine::start_with_telemetry(config, telemetry, service) {
         Ok(e) => e,

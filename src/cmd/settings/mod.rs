@@ -282,6 +282,17 @@ impl ServeArgs {
         config
     }
 
+    /// `connection_shards` against the shard count a start would serve with
+    /// (the data directory's, else `shards`, else one per CPU): the check that
+    /// reads the directory, shared by `serve` (before the start, which would
+    /// fix a new directory's count) and `config check`.
+    pub fn connection_shards_at_start(&self) -> Option<String> {
+        let list = self.connection_shards.as_ref()?;
+        let count = corekv::shard::runtime::planned_shard_count(&self.engine_config());
+        corekv::net::server::connection_shards_problem(list, count)
+            .map(|why| format!("connection_shards = {list:?}: {why}"))
+    }
+
     /// Checks that need no I/O: every row's rule, then the relations between
     /// settings (the engine's own, and the server's below).
     pub fn validate(&self) -> Result<(), Vec<String>> {
