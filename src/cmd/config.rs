@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Args, Subcommand};
 
-use corekv::io::data_dir::{check_creatable, check_direct_io, decode_meta, META_FILE};
+use corekv::io::data_dir::{check_creatable, check_direct_io, recorded_shard_count, DataDirError};
 use corekv::net::server::resolve_listen;
 
 use super::settings::{markdown, resolve, ServeArgs, SETTINGS};
@@ -136,13 +136,7 @@ pub fn check(args: &ServeArgs) -> (Vec<String>, Vec<String>) {
         }
     }
     check_data_dir(args, &mut problems, &mut warnings);
-    // The list against the directory's shard count, unless the settings
-    // check already named it.
-    if let Some(problem) = args.connection_shards_at_start() {
-        if !problems.iter().any(|p| p.starts_with("connection_shards")) {
-            problems.push(problem);
-        }
-    }
+    problems.extend(args.connection_shards_at_start());
     if let Some(f) = &args.log_file {
         if let Err(e) = probe_log_file(f) {
             problems.push(format!(
@@ -260,19 +254,23 @@ fn check_data_dir(args: &ServeArgs, problems: &mut Vec<String>, warnings: &mut V
             e.fix()
         ));
     }
-    if let Ok(bytes) = std::fs::read(dir.join(META_FILE)) {
-        match decode_meta(&bytes) {
-            Ok(stored) => {
-                if let Some(requested) = args.shards {
-                    if requested != stored {
-                        problems.push(format!(
-                            "shards = {requested}: SHARD_COUNT_MISMATCH, the data directory was created with {stored} shards"
-                        ));
-                    }
+    match recorded_shard_count(dir) {
+        Ok(Some(stored)) => {
+            if let Some(requested) = args.shards {
+                if requested != stored {
+                    problems.push(format!(
+                        "shards = {requested}: SHARD_COUNT_MISMATCH, the data directory was created with {stored} shards"
+                    ));
                 }
             }
-            Err(detail) => problems.push(format!("data_dir: DATA_DIR_META_CORRUPT: {detail}")),
         }
+        Ok(None) => {}
+        Err(DataDirError::MetaCorrupt { detail, .. }) => {
+            problems.push(format!("data_dir: DATA_DIR_META_CORRUPT: {detail}"))
+        }
+        // A meta file that cannot be read: the start says so, naming it;
+        // check probed what it can above.
+        Err(_) => {}
     }
 }
 

@@ -174,13 +174,8 @@ impl DataDir {
         };
         let lock = lock(path)?;
         check_direct_io(path)?;
-        let meta_path = path.join(META_FILE);
-        let (shard_count, created) = match fs::read(&meta_path) {
-            Ok(bytes) => {
-                let stored = decode_meta(&bytes).map_err(|detail| DataDirError::MetaCorrupt {
-                    path: meta_path.clone(),
-                    detail,
-                })?;
+        let (shard_count, created) = match recorded_shard_count(path)? {
+            Some(stored) => {
                 if let Some(requested) = requested {
                     if requested != stored {
                         return Err(DataDirError::ShardCountMismatch {
@@ -192,7 +187,7 @@ impl DataDir {
                 }
                 (stored, false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 if has_shard_dirs(path)? {
                     return Err(DataDirError::MetaMissing {
                         path: path.to_path_buf(),
@@ -203,7 +198,6 @@ impl DataDir {
                 write_meta(path, count)?;
                 (count, true)
             }
-            Err(e) => return Err(IoError::new(IoOp::Read, &meta_path, None, e).into()),
         };
         Ok(DataDir {
             path: path.to_path_buf(),
@@ -508,14 +502,20 @@ pub fn encode_meta(shard_count: u16, created_unix_ms: u64) -> Vec<u8> {
 }
 
 /// The shard count recorded in `path`'s corekv.meta, read without locking or
-/// creating anything (for checks before a start): `Ok(None)` when the
-/// directory has none yet, `Err` when it cannot be read or decoded (the start
-/// itself then refuses the directory, naming why).
-pub fn recorded_shard_count(path: &Path) -> Result<Option<u16>, String> {
-    match fs::read(path.join(META_FILE)) {
-        Ok(bytes) => decode_meta(&bytes).map(Some),
+/// creating anything: `Ok(None)` when the directory has none yet. The one
+/// reader of the file, for `open` and for checks before a start (`config
+/// check`, `connection_shards`).
+pub fn recorded_shard_count(path: &Path) -> Result<Option<u16>, DataDirError> {
+    let meta_path = path.join(META_FILE);
+    match fs::read(&meta_path) {
+        Ok(bytes) => decode_meta(&bytes)
+            .map(Some)
+            .map_err(|detail| DataDirError::MetaCorrupt {
+                path: meta_path,
+                detail,
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(IoError::new(IoOp::Read, &meta_path, None, e).into()),
     }
 }
 
