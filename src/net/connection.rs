@@ -20,7 +20,7 @@
 
 use std::time::Instant;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 
 use crate::core::limits::REPLY_BASE_BYTES;
 use crate::core::status::Status;
@@ -29,21 +29,11 @@ use crate::shard::ShardContext;
 
 use super::codec::{encode_response, HEADER_BYTES};
 use super::conn_buf::RecvBuf;
+use super::inbound::{read_more, ReadOutcome};
 use super::outbound::{Held, Outbound, SendError};
 pub use super::request_batch::ConnConfig;
 use super::request_batch::{Entry, Filled, RequestBatch};
 use super::stream::NetStream;
-
-/// Why the read loop ended.
-enum ReadOutcome {
-    Data(usize),
-    Closed,
-    Shutdown,
-    TimedOut,
-    /// No frame started within the idle timeout.
-    Idle,
-    Failed(std::io::Error),
-}
 
 pub async fn serve_connection(stream: &mut NetStream, ctx: &ShardContext, cfg: &ConnConfig) {
     let metrics = ctx.router.metrics();
@@ -190,75 +180,4 @@ fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
             );
         }
     }
-}
-
-async fn read_more(
-    stream: &mut NetStream,
-    rbuf: &mut RecvBuf,
-    needed: usize,
-    ctx: &ShardContext,
-    cfg: &ConnConfig,
-    held_in: &Held<'_>,
-) -> ReadOutcome {
-    let partial = !rbuf.is_empty();
-    let grow = rbuf.growth(needed);
-    if grow > 0 && !held_in.try_take(grow) {
-        // The shard's buffer budget is spent: stop reading this connection
-        // until another gives room back. A frame is under way (the buffer
-        // is full), so its deadline still runs.
-        let outcome = future::or(
-            async {
-                held_in.take(grow).await;
-                None
-            },
-            future::or(
-                async {
-                    ctx.shutdown.wait().await;
-                    Some(ReadOutcome::Shutdown)
-                },
-                async {
-                    glommio::timer::sleep(cfg.frame_timeout).await;
-                    Some(ReadOutcome::TimedOut)
-                },
-            ),
-        )
-        .await;
-        if let Some(outcome) = outcome {
-            return outcome;
-        }
-    }
-    let spare = rbuf.spare(needed);
-    let read = async {
-        match stream.read(spare).await {
-            Ok(0) => ReadOutcome::Closed,
-            Ok(n) => ReadOutcome::Data(n),
-            Err(e) => ReadOutcome::Failed(e),
-        }
-    };
-    let shutdown = async {
-        ctx.shutdown.wait().await;
-        ReadOutcome::Shutdown
-    };
-    let outcome = if partial {
-        // A half-sent frame must complete in time.
-        let timeout = async {
-            glommio::timer::sleep(cfg.frame_timeout).await;
-            ReadOutcome::TimedOut
-        };
-        future::or(read, future::or(shutdown, timeout)).await
-    } else if let Some(idle) = cfg.idle_timeout {
-        let timeout = async {
-            glommio::timer::sleep(idle).await;
-            ReadOutcome::Idle
-        };
-        future::or(read, future::or(shutdown, timeout)).await
-    } else {
-        // Without an idle timeout a connection between frames may wait forever,
-        // and waiting costs no timer.
-        future::or(read, shutdown).await
-    };
-    if let ReadOutcome::Data(n) = outcome {
-        rbuf.advance(n);
-    }
-    outcome
 }

@@ -11,6 +11,8 @@ pub mod client;
 pub mod codec;
 pub mod conn_buf;
 pub mod connection;
+pub mod inbound;
+pub mod listener;
 pub mod outbound;
 pub mod request_batch;
 pub mod resp;

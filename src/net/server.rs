@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncWriteExt};
 use glommio::net::TcpListener;
 
 use crate::core::limits::{
@@ -28,6 +27,7 @@ use crate::shard::ShardContext;
 use super::admission::{Gate, Refusal, Refusals, SourceLimits};
 use super::codec::{encode_response, HelloInfo, Limits, PROTOCOL_VERSION};
 use super::connection::{serve_connection, ConnConfig};
+use super::listener::{accept_until_shutdown, Listening, Protocol};
 use super::outbound::BufferBudget;
 use super::stream::NetStream;
 
@@ -317,6 +317,19 @@ fn bind_listener_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
 
 /// Run the server on one shard until the engine stops: stop accepting, let every
 /// connection finish its current batch, return.
+/// A refused native client's one response before the close.
+fn native_refusal(refused: Refusal) -> Vec<u8> {
+    let body: &'static [u8] = match refused {
+        Refusal::ConnectionsPerSource => {
+            b"connection limit reached for this source address (connections_per_source_max)"
+        }
+        _ => b"connection limit reached",
+    };
+    let mut out = Vec::new();
+    encode_response(&mut out, 0, 0, Status::TooManyConnections, body);
+    out
+}
+
 pub async fn serve_shard(
     ctx: ShardContext,
     cfg: Arc<ServerConfig>,
@@ -358,100 +371,35 @@ pub async fn serve_shard(
             .map(|users| super::auth::ShardAuth::new(users, cfg.refusals.clone())),
         telemetry: cfg.telemetry.clone(),
     });
-    let tls = cfg.tls.clone();
-    let gate = Gate {
-        connections_per_shard_max: cfg.connections_per_shard_max,
-        sources: cfg.connections_per_source.clone(),
-        refusals: cfg.refusals.clone(),
+    let shared = Listening {
+        ctx: ctx.clone(),
+        cfg: conn_cfg,
+        gate: Gate {
+            connections_per_shard_max: cfg.connections_per_shard_max,
+            sources: cfg.connections_per_source.clone(),
+            refusals: cfg.refusals.clone(),
+        },
+        open: Rc::new(Cell::new(0usize)),
+        closed: Rc::new(WaitQueue::default()),
+        tls: cfg.tls.clone(),
     };
-    let open = Rc::new(Cell::new(0usize));
-    let closed = Rc::new(WaitQueue::default());
+    let (open, closed) = (shared.open.clone(), shared.closed.clone());
     // The RESP listener shares this shard's connection count and limit.
-    let resp = resp_listener.map(|l| {
-        glommio::spawn_local(super::resp::connection::serve_listener(
-            l,
-            ctx.clone(),
-            conn_cfg.clone(),
-            gate.clone(),
-            open.clone(),
-            closed.clone(),
-            cfg.tls.clone(),
-        ))
-    });
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else { break };
-        let mut stream = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = ctx.shard().0, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let metrics = ctx.router.metrics();
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
-        let slot = match gate.admit(ctx.shard().0, open.get(), peer, "native") {
-            Ok(slot) => slot,
-            Err(refused) => {
-                metrics.connection_rejected();
-                if tls.is_some() {
-                    // A plaintext refusal means nothing to a TLS client: just
-                    // close.
-                    continue;
-                }
-                let body: &'static [u8] = match refused {
-                    Refusal::ConnectionsPerSource => {
-                        b"connection limit reached for this source address (connections_per_source_max)"
-                    }
-                    _ => b"connection limit reached",
-                };
-                glommio::spawn_local(async move {
-                    let mut out = Vec::new();
-                    encode_response(&mut out, 0, 0, Status::TooManyConnections, body);
-                    let _ = stream.write_all(&out).await;
-                })
-                .detach();
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        open.set(open.get() + 1);
-        metrics.connection_opened(open.get());
-        // The configuration current at accept: a reload applies to the
-        // connections accepted after it.
-        let acceptor = tls
-            .as_ref()
-            .map(|t| futures_rustls::TlsAcceptor::from(t.current()));
-        let (ctx, conn_cfg, open, closed) =
-            (ctx.clone(), conn_cfg.clone(), open.clone(), closed.clone());
-        glommio::spawn_local(async move {
-            let stream = match acceptor {
-                None => Some(NetStream::Plain(stream)),
-                Some(acceptor) => {
-                    super::stream::handshake(&acceptor, stream, &ctx, conn_cfg.frame_timeout)
-                        .await
-                        .map(|s| NetStream::Tls(Box::new(s)))
-                }
-            };
-            if let Some(mut stream) = stream {
-                serve_connection(&mut stream, &ctx, &conn_cfg).await;
-                super::stream::close(stream).await;
-            }
-            // The source's place goes back with the shard's.
-            drop(slot);
-            open.set(open.get() - 1);
-            ctx.router.metrics().connection_closed(open.get());
-            closed.wake_all();
-        })
-        .detach();
-    }
-    drop(listener);
+    let resp = resp_listener
+        .map(|l| glommio::spawn_local(super::resp::connection::serve_listener(l, shared.clone())));
+    accept_until_shutdown(
+        listener,
+        shared,
+        Protocol {
+            name: "native",
+            refusal: native_refusal,
+            serve: |mut stream: NetStream, ctx: ShardContext, cfg: Rc<ConnConfig>| async move {
+                serve_connection(&mut stream, &ctx, &cfg).await;
+                stream
+            },
+        },
+    )
+    .await;
     if let Some(resp) = resp {
         resp.await;
     }

@@ -15,28 +15,26 @@
 //! It must never execute an engine operation itself: commands.rs maps each
 //! command onto the shard router.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpListener;
 
-use crate::net::admission::{Gate, Refusal};
+use crate::net::admission::Refusal;
+use crate::net::listener::{accept_until_shutdown, Listening, Protocol};
 use crate::net::stream::NetStream;
-use crate::net::tls::TlsHandle;
 
 use crate::core::limits::{BATCH_BYTES_MAX, BATCH_REQUESTS_MAX};
 use crate::shard::metrics::{OpClass, ShardMetrics};
-use crate::shard::wake::WaitQueue;
 use crate::shard::ShardContext;
 
 use super::codec::{parse_command, Parsed, Reply};
 use super::commands::{count_command, Flow, Session};
 use super::pipeline::{plain, plain_access, Io, Pipeline};
 use crate::net::conn_buf::RecvBuf;
+use crate::net::inbound::{read_more, ReadOutcome};
 use crate::net::outbound::{Held, Outbound, SendError};
 use crate::net::request_batch::ConnConfig;
 
@@ -44,107 +42,42 @@ use crate::net::request_batch::ConnConfig;
 /// (every string and key command but long MGET/MSET/DEL lists).
 const ARGV_INLINE: usize = 16;
 
-/// Accept RESP clients on `listener` until the engine stops. `open` and
-/// `closed` are the shard's connection count and its wake-up, shared with
-/// the native listener (one connection limit for both protocols).
-/// `gate` holds the limits: the shard's (shared with the native listener)
-/// and the process-wide per-source one.
-/// `tls` is the native listener's TLS configuration: set, this listener too
-/// speaks only TLS (same certificate, client CAs, reload and handshake deadline;
-/// docs/security.md says why there is no per-listener switch).
-pub async fn serve_listener(
-    listener: TcpListener,
-    ctx: ShardContext,
-    cfg: Rc<ConnConfig>,
-    gate: Gate,
-    open: Rc<Cell<usize>>,
-    closed: Rc<WaitQueue>,
-    tls: Option<Arc<TlsHandle>>,
-) {
-    let connections_max = gate.connections_per_shard_max;
+/// Accept RESP clients on `listener` until the engine stops. `shared` is the
+/// native listener's: one connection count and limit for both protocols, the
+/// process-wide per-source limit, and the same TLS configuration (set, this
+/// listener too speaks only TLS: same certificate, client CAs, reload and
+/// handshake deadline; docs/security.md says why there is no per-listener
+/// switch). The accepting itself is net/listener.rs's.
+pub async fn serve_listener(listener: TcpListener, shared: Listening) {
     super::commands::STARTED.get_or_init(Instant::now);
     super::server::lastsave_init();
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
-            None
-        })
-        .await;
-        let Some(accepted) = accepted else { break };
-        let mut stream = match accepted {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(shard = ctx.shard().0, "RESP accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let metrics = ctx.router.metrics();
-        let peer = stream.peer_addr().ok().map(|a| a.ip());
-        let slot = match gate.admit(ctx.shard().0, open.get(), peer, "resp") {
-            Ok(slot) => slot,
-            Err(refused) => {
-                metrics.connection_rejected();
-                if tls.is_some() {
-                    // A plaintext error line means nothing to a TLS client:
-                    // just close (as the native listener does).
-                    continue;
-                }
-                // Redis's own text for its maxclients limit (clients match
-                // on it), with corekv's reason after it for the per-source
-                // limit, which Redis does not have.
-                let reply: &'static [u8] = match refused {
-                    Refusal::ConnectionsPerSource => {
-                        b"-ERR max number of clients reached from this address (connections_per_source_max)\r\n"
-                    }
-                    _ => b"-ERR max number of clients reached\r\n",
-                };
-                glommio::spawn_local(async move {
-                    let _ = stream.write_all(reply).await;
-                })
-                .detach();
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        open.set(open.get() + 1);
-        metrics.connection_opened(open.get());
-        // The configuration current at accept: a reload (SIGHUP) applies to
-        // the connections accepted after it.
-        let acceptor = tls
-            .as_ref()
-            .map(|t| futures_rustls::TlsAcceptor::from(t.current()));
-        let (ctx, cfg, open, closed) = (ctx.clone(), cfg.clone(), open.clone(), closed.clone());
-        let maxclients = connections_max * usize::from(ctx.shard_count());
-        glommio::spawn_local(async move {
-            let stream = match acceptor {
-                None => Some(NetStream::Plain(stream)),
-                Some(acceptor) => {
-                    crate::net::stream::handshake(&acceptor, stream, &ctx, cfg.frame_timeout)
-                        .await
-                        .map(|s| NetStream::Tls(Box::new(s)))
-                }
-            };
-            if let Some(mut stream) = stream {
+    let maxclients = shared.gate.connections_per_shard_max * usize::from(shared.ctx.shard_count());
+    accept_until_shutdown(
+        listener,
+        shared,
+        Protocol {
+            name: "resp",
+            refusal: resp_refusal,
+            serve: move |mut stream: NetStream, ctx: ShardContext, cfg: Rc<ConnConfig>| async move {
                 serve_resp_connection(&mut stream, &ctx, &cfg, maxclients).await;
-                crate::net::stream::close(stream).await;
-            }
-            drop(slot);
-            open.set(open.get() - 1);
-            ctx.router.metrics().connection_closed(open.get());
-            closed.wake_all();
-        })
-        .detach();
-    }
+                stream
+            },
+        },
+    )
+    .await;
 }
 
-enum ReadOutcome {
-    Data,
-    Closed,
-    Shutdown,
-    TimedOut,
-    Idle,
-    Failed(std::io::Error),
+/// Redis's own text for its maxclients limit (clients match on it), with
+/// corekv's reason after it for the per-source limit, which Redis does not
+/// have.
+fn resp_refusal(refused: Refusal) -> Vec<u8> {
+    let reply: &'static [u8] = match refused {
+        Refusal::ConnectionsPerSource => {
+            b"-ERR max number of clients reached from this address (connections_per_source_max)\r\n"
+        }
+        _ => b"-ERR max number of clients reached\r\n",
+    };
+    reply.to_vec()
 }
 
 pub async fn serve_resp_connection(
@@ -311,8 +244,8 @@ pub async fn serve_resp_connection(
         if ctx.shutdown.is_set() {
             return;
         }
-        match read_more(stream, &mut rbuf, ctx, cfg, &held_in).await {
-            ReadOutcome::Data => {}
+        match read_more(stream, &mut rbuf, 0, ctx, cfg, &held_in).await {
+            ReadOutcome::Data(_) => {}
             ReadOutcome::Closed | ReadOutcome::Shutdown => return,
             ReadOutcome::Idle => return,
             ReadOutcome::TimedOut => {
@@ -365,72 +298,4 @@ fn send_failed(e: SendError, metrics: &ShardMetrics, cfg: &ConnConfig) {
             );
         }
     }
-}
-
-async fn read_more(
-    stream: &mut NetStream,
-    rbuf: &mut RecvBuf,
-    ctx: &ShardContext,
-    cfg: &ConnConfig,
-    held_in: &Held<'_>,
-) -> ReadOutcome {
-    let partial = !rbuf.is_empty();
-    let grow = rbuf.growth(0);
-    if grow > 0 && !held_in.try_take(grow) {
-        let outcome = future::or(
-            async {
-                held_in.take(grow).await;
-                None
-            },
-            future::or(
-                async {
-                    ctx.shutdown.wait().await;
-                    Some(ReadOutcome::Shutdown)
-                },
-                async {
-                    glommio::timer::sleep(cfg.frame_timeout).await;
-                    Some(ReadOutcome::TimedOut)
-                },
-            ),
-        )
-        .await;
-        if let Some(outcome) = outcome {
-            return outcome;
-        }
-    }
-    let spare = rbuf.spare(0);
-    let mut got = 0;
-    let read = async {
-        match stream.read(spare).await {
-            Ok(0) => ReadOutcome::Closed,
-            Ok(n) => {
-                got = n;
-                ReadOutcome::Data
-            }
-            Err(e) => ReadOutcome::Failed(e),
-        }
-    };
-    let shutdown = async {
-        ctx.shutdown.wait().await;
-        ReadOutcome::Shutdown
-    };
-    let outcome = if partial {
-        let timeout = async {
-            glommio::timer::sleep(cfg.frame_timeout).await;
-            ReadOutcome::TimedOut
-        };
-        future::or(read, future::or(shutdown, timeout)).await
-    } else if let Some(idle) = cfg.idle_timeout {
-        let timeout = async {
-            glommio::timer::sleep(idle).await;
-            ReadOutcome::Idle
-        };
-        future::or(read, future::or(shutdown, timeout)).await
-    } else {
-        future::or(read, shutdown).await
-    };
-    if let ReadOutcome::Data = outcome {
-        rbuf.advance(got);
-    }
-    outcome
 }
