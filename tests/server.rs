@@ -139,7 +139,17 @@ fn restart_with_another_shard_count_is_refused() {
 fn only_the_connection_shards_accept_and_every_key_is_still_served() {
     use common::resp::{Conn, V};
     let dir = tempfile::tempdir().unwrap();
-    let server = common::start_server(dir.path(), &["--shards", "2", "--connection-shards", "1"]);
+    let server = common::start_server(
+        dir.path(),
+        &[
+            "--shards",
+            "2",
+            "--connection-shards",
+            "1",
+            "--connections-per-shard-max",
+            "100",
+        ],
+    );
     let mut clients: Vec<_> = (0..12).map(|_| server.client()).collect();
     for c in clients.iter_mut() {
         let hello = c.hello().unwrap();
@@ -160,6 +170,15 @@ fn only_the_connection_shards_accept_and_every_key_is_still_served() {
     for (i, key) in keys.iter().enumerate() {
         let got = conns[i % 6].cmd(&[b"GET", key.as_bytes()]);
         assert_eq!(got, V::Bulk(format!("v{i}").into_bytes()), "{key}");
+    }
+    // The limit INFO reports is what the accepting shard can take, not
+    // what both would.
+    match conns[0].cmd(&[b"INFO", b"clients"]) {
+        V::Bulk(info) => {
+            let info = String::from_utf8_lossy(&info).into_owned();
+            assert!(info.contains("maxclients:100\r\n"), "{info}");
+        }
+        other => panic!("INFO: {other:?}"),
     }
     // The shards publish their counters a few times a second.
     let on = |accepted: &[(String, f64)], shard: &str| {

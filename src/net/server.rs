@@ -113,6 +113,14 @@ impl ServerConfig {
             None => Ok(list.contains(&shard)),
         }
     }
+
+    /// How many of `shard_count` shards accept connections: what the
+    /// per-shard connection limit adds up to (Redis's `maxclients`).
+    pub fn accepting_shards(&self, shard_count: u16) -> usize {
+        self.connection_shards
+            .as_ref()
+            .map_or(usize::from(shard_count), Vec::len)
+    }
 }
 
 /// What is wrong with a `connection_shards` list, given the shard count when
@@ -315,8 +323,6 @@ fn bind_listener_socket(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     Ok(sk)
 }
 
-/// Run the server on one shard until the engine stops: stop accepting, let every
-/// connection finish its current batch, return.
 /// A refused native client's one response before the close.
 fn native_refusal(refused: Refusal) -> Vec<u8> {
     let body: &'static [u8] = match refused {
@@ -330,6 +336,8 @@ fn native_refusal(refused: Refusal) -> Vec<u8> {
     out
 }
 
+/// Run the server on one shard until the engine stops: stop accepting, let every
+/// connection finish its current batch, return.
 pub async fn serve_shard(
     ctx: ShardContext,
     cfg: Arc<ServerConfig>,
@@ -385,8 +393,14 @@ pub async fn serve_shard(
     };
     let (open, closed) = (shared.open.clone(), shared.closed.clone());
     // The RESP listener shares this shard's connection count and limit.
-    let resp = resp_listener
-        .map(|l| glommio::spawn_local(super::resp::connection::serve_listener(l, shared.clone())));
+    let resp = resp_listener.map(|l| {
+        let maxclients = cfg.connections_per_shard_max * cfg.accepting_shards(ctx.shard_count());
+        glommio::spawn_local(super::resp::connection::serve_listener(
+            l,
+            shared.clone(),
+            maxclients,
+        ))
+    });
     accept_until_shutdown(
         listener,
         shared,

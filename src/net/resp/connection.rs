@@ -48,10 +48,10 @@ const ARGV_INLINE: usize = 16;
 /// listener too speaks only TLS: same certificate, client CAs, reload and
 /// handshake deadline; docs/security.md says why there is no per-listener
 /// switch). The accepting itself is net/listener.rs's.
-pub async fn serve_listener(listener: TcpListener, shared: Listening) {
+/// `maxclients`: the limit all accepting shards add up to (INFO says it).
+pub async fn serve_listener(listener: TcpListener, shared: Listening, maxclients: usize) {
     super::commands::STARTED.get_or_init(Instant::now);
     super::server::lastsave_init();
-    let maxclients = shared.gate.connections_per_shard_max * usize::from(shared.ctx.shard_count());
     accept_until_shutdown(
         listener,
         shared,

@@ -161,19 +161,24 @@ pub fn usable_cpus() -> Vec<usize> {
 pub fn planned_shard_count(config: &EngineConfig) -> Option<u16> {
     match crate::io::data_dir::recorded_shard_count(&config.data_dir) {
         Ok(Some(recorded)) => Some(recorded),
-        Ok(None) => Some(config.shards.unwrap_or_else(|| default_shard_count(config))),
+        Ok(None) => Some(
+            config
+                .shards
+                .unwrap_or_else(|| default_shard_count(&allowed_cpus(config))),
+        ),
         Err(_) => None,
     }
 }
 
+/// The CPUs the shards may run on: `config.cpus`, else every usable one.
+fn allowed_cpus(config: &EngineConfig) -> Vec<usize> {
+    config.cpus.clone().unwrap_or_else(usable_cpus)
+}
+
 /// A new directory's shard count when none is asked for: one per CPU the
 /// shards may run on.
-fn default_shard_count(config: &EngineConfig) -> u16 {
-    let allowed = config
-        .cpus
-        .as_ref()
-        .map_or_else(|| usable_cpus().len(), Vec::len);
-    allowed.clamp(1, usize::from(u16::MAX)) as u16
+fn default_shard_count(cpus_allowed: &[usize]) -> u16 {
+    cpus_allowed.len().clamp(1, usize::from(u16::MAX)) as u16
 }
 
 impl Engine {
@@ -223,11 +228,11 @@ impl Engine {
                 )]));
             }
         }
-        let cpus_allowed = config.cpus.clone().unwrap_or_else(usable_cpus);
+        let cpus_allowed = allowed_cpus(&config);
         let data_dir = DataDir::open(
             &config.data_dir,
             config.shards,
-            default_shard_count(&config),
+            default_shard_count(&cpus_allowed),
         )?;
         // A first start that fails before serving removes the metadata and
         // shard directories it wrote (DataDir::discard_unserved): a directory
